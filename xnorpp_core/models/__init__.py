@@ -1,0 +1,1 @@
+"""Binary ResNet-18 and AlexNet (Section 5.1.1)."""

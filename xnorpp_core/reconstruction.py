@@ -1,0 +1,228 @@
+"""Section 4.2 / Table 2: how closely can a binary layer reproduce a real one?
+
+For each trial we draw ``W`` (o, c, k, k) and ``I`` (c, H, W), compute the real
+output ``Y = I * W`` and the fixed binary output ``B = sign(I) (*) sign(W)``
+(the binary weights are fixed at ``sign(W)``, as in the paper), and fit each
+method's scale so that ``B . scale`` is as close as possible to ``Y``:
+
+- ``direct``: no scale, distance of ``B`` itself.
+- ``xnor`` / ``xnor_alpha``: the analytic scales of Eq. 2, nothing fitted.
+- ``case1`` .. ``case4``: the learned Gamma of Eq. 4-7, fitted with Adam.
+
+All trials are independent, so they run as one vectorised problem: ``B`` and
+``Y`` are computed once per trial as a grouped convolution, and each learned
+scale carries a leading trial dimension. The fit only multiplies ``B`` by
+Gamma, so no convolution runs inside the Adam loop.
+
+Certificates. The loss is separable in a single factor: with the other factors
+fixed, each entry of one factor solves ``min_a sum_j |c_j a - y_j|``, whose
+minimiser is the weighted median of ``y_j / c_j`` with weights ``|c_j|`` (for
+L2, least squares ``sum c y / sum c^2``). Case 1 and Case 2 have a single
+factor, so one such update is their exact global optimum; for Cases 3 and 4
+(products of factors, not convex) alternating these exact updates from several
+starts gives the best known optimum. Adam's result is compared with these.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .layers import PAD_MODES, binary_conv2d, conv_output_size
+from .scales import LEARNED_SCALES, make_learned_scale, xnor_input_scale, xnor_weight_scale
+
+__all__ = [
+    "RECONSTRUCTION_METHODS",
+    "LOSSES",
+    "FitConfig",
+    "draw_layers",
+    "layer_outputs",
+    "distance",
+    "weighted_median",
+    "exact_factor_update",
+    "alternating_optimum",
+    "fit_adam",
+]
+
+RECONSTRUCTION_METHODS = ("direct", "xnor", "xnor_alpha", "case1", "case2", "case3", "case4")
+LOSSES = ("l1", "l2")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Adam's schedule and the stopping rule for "trained until convergence".
+
+    Adam starts at ``lr``; the learning rate is divided by 10 (torch's
+    ``ReduceLROnPlateau``) whenever the summed loss has not improved by a relative
+    ``threshold`` for ``patience`` steps; the fit stops once ``lr`` has been
+    divided ``decays`` times and plateaued again, or after ``max_steps``.
+    """
+
+    lr: float = 0.1
+    patience: int = 50
+    threshold: float = 1e-5
+    decays: int = 4
+    max_steps: int = 20_000
+
+    def __post_init__(self):
+        if not (self.lr > 0 and self.patience >= 1 and self.threshold > 0 and self.decays >= 0
+                and self.max_steps >= 1):
+            raise ValueError(f"invalid FitConfig: {self}")
+
+
+def draw_layers(trials, out_channels, in_channels, kernel_size, input_size, generator, device="cpu"):
+    """Draw ``W`` (T, o, c, k, k) and ``I`` (T, c, H, W) from N(0, 1) with ``generator``."""
+    w = torch.randn(trials, out_channels, in_channels, kernel_size, kernel_size, generator=generator)
+    x = torch.randn(trials, in_channels, input_size, input_size, generator=generator)
+    return w.to(device), x.to(device)
+
+
+@torch.no_grad()
+def layer_outputs(w, x, padding=0, pad_mode="zero"):
+    """Real output ``Y``, binary output ``B`` and XNOR-Net's ``alpha``, ``K`` for every trial.
+
+    ``w`` is (T, o, c, k, k), ``x`` is (T, c, H, W). Returns ``Y`` and ``B`` as
+    (T, o, h_out, w_out), ``alpha`` as (T, o, 1, 1) and ``K`` as (T, 1, h_out, w_out).
+    """
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"unknown pad_mode {pad_mode!r}; choose from {PAD_MODES}")
+    t, o, c, k, _ = w.shape
+    size = conv_output_size(x.shape[-2:], k, 1, padding)
+    xg = x.reshape(1, t * c, *x.shape[-2:])  # trials as groups of one convolution
+    wg = w.reshape(t * o, c, k, k)
+    y = F.conv2d(xg, wg, padding=padding, groups=t).reshape(t, o, *size)
+    b = binary_conv2d(xg, wg, padding=padding, groups=t, pad_mode=pad_mode).reshape(t, o, *size)
+    alpha = xnor_weight_scale(wg).reshape(t, o, 1, 1)
+    kk = xnor_input_scale(x, k, 1, padding)  # (T, 1, h_out, w_out)
+    return y, b, alpha, kk
+
+
+def distance(pred, y, loss="l1"):
+    """Per-trial distance: mean absolute (``l1``) or squared (``l2``) error per output element."""
+    err = pred - y
+    dims = tuple(range(1, err.dim()))
+    if loss == "l1":
+        return err.abs().mean(dim=dims)
+    if loss == "l2":
+        return err.square().mean(dim=dims)
+    raise ValueError(f"unknown loss {loss!r}; choose from {LOSSES}")
+
+
+def weighted_median(values, weights, dim=-1):
+    """A minimiser of ``sum_j weights_j |a - values_j|`` along ``dim`` (keepdim).
+
+    The smallest value whose cumulative weight reaches half the total weight.
+    """
+    v, order = values.sort(dim=dim)
+    cw = weights.gather(dim, order).cumsum(dim)
+    half = cw.narrow(dim, cw.shape[dim] - 1, 1) / 2
+    pos = (cw < half).sum(dim, keepdim=True).clamp(max=v.shape[dim] - 1)
+    return v.gather(dim, pos)
+
+
+def exact_factor_update(b, y, others, shape, loss="l1"):
+    """The exact minimiser of the loss over one factor of Gamma, the others fixed.
+
+    ``b`` and ``y`` are (T, o, h, w); ``others`` is the product of the other factors
+    (broadcastable, 1 if none); ``shape`` is the factor's shape (T, o|1, h|1, w|1).
+    """
+    c = (b * others).expand_as(y)
+    reduce = [d for d in range(1, 4) if shape[d] == 1]
+    keep = [d for d in range(4) if d not in reduce]
+    perm = keep + reduce
+    cp = c.permute(perm).reshape(*[c.shape[d] for d in keep], -1)
+    yp = y.permute(perm).reshape(cp.shape)
+    if loss == "l2":
+        num, den = (cp * yp).sum(-1), cp.square().sum(-1)
+        best = torch.where(den > 0, num / den.clamp_min(1e-30), torch.ones_like(num))
+    elif loss == "l1":
+        nz = cp != 0  # where c = 0 the entry does not depend on the factor
+        ratio = torch.where(nz, yp / torch.where(nz, cp, torch.ones_like(cp)), torch.zeros_like(cp))
+        best = weighted_median(ratio, cp.abs(), dim=-1).squeeze(-1)
+        best = torch.where(nz.any(-1), best, torch.ones_like(best))
+    else:
+        raise ValueError(f"unknown loss {loss!r}; choose from {LOSSES}")
+    return best.reshape(shape)
+
+
+def _factor_shapes(method, t, o, size):
+    h, w = size
+    return {
+        "case1": [(t, o, 1, 1)],
+        "case2": [(t, o, h, w)],
+        "case3": [(t, o, 1, 1), (t, 1, h, w)],
+        "case4": [(t, o, 1, 1), (t, 1, h, 1), (t, 1, 1, w)],
+    }[method]
+
+
+@torch.no_grad()
+def alternating_optimum(method, b, y, loss="l1", restarts=4, sweeps=50, init=None, generator=None):
+    """Best known optimum of ``method``'s Gamma by alternating exact factor updates.
+
+    Exact (global) for ``case1`` and ``case2``, which have one factor. For
+    ``case3``/``case4`` it sweeps over the factors (each update exact) from
+    ``restarts`` starts (all ones, then random log-normal factors), and from
+    ``init`` (a list of factors, e.g. Adam's) when given, until a sweep stops
+    improving or after ``sweeps`` sweeps, and keeps, per trial, the lowest loss.
+    Returns ``(gamma (T, o, h, w), loss (T,))``.
+    """
+    if method not in LEARNED_SCALES:
+        raise ValueError(f"no learned Gamma for method {method!r}")
+    t, o, h, w = y.shape
+    shapes = _factor_shapes(method, t, o, (h, w))
+    starts = [] if init is None else [[f.detach().to(y).expand(s).clone() for f, s in zip(init, shapes)]]
+    for r in range(1 if len(shapes) == 1 else restarts):
+        starts.append([torch.ones(s, dtype=y.dtype, device=y.device) if r == 0 else
+                       torch.exp(0.5 * torch.randn(s, generator=generator)).to(y) for s in shapes])
+    best_gamma, best_loss = None, None
+    for factors in starts:
+        previous = distance(b * math.prod(factors), y, loss)
+        for _ in range(sweeps):
+            for i, s in enumerate(shapes):
+                others = math.prod([f for j, f in enumerate(factors) if j != i]) if len(shapes) > 1 else 1.0
+                factors[i] = exact_factor_update(b, y, others, s, loss)
+            current = distance(b * math.prod(factors), y, loss)
+            if len(shapes) == 1 or (previous - current).max() <= 1e-7 * current.max():
+                break
+            previous = current
+        gamma = math.prod(factors).expand(t, o, h, w)
+        if best_loss is None:
+            best_gamma, best_loss = gamma.clone(), current
+        else:
+            better = current < best_loss
+            best_gamma = torch.where(better[:, None, None, None], gamma, best_gamma)
+            best_loss = torch.minimum(current, best_loss)
+    return best_gamma, best_loss
+
+
+def fit_adam(method, b, y, loss="l1", config=FitConfig(), on_step=None):
+    """Fit ``method``'s learned Gamma (Eq. 4-7) to ``y`` with Adam, for all trials at once.
+
+    The summed per-trial loss is minimised (trials share no parameters, and
+    Adam's update is element-wise, so the trials are independent fits that
+    share one learning-rate schedule). Returns ``(gamma (T, o, h, w), loss (T,), steps)``.
+    ``on_step`` is called after every step (for progress bars).
+    """
+    t, o, h, w = y.shape
+    scale = make_learned_scale(method, o, (h, w), batch=(t,)).to(y.device)
+    opt = torch.optim.Adam(scale.parameters(), lr=config.lr)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=0.1, patience=config.patience, threshold=config.threshold)
+    min_lr = config.lr * 10.0 ** (-config.decays)
+    step = 0
+    while step < config.max_steps:
+        opt.zero_grad(set_to_none=True)
+        per_trial = distance(b * scale(), y, loss)
+        total = per_trial.sum()
+        total.backward()
+        opt.step()
+        step += 1
+        if on_step is not None:
+            on_step()
+        lr_before = opt.param_groups[0]["lr"]
+        plateau.step(total.item())
+        if lr_before <= min_lr * 1.0001 and opt.param_groups[0]["lr"] < lr_before:
+            break  # plateaued at the smallest learning rate: converged
+    with torch.no_grad():
+        return scale, distance(b * scale(), y, loss), step
