@@ -1,0 +1,95 @@
+"""Provenance and safe writing of results: versions, hardware, atomic files.
+
+Every result file of this project is written through ``atomic_write`` (write
+to a temporary file in the same folder, then ``os.replace``), so a crash or a
+bad option never leaves a half-written file behind.
+"""
+
+import datetime
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+__all__ = ["environment", "atomic_write", "write_json", "write_csv", "save_figure"]
+
+_PACKAGES = ("xnorpp", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn", "papermill")
+
+
+def _cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device="cpu"):
+    """Versions and hardware, for the ``run.json`` beside every result."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    env = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "versions": versions,
+    }
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def atomic_write(path, data):
+    """Write ``data`` (str or bytes) to ``path`` atomically: temporary file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path, obj):
+    """``obj`` as indented JSON, atomically."""
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_csv(path, frame, **kwargs):
+    """A pandas DataFrame as CSV (no index), atomically."""
+    return atomic_write(path, frame.to_csv(index=False, **kwargs))
+
+
+def save_figure(fig, path, **kwargs):
+    """A matplotlib figure, atomically, in the format given by ``path``'s suffix.
+
+    PNG and PDF metadata dates are dropped so that reruns give identical files.
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".")
+    buf = io.BytesIO()
+    metadata_ = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None}}.get(fmt)
+    fig.savefig(buf, format=fmt, metadata=metadata_, **kwargs)
+    return atomic_write(path, buf.getvalue())
