@@ -13,7 +13,8 @@ import torch
 
 from xnorpp_core import packed
 from xnorpp_core.layers import BinaryConv2d, binary_conv2d
-from xnorpp_core.packed import PackedBinaryConv2d, backend_info, pack_signs, pack_weight
+from xnorpp_core.models import binary_resnet18, fuse_model
+from xnorpp_core.packed import PackedBinaryConv2d, backend_info, pack_model, pack_signs, pack_weight, storage_bytes
 from xnorpp_core.scales import LearnedScale
 
 
@@ -59,7 +60,7 @@ def test_auto_falls_back_to_numpy_when_the_build_fails(monkeypatch):
         backend_info("cpp")
 
 
-@pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja") is None,
+@pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja", path=packed._ninja_path()) is None,
                     reason="no C++ compiler or ninja on this machine")
 def test_kernel_builds_where_a_compiler_exists():
     info = backend_info("auto")
@@ -188,3 +189,52 @@ def test_unsupported_layers_and_inputs_raise():
         layer(torch.randn(1, 4, 6, 6))
     with pytest.raises(ValueError, match="float32 CPU tensor"):
         pack_signs(torch.randn(1, 8, 6, 6, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- whole model
+
+
+def _resnet(method, seed=0):
+    """A small-input binary ResNet-18 with non-trivial BN statistics and learned factors, in eval mode."""
+    torch.manual_seed(seed)
+    model = binary_resnet18(method, num_classes=10, input_size=16, small_input=True).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+            if isinstance(m, LearnedScale):
+                for p in m.parameters():
+                    p.mul_(torch.rand_like(p) + 0.5)  # spatial factors no longer constant
+    return model
+
+
+@pytest.mark.parametrize("method", packed.SUPPORTED_METHODS)
+def test_packed_resnet18_gives_the_float_emulated_logits(backend, method):
+    model = _resnet(method)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = fuse_model(model)(x)
+    packed_model = pack_model(model, backend)
+    with torch.no_grad():
+        got = packed_model(x)
+    assert torch.equal(got, expected)  # the same logits, hence the same predictions
+    assert not any(isinstance(m, BinaryConv2d) for m in packed_model.modules())
+    assert sum(isinstance(m, PackedBinaryConv2d) for m in packed_model.modules()) == 16
+
+
+def test_pack_model_refuses_xnor():
+    with pytest.raises(ValueError, match="has no packed form"):
+        pack_model(binary_resnet18("xnor", num_classes=10, input_size=16, small_input=True), "numpy")
+
+
+def test_storage_bytes_of_packed_resnet18():
+    model = _resnet("case4")
+    float_size, packed_size = storage_bytes(fuse_model(model)), storage_bytes(pack_model(model, "numpy"))
+    binary_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, BinaryConv2d))
+    assert float_size["binary_weights"] == 4 * binary_weights
+    # every binary layer has c a multiple of 64, so packing is exactly one bit per weight: 32x
+    assert packed_size["binary_weights"] * 32 == float_size["binary_weights"]
+    assert packed_size["other"] == float_size["other"]  # real layers and BN untouched
+    assert packed_size["scales"] == float_size["scales"]  # the dense fused Gamma of Case 4
+    assert packed_size["total"] == sum(packed_size[k] for k in ("binary_weights", "scales", "other"))

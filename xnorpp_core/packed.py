@@ -37,6 +37,10 @@ Backends (``BACKENDS``):
 takes ``cpp`` when it builds and ``numpy`` otherwise; ``backend_info()`` says
 which runs and why.
 
+Whole models: ``pack_model`` fuses a model's learned Gammas
+(``models.fuse_model``) and replaces each ``BinaryConv2d`` by its packed form;
+``storage_bytes`` counts what the model stores, by kind of tensor.
+
 Supported layers: ``BinaryConv2d`` with method ``direct`` (no scale),
 ``xnor_alpha`` (Gamma = alpha, Eq. 2 without K) and the learned ``case1`` ..
 ``case4`` (their fused Gamma), either pad mode, any stride and padding, with or
@@ -59,10 +63,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import BinaryConv2d, conv_output_size
-from .scales import xnor_weight_scale
+from .models import fuse_model
+from .scales import FusedScale, LearnedScale, xnor_weight_scale
 
 __all__ = ["BACKENDS", "ENV_VAR", "SUPPORTED_METHODS", "BackendInfo", "backend_info", "pack_signs",
-           "pack_weight", "PackedBinaryConv2d"]
+           "pack_weight", "PackedBinaryConv2d", "pack_model", "storage_bytes"]
 
 BACKENDS = ("cpp", "cpp_generic", "numpy")
 ENV_VAR = "XNORPP_PACKED_BACKEND"
@@ -91,18 +96,36 @@ def _cpu_tag():
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
+def _ninja_path():
+    """PATH with the ``ninja`` of the ``ninja`` Python package appended (torch's build looks it up on PATH)."""
+    path = os.environ.get("PATH", "")
+    try:
+        import ninja
+
+        return path + os.pathsep + ninja.BIN_DIR
+    except ImportError:
+        return path
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled():
     """The compiled extension (built on first use, then loaded from the cache), or the build error."""
+    path = os.environ.get("PATH")
     try:
         from torch.utils import cpp_extension
 
+        os.environ["PATH"] = _ninja_path()
         module = cpp_extension.load(name=f"xnorpp_packed_conv_{_cpu_tag()}", sources=[str(_SOURCE)],
                                     extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
         return module, ""
     except Exception as err:  # no compiler, no ninja, no headers, build error: all mean "fall back"
         lines = str(err).strip().splitlines() or [""]
         return None, f"{type(err).__name__}: {lines[0][:300]}"
+    finally:
+        if path is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = path
 
 
 def backend_info(requested=None):
@@ -300,3 +323,48 @@ class PackedBinaryConv2d(nn.Module):
         if self.bias is not None:
             y = y + self.bias[:, None, None]
         return y
+
+
+# ------------------------------------------------------------------ whole models
+
+@torch.no_grad()
+def pack_model(model, backend=None):
+    """An inference copy of ``model`` (in eval mode): learned Gammas fused, every ``BinaryConv2d`` packed.
+
+    The copy's binary weights are stored only as ``weight_bits``; its other
+    layers (real stem, classifier, shortcuts, BN) are those of ``model``.
+    Raises ``ValueError`` for a binary layer without a packed form (``xnor``).
+    """
+    model = fuse_model(copy.deepcopy(model)).eval()
+    info = backend_info(backend)
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, BinaryConv2d) and child.method != "real":
+                setattr(module, name, PackedBinaryConv2d.from_binary_conv(child, info.name))
+    return model
+
+
+def storage_bytes(model):
+    """Bytes of ``model``'s state (parameters and persistent buffers), by kind.
+
+    Keys: ``binary_weights`` (weights of binary convolutions: float in a
+    ``BinaryConv2d``, bits in a ``PackedBinaryConv2d``), ``scales`` (Gamma,
+    learned or fused, and ``xnor_alpha``'s alpha), ``other`` (real layers, BN,
+    biases), and ``total``.
+    """
+    sizes = dict.fromkeys(("binary_weights", "scales", "other"), 0)
+    for module in model.modules():
+        binary = isinstance(module, PackedBinaryConv2d) or (
+            isinstance(module, BinaryConv2d) and module.method != "real")
+        buffers = [(n, b) for n, b in module.named_buffers(recurse=False)
+                   if n not in module._non_persistent_buffers_set]
+        for name, tensor in [*module.named_parameters(recurse=False), *buffers]:
+            if binary and name in ("weight", "weight_bits"):
+                kind = "binary_weights"
+            elif isinstance(module, (LearnedScale, FusedScale)) or (binary and name == "gamma"):
+                kind = "scales"
+            else:
+                kind = "other"
+            sizes[kind] += tensor.numel() * tensor.element_size()
+    sizes["total"] = sum(sizes.values())
+    return sizes
