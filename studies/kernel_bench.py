@@ -1,0 +1,312 @@
+"""The bit-packed binary convolution on this CPU, measured beside Eq. 8/9 (Section 4.3).
+
+    python -m studies.kernel_bench [--threads 1 2] [--method case4] [--min-run-time 0.5]
+
+For every binary convolution shape of ResNet-18 at 224x224 (the paper's
+256 -> 256 3x3 layer at 14x14 is one of them), on each thread count, times
+with ``torch.utils.benchmark`` (median of blocks):
+
+- ``float_ms``: torch's float32 ``F.conv2d`` (the faster of NCHW and
+  channels-last, both kept as ``float_nchw_ms``, ``float_cl_ms``);
+- ``emulated_ms``: the float emulation, ``BinaryConv2d`` fused (sign, float
+  conv of +-1, times Gamma), as PyTorch binary-network code runs it;
+- ``packed_ms``: ``PackedBinaryConv2d`` (pack sign(I), XNOR-popcount, times
+  Gamma), and its two parts ``pack_ms`` (packing the input alone) and
+  ``conv_ms`` (the convolution of an already packed input);
+
+then ``speedup = float_ms / packed_ms``, ``speedup_conv_only = float_ms /
+conv_ms`` beside ``eq9`` / ``eq8`` (as printed) and ``eq9_consistent`` (a float
+op charged as 64 binary ops, ``xnorpp_core.speedup``). For the whole binary
+ResNet-18 at 224x224: storage in bytes of the float-emulated and the packed
+model, by kind and method; time of the real-valued, the emulated and the
+packed model; and whether the packed model's logits equal the emulated ones.
+
+Writes to ``--out`` (default ``results/kernel_bench``): ``kernel_bench.csv``,
+``kernel_bench.md``, ``speedup.png``, ``model_size.csv``, ``model_time.csv``,
+``kernel_bench_summary.md`` and ``run.json`` (config, backend, versions,
+hardware). Timings depend on the machine and its load: rerun on a quiet one.
+"""
+
+import copy
+import os
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils import benchmark  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from studies._cli import ArgumentParser, fail  # noqa: E402
+from xnorpp_core.layers import BinaryConv2d  # noqa: E402
+from xnorpp_core.models import binary_resnet18, fuse_model  # noqa: E402
+from xnorpp_core.packed import (BACKENDS, SUPPORTED_METHODS, PackedBinaryConv2d, backend_info, pack_model,  # noqa: E402
+                                pack_signs, storage_bytes)
+from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json  # noqa: E402
+from xnorpp_core.scales import LearnedScale  # noqa: E402
+from xnorpp_core.speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor  # noqa: E402
+
+PROG = "python -m studies.kernel_bench"
+PAPER_LAYER = (256, 256, 3, 1, 1, 14)  # Section 4.3: o = 256, 3x3; at ResNet-18's 14x14 stage
+TARGET = 5.0  # issue 6: packed >= 5x torch float32 on the paper's layer
+
+
+@dataclass(frozen=True)
+class KernelBenchConfig:
+    """One run of the benchmark; validated here, written to ``run.json``."""
+
+    threads: tuple = (1, 2)
+    method: str = "case4"
+    batch: int = 1
+    model_batch: int = 2
+    min_run_time: float = 0.5
+    backend: str = "auto"
+    model: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.threads or any(int(t) != t or t < 1 for t in self.threads):
+            raise ValueError(f"threads must be positive integers, got {self.threads}")
+        if self.method not in SUPPORTED_METHODS:
+            raise ValueError(f"method must be one of {SUPPORTED_METHODS}, got {self.method!r}")
+        if self.batch < 1 or self.model_batch < 1:
+            raise ValueError("batch sizes must be at least 1")
+        if not self.min_run_time > 0:
+            raise ValueError(f"min_run_time must be positive, got {self.min_run_time}")
+        if self.backend not in ("auto", *BACKENDS):
+            raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {self.backend!r}")
+
+
+def resnet18_layer_shapes(input_size=224):
+    """``{(c, o, k, stride, padding, H): count}`` of ResNet-18's binary convolutions, in network order."""
+    with torch.device("meta"):
+        model = binary_resnet18("direct", 1000, input_size)
+    return Counter((m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0], m.input_size[0])
+                   for m in model.modules() if isinstance(m, BinaryConv2d))
+
+
+def _randomize_scales(model, generator):
+    """Learned factors away from their constant start, as training leaves them (so fused Gammas vary)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LearnedScale):
+                for p in m.parameters():
+                    p.mul_(torch.rand(p.shape, generator=generator) + 0.5)
+    return model
+
+
+def _time(stmt, env, threads, min_run_time):
+    """Median and IQR in ms of ``stmt`` with ``threads`` torch threads."""
+    timer = benchmark.Timer(stmt=stmt, globals=env, num_threads=threads)
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return m.median * 1e3, m.iqr * 1e3
+
+
+def bench_layers(cfg, backend, progress):
+    shapes = resnet18_layer_shapes()
+    if PAPER_LAYER not in shapes:
+        shapes[PAPER_LAYER] = 0
+    g = torch.Generator().manual_seed(cfg.seed)
+    rows = []
+    for (c, o, k, s, p, size), count in shapes.items():
+        x = torch.randn(cfg.batch, c, size, size, generator=g)
+        layer = BinaryConv2d(c, o, k, s, p, method=cfg.method, input_size=size).eval()
+        with torch.no_grad():
+            layer.weight.normal_(generator=g)
+        _randomize_scales(layer, g)
+        layer.fuse()
+        packed = PackedBinaryConv2d.from_binary_conv(layer, backend)
+        env = {"F": F, "x": x, "w": layer.weight.detach(), "s": s, "p": p, "layer": layer, "packed": packed,
+               "pack_signs": pack_signs, "backend": backend, "size": (size, size),
+               "x_cl": x.contiguous(memory_format=torch.channels_last),
+               "w_cl": layer.weight.detach().contiguous(memory_format=torch.channels_last)}
+        env["xb"] = pack_signs(x, p, backend)
+        stmts = {"float_nchw": "F.conv2d(x, w, None, s, p)", "float_cl": "F.conv2d(x_cl, w_cl, None, s, p)",
+                 "emulated": "layer(x)", "packed": "packed(x)", "pack": "pack_signs(x, p, backend)",
+                 "conv": "packed.forward_packed(xb, size)"}
+        for threads in cfg.threads:
+            row = {"layer": f"{c}->{o} {k}x{k}/{s} @{size}", "in_channels": c, "out_channels": o, "kernel": k,
+                   "stride": s, "padding": p, "input_size": size, "output_size": layer.out_size[0],
+                   "in_resnet18": count, "paper_layer": (c, o, k, s, p, size) == PAPER_LAYER,
+                   "words_per_output": k * k * -(-c // 64), "threads": threads}
+            with torch.no_grad():
+                for name, stmt in stmts.items():
+                    row[f"{name}_ms"], row[f"{name}_iqr_ms"] = _time(stmt, env, threads, cfg.min_run_time)
+                    progress.update()
+            row["float_ms"] = min(row["float_nchw_ms"], row["float_cl_ms"])
+            macs = cfg.batch * c * k * k * o * layer.out_size[0] * layer.out_size[1]
+            row.update({"float_gflops": 2 * macs / row["float_ms"] / 1e6,
+                        "packed_gbinops": macs / row["conv_ms"] / 1e6,  # binary multiply-adds per ns
+                        "pack_share": row["pack_ms"] / row["packed_ms"],
+                        "speedup": row["float_ms"] / row["packed_ms"],
+                        "speedup_conv_only": row["float_ms"] / row["conv_ms"],
+                        "speedup_vs_emulated": row["emulated_ms"] / row["packed_ms"],
+                        "eq9": speedup_ours(o, k, k), "eq8": speedup_xnor(o, k, k),
+                        "eq9_consistent": speedup_ours(o, k, k, float_cost=CONSISTENT_MODEL)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def model_sizes(cfg, backend):
+    """Storage of the binary ResNet-18 at 224x224, float-emulated (fused) vs packed, per method."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    real = storage_bytes(binary_resnet18("real", 1000, 224))["total"]
+    rows = [{"method": "real", "float_total": real, "packed_total": np.nan, "compression_total": np.nan}]
+    for method in SUPPORTED_METHODS:
+        model = _randomize_scales(binary_resnet18(method, 1000, 224).eval(), g)
+        fl, pk = storage_bytes(fuse_model(copy.deepcopy(model))), storage_bytes(pack_model(model, backend))
+        rows.append({"method": method, "float_total": fl["total"], "packed_total": pk["total"],
+                     "compression_total": fl["total"] / pk["total"],
+                     "float_binary_weights": fl["binary_weights"], "packed_binary_weights": pk["binary_weights"],
+                     "compression_binary_weights": fl["binary_weights"] / pk["binary_weights"],
+                     "float_scales": fl["scales"], "packed_scales": pk["scales"], "other": pk["other"]})
+    return pd.DataFrame(rows)
+
+
+def model_times(cfg, backend, progress):
+    """The real, the emulated and the packed ResNet-18 at 224x224, and whether packed logits equal emulated."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    model = _randomize_scales(binary_resnet18(cfg.method, 1000, 224).eval(), g)
+    with torch.no_grad():
+        for m in model.modules():  # BN statistics away from (0, 1), as after training
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+    emulated, packed = fuse_model(copy.deepcopy(model)), pack_model(model, backend)
+    real = binary_resnet18("real", 1000, 224).eval()
+    x = torch.randn(cfg.model_batch, 3, 224, 224, generator=g)
+    with torch.no_grad():
+        y_emulated, y_packed = emulated(x), packed(x)
+    check = {"logits_equal": bool(torch.equal(y_emulated, y_packed)),
+             "max_abs_diff": float((y_emulated - y_packed).abs().max()),
+             "predictions_agree": float((y_emulated.argmax(1) == y_packed.argmax(1)).float().mean())}
+    rows = []
+    for threads in cfg.threads:
+        row = {"method": cfg.method, "batch": cfg.model_batch, "threads": threads}
+        with torch.no_grad():
+            for name, net in (("real", real), ("emulated", emulated), ("packed", packed)):
+                row[f"{name}_ms"], row[f"{name}_iqr_ms"] = _time("net(x)", {"net": net, "x": x}, threads,
+                                                                 cfg.min_run_time)
+                progress.update()
+        row["speedup_vs_real"] = row["real_ms"] / row["packed_ms"]
+        row["speedup_vs_emulated"] = row["emulated_ms"] / row["packed_ms"]
+        rows.append({**row, **check})
+    return pd.DataFrame(rows)
+
+
+def plot_speedup(table, backend_name):
+    layers = list(dict.fromkeys(table.layer))
+    threads = sorted(table.threads.unique())
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    xs = np.arange(len(layers))
+    width = 0.8 / (2 * len(threads))
+    for i, t in enumerate(threads):
+        part = table[table.threads == t].set_index("layer").loc[layers]
+        ax.bar(xs + (2 * i - len(threads)) * width + width / 2, part.speedup, width,
+               label=f"measured, packed incl. packing, {t} thread{'s' * (t > 1)}", color=f"C{i}")
+        ax.bar(xs + (2 * i + 1 - len(threads)) * width + width / 2, part.speedup_conv_only, width,
+               label=f"measured, convolution of a packed input, {t} thread{'s' * (t > 1)}", color=f"C{i}",
+               alpha=0.45)
+    first = table[table.threads == threads[0]].set_index("layer").loc[layers]
+    ax.plot(xs, first.eq9, "k_", ms=28, mew=2, label="Eq. 9 as printed")
+    ax.plot(xs, first.eq9_consistent, "k_", ms=28, mew=1, alpha=0.5, label="Eq. 9, float op = 64 binary ops")
+    ax.axhline(1, color="grey", lw=0.8)
+    ax.axhline(TARGET, color="tab:red", lw=0.8, ls="--", label=f"target {TARGET:g}x (paper's layer)")
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [lbl + (" *" if p else "") for lbl, p in zip(layers, first.paper_layer)], rotation=20,
+                  ha="right", fontsize=8)
+    ax.set_ylabel("speed-up over torch float32 conv")
+    ax.set_title(f"Packed XNOR-popcount convolution vs torch float32, ResNet-18 binary layers at 224x224 "
+                 f"(* the paper's layer); backend {backend_name}", fontsize=9)
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def _markdown(frame, columns, floatfmt=".3g"):
+    return frame[columns].to_markdown(index=False, floatfmt=floatfmt) + "\n"
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog=PROG, description="Time the bit-packed binary convolution beside Eq. 8/9.")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default 1 2)")
+    parser.add_argument("--method", default="case4", help=f"scale of the binary layers, one of {SUPPORTED_METHODS}")
+    parser.add_argument("--batch", type=int, default=1, help="images per layer call (default 1)")
+    parser.add_argument("--model-batch", type=int, default=2, help="images per whole-model call (default 2)")
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per measurement (default 0.5)")
+    parser.add_argument("--backend", default="auto", help=f"auto or one of {BACKENDS} (default auto)")
+    parser.add_argument("--no-model", action="store_true", help="skip the whole-model size and time")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("results/kernel_bench"))
+    args = parser.parse_args(argv)
+    try:
+        cfg = KernelBenchConfig(tuple(args.threads), args.method, args.batch, args.model_batch, args.min_run_time,
+                                args.backend, not args.no_model, args.seed)
+    except ValueError as err:
+        fail(PROG, str(err))
+    if args.out.exists() and not args.out.is_dir():
+        fail(PROG, f"--out {args.out} exists and is not a folder")
+    if max(cfg.threads) > (os.cpu_count() or 1):
+        print(f"note: {max(cfg.threads)} threads on {os.cpu_count()} CPUs", file=sys.stderr)
+
+    print("loading the packed kernel (the first use compiles it, about half a minute) ...", file=sys.stderr)
+    try:
+        info = backend_info(cfg.backend)
+    except RuntimeError as err:
+        fail(PROG, str(err))
+    print(f"packed backend: {info.name} (AVX-512: {info.simd}; {info.reason})", file=sys.stderr)
+
+    shapes = len(resnet18_layer_shapes()) + (PAPER_LAYER not in resnet18_layer_shapes())
+    steps = len(cfg.threads) * (6 * shapes + 3 * cfg.model)
+    with tqdm(total=steps, desc="kernel_bench", disable=None) as progress:
+        layers = bench_layers(cfg, info.name, progress)
+        sizes = model_sizes(cfg, info.name) if cfg.model else None
+        times = model_times(cfg, info.name, progress) if cfg.model else None
+
+    out = args.out
+    write_csv(out / "kernel_bench.csv", layers)
+    table = layers.assign(layer=[f"**{lbl}**" if p else lbl for lbl, p in zip(layers.layer, layers.paper_layer)])
+    atomic_write(out / "kernel_bench.md", _markdown(table, [
+        "layer", "in_resnet18", "threads", "float_ms", "emulated_ms", "packed_ms", "pack_ms", "conv_ms",
+        "speedup", "speedup_conv_only", "eq9", "eq9_consistent", "pack_share", "float_gflops", "packed_gbinops"]))
+    fig = plot_speedup(layers, info.name)
+    save_figure(fig, out / "speedup.png", dpi=120)
+    plt.close(fig)
+    paper = layers[layers.paper_layer]
+    summary = ["Paper's layer (256 -> 256, 3x3, 14x14), packed vs torch float32:"]
+    summary += [f"- {r.threads} thread(s): float {r.float_ms:.3f} ms, packed {r.packed_ms:.3f} ms "
+                f"(packing {r.pack_ms:.3f} ms), speed-up {r.speedup:.1f}x (convolution only "
+                f"{r.speedup_conv_only:.1f}x); Eq. 9 {r.eq9:.2f}x; target {TARGET:g}x "
+                f"{'met' if r.speedup >= TARGET else 'NOT met'}" for r in paper.itertuples()]
+    if cfg.model:
+        write_csv(out / "model_size.csv", sizes)
+        write_csv(out / "model_time.csv", times)
+        summary += ["", "Binary ResNet-18 at 224x224, storage (bytes):", "",
+                    _markdown(sizes, ["method", "float_total", "packed_total", "compression_total",
+                                      "compression_binary_weights", "float_scales", "packed_scales", "other"],
+                              floatfmt=".4g"),
+                    f"Whole model ({cfg.method}, batch {cfg.model_batch}), time (ms):", "",
+                    _markdown(times, ["threads", "real_ms", "emulated_ms", "packed_ms", "speedup_vs_real",
+                                      "speedup_vs_emulated", "logits_equal", "predictions_agree"])]
+    summary += ["", f"Backend: {info.name}, AVX-512 {info.simd} ({info.reason}). "
+                    f"Command: `{' '.join([PROG] + (sys.argv[1:] if argv is None else list(argv)))}`"]
+    atomic_write(out / "kernel_bench_summary.md", "\n".join(summary) + "\n")
+    write_json(out / "run.json", {"command": " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv))),
+                                  "config": asdict(cfg), "backend": asdict(info),
+                                  "environment": environment("cpu")})
+    print("\n".join(summary))
+    print(f"wrote {out}/{{kernel_bench.csv,kernel_bench.md,speedup.png,kernel_bench_summary.md,run.json"
+          f"{',model_size.csv,model_time.csv' if cfg.model else ''}}}")
+
+
+if __name__ == "__main__":
+    main()
