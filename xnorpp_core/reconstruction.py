@@ -42,6 +42,7 @@ __all__ = [
     "weighted_median",
     "exact_factor_update",
     "alternating_optimum",
+    "adam_until_converged",
     "fit_adam",
 ]
 
@@ -196,25 +197,22 @@ def alternating_optimum(method, b, y, loss="l1", restarts=4, sweeps=50, init=Non
     return best_gamma, best_loss
 
 
-def fit_adam(method, b, y, loss="l1", config=FitConfig(), on_step=None):
-    """Fit ``method``'s learned Gamma (Eq. 4-7) to ``y`` with Adam, for all trials at once.
+def adam_until_converged(parameters, objective, config=FitConfig(), on_step=None):
+    """Minimise ``objective()`` (a per-trial loss tensor) over ``parameters`` with Adam.
 
-    The summed per-trial loss is minimised (trials share no parameters, and
-    Adam's update is element-wise, so the trials are independent fits that
-    share one learning-rate schedule). Returns ``(gamma (T, o, h, w), loss (T,), steps)``.
-    ``on_step`` is called after every step (for progress bars).
+    The stopping rule of ``FitConfig``: the summed loss drives torch's
+    ``ReduceLROnPlateau`` (factor 0.1); once the learning rate has been divided
+    ``config.decays`` times and plateaus again, the fit has converged. Returns
+    the number of Adam steps. ``on_step`` is called after every step.
     """
-    t, o, h, w = y.shape
-    scale = make_learned_scale(method, o, (h, w), batch=(t,)).to(y.device)
-    opt = torch.optim.Adam(scale.parameters(), lr=config.lr)
+    opt = torch.optim.Adam(parameters, lr=config.lr)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, factor=0.1, patience=config.patience, threshold=config.threshold)
     min_lr = config.lr * 10.0 ** (-config.decays)
     step = 0
     while step < config.max_steps:
         opt.zero_grad(set_to_none=True)
-        per_trial = distance(b * scale(), y, loss)
-        total = per_trial.sum()
+        total = objective().sum()
         total.backward()
         opt.step()
         step += 1
@@ -224,5 +222,20 @@ def fit_adam(method, b, y, loss="l1", config=FitConfig(), on_step=None):
         plateau.step(total.item())
         if lr_before <= min_lr * 1.0001 and opt.param_groups[0]["lr"] < lr_before:
             break  # plateaued at the smallest learning rate: converged
+    return step
+
+
+def fit_adam(method, b, y, loss="l1", config=FitConfig(), on_step=None):
+    """Fit ``method``'s learned Gamma (Eq. 4-7) to ``y`` with Adam, for all trials at once.
+
+    The summed per-trial loss is minimised (trials share no parameters, and
+    Adam's update is element-wise, so the trials are independent fits that
+    share one learning-rate schedule). Returns ``(scale, loss (T,), steps)``:
+    the fitted ``LearnedScale`` (its ``fused()`` is Gamma), the final per-trial
+    loss and the number of Adam steps.
+    """
+    t, o, h, w = y.shape
+    scale = make_learned_scale(method, o, (h, w), batch=(t,)).to(y.device)
+    steps = adam_until_converged(scale.parameters(), lambda: distance(b * scale(), y, loss), config, on_step)
     with torch.no_grad():
-        return scale, distance(b * scale(), y, loss), step
+        return scale, distance(b * scale(), y, loss), steps
