@@ -12,7 +12,9 @@ with ``torch.utils.benchmark`` (median of blocks):
   conv of +-1, times Gamma), as PyTorch binary-network code runs it;
 - ``packed_ms``: ``PackedBinaryConv2d`` (pack sign(I), XNOR-popcount, times
   Gamma), and its two parts ``pack_ms`` (packing the input alone) and
-  ``conv_ms`` (the convolution of an already packed input);
+  ``conv_ms`` (the convolution of an already packed input); ``conv_channel_gamma_ms``
+  is the latter with a per-channel Gamma (Case 1), which does not read a
+  dense ``(o, h_out, w_out)`` Gamma;
 
 then ``speedup = float_ms / packed_ms``, ``speedup_conv_only = float_ms /
 conv_ms`` beside ``eq9`` / ``eq8`` (as printed) and ``eq9_consistent`` (a float
@@ -69,6 +71,7 @@ class KernelBenchConfig:
     model_batch: int = 2
     min_run_time: float = 0.5
     backend: str = "auto"
+    layers: str = "all"
     model: bool = True
     seed: int = 0
 
@@ -81,6 +84,8 @@ class KernelBenchConfig:
             raise ValueError("batch sizes must be at least 1")
         if not self.min_run_time > 0:
             raise ValueError(f"min_run_time must be positive, got {self.min_run_time}")
+        if self.layers not in ("all", "paper"):
+            raise ValueError(f"layers must be 'all' or 'paper', got {self.layers!r}")
         if self.backend not in ("auto", *BACKENDS):
             raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {self.backend!r}")
 
@@ -110,10 +115,16 @@ def _time(stmt, env, threads, min_run_time):
     return m.median * 1e3, m.iqr * 1e3
 
 
-def bench_layers(cfg, backend, progress):
+def layer_shapes(which):
+    """The shapes to time: ResNet-18's binary layers and the paper's (``"all"``), or the paper's alone."""
     shapes = resnet18_layer_shapes()
-    if PAPER_LAYER not in shapes:
-        shapes[PAPER_LAYER] = 0
+    if which == "paper":
+        return {PAPER_LAYER: shapes.get(PAPER_LAYER, 0)}
+    return {**shapes, PAPER_LAYER: shapes.get(PAPER_LAYER, 0)}
+
+
+def bench_layers(cfg, backend, progress):
+    shapes = layer_shapes(cfg.layers)
     g = torch.Generator().manual_seed(cfg.seed)
     rows = []
     for (c, o, k, s, p, size), count in shapes.items():
@@ -124,14 +135,18 @@ def bench_layers(cfg, backend, progress):
         _randomize_scales(layer, g)
         layer.fuse()
         packed = PackedBinaryConv2d.from_binary_conv(layer, backend)
-        env = {"F": F, "x": x, "w": layer.weight.detach(), "s": s, "p": p, "layer": layer, "packed": packed,
+        per_channel = BinaryConv2d(c, o, k, s, p, method="case1").eval()  # Gamma (o, 1, 1): no dense read
+        with torch.no_grad():
+            per_channel.weight.copy_(layer.weight)
+        env = {"packed_channel": PackedBinaryConv2d.from_binary_conv(per_channel, backend),"F": F, "x": x, "w": layer.weight.detach(), "s": s, "p": p, "layer": layer, "packed": packed,
                "pack_signs": pack_signs, "backend": backend, "size": (size, size),
                "x_cl": x.contiguous(memory_format=torch.channels_last),
                "w_cl": layer.weight.detach().contiguous(memory_format=torch.channels_last)}
         env["xb"] = pack_signs(x, p, backend)
         stmts = {"float_nchw": "F.conv2d(x, w, None, s, p)", "float_cl": "F.conv2d(x_cl, w_cl, None, s, p)",
                  "emulated": "layer(x)", "packed": "packed(x)", "pack": "pack_signs(x, p, backend)",
-                 "conv": "packed.forward_packed(xb, size)"}
+                 "conv": "packed.forward_packed(xb, size)",
+                 "conv_channel_gamma": "packed_channel.forward_packed(xb, size)"}
         for threads in cfg.threads:
             row = {"layer": f"{c}->{o} {k}x{k}/{s} @{size}", "in_channels": c, "out_channels": o, "kernel": k,
                    "stride": s, "padding": p, "input_size": size, "output_size": layer.out_size[0],
@@ -156,15 +171,20 @@ def bench_layers(cfg, backend, progress):
 
 
 def model_sizes(cfg, backend):
-    """Storage of the binary ResNet-18 at 224x224, float-emulated (fused) vs packed, per method."""
+    """Storage of the binary ResNet-18 at 224x224 per method: as trained (float) vs packed, against the real one.
+
+    The float-emulated model is counted as trained (float32 weights, learned
+    factors unfused); the packed one as ``pack_model`` stores it (weight bits,
+    the fused Gamma, the real layers unchanged).
+    """
     g = torch.Generator().manual_seed(cfg.seed)
     real = storage_bytes(binary_resnet18("real", 1000, 224))["total"]
-    rows = [{"method": "real", "float_total": real, "packed_total": np.nan, "compression_total": np.nan}]
+    rows = [{"method": "real", "float_total": real}]
     for method in SUPPORTED_METHODS:
         model = _randomize_scales(binary_resnet18(method, 1000, 224).eval(), g)
-        fl, pk = storage_bytes(fuse_model(copy.deepcopy(model))), storage_bytes(pack_model(model, backend))
+        fl, pk = storage_bytes(model), storage_bytes(pack_model(model, backend))
         rows.append({"method": method, "float_total": fl["total"], "packed_total": pk["total"],
-                     "compression_total": fl["total"] / pk["total"],
+                     "compression_vs_real": real / pk["total"], "compression_vs_float": fl["total"] / pk["total"],
                      "float_binary_weights": fl["binary_weights"], "packed_binary_weights": pk["binary_weights"],
                      "compression_binary_weights": fl["binary_weights"] / pk["binary_weights"],
                      "float_scales": fl["scales"], "packed_scales": pk["scales"], "other": pk["other"]})
@@ -204,16 +224,16 @@ def model_times(cfg, backend, progress):
 
 def plot_speedup(table, backend_name):
     layers = list(dict.fromkeys(table.layer))
-    threads = sorted(table.threads.unique())
+    threads = sorted(int(t) for t in table.threads.unique())
     fig, ax = plt.subplots(figsize=(10, 4.8))
     xs = np.arange(len(layers))
     width = 0.8 / (2 * len(threads))
     for i, t in enumerate(threads):
         part = table[table.threads == t].set_index("layer").loc[layers]
         ax.bar(xs + (2 * i - len(threads)) * width + width / 2, part.speedup, width,
-               label=f"measured, packed incl. packing, {t} thread{'s' * (t > 1)}", color=f"C{i}")
+               label=f"measured, packed incl. packing, {t} thread{'s' if t > 1 else ''}", color=f"C{i}")
         ax.bar(xs + (2 * i + 1 - len(threads)) * width + width / 2, part.speedup_conv_only, width,
-               label=f"measured, convolution of a packed input, {t} thread{'s' * (t > 1)}", color=f"C{i}",
+               label=f"measured, convolution of a packed input, {t} thread{'s' if t > 1 else ''}", color=f"C{i}",
                alpha=0.45)
     first = table[table.threads == threads[0]].set_index("layer").loc[layers]
     ax.plot(xs, first.eq9, "k_", ms=28, mew=2, label="Eq. 9 as printed")
@@ -244,13 +264,14 @@ def main(argv=None):
     parser.add_argument("--model-batch", type=int, default=2, help="images per whole-model call (default 2)")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per measurement (default 0.5)")
     parser.add_argument("--backend", default="auto", help=f"auto or one of {BACKENDS} (default auto)")
+    parser.add_argument("--layers", default="all", help="all (ResNet-18's and the paper's) or paper (default all)")
     parser.add_argument("--no-model", action="store_true", help="skip the whole-model size and time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/kernel_bench"))
     args = parser.parse_args(argv)
     try:
         cfg = KernelBenchConfig(tuple(args.threads), args.method, args.batch, args.model_batch, args.min_run_time,
-                                args.backend, not args.no_model, args.seed)
+                                args.backend, args.layers, not args.no_model, args.seed)
     except ValueError as err:
         fail(PROG, str(err))
     if args.out.exists() and not args.out.is_dir():
@@ -265,8 +286,7 @@ def main(argv=None):
         fail(PROG, str(err))
     print(f"packed backend: {info.name} (AVX-512: {info.simd}; {info.reason})", file=sys.stderr)
 
-    shapes = len(resnet18_layer_shapes()) + (PAPER_LAYER not in resnet18_layer_shapes())
-    steps = len(cfg.threads) * (6 * shapes + 3 * cfg.model)
+    steps = len(cfg.threads) * (7 * len(layer_shapes(cfg.layers)) + 3 * cfg.model)
     with tqdm(total=steps, desc="kernel_bench", disable=None) as progress:
         layers = bench_layers(cfg, info.name, progress)
         sizes = model_sizes(cfg, info.name) if cfg.model else None
@@ -277,6 +297,7 @@ def main(argv=None):
     table = layers.assign(layer=[f"**{lbl}**" if p else lbl for lbl, p in zip(layers.layer, layers.paper_layer)])
     atomic_write(out / "kernel_bench.md", _markdown(table, [
         "layer", "in_resnet18", "threads", "float_ms", "emulated_ms", "packed_ms", "pack_ms", "conv_ms",
+        "conv_channel_gamma_ms",
         "speedup", "speedup_conv_only", "eq9", "eq9_consistent", "pack_share", "float_gflops", "packed_gbinops"]))
     fig = plot_speedup(layers, info.name)
     save_figure(fig, out / "speedup.png", dpi=120)
@@ -287,13 +308,19 @@ def main(argv=None):
                 f"(packing {r.pack_ms:.3f} ms), speed-up {r.speedup:.1f}x (convolution only "
                 f"{r.speedup_conv_only:.1f}x); Eq. 9 {r.eq9:.2f}x; target {TARGET:g}x "
                 f"{'met' if r.speedup >= TARGET else 'NOT met'}" for r in paper.itertuples()]
+    if cfg.layers == "all":
+        summary += ["", "The 16 binary layers of ResNet-18 at 224x224, summed (ms per image):"]
+    for t, part in layers[layers.in_resnet18 > 0].groupby("threads") if cfg.layers == "all" else ():
+        total = {k: (part[f"{k}_ms"] * part.in_resnet18).sum() / cfg.batch for k in ("float", "emulated", "packed")}
+        summary.append(f"- {t} thread(s): float {total['float']:.2f}, emulated {total['emulated']:.2f}, "
+                       f"packed {total['packed']:.2f} ({total['float'] / total['packed']:.1f}x)")
     if cfg.model:
         write_csv(out / "model_size.csv", sizes)
         write_csv(out / "model_time.csv", times)
         summary += ["", "Binary ResNet-18 at 224x224, storage (bytes):", "",
-                    _markdown(sizes, ["method", "float_total", "packed_total", "compression_total",
-                                      "compression_binary_weights", "float_scales", "packed_scales", "other"],
-                              floatfmt=".4g"),
+                    _markdown(sizes, ["method", "float_total", "packed_total", "compression_vs_real",
+                                      "compression_vs_float", "packed_binary_weights", "compression_binary_weights",
+                                      "float_scales", "packed_scales", "other"], floatfmt=".4g"),
                     f"Whole model ({cfg.method}, batch {cfg.model_batch}), time (ms):", "",
                     _markdown(times, ["threads", "real_ms", "emulated_ms", "packed_ms", "speedup_vs_real",
                                       "speedup_vs_emulated", "logits_equal", "predictions_agree"])]
