@@ -4,19 +4,22 @@
 
 For every binary convolution shape of ResNet-18 at 224x224 (the paper's
 256 -> 256 3x3 layer at 14x14 is one of them), on each thread count, times
-with ``torch.utils.benchmark`` (median of blocks):
+call by call (``*_ms``: the fastest call, the least disturbed by other
+processes; ``*_median_ms``: the median call):
 
 - ``float_ms``: torch's float32 ``F.conv2d`` (the faster of NCHW and
   channels-last, both kept as ``float_nchw_ms``, ``float_cl_ms``);
 - ``emulated_ms``: the float emulation, ``BinaryConv2d`` fused (sign, float
-  conv of +-1, times Gamma), as PyTorch binary-network code runs it;
+  conv of +-1, times Gamma; it binarizes its float weights on every call),
+  as PyTorch binary-network code runs it;
 - ``packed_ms``: ``PackedBinaryConv2d`` (pack sign(I), XNOR-popcount, times
   Gamma), and its two parts ``pack_ms`` (packing the input alone) and
   ``conv_ms`` (the convolution of an already packed input); ``conv_channel_gamma_ms``
   is the latter with a per-channel Gamma (Case 1), which does not read a
   dense ``(o, h_out, w_out)`` Gamma;
 
-then ``speedup = float_ms / packed_ms``, ``speedup_conv_only = float_ms /
+``spread`` is the largest median / fastest ratio of a row (near 1 on a quiet
+machine); then ``speedup = float_ms / packed_ms``, ``speedup_conv_only = float_ms /
 conv_ms`` beside ``eq9`` / ``eq8`` (as printed) and ``eq9_consistent`` (a float
 op charged as 64 binary ops, ``xnorpp_core.speedup``). For the whole binary
 ResNet-18 at 224x224: storage in bytes of the float-emulated and the packed
@@ -32,6 +35,7 @@ hardware). Timings depend on the machine and its load: rerun on a quiet one.
 import copy
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,7 +48,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.utils import benchmark  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from studies._cli import ArgumentParser, fail  # noqa: E402
@@ -108,11 +111,27 @@ def _randomize_scales(model, generator):
     return model
 
 
-def _time(stmt, env, threads, min_run_time):
-    """Median and IQR in ms of ``stmt`` with ``threads`` torch threads."""
-    timer = benchmark.Timer(stmt=stmt, globals=env, num_threads=threads)
-    m = timer.blocked_autorange(min_run_time=min_run_time)
-    return m.median * 1e3, m.iqr * 1e3
+def _time(fn, threads, min_run_time):
+    """Fastest and median time in ms of single calls of ``fn`` with ``threads`` torch threads.
+
+    Calls are timed one by one for at least ``min_run_time`` seconds (and 10
+    calls), after 3 warm-up calls. The fastest call is the one least disturbed
+    by other processes (as ``timeit`` advises), so speed-ups use it; on a quiet
+    machine the fastest and the median agree closely.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(3):
+            fn()
+        times, start = [], time.perf_counter()
+        while len(times) < 10 or time.perf_counter() - start < min_run_time:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+    return min(times) * 1e3, float(np.median(times)) * 1e3
 
 
 def layer_shapes(which):
@@ -138,25 +157,27 @@ def bench_layers(cfg, backend, progress):
         per_channel = BinaryConv2d(c, o, k, s, p, method="case1").eval()  # Gamma (o, 1, 1): no dense read
         with torch.no_grad():
             per_channel.weight.copy_(layer.weight)
-        env = {"packed_channel": PackedBinaryConv2d.from_binary_conv(per_channel, backend),"F": F, "x": x, "w": layer.weight.detach(), "s": s, "p": p, "layer": layer, "packed": packed,
-               "pack_signs": pack_signs, "backend": backend, "size": (size, size),
-               "x_cl": x.contiguous(memory_format=torch.channels_last),
-               "w_cl": layer.weight.detach().contiguous(memory_format=torch.channels_last)}
-        env["xb"] = pack_signs(x, p, backend)
-        stmts = {"float_nchw": "F.conv2d(x, w, None, s, p)", "float_cl": "F.conv2d(x_cl, w_cl, None, s, p)",
-                 "emulated": "layer(x)", "packed": "packed(x)", "pack": "pack_signs(x, p, backend)",
-                 "conv": "packed.forward_packed(xb, size)",
-                 "conv_channel_gamma": "packed_channel.forward_packed(xb, size)"}
+        packed_channel = PackedBinaryConv2d.from_binary_conv(per_channel, backend)
+        x_cl, w = x.contiguous(memory_format=torch.channels_last), layer.weight.detach()
+        w_cl, xb = w.contiguous(memory_format=torch.channels_last), pack_signs(x, p, backend)
+        calls = {"float_nchw": lambda: F.conv2d(x, w, None, s, p),
+                 "float_cl": lambda: F.conv2d(x_cl, w_cl, None, s, p),
+                 "emulated": lambda: layer(x),
+                 "packed": lambda: packed(x),
+                 "pack": lambda: pack_signs(x, p, backend),
+                 "conv": lambda: packed.forward_packed(xb, (size, size)),
+                 "conv_channel_gamma": lambda: packed_channel.forward_packed(xb, (size, size))}
         for threads in cfg.threads:
             row = {"layer": f"{c}->{o} {k}x{k}/{s} @{size}", "in_channels": c, "out_channels": o, "kernel": k,
                    "stride": s, "padding": p, "input_size": size, "output_size": layer.out_size[0],
                    "in_resnet18": count, "paper_layer": (c, o, k, s, p, size) == PAPER_LAYER,
                    "words_per_output": k * k * -(-c // 64), "threads": threads}
             with torch.no_grad():
-                for name, stmt in stmts.items():
-                    row[f"{name}_ms"], row[f"{name}_iqr_ms"] = _time(stmt, env, threads, cfg.min_run_time)
+                for name, fn in calls.items():
+                    row[f"{name}_ms"], row[f"{name}_median_ms"] = _time(fn, threads, cfg.min_run_time)
                     progress.update()
             row["float_ms"] = min(row["float_nchw_ms"], row["float_cl_ms"])
+            row["spread"] = max(row[f"{n}_median_ms"] / row[f"{n}_ms"] for n in calls)  # ~1 on a quiet machine
             macs = cfg.batch * c * k * k * o * layer.out_size[0] * layer.out_size[1]
             row.update({"float_gflops": 2 * macs / row["float_ms"] / 1e6,
                         "packed_gbinops": macs / row["conv_ms"] / 1e6,  # binary multiply-adds per ns
@@ -213,8 +234,8 @@ def model_times(cfg, backend, progress):
         row = {"method": cfg.method, "batch": cfg.model_batch, "threads": threads}
         with torch.no_grad():
             for name, net in (("real", real), ("emulated", emulated), ("packed", packed)):
-                row[f"{name}_ms"], row[f"{name}_iqr_ms"] = _time("net(x)", {"net": net, "x": x}, threads,
-                                                                 cfg.min_run_time)
+                row[f"{name}_ms"], row[f"{name}_median_ms"] = _time(lambda net=net: net(x), threads,
+                                                                    cfg.min_run_time)
                 progress.update()
         row["speedup_vs_real"] = row["real_ms"] / row["packed_ms"]
         row["speedup_vs_emulated"] = row["emulated_ms"] / row["packed_ms"]
@@ -225,7 +246,7 @@ def model_times(cfg, backend, progress):
 def plot_speedup(table, backend_name):
     layers = list(dict.fromkeys(table.layer))
     threads = sorted(int(t) for t in table.threads.unique())
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 5.6))
     xs = np.arange(len(layers))
     width = 0.8 / (2 * len(threads))
     for i, t in enumerate(threads):
@@ -236,8 +257,8 @@ def plot_speedup(table, backend_name):
                label=f"measured, convolution of a packed input, {t} thread{'s' if t > 1 else ''}", color=f"C{i}",
                alpha=0.45)
     first = table[table.threads == threads[0]].set_index("layer").loc[layers]
-    ax.plot(xs, first.eq9, "k_", ms=28, mew=2, label="Eq. 9 as printed")
-    ax.plot(xs, first.eq9_consistent, "k_", ms=28, mew=1, alpha=0.5, label="Eq. 9, float op = 64 binary ops")
+    ax.plot(xs, first.eq9, "k_", ms=30, mew=2, label="theory: Eq. 9 as printed")
+    ax.plot(xs, first.eq9_consistent, "x", color="grey", ms=7, label="theory: Eq. 9, float op = 64 binary ops")
     ax.axhline(1, color="grey", lw=0.8)
     ax.axhline(TARGET, color="tab:red", lw=0.8, ls="--", label=f"target {TARGET:g}x (paper's layer)")
     ax.set_yscale("log")
@@ -246,7 +267,8 @@ def plot_speedup(table, backend_name):
     ax.set_ylabel("speed-up over torch float32 conv")
     ax.set_title(f"Packed XNOR-popcount convolution vs torch float32, ResNet-18 binary layers at 224x224 "
                  f"(* the paper's layer); backend {backend_name}", fontsize=9)
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.set_ylim(0.8, 150)
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
@@ -298,7 +320,8 @@ def main(argv=None):
     atomic_write(out / "kernel_bench.md", _markdown(table, [
         "layer", "in_resnet18", "threads", "float_ms", "emulated_ms", "packed_ms", "pack_ms", "conv_ms",
         "conv_channel_gamma_ms",
-        "speedup", "speedup_conv_only", "eq9", "eq9_consistent", "pack_share", "float_gflops", "packed_gbinops"]))
+        "speedup", "speedup_conv_only", "eq9", "eq9_consistent", "pack_share", "float_gflops", "packed_gbinops",
+        "spread"]))
     fig = plot_speedup(layers, info.name)
     save_figure(fig, out / "speedup.png", dpi=120)
     plt.close(fig)

@@ -52,4 +52,4 @@ def test_short_run_on_the_paper_layer(tmp_path):
     assert row.eq9 == pytest.approx(speedup_ours(256, 3, 3))
     assert row.speedup == pytest.approx(row.float_ms / row.packed_ms)
     assert row.float_ms == min(row.float_nchw_ms, row.float_cl_ms)
-    assert (table.filter(regex=r"(?<!iqr)_ms$") > 0).all(axis=None)
+    assert (table.filter(regex=r"_ms$") > 0).all(axis=None)
