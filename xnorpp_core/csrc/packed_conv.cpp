@@ -143,34 +143,51 @@ Tile make_tile(const Geometry& g, int64_t n, int64_t p0, int64_t o0) {
   return t;
 }
 
+// Calls f(b, a) for every kernel tap and input word: b points to the tile's OB
+// weight words, a is the word's offset inside each pixel's receptive field.
+template <typename F>
+inline void for_each_word(const u64* wt, const Geometry& g, const Tile& t, F&& f) {
+  for (int64_t ky = 0; ky < g.kh; ++ky)
+    for (int64_t kx = 0; kx < g.kw; ++kx) {
+      const int64_t a = (ky * g.Wp + kx) * g.cw;
+      const u64* bt = wt + ((ky * g.kw + kx) * g.cw) * g.o_pad + t.o0;
+      for (int64_t w = 0; w < g.cw; ++w) f(bt + w * g.o_pad, a + w);
+    }
+}
+
+// Where pixel j of a tile writes its outputs, and its rows of corr and gamma (or null).
+struct Row {
+  float* y;
+  const int32_t* corr;
+  const float* gamma;
+};
+
+inline Row row(const Geometry& g, const Tile& t, int64_t j, const int32_t* corr, const float* gamma,
+               int64_t g_rows, float* out) {
+  const int64_t p = t.p0 + j;
+  return {out + (t.n * g.P + p) * g.o + t.o0, corr ? corr + p * g.o + t.o0 : nullptr,
+          gamma ? gamma + (g_rows == 1 ? 0 : p) * g.o + t.o0 : nullptr};
+}
+
 // Portable tile: acc[j][q] = sum over taps and words of popcount(a xor b),
 // then y = (n_bits - 2 acc + corr) * gamma.
 void tile_generic(const u64* __restrict xb, const u64* __restrict wt, const Geometry& g, const Tile& t,
                   const int32_t* corr, const float* gamma, int64_t g_rows, float* out) {
   u64 acc[PB][OB];
   std::memset(acc, 0, sizeof(acc));
-  for (int64_t ky = 0; ky < g.kh; ++ky)
-    for (int64_t kx = 0; kx < g.kw; ++kx) {
-      const int64_t aoff = (ky * g.Wp + kx) * g.cw;
-      const u64* bt = wt + ((ky * g.kw + kx) * g.cw) * g.o_pad + t.o0;
-      for (int64_t w = 0; w < g.cw; ++w) {
-        const u64* b = bt + w * g.o_pad;
-        for (int64_t j = 0; j < PB; ++j) {
-          const u64 a = xb[t.base[j] + aoff + w];
-          for (int64_t q = 0; q < OB; ++q) acc[j][q] += static_cast<u64>(__builtin_popcountll(a ^ b[q]));
-        }
-      }
+  for_each_word(wt, g, t, [&](const u64* b, int64_t a) {
+    for (int64_t j = 0; j < PB; ++j) {
+      const u64 x = xb[t.base[j] + a];
+      for (int64_t q = 0; q < OB; ++q) acc[j][q] += static_cast<u64>(__builtin_popcountll(x ^ b[q]));
     }
+  });
   for (int64_t j = 0; j < t.np; ++j) {
-    const int64_t p = t.p0 + j;
-    float* y = out + (t.n * g.P + p) * g.o + t.o0;
-    const int32_t* c = corr ? corr + p * g.o + t.o0 : nullptr;
-    const float* gm = gamma ? gamma + (g_rows == 1 ? 0 : p) * g.o + t.o0 : nullptr;
+    const Row r = row(g, t, j, corr, gamma, g_rows, out);
     for (int64_t q = 0; q < t.oe; ++q) {
       int64_t count = g.n_bits - 2 * static_cast<int64_t>(acc[j][q]);
-      if (c) count += c[q];
+      if (r.corr) count += r.corr[q];
       const float yq = static_cast<float>(count);  // exact: |count| < 2^24
-      y[q] = gm ? yq * gm[q] : yq;                  // one multiply (Eq. 9)
+      r.y[q] = r.gamma ? yq * r.gamma[q] : yq;      // one multiply (Eq. 9)
     }
   }
 }
@@ -182,37 +199,28 @@ void tile_avx512(const u64* __restrict xb, const u64* __restrict wt, const Geome
   __m512i v[PB][OB / 8];
   for (int64_t j = 0; j < PB; ++j)
     for (int64_t q = 0; q < OB / 8; ++q) v[j][q] = _mm512_setzero_si512();
-  for (int64_t ky = 0; ky < g.kh; ++ky)
-    for (int64_t kx = 0; kx < g.kw; ++kx) {
-      const int64_t aoff = (ky * g.Wp + kx) * g.cw;
-      const u64* bt = wt + ((ky * g.kw + kx) * g.cw) * g.o_pad + t.o0;
-      for (int64_t w = 0; w < g.cw; ++w) {
-        const u64* b = bt + w * g.o_pad;
-        const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 8);
-        const __m512i b2 = _mm512_loadu_si512(b + 16), b3 = _mm512_loadu_si512(b + 24);
-        for (int64_t j = 0; j < PB; ++j) {
-          const __m512i a = _mm512_set1_epi64(static_cast<long long>(xb[t.base[j] + aoff + w]));
-          v[j][0] = _mm512_add_epi64(v[j][0], _mm512_popcnt_epi64(_mm512_xor_si512(a, b0)));
-          v[j][1] = _mm512_add_epi64(v[j][1], _mm512_popcnt_epi64(_mm512_xor_si512(a, b1)));
-          v[j][2] = _mm512_add_epi64(v[j][2], _mm512_popcnt_epi64(_mm512_xor_si512(a, b2)));
-          v[j][3] = _mm512_add_epi64(v[j][3], _mm512_popcnt_epi64(_mm512_xor_si512(a, b3)));
-        }
-      }
+  for_each_word(wt, g, t, [&](const u64* b, int64_t a) {
+    const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 8);
+    const __m512i b2 = _mm512_loadu_si512(b + 16), b3 = _mm512_loadu_si512(b + 24);
+    for (int64_t j = 0; j < PB; ++j) {
+      const __m512i x = _mm512_set1_epi64(static_cast<long long>(xb[t.base[j] + a]));
+      v[j][0] = _mm512_add_epi64(v[j][0], _mm512_popcnt_epi64(_mm512_xor_si512(x, b0)));
+      v[j][1] = _mm512_add_epi64(v[j][1], _mm512_popcnt_epi64(_mm512_xor_si512(x, b1)));
+      v[j][2] = _mm512_add_epi64(v[j][2], _mm512_popcnt_epi64(_mm512_xor_si512(x, b2)));
+      v[j][3] = _mm512_add_epi64(v[j][3], _mm512_popcnt_epi64(_mm512_xor_si512(x, b3)));
     }
+  });
   const __m512i n_bits = _mm512_set1_epi64(g.n_bits);
   for (int64_t j = 0; j < t.np; ++j) {
-    const int64_t p = t.p0 + j;
-    float* y = out + (t.n * g.P + p) * g.o + t.o0;
-    const int32_t* c = corr ? corr + p * g.o + t.o0 : nullptr;
-    const float* gm = gamma ? gamma + (g_rows == 1 ? 0 : p) * g.o + t.o0 : nullptr;
+    const Row r = row(g, t, j, corr, gamma, g_rows, out);
     for (int64_t q = 0; q < OB / 8 && 8 * q < t.oe; ++q) {
       const int64_t left = t.oe - 8 * q;
       const __mmask8 m = left >= 8 ? 0xFF : static_cast<__mmask8>((1u << left) - 1);
       __m512i count = _mm512_sub_epi64(n_bits, _mm512_slli_epi64(v[j][q], 1));
-      if (c) count = _mm512_add_epi64(count, _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, c + 8 * q)));
+      if (r.corr) count = _mm512_add_epi64(count, _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, r.corr + 8 * q)));
       __m256 yv = _mm512_cvtepi64_ps(count);  // exact: |count| < 2^24
-      if (gm) yv = _mm256_mul_ps(yv, _mm256_maskz_loadu_ps(m, gm + 8 * q));  // one multiply (Eq. 9)
-      _mm256_mask_storeu_ps(y + 8 * q, m, yv);
+      if (r.gamma) yv = _mm256_mul_ps(yv, _mm256_maskz_loadu_ps(m, r.gamma + 8 * q));  // one multiply (Eq. 9)
+      _mm256_mask_storeu_ps(r.y + 8 * q, m, yv);
     }
   }
 }
