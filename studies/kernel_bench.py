@@ -280,15 +280,19 @@ def _markdown(frame, columns, floatfmt=".3g"):
 
 def main(argv=None):
     parser = ArgumentParser(prog=PROG, description="Time the bit-packed binary convolution beside Eq. 8/9.")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default 1 2)")
-    parser.add_argument("--method", default="case4", help=f"scale of the binary layers, one of {SUPPORTED_METHODS}")
-    parser.add_argument("--batch", type=int, default=1, help="images per layer call (default 1)")
-    parser.add_argument("--model-batch", type=int, default=2, help="images per whole-model call (default 2)")
-    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per measurement (default 0.5)")
-    parser.add_argument("--backend", default="auto", help=f"auto or one of {BACKENDS} (default auto)")
-    parser.add_argument("--layers", default="all", help="all (ResNet-18's and the paper's) or paper (default all)")
+    d = KernelBenchConfig()
+    parser.add_argument("--threads", type=int, nargs="+", default=list(d.threads),
+                        help=f"torch thread counts (default {' '.join(map(str, d.threads))})")
+    parser.add_argument("--method", default=d.method, help=f"scale of the binary layers, one of {SUPPORTED_METHODS}")
+    parser.add_argument("--batch", type=int, default=d.batch, help=f"images per layer call (default {d.batch})")
+    parser.add_argument("--model-batch", type=int, default=d.model_batch,
+                        help=f"images per whole-model call (default {d.model_batch})")
+    parser.add_argument("--min-run-time", type=float, default=d.min_run_time,
+                        help=f"seconds of calls per measurement (default {d.min_run_time})")
+    parser.add_argument("--backend", default=d.backend, help=f"auto or one of {BACKENDS} (default {d.backend})")
+    parser.add_argument("--layers", default=d.layers, help="all (ResNet-18's and the paper's) or paper (default all)")
     parser.add_argument("--no-model", action="store_true", help="skip the whole-model size and time")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--out", type=Path, default=Path("results/kernel_bench"))
     args = parser.parse_args(argv)
     try:

@@ -236,6 +236,7 @@ torch::Tensor packed_conv(torch::Tensor xb, torch::Tensor wt, int64_t channels, 
   Geometry g{xb.size(1), xb.size(2), xb.size(3), kh, kw, sh, sw, w_out, h_out * w_out,
              out_channels, wt.size(1), channels * kh * kw};
   TORCH_CHECK(g.cw == (channels + 63) / 64 && wt.size(0) == kh * kw * g.cw, "packed_conv: word counts disagree");
+  TORCH_CHECK(g.n_bits < (1 << 24), "packed_conv: c * kh * kw must be below 2^24 for exact float counts");
   TORCH_CHECK(g.o_pad % OB == 0 && g.o_pad >= g.o, "packed_conv: o_pad must be a multiple of 32, >= o");
   TORCH_CHECK((h_out - 1) * sh + kh <= g.Hp && (w_out - 1) * sw + kw <= g.Wp, "packed_conv: output too large");
   const int32_t* c = nullptr;
