@@ -5,7 +5,11 @@ machine: torch's extension cache). Where no compiler is present they are
 skipped, and the numpy fallback carries the same tests.
 """
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,6 +62,16 @@ def test_auto_falls_back_to_numpy_when_the_build_fails(monkeypatch):
     assert info.name == "numpy" and "no compiler" in info.reason
     with pytest.raises(RuntimeError, match="did not build"):
         backend_info("cpp")
+
+
+def test_a_build_that_really_fails_falls_back(tmp_path):
+    # a fresh extension cache and a compiler that always fails: auto must still give a working backend
+    env = {**os.environ, "CXX": "false", "TORCH_EXTENSIONS_DIR": str(tmp_path), "PYTHONPATH": str(Path(packed.__file__).parents[1])}
+    env.pop(packed.ENV_VAR, None)
+    code = ("from xnorpp_core.packed import backend_info, pack_signs; import torch; i = backend_info(); "
+            "print(i.name, pack_signs(torch.ones(1, 3, 1, 1)).item(), 'did not build' in i.reason)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["numpy", "7", "True"]
 
 
 @pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja", path=packed._ninja_path()) is None,
