@@ -21,8 +21,9 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...
   echo "$name,$rc,$(awk "BEGIN {print $EPOCHREALTIME - $start}")" >> "$OUT/steps.csv"
   tail -n 20 "$OUT/$name.log"
 }
-step reconstruction_cuda 150 "$PY" -m studies.reconstruction --trials 100 --device cuda --out "$OUT/reconstruction_cuda"
-step reconstruction_cpu 150 "$PY" -m studies.reconstruction --trials 100 --device cpu --out "$OUT/reconstruction_cpu"
-step train_digits_cuda 150 "$PY" -m studies.train --device cuda --quiet --out "$OUT/train_digits_cuda"
-step bench_train_cuda 150 "$PY" -m studies.bench_train --device cuda --batch-size 128 --out "$OUT/bench_train_cuda"
+step reconstruction_cuda 90 "$PY" -m studies.reconstruction --trials 100 --device cuda --out "$OUT/reconstruction_cuda"
+step reconstruction_cpu 90 "$PY" -m studies.reconstruction --trials 100 --device cpu --out "$OUT/reconstruction_cpu"
+step train_digits_cuda 120 "$PY" -m studies.train --device cuda --quiet --out "$OUT/train_digits_cuda"
+step bench_train_cuda 150 "$PY" -m studies.bench_train --device cuda --batch-size 128 --steps 10 --warmup 3 \
+  --repeats 1 --methods real direct xnor case1 case4 --out "$OUT/bench_train_cuda"
 cat "$OUT/steps.csv"
