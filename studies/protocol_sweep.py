@@ -1,6 +1,6 @@
-"""Protocol study of Table 2 (issue 5): ``python -m studies.protocol_sweep``.
+"""Protocol study of Table 2 (issue 5): the reconstruction over a grid of protocols.
 
-Reruns the Table 2 reconstruction over a grid of protocols (``xnorpp_core.protocol``)
+``python -m studies.protocol_sweep`` reruns the Table 2 reconstruction over a grid of protocols (``xnorpp_core.protocol``)
 and writes to ``--out`` (default ``results/protocol_sweep/``):
 
 - ``sweep.csv``   tidy: one row per cell, method, split (train / heldout) and metric
@@ -45,8 +45,11 @@ def parse_args(argv=None):
                        help=f"values of the {axis} axis, the first is the base (default %(default)s)")
     p.add_argument("--crosses", default=",".join(f"{a}:{b}" for a, b in DEFAULT.crosses),
                    help="pairs of axes crossed in full, 'none' for none (default %(default)s)")
-    for name in ("trials", "heldout_inputs", "restarts", "sweeps", "seed"):
-        p.add_argument(_flag(name), type=int, default=getattr(DEFAULT, name), help="(default %(default)s)")
+    helps = {"trials": "trials (layers W) per cell", "heldout_inputs": "held-out inputs per trial",
+             "restarts": "alternating exact starts per Case 3/4 certificate",
+             "sweeps": "most sweeps per alternating start", "seed": "seed of every cell's draws"}
+    for name, text in helps.items():
+        p.add_argument(_flag(name), type=int, default=getattr(DEFAULT, name), help=f"{text} (default %(default)s)")
     p.add_argument("--tolerance", type=float, default=DEFAULT.tolerance,
                    help="certificate: largest relative gap of Adam to the best known optimum (default %(default)s)")
     for f in dataclasses.fields(FitConfig):

@@ -112,13 +112,14 @@ def _order_section(t, c0):
         e1, e3 = t.v(f"{c0}/case1/train/l1", "expected"), t.v(f"{c0}/case3/train/l1", "expected")
         lines += ["", f"Why: with padding 0 the best Gamma of every case is, in expectation, one scale for "
                   f"all outputs, so Cases 1, 3 and 4 share one expected distance ({_f(e1)} and {_f(e3)} "
-                  + _cite(f"{c0}/case1/train/l1", f"{c0}/case3/train/l1") + "). Fitted and scored on one "
-                  "input, each case gains what its extra parameters can overfit: Case 3 has o + h w, Case 4 "
-                  "o + h + w, Case 1 o parameters, and that is their order on the training input "
-                  f"({_f(t.v(f'{c0}/case3/train/l1'))} < {_f(t.v(f'{c0}/case4/train/l1'))} < "
+                  + _cite(f"{c0}/case1/train/l1", f"{c0}/case3/train/l1") + "). Fitted and scored on the "
+                  "same input, each case gains what its extra parameters can overfit, and the shapes are "
+                  "nested (Case 1 is Case 4 with beta = gamma = 1, Case 4 a rank-1 Case 3), so on the "
+                  "training input Case 3 <= Case 4 <= Case 1 necessarily (here "
+                  f"{_f(t.v(f'{c0}/case3/train/l1'))}, {_f(t.v(f'{c0}/case4/train/l1'))}, "
                   f"{_f(t.v(f'{c0}/case1/train/l1'))} "
                   + _cite(f"{c0}/case3/train/l1", f"{c0}/case4/train/l1", f"{c0}/case1/train/l1")
-                  + "). On held-out inputs, Case 3, Case 4 and Case 1 score "
+                  + ") and Table 2's Case 3 > Case 4 cannot happen. On held-out inputs, Case 3, Case 4 and Case 1 score "
                   f"{_f(t.v(f'{c0}/case3/heldout/l1'))}, {_f(t.v(f'{c0}/case4/heldout/l1'))} and "
                   f"{_f(t.v(f'{c0}/case1/heldout/l1'))} "
                   + _cite(f"{c0}/case3/heldout/l1", f"{c0}/case4/heldout/l1", f"{c0}/case1/heldout/l1")
@@ -185,10 +186,12 @@ def _scale_section(t, c0):
         fan_in = int(t.v(xh, "fan_in"))
         lines += ["", f"Every scaled method is equivariant: the He layer (cell {he}) is the unit layer times "
                   f"sqrt(2 / {fan_in}) = {_f(math.sqrt(2 / fan_in))}, and so are its distances: XNOR-Net "
-                  f"{_f(t.v(xh))} / {_f(t.v(x0))} = {_f(t.v(xh) / t.v(x0))} {_cite(xh, x0)}. The paper's XNOR "
-                  f"value would need W and I scaled by s_W s_I = 0.095 / {_f(t.v(x0))} = {_f(0.095 / t.v(x0))} "
-                  f"and its Case 1 value by 0.038 / {_f(t.v(k0))} = {_f(0.038 / t.v(k0))} {_cite(x0, k0)}: "
-                  "no single scale gives both."]
+                  f"{_f(t.v(xh))} / {_f(t.v(x0))} = {_f(t.v(xh) / t.v(x0))} {_cite(xh, x0)}."]
+    implied = (TABLE2["xnor"][0] / t.v(x0), TABLE2["case1"][0] / t.v(k0))
+    lines += ["", f"The paper's XNOR value would need W and I scaled by s_W s_I = {TABLE2['xnor'][0]} / "
+              f"{_f(t.v(x0))} = {_f(implied[0], 3)} and its Case 1 value by {TABLE2['case1'][0]} / {_f(t.v(k0))} = "
+              f"{_f(implied[1], 3)} {_cite(x0, k0)}"
+              + (": no single scale gives both." if max(implied) > 1.1 * min(implied) else ".")]
     small = t.cell(weights="small")
     if small and gaussian:
         ds, d0 = f"{small}/direct/train/l1", f"{c0}/direct/train/l1"
@@ -213,21 +216,24 @@ def _scale_section(t, c0):
 
 
 def _generalisation_section(t):
-    lines = ["## Generalisation: Case 2 overfits, XNOR-Net adapts", ""]
+    lines = ["## Generalisation: fitted on N inputs, scored on held-out inputs", ""]
     for loss in ("l1", "l2"):
         ids = _n_cells(t, loss)
         if len(ids) < 2:
             continue
+        expected = [t.v(f"{cid}/case2/heldout/{loss}", "expected") / t.v(f"{cid}/zero/heldout/{loss}", "expected")
+                    for _, cid in ids]
+        with_expected = not all(math.isnan(e) for e in expected)
         lines += [f"Fitted with {loss.upper()} on N inputs per trial, scored in {loss.upper()} on the held-out "
                   "inputs, relative to predicting zero (`rel`):", "",
-                  "| N | Case 2 train | Case 2 held-out | Case 2 held-out, expected | Case 1 held-out | "
-                  "Case 3 held-out | XNOR-Net held-out | cell |", "|---|---|---|---|---|---|---|---|"]
-        for n, cid in ids:
+                  "| N | Case 2 train | Case 2 held-out | " + ("Case 2 held-out, expected | " if with_expected else "")
+                  + "Case 1 held-out | Case 3 held-out | XNOR-Net held-out | cell |",
+                  "|---|---|---|---|---|---|---|" + ("---|" if with_expected else "")]
+        for (n, cid), e in zip(ids, expected):
             def r(m, split="heldout"):
                 return _f(t.v(f"{cid}/{m}/{split}/{loss}", "rel"))
-            e = t.v(f"{cid}/case2/heldout/{loss}", "expected") / t.v(f"{cid}/zero/heldout/{loss}", "expected")
-            lines.append(f"| {n} | {r('case2', 'train')} | {r('case2')} | {_f(e)} | {r('case1')} | {r('case3')} "
-                         f"| {r('xnor')} | {cid} |")
+            lines.append(f"| {n} | {r('case2', 'train')} | {r('case2')} | " + (f"{_f(e)} | " if with_expected else "")
+                         + f"{r('case1')} | {r('case3')} | {r('xnor')} | {cid} |")
         first, last = ids[0][1], ids[-1][1]
         c2f, c2l = f"{first}/case2/heldout/{loss}", f"{last}/case2/heldout/{loss}"
         c1l = f"{last}/case1/heldout/{loss}"
@@ -241,7 +247,7 @@ def _generalisation_section(t):
     c0 = t.cell()
     h = f"{c0}/heldout/l1"
     lines += [f"On held-out inputs XNOR-Net, whose K follows each input, and the static Case 1 scale are within "
-              f"{_f(abs(t.c(h, 'xnor_over_case1') - 1) * 100)} % of each other in the paper's protocol "
+              f"{_f(abs(t.c(h, 'xnor_over_case1') - 1) * 100, 2)} % of each other in the paper's protocol "
               f"(XNOR / Case 1 = {_f(t.c(h, 'xnor_over_case1'))} {_cite(h)})."]
     return lines
 
@@ -341,7 +347,8 @@ def analysis(sweep, claims, cells, config, run_info, figure_names=()):
     lines = ["# Protocol study of Table 2 (issue 5)", "",
              "Generated by `python -m studies.protocol_sweep` (configuration, seed, versions and hardware in "
              f"`run.json`): {len(cells)} cells (`cells.csv`) of {config.trials} trials, "
-             f"{run_info['seconds']:.0f} s on {env['cpu']} ({env['torch_threads']} threads).", "",
+             f"{run_info['seconds']:.0f} s on {env['cpu']} ({env['torch_threads']} torch thread"
+             f"{'s' if env['torch_threads'] != 1 else ''}).", "",
              "Numbers in brackets cite rows: `[c00/xnor/train/l1]` is the `row_id` of a row of `sweep.csv` "
              "(cell / method / split / metric), `[c00/train/l1]` the `claim_id` of a row of `claims.csv`. "
              "`train` scores Gamma on the inputs it was fitted to (the paper's protocol when N = 1), "
@@ -423,12 +430,12 @@ def _scale_figure(sweep):
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for m, marker in (("direct", "o"), ("xnor", "s"), ("case1", "^")):
         s = sub[sub.method == m]
-        ax.scatter(s.cell_id, s["mean"], marker=marker, label=LABELS[m])
+        ax.scatter(s.cell_id + " " + s.weights + " " + s["shape"], s["mean"], marker=marker, label=LABELS[m])
     for m, color in (("direct", "C0"), ("xnor", "C1"), ("case1", "C2")):
         ax.axhline(TABLE2[m][0], color=color, ls="--", lw=0.8)
     ax.set_yscale("log")
     ax.set_ylabel("L1 distance (train); -- paper")
-    ax.set_xlabel("cell: Gaussian inputs, padding 0, varying weight scale and shape (cells.csv)")
+    ax.set_xlabel("cell, weight scale, layer (Gaussian inputs, padding 0, fitted on one input)")
     ax.tick_params(axis="x", rotation=90, labelsize=7)
     ax.legend(fontsize=7)
     return fig
