@@ -1,6 +1,7 @@
 """Protocol study of Table 2 (issue 5): the reconstruction over a grid of protocols.
 
-``python -m studies.protocol_sweep`` reruns the Table 2 reconstruction over a grid of protocols (``xnorpp_core.protocol``)
+``python -m studies.protocol_sweep`` reruns the Table 2 reconstruction over a grid of protocols
+(``xnorpp_core.protocol``)
 and writes to ``--out`` (default ``results/protocol_sweep/``):
 
 - ``sweep.csv``   tidy: one row per cell, method, split (train / heldout) and metric
@@ -16,6 +17,8 @@ as ``axis:axis`` pairs). Bad options exit 2 with one line, writing nothing.
 """
 
 import dataclasses
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -93,6 +96,7 @@ def run(config, progress=True):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     try:
         config = config_from_args(args)
@@ -103,7 +107,7 @@ def main(argv=None):
         fail(PROG, f"--out {out} exists and is not a folder")
     sweep, claims, cells, seconds = run(config)
     env = environment("cpu")
-    run_info = {"command": "python -m studies.protocol_sweep", "config": config.to_dict(),
+    run_info = {"command": " ".join([PROG] + [shlex.quote(a) for a in argv]), "config": config.to_dict(),
                 "cells": len(cells), "seconds": round(seconds, 1), "environment": env}
     write_csv(out / "sweep.csv", sweep)
     write_csv(out / "claims.csv", claims)

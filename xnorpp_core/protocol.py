@@ -48,8 +48,8 @@ from .expectations import expected_distances
 from .layers import conv_output_size
 from .reconstruction import LOSSES, FitConfig, alternating_optimum, distance, fit_adam, layer_outputs
 
-__all__ = ["PADDINGS", "SHAPES", "LEARNED", "METHODS", "SPLITS", "AXES", "GAP_FLOOR", "PAPER_ORDER", "RATIOS", "parse_shape",
-           "parse_padding", "Cell", "SweepConfig", "run_cell", "cell_rows", "claim_rows"]
+__all__ = ["PADDINGS", "SHAPES", "LEARNED", "METHODS", "SPLITS", "AXES", "GAP_FLOOR", "PAPER_ORDER", "RATIOS",
+           "parse_shape", "parse_padding", "Cell", "SweepConfig", "run_cell", "cell_rows", "claim_rows"]
 
 PADDINGS = ("0", "1-zero", "1-minus_one")
 SHAPES = ("64x64x3x3@16", "64x64x1x1@16", "64x64x5x5@16", "256x256x3x3@16", "64x64x3x3@32")
