@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from studies import protocol_sweep
 
@@ -20,7 +21,7 @@ TINY = ["--shape", "8x8x3x3@6,8x8x1x1@6", "--inputs", "gaussian,uniform", "--pad
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "protocol_sweep"
-    protocol_sweep.main(TINY + ["--out", str(out)])
+    protocol_sweep.main(TINY + ["--out", str(out), "--threads", str(torch.get_num_threads())])  # no side effect
     return out
 
 
@@ -74,6 +75,7 @@ def test_cited_numbers_are_the_csv_values(tiny_run):
     (["--trials", "0"], "trials must be a positive integer"),
     (["--fit-lr", "-1"], "invalid FitConfig"),
     (["--trials", "two"], "invalid int value"),
+    (["--threads", "0"], "--threads must be a positive integer"),
 ])
 def test_bad_options_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "out"
