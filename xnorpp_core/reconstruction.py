@@ -14,6 +14,12 @@ All trials are independent, so they run as one vectorised problem: ``B`` and
 scale carries a leading trial dimension. The fit only multiplies ``B`` by
 Gamma, so no convolution runs inside the Adam loop.
 
+Several inputs per trial. Every function below also takes ``b`` and ``y`` with
+an extra sample dimension, (T, S, o, h_out, w_out): one Gamma (T, o, h_out,
+w_out) per trial is then fitted to (or scored on) all S inputs of that trial,
+the distance averaging over the samples too. This is what a generalisation
+study needs (fit on N training inputs, score on held-out ones).
+
 Certificates. The loss is separable in a single factor: with the other factors
 fixed, each entry of one factor solves ``min_a sum_j |c_j a - y_j|``, whose
 minimiser is the weighted median of ``y_j / c_j`` with weights ``|c_j|`` (for
@@ -85,18 +91,37 @@ def layer_outputs(w, x, padding=0, pad_mode="zero"):
 
     ``w`` is (T, o, c, k, k), ``x`` is (T, c, H, W). Returns ``Y`` and ``B`` as
     (T, o, h_out, w_out), ``alpha`` as (T, o, 1, 1) and ``K`` as (T, 1, h_out, w_out).
+
+    With several inputs per trial, ``x`` (T, S, c, H, W), every input of a trial
+    goes through that trial's layer: ``Y`` and ``B`` are (T, S, o, h_out, w_out),
+    ``alpha`` (T, 1, o, 1, 1) and ``K`` (T, S, 1, h_out, w_out), so that
+    ``B * alpha * K`` is XNOR-Net's output for every input.
     """
     if pad_mode not in PAD_MODES:
         raise ValueError(f"unknown pad_mode {pad_mode!r}; choose from {PAD_MODES}")
+    if x.dim() not in (4, 5) or w.dim() != 5 or x.shape[0] != w.shape[0]:
+        raise ValueError(f"need w (T, o, c, k, k) and x (T, [S,] c, H, W), got {tuple(w.shape)} "
+                         f"and {tuple(x.shape)}")
     t, o, c, k, _ = w.shape
+    samples = x.shape[1] if x.dim() == 5 else None
+    s = samples or 1
     size = conv_output_size(x.shape[-2:], k, 1, padding)
-    xg = x.reshape(1, t * c, *x.shape[-2:])  # trials as groups of one convolution
+    xs = x.reshape(t, s, c, *x.shape[-2:]).transpose(0, 1)  # (S, T, c, H, W)
+    xg = xs.reshape(s, t * c, *x.shape[-2:])  # samples as the batch, trials as groups
     wg = w.reshape(t * o, c, k, k)
-    y = F.conv2d(xg, wg, padding=padding, groups=t).reshape(t, o, *size)
-    b = binary_conv2d(xg, wg, padding=padding, groups=t, pad_mode=pad_mode).reshape(t, o, *size)
-    alpha = xnor_weight_scale(wg).reshape(t, o, 1, 1)
-    kk = xnor_input_scale(x, k, 1, padding)  # (T, 1, h_out, w_out)
-    return y, b, alpha, kk
+    y = F.conv2d(xg, wg, padding=padding, groups=t).reshape(s, t, o, *size).transpose(0, 1)
+    b = binary_conv2d(xg, wg, padding=padding, groups=t, pad_mode=pad_mode)
+    b = b.reshape(s, t, o, *size).transpose(0, 1)  # (T, S, o, h_out, w_out)
+    alpha = xnor_weight_scale(wg).reshape(t, 1, o, 1, 1)
+    kk = xnor_input_scale(x.reshape(t * s, c, *x.shape[-2:]), k, 1, padding).reshape(t, s, 1, *size)
+    if samples is None:
+        return y[:, 0], b[:, 0], alpha[:, 0], kk[:, 0]
+    return y.contiguous(), b.contiguous(), alpha, kk
+
+
+def _per_sample(factor, like):
+    """``factor`` (T, ...) with a sample axis inserted when ``like`` is (T, S, o, h, w)."""
+    return factor.unsqueeze(1) if like.dim() == 5 else factor
 
 
 def distance(pred, y, loss="l1"):
@@ -125,12 +150,16 @@ def weighted_median(values, weights, dim=-1):
 def exact_factor_update(b, y, others, shape, loss="l1"):
     """The exact minimiser of the loss over one factor of Gamma, the others fixed.
 
-    ``b`` and ``y`` are (T, o, h, w); ``others`` is the product of the other factors
-    (broadcastable, 1 if none); ``shape`` is the factor's shape (T, o|1, h|1, w|1).
+    ``b`` and ``y`` are (T, o, h, w) or (T, S, o, h, w); ``others`` is the product
+    of the other factors (broadcastable to ``b``, 1 if none); ``shape`` is the
+    factor's shape (T, o|1, h|1, w|1). A sample axis is always reduced over.
     """
+    if y.dim() not in (4, 5):
+        raise ValueError(f"need y (T, [S,] o, h, w), got {tuple(y.shape)}")
     c = (b * others).expand_as(y)
-    reduce = [d for d in range(1, 4) if shape[d] == 1]
-    keep = [d for d in range(4) if d not in reduce]
+    extra = y.dim() - 4  # 1 with a sample axis
+    reduce = list(range(1, 1 + extra)) + [d + extra for d in range(1, 4) if shape[d] == 1]
+    keep = [d for d in range(y.dim()) if d not in reduce]
     perm = keep + reduce
     cp = c.permute(perm).reshape(*[c.shape[d] for d in keep], -1)
     yp = y.permute(perm).reshape(cp.shape)
@@ -166,11 +195,12 @@ def alternating_optimum(method, b, y, loss="l1", restarts=4, sweeps=50, init=Non
     ``restarts`` starts (all ones, then random log-normal factors), and from
     ``init`` (a list of factors, e.g. Adam's) when given, until a sweep stops
     improving or after ``sweeps`` sweeps, and keeps, per trial, the lowest loss.
-    Returns ``(gamma (T, o, h, w), loss (T,))``.
+    Returns ``(gamma (T, o, h, w), loss (T,))``; ``b`` and ``y`` may carry a
+    sample axis, (T, S, o, h, w), fitting one Gamma per trial to all S inputs.
     """
     if method not in LEARNED_SCALES:
         raise ValueError(f"no learned Gamma for method {method!r}")
-    t, o, h, w = y.shape
+    t, (o, h, w) = y.shape[0], y.shape[-3:]
     shapes = _factor_shapes(method, t, o, (h, w))
     starts = [] if init is None else [[f.detach().to(y).expand(s).clone() for f, s in zip(init, shapes)]]
     for r in range(1 if len(shapes) == 1 else restarts):
@@ -178,12 +208,13 @@ def alternating_optimum(method, b, y, loss="l1", restarts=4, sweeps=50, init=Non
                        torch.exp(0.5 * torch.randn(s, generator=generator)).to(y) for s in shapes])
     best_gamma, best_loss = None, None
     for factors in starts:
-        previous = distance(b * math.prod(factors), y, loss)
+        previous = distance(b * _per_sample(math.prod(factors), b), y, loss)
         for _ in range(sweeps):
             for i, s in enumerate(shapes):
                 others = math.prod([f for j, f in enumerate(factors) if j != i]) if len(shapes) > 1 else 1.0
+                others = _per_sample(others, b) if len(shapes) > 1 else others
                 factors[i] = exact_factor_update(b, y, others, s, loss)
-            current = distance(b * math.prod(factors), y, loss)
+            current = distance(b * _per_sample(math.prod(factors), b), y, loss)
             if len(shapes) == 1 or (previous - current).max() <= 1e-7 * current.max():
                 break
             previous = current
@@ -232,10 +263,12 @@ def fit_adam(method, b, y, loss="l1", config=FitConfig(), on_step=None):
     Adam's update is element-wise, so the trials are independent fits that
     share one learning-rate schedule). Returns ``(scale, loss (T,), steps)``:
     the fitted ``LearnedScale`` (its ``fused()`` is Gamma), the final per-trial
-    loss and the number of Adam steps.
+    loss and the number of Adam steps. ``b`` and ``y`` may carry a sample axis,
+    (T, S, o, h, w): one Gamma per trial is then fitted to all S inputs.
     """
-    t, o, h, w = y.shape
+    t, (o, h, w) = y.shape[0], y.shape[-3:]
     scale = make_learned_scale(method, o, (h, w), batch=(t,)).to(y.device)
-    steps = adam_until_converged(scale.parameters(), lambda: distance(b * scale(), y, loss), config, on_step)
+    steps = adam_until_converged(scale.parameters(), lambda: distance(b * _per_sample(scale(), b), y, loss),
+                                 config, on_step)
     with torch.no_grad():
-        return scale, distance(b * scale(), y, loss), steps
+        return scale, distance(b * _per_sample(scale(), b), y, loss), steps
