@@ -1,0 +1,278 @@
+"""Training: configuration, one-epoch runs for every model, resume equality, torchrun, ImageFolder, bad input."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from studies import train as cli
+from xnorpp_core.data import digits_splits
+from xnorpp_core.layers import METHODS
+from xnorpp_core.models import build_model
+from xnorpp_core import training
+from xnorpp_core.training import METRICS_COLUMNS, TrainConfig, accuracy, train
+
+REPO = Path(__file__).resolve().parents[1]
+EXACT = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]  # all but timings
+TINY = ["--input-size", "8", "--batch-size", "16", "--limit-batches", "3", "--quiet"]  # digits, ResNet-18
+
+
+def tiny(out, **kw):
+    return TrainConfig(**{"input_size": 8, "batch_size": 16, "limit_batches": 3, "quiet": True, "out": str(out),
+                          "epochs": 1, **kw})
+
+
+def subprocess_env():
+    """The test process's thread count, so that subprocess runs compute bit-for-bit like each other."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": str(REPO)}
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "studies.train", *args], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+# --- configuration and helpers ----------------------------------------------------------------------
+
+
+def test_recipe_defaults():
+    digits, resnet, alexnet = TrainConfig(), TrainConfig(data="/x"), TrainConfig(data="/x", arch="alexnet")
+    assert (resnet.epochs, resnet.lr_step, resnet.batch_size, resnet.input_size, resnet.small_input) == (
+        80, 25, 256, 224, False)  # Section 5.1.3
+    assert (alexnet.batch_size, alexnet.input_size, alexnet.resize) == (400, 227, 256)
+    assert (resnet.lr, resnet.weight_decay, resnet.lr_gamma) == (1e-3, 1e-5, 0.1)
+    assert (digits.dataset, digits.small_input, digits.lr, digits.weight_decay) == ("digits", True, 1e-3, 1e-5)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"arch": "vgg"}, "unknown arch"), ({"method": "case5"}, "unknown method"),
+    ({"epochs": 0}, "epochs must be a positive"), ({"epochs": -3}, "epochs must be a positive"),
+    ({"batch_size": 0}, "batch_size must be a positive"), ({"batch_size": -1}, "batch_size must be a positive"),
+    ({"lr": 0.0}, "lr must be positive"), ({"lr_gamma": 1.5}, "lr_gamma"), ({"workers": -1}, "workers"),
+    ({"device": "tpu"}, "unknown device"), ({"pad_mode": "one"}, "unknown pad_mode"),
+    ({"limit_batches": 0}, "limit_batches"), ({"input_size": 4}, "digits need"),
+    ({"data": "/x", "input_size": 300}, "resize"),
+])
+def test_config_rejects(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_accuracy_against_hand_counts():
+    output = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.5, 0.2, 0.3]])
+    target = torch.tensor([1, 1, 0, 2])  # ranks of the target: 1st, 2nd, 3rd, 2nd
+    assert accuracy(output, target, (1, 2, 3, 5)) == [1, 3, 4, 4]
+
+
+def test_digits_split_is_fixed_and_stratified():
+    train_a, val_a, classes = digits_splits(8)
+    train_b, val_b, _ = digits_splits(8)
+    assert len(train_a) + len(val_a) == 1797 and classes == [str(i) for i in range(10)]
+    assert torch.equal(val_a.images, val_b.images)
+    counts = np.bincount(val_a.labels.numpy(), minlength=10) / len(val_a)
+    full = np.bincount(np.concatenate([train_a.labels.numpy(), val_a.labels.numpy()]), minlength=10) / 1797
+    assert np.abs(counts - full).max() < 0.01
+    assert train_a[0][0].shape == (3, 8, 8)
+
+
+# --- one-epoch runs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch, size", [("resnet18", 8), ("alexnet", 16)])
+@pytest.mark.parametrize("method", METHODS)
+def test_one_epoch_every_model(tmp_path, arch, size, method):
+    summary = train(tiny(tmp_path, arch=arch, method=method, input_size=size, batch_size=8, limit_batches=2))
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert tuple(metrics.columns) == METRICS_COLUMNS and len(metrics) == 1
+    assert np.isfinite(metrics.to_numpy()).all()
+    assert summary["final"]["val_top1"] == metrics["val_top1"].iloc[0]
+    assert summary["protocol"]["config"]["method"] == method
+    if method == "case2":  # the checkpoint holds this very architecture, spatial scales included
+        model = build_model(arch, method, 10, size, small_input=True)
+        model.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"])
+    (tmp_path / "checkpoint.pt").unlink()  # up to 0.3 GB for AlexNet
+
+
+# --- resume ----------------------------------------------------------------------------------------
+
+
+def read_metrics(out):
+    return pd.read_csv(Path(out) / "metrics.csv")[EXACT]
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    """1 epoch, then --resume to 2, equals 2 straight epochs: metrics and weights, bit for bit."""
+    straight = train(tiny(tmp_path / "a", epochs=2))
+    train(tiny(tmp_path / "b", epochs=1))
+    resumed = train(tiny(tmp_path / "b", epochs=2, resume=True))
+    pd.testing.assert_frame_equal(read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b"), check_exact=True)
+    assert {k: straight["final"][k] for k in EXACT} == {k: resumed["final"][k] for k in EXACT}
+    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in "ab")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["rng"][0][k], b["rng"][0][k]) for k in ("torch",))
+    # The test can fail: without restoring the RNG state, the augmentation of epoch 2 differs.
+    monkeypatch.setattr(training, "_set_rng_state", lambda state: None)
+    (tmp_path / "b" / "checkpoint.pt").unlink()
+    train(tiny(tmp_path / "b", epochs=1))
+    train(tiny(tmp_path / "b", epochs=2, resume=True))
+    assert not read_metrics(tmp_path / "a").equals(read_metrics(tmp_path / "b"))
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+    """A subprocess killed (SIGKILL) after its first checkpoint, then resumed, ends like a straight run."""
+    args = [*TINY, "--epochs", "3", "--limit-batches", "5", "--out", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "studies.train", *args], cwd=REPO, env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics, deadline = tmp_path / "metrics.csv", time.time() + 240
+    while not metrics.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read().decode()
+    assert 1 <= len(pd.read_csv(metrics)) < 3  # killed mid-run
+    assert run_cli(*args, "--resume").returncode == 0
+    train(tiny(tmp_path / "straight", epochs=3, limit_batches=5))  # in this process, same thread count
+    pd.testing.assert_frame_equal(read_metrics(tmp_path), read_metrics(tmp_path / "straight"), check_exact=True)
+
+
+# --- many processes, ImageFolder -------------------------------------------------------------------
+
+
+def test_torchrun_two_processes_on_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "studies.train", *TINY, "--limit-batches", "2", "--epochs", "2", "--out", str(out)]
+    env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = pd.read_json(out / "summary.json", typ="series")
+    assert summary["protocol"]["processes"] == 2 and len(pd.read_csv(out / "metrics.csv")) == 2
+    # Validation is sharded over the processes and summed: 2 processes x 2 batches of 8 images are the
+    # first 32 validation images, which one process evaluates here with the checkpoint's weights.
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    model = build_model("resnet18", "case4", 10, 8, small_input=True)
+    model.load_state_dict(ckpt["model"])
+    _, val, _ = digits_splits(8)
+    x, y = zip(*(val[i] for i in range(32)))
+    with torch.no_grad():
+        output = model.eval()(torch.stack(x))
+    y = torch.tensor(y)
+    last = ckpt["history"][-1]
+    assert last["val_top1"] == pytest.approx(100 * accuracy(output, y)[0] / 32)
+    assert last["val_loss"] == pytest.approx(torch.nn.functional.cross_entropy(output, y).item(), rel=1e-5)
+    assert len(ckpt["rng"]) == 2  # one RNG state per process
+
+
+def image_tree(root, classes=("cat", "dog"), train=6, val=3, size=40):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_imagefolder_tree_through_the_imagenet_path(tmp_path):
+    data = image_tree(tmp_path / "data")
+    out = tmp_path / "run"
+    summary = cli.main(["--data", str(data), "--input-size", "32", "--resize", "36", "--batch-size", "4",
+                        "--epochs", "2", "--workers", "2", "--quiet", "--out", str(out)])
+    assert summary["protocol"]["dataset"] == {"name": "imagefolder", "classes": 2, "train": 12, "val": 6}
+    assert summary["protocol"]["config"]["small_input"] is False  # the ImageNet stem
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2] and (metrics["val_top5"] == 100).all()  # 2 classes
+
+
+# --- bad input: one line, exit 2, nothing written --------------------------------------------------
+
+
+def fails(capsys, argv, match, out):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("python -m studies.train: error: "), err
+    assert match in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--arch", "vgg"], "invalid choice: 'vgg'"), (["--method", "case9"], "invalid choice: 'case9'"),
+    (["--epochs", "0"], "epochs must be a positive integer"), (["--epochs", "-2"], "epochs must be a positive"),
+    (["--batch-size", "0"], "batch_size must be a positive"), (["--batch-size", "x"], "invalid int value"),
+    (["--batch-size", "4096"], "larger than the training split"),
+])
+def test_bad_options(tmp_path, capsys, argv, match):
+    fails(capsys, argv, match, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "data folder"), ("no_val", "missing split folder"), ("classless", "Couldn't find any class folder"),
+    ("empty", "Found no valid file"), ("different_classes", "different class folders"),
+])
+def test_bad_data_folders(tmp_path, capsys, case, match):
+    data = tmp_path / "data"
+    if case == "no_val":
+        image_tree(data, train=1, val=1)
+        shutil.rmtree(data / "val")
+    elif case == "classless":
+        (data / "train").mkdir(parents=True)
+        (data / "val").mkdir()
+    elif case == "empty":
+        image_tree(data, train=1, val=1)
+        (data / "val" / "cat" / "0.png").unlink()
+    elif case == "different_classes":
+        image_tree(data, train=1, val=2)
+        (data / "val" / "bird").mkdir()
+        (data / "val" / "cat" / "0.png").rename(data / "val" / "bird" / "0.png")
+    err = fails(capsys, ["--data", str(data), "--input-size", "32", "--resize", "36"], match, tmp_path / "out")
+    assert not (tmp_path / "out").exists(), err
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_corrupt_image_is_named(tmp_path, capsys, workers):
+    data = image_tree(tmp_path / "data", train=2, val=1)
+    bad = data / "train" / "dog" / "1.png"
+    bad.write_bytes(b"not a png at all")
+    fails(capsys, ["--data", str(data), "--input-size", "32", "--resize", "36", "--batch-size", "4",
+                   "--workers", str(workers), "--quiet"], f"cannot read image {bad}", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_from_another_configuration_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    cli.main([*TINY, "--epochs", "1", "--out", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    fails(capsys, [*TINY, "--epochs", "2", "--method", "case1", "--resume"], "another configuration (method: "
+          "'case4' there, 'case1' here)", out)
+    fails(capsys, [*TINY, "--epochs", "2", "--arch", "alexnet", "--input-size", "16", "--resume"],
+          "another configuration (arch: 'resnet18' there, 'alexnet' here", out)
+    fails(capsys, [*TINY, "--epochs", "2"], "pass --resume to continue it", out)
+    (out / "checkpoint.pt").write_bytes(b"garbage")
+    fails(capsys, [*TINY, "--epochs", "2", "--resume"], "cannot read checkpoint", out)
+    before["checkpoint.pt"] = b"garbage"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing was touched
+
+
+def test_the_command_line_exits_2_with_one_line(tmp_path):
+    done = run_cli("--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "does not exist" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_option_is_documented():
+    doc = cli.__doc__
+    for action in cli.build_parser()._actions:
+        for flag in action.option_strings:
+            assert flag in doc or flag in ("-h", "--help"), flag

@@ -1,0 +1,47 @@
+"""What the model families share: the BN -> sign -> binary conv -> ReLU unit, and initialization."""
+
+import torch
+import torch.nn as nn
+
+from ..layers import BinaryConv2d, conv_output_size
+from ..scales import LearnedScale, xnor_weight_scale
+
+__all__ = ["BinaryUnit", "init_weights"]
+
+
+class BinaryUnit(nn.Sequential):
+    """``BN -> sign -> binary conv (times its scale) -> ReLU``, the paper's layer (Section 5.1.1).
+
+    The sign (Eq. 1, straight-through estimator) and the scale (Eq. 2-7) are
+    inside ``BinaryConv2d``; with ``method="real"`` it is ``BN -> conv -> ReLU``.
+    ``input_size`` is the input's ``(H, W)``; ``output_size`` the result's.
+    No conv bias: the scale and the next BN make it redundant.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, input_size, method, pad_mode):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(in_channels)
+        self.conv = BinaryConv2d(in_channels, out_channels, kernel_size, stride, padding, method=method,
+                                 input_size=input_size, pad_mode=pad_mode)
+        self.relu = nn.ReLU(inplace=True)
+        self.output_size = conv_output_size(input_size, kernel_size, stride, padding)
+
+
+@torch.no_grad()
+def init_weights(model):
+    """He et al. (ICCV 2015) normal init, ``fan_out`` mode, for every convolution (zero biases);
+    BN weight 1, bias 0; linear layers keep PyTorch's default.
+
+    A learned Gamma's per-channel factor alpha (Eq. 4-7) starts at the XNOR-Net
+    weight scale of the initial weights (Eq. 2), its spatial factors at 1.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+            if isinstance(m, BinaryConv2d) and isinstance(m.scale, LearnedScale):
+                m.scale.alpha.mul_(xnor_weight_scale(m.weight)[:, None, None])  # (o, 1, 1) or (o, h, w)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
