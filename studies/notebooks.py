@@ -87,8 +87,8 @@ def run_training(argv, nproc=1):
     done = subprocess.run(command, cwd=REPO)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command[1:])} failed (exit code {done.returncode})")
-    out = argv[argv.index("--out") + 1]
-    return json.loads((Path(out) / "summary.json").read_text())
+    out = REPO / argv[argv.index("--out") + 1]  # relative to the repository, where torchrun ran
+    return json.loads((out / "summary.json").read_text())
 
 
 # ---------------------------------------------------------------- papermill
