@@ -121,11 +121,15 @@ def write_table(table, out):
 
 # ---------------------------------------------------------------- runs
 def dataset_label(data):
-    """What a run was measured on: the embedded digits (``data`` is None) or the ImageFolder's name."""
+    """What a run was measured on: the embedded digits (``data`` is None) or the ImageFolder's name.
+
+    A folder whose name starts with ``imagenet`` or ``ilsvrc`` (any case) reads ``ImageNet``; any
+    other reads ``ImageFolder <name>``: the table never calls a dataset ImageNet on a guess beyond that.
+    """
     if data in (None, ""):
         return EMBEDDED
     name = Path(str(data)).name or str(data)
-    return "ImageNet" if name.lower().startswith("imagenet") else f"ImageFolder {name}"
+    return "ImageNet" if name.lower().startswith(("imagenet", "ilsvrc")) else f"ImageFolder {name}"
 
 
 def collect_runs(runs_root):
