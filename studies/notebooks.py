@@ -35,8 +35,15 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
+import papermill
+from tqdm.auto import tqdm
+
+from studies import train
 from studies._cli import ArgumentParser, check_device, fail
 from xnorpp_core.provenance import atomic_write
+from xnorpp_core.tables import GRIDS
+from xnorpp_core.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -76,8 +83,6 @@ def run_training(argv, nproc=1):
     if nproc < 1:
         raise ValueError(f"nproc must be a positive integer, got {nproc}")
     if nproc == 1:
-        from studies import train
-
         try:
             return train.main(list(argv))
         except SystemExit as e:  # the entry point's one-line error is on stderr
@@ -94,8 +99,6 @@ def run_training(argv, nproc=1):
 # ---------------------------------------------------------------- papermill
 def check_parameters(notebook, parameters):
     """Raise ``ValueError`` when ``parameters`` names something ``notebook``'s parameters cell does not declare."""
-    import papermill
-
     declared = papermill.inspect_notebook(str(notebook))
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
@@ -106,12 +109,10 @@ def check_parameters(notebook, parameters):
 def execute(notebook, output, parameters):
     """Execute ``notebook`` with ``parameters`` into ``output`` (papermill, kernel ``python3``, cwd = repository).
 
-    The executed notebook is written next to ``output`` and renamed into place, also when it failed
-    (papermill's ``PapermillExecutionError`` is re-raised after that).
+    papermill writes the executed notebook to a hidden file beside ``output``; it is then written
+    to ``output`` atomically with repository-relative paths in its papermill record, also when it
+    failed (papermill's ``PapermillExecutionError`` is re-raised after that).
     """
-    import nbformat
-    import papermill
-
     check_parameters(notebook, parameters)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -129,8 +130,6 @@ def execute(notebook, output, parameters):
 
 def _executed(path):
     """The papermill record of an executed notebook: (parameters, exception), or None."""
-    import nbformat
-
     if not path.exists():
         return None
     record = nbformat.read(path, as_version=4).metadata.get("papermill", {})
@@ -177,8 +176,6 @@ def _plan_row(grid, arch, method, args):
 
 def _validate(args):
     """Every option checked before anything is written (one-line error, exit 2)."""
-    from xnorpp_core.training import TrainConfig
-
     if args.nproc < 1:
         fail(PROG, f"--nproc must be a positive integer, got {args.nproc}")
     if args.trials < 1:
@@ -229,26 +226,22 @@ def parse_args(argv=None):
 
 
 def _run_rows(args):
-    from tqdm.auto import tqdm
-
     grids = ("table1", "table3") if args.grid == "all" else (args.grid,)
-    from xnorpp_core.tables import GRIDS
-
     plan = [(grid, *_plan_row(grid, arch, method, args)) for grid in grids for arch, method in GRIDS[grid]]
     for grid, notebook, folder, params, action in tqdm(plan, desc="rows", disable=None):
         name = f"{grid}/{folder.name}"
         if action == "skip":
-            print(f"{name}: finished, skipped ({_relative(notebook)})", flush=True)
+            tqdm.write(f"{name}: finished, skipped ({_relative(notebook)})")
             continue
-        print(f"{name}: {'resuming' if action == 'resume' else 'training'} -> {_relative(notebook)}", flush=True)
+        tqdm.write(f"{name}: {'resuming' if action == 'resume' else 'training'} -> {_relative(notebook)}")
         if args.force:  # start over: the entry point refuses to overwrite a checkpoint
             for stale in RUN_FILES:
                 (folder / stale).unlink(missing_ok=True)
         t0 = time.perf_counter()
         _execute_or_fail(NOTEBOOKS / "train.ipynb", notebook, params)
         final = json.loads((folder / "summary.json").read_text())["final"]
-        print(f"{name}: {final['epoch']} epochs in {time.perf_counter() - t0:.0f} s, validation top-1 "
-              f"{final['val_top1']:.1f}% top-5 {final['val_top5']:.1f}%", flush=True)
+        tqdm.write(f"{name}: {final['epoch']} epochs in {time.perf_counter() - t0:.0f} s, validation top-1 "
+                   f"{final['val_top1']:.1f}% top-5 {final['val_top5']:.1f}%")
 
 
 def _execute_or_fail(notebook, output, params):
@@ -271,7 +264,7 @@ def main(argv=None):
                              {"trials": args.trials, "device": device,
                               "out": _relative(results / "reconstruction")})
         if args.force or not (results / "speedup" / "speedup.csv").exists():
-            from studies import speedup
+            from studies import speedup  # here: it selects matplotlib's Agg backend, which notebooks must not get
 
             speedup.main(["--out", str(results / "speedup")])
     print("Tables: notebooks/tables.ipynb", flush=True)
