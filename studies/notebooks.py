@@ -20,7 +20,7 @@ checkpoint; a finished row asked for with other parameters is an error. Last,
 numbers into ``RESULTS/tables/`` (executed notebook: ``RESULTS/tables/tables.ipynb``).
 
 Without ``--data`` the rows train on the embedded digits for ``EMBEDDED_EPOCHS``
-epochs (both grids on a 2-core CPU in well under an hour); with ``--data`` on
+epochs (both grids: 46 minutes on a 2-core CPU shared with other jobs); with ``--data`` on
 the ImageFolder tree with the paper's recipe (80 epochs), e.g. on 8 GPUs:
 
     python -m studies.notebooks all --data /data/imagenet --nproc 8 --device cuda
@@ -30,6 +30,7 @@ working directory. A parameter the notebook does not declare is an error.
 """
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -266,7 +267,7 @@ def main(argv=None):
         if args.force or not (results / "speedup" / "speedup.csv").exists():
             from studies import speedup  # here: it selects matplotlib's Agg backend, which notebooks must not get
 
-            speedup.main(["--out", str(results / "speedup")])
+            speedup.main(["--out", os.path.relpath(results / "speedup")])
     print("Tables: notebooks/tables.ipynb", flush=True)
     _execute_or_fail(NOTEBOOKS / "tables.ipynb", results / "tables" / "tables.ipynb",
                      {"results": _relative(results), "out": _relative(results / "tables")})
