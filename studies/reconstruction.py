@@ -51,7 +51,8 @@ def plot_trials(trials):
     methods = list(dict.fromkeys(trials["method"]))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [7, 6]})
     for ax, shown, log in ((axes[0], methods, True), (axes[1], [m for m in methods if m != "case2"], False)):
-        ax.boxplot([trials.loc[trials.method == m, "rel_l1"] for m in shown], tick_labels=shown)
+        ax.boxplot([trials.loc[trials.method == m, "rel_l1"] for m in shown])
+        ax.set_xticks(range(1, len(shown) + 1), shown)
         ax.set_yscale("log" if log else "linear")
         ax.grid(axis="y", alpha=0.3)
         ax.tick_params(axis="x", labelsize=8)

@@ -76,8 +76,10 @@ def build_parser():
 
 
 def default_out(config):
-    """results/train/NAME for the embedded digits (committed), runs/NAME otherwise (ignored by git)."""
-    return REPO / ("results/train" if config.data is None else "runs") / config.run_name
+    """results/train/NAME for the embedded digits (committed), runs/NAME otherwise (ignored by git);
+    relative when run from the repository root, so that config.json names no machine's path."""
+    path = REPO / ("results/train" if config.data is None else "runs") / config.run_name
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def main(argv=None):

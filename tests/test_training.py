@@ -217,6 +217,12 @@ def test_bad_options(tmp_path, capsys, argv, match):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_cuda(tmp_path, capsys):
+    fails(capsys, [*TINY, "--device", "cuda"], "CUDA is not available", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("case, match", [
     ("missing", "data folder"), ("no_val", "missing split folder"), ("classless", "Couldn't find any class folder"),
     ("empty", "Found no valid file"), ("different_classes", "different class folders"),

@@ -55,11 +55,9 @@ def binary_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1, pad_mode
     if pad_mode not in PAD_MODES:
         raise ValueError(f"unknown pad_mode {pad_mode!r}; choose from {PAD_MODES}")
     ph, pw = _pair(padding)
-    pad = (pw, pw, ph, ph)
-    if pad_mode == "zero":
-        xb = F.pad(binarize(x), pad, value=0.0)  # border 0: a third value
-    else:
-        xb = binarize(F.pad(x, pad, value=0.0))  # border sign(0) = -1
+    if pad_mode == "zero":  # border 0, a third value: the convolution's own zero padding
+        return F.conv2d(binarize(x), binarize(weight), None, stride, (ph, pw), dilation, groups)
+    xb = binarize(F.pad(x, (pw, pw, ph, ph), value=0.0))  # border sign(0) = -1
     return F.conv2d(xb, binarize(weight), None, stride, 0, dilation, groups)
 
 

@@ -14,7 +14,7 @@ fixed at ``sign(W)``, then score every method's ``B . scale`` against ``Y``
 """
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch

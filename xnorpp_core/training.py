@@ -18,8 +18,10 @@ Every value can be overridden; ``None`` fields take the recipe's value in
 
 One process, or many under ``torchrun`` (DistributedDataParallel, NCCL on
 GPUs, gloo on CPUs). ``batch_size`` is the global batch, split evenly over
-the processes; validation is sharded without padding and summed over
-processes, so its numbers are those of the whole validation split.
+the processes; BN statistics are per process (no SyncBN) and the main
+process's are given to all before validation, which is sharded without
+padding and summed over processes, so its numbers are those of the
+checkpointed model on the whole validation split.
 Mixed precision (float16 autocast and a gradient scaler) on CUDA when ``amp``.
 
 Reproducibility. The model is initialised from ``seed``; the data order and

@@ -1,0 +1,366 @@
+"""The bit-packed binary convolution on this CPU, measured beside Eq. 8/9 (Section 4.3).
+
+    python -m studies.kernel_bench [--threads 1 2] [--method case4] [--min-run-time 0.5]
+
+For every binary convolution shape of ResNet-18 at 224x224 (the paper's
+256 -> 256 3x3 layer at 14x14 is one of them), on each thread count, times
+call by call (``*_ms``: the fastest call, the least disturbed by other
+processes; ``*_median_ms``: the median call):
+
+- ``float_ms``: torch's float32 ``F.conv2d`` (the faster of NCHW and
+  channels-last, both kept as ``float_nchw_ms``, ``float_cl_ms``);
+- ``emulated_ms``: the float emulation, ``BinaryConv2d`` fused (sign, float
+  conv of +-1, times Gamma; it binarizes its float weights on every call),
+  as PyTorch binary-network code runs it;
+- ``packed_ms``: ``PackedBinaryConv2d`` (pack sign(I), XNOR-popcount, times
+  Gamma), and its two parts ``pack_ms`` (packing the input alone) and
+  ``conv_ms`` (the convolution of an already packed input); ``conv_channel_gamma_ms``
+  is the latter with a per-channel Gamma (Case 1), which does not read a
+  dense ``(o, h_out, w_out)`` Gamma;
+
+``spread`` is the largest median / fastest ratio of a row (near 1 on a quiet
+machine); then ``speedup = float_ms / packed_ms``, ``speedup_conv_only = float_ms /
+conv_ms`` beside ``eq9`` / ``eq8`` (as printed) and ``eq9_consistent`` (a float
+op charged as 64 binary ops, ``xnorpp_core.speedup``). For the whole binary
+ResNet-18 at 224x224: storage in bytes of the float-emulated and the packed
+model, by kind and method; time of the real-valued, the emulated and the
+packed model; and whether the packed model's logits equal the emulated ones.
+
+Writes to ``--out`` (default ``results/kernel_bench``): ``kernel_bench.csv``,
+``kernel_bench.md``, ``speedup.png``, ``model_size.csv``, ``model_time.csv``,
+``kernel_bench_summary.md`` and ``run.json`` (config, backend, versions,
+hardware). Timings depend on the machine and its load: rerun on a quiet one.
+"""
+
+import copy
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from studies._cli import ArgumentParser, fail  # noqa: E402
+from xnorpp_core.layers import BinaryConv2d  # noqa: E402
+from xnorpp_core.models import binary_resnet18, fuse_model  # noqa: E402
+from xnorpp_core.packed import (BACKENDS, SUPPORTED_METHODS, PackedBinaryConv2d, backend_info, pack_model,  # noqa: E402
+                                pack_signs, storage_bytes)
+from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json  # noqa: E402
+from xnorpp_core.scales import LearnedScale  # noqa: E402
+from xnorpp_core.speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor  # noqa: E402
+
+PROG = "python -m studies.kernel_bench"
+PAPER_LAYER = (256, 256, 3, 1, 1, 14)  # Section 4.3: o = 256, 3x3; at ResNet-18's 14x14 stage
+TARGET = 5.0  # issue 6: packed >= 5x torch float32 on the paper's layer
+
+
+@dataclass(frozen=True)
+class KernelBenchConfig:
+    """One run of the benchmark; validated here, written to ``run.json``."""
+
+    threads: tuple = (1, 2)
+    method: str = "case4"
+    batch: int = 1
+    model_batch: int = 2
+    min_run_time: float = 0.5
+    backend: str = "auto"
+    layers: str = "all"
+    model: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.threads or any(int(t) != t or t < 1 for t in self.threads):
+            raise ValueError(f"threads must be positive integers, got {self.threads}")
+        if self.method not in SUPPORTED_METHODS:
+            raise ValueError(f"method must be one of {SUPPORTED_METHODS}, got {self.method!r}")
+        if self.batch < 1 or self.model_batch < 1:
+            raise ValueError("batch sizes must be at least 1")
+        if not self.min_run_time > 0:
+            raise ValueError(f"min_run_time must be positive, got {self.min_run_time}")
+        if self.layers not in ("all", "paper"):
+            raise ValueError(f"layers must be 'all' or 'paper', got {self.layers!r}")
+        if self.backend not in ("auto", *BACKENDS):
+            raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {self.backend!r}")
+
+
+def resnet18_layer_shapes(input_size=224):
+    """``{(c, o, k, stride, padding, H): count}`` of ResNet-18's binary convolutions, in network order."""
+    with torch.device("meta"):
+        model = binary_resnet18("direct", 1000, input_size)
+    return Counter((m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0], m.input_size[0])
+                   for m in model.modules() if isinstance(m, BinaryConv2d))
+
+
+def _randomize_scales(model, generator):
+    """Learned factors away from their constant start, as training leaves them (so fused Gammas vary)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LearnedScale):
+                for p in m.parameters():
+                    p.mul_(torch.rand(p.shape, generator=generator) + 0.5)
+    return model
+
+
+def _time(fn, threads, min_run_time):
+    """Fastest and median time in ms of single calls of ``fn`` with ``threads`` torch threads.
+
+    Calls are timed one by one for at least ``min_run_time`` seconds (and 10
+    calls), after 3 warm-up calls. The fastest call is the one least disturbed
+    by other processes (as ``timeit`` advises), so speed-ups use it; on a quiet
+    machine the fastest and the median agree closely.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(3):
+            fn()
+        times, start = [], time.perf_counter()
+        while len(times) < 10 or time.perf_counter() - start < min_run_time:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+    return min(times) * 1e3, float(np.median(times)) * 1e3
+
+
+def layer_shapes(which):
+    """The shapes to time: ResNet-18's binary layers and the paper's (``"all"``), or the paper's alone."""
+    shapes = resnet18_layer_shapes()
+    if which == "paper":
+        return {PAPER_LAYER: shapes.get(PAPER_LAYER, 0)}
+    return {**shapes, PAPER_LAYER: shapes.get(PAPER_LAYER, 0)}
+
+
+def bench_layers(cfg, backend, progress):
+    shapes = layer_shapes(cfg.layers)
+    g = torch.Generator().manual_seed(cfg.seed)
+    rows = []
+    for (c, o, k, s, p, size), count in shapes.items():
+        x = torch.randn(cfg.batch, c, size, size, generator=g)
+        layer = BinaryConv2d(c, o, k, s, p, method=cfg.method, input_size=size).eval()
+        with torch.no_grad():
+            layer.weight.normal_(generator=g)
+        _randomize_scales(layer, g)
+        layer.fuse()
+        packed = PackedBinaryConv2d.from_binary_conv(layer, backend)
+        per_channel = BinaryConv2d(c, o, k, s, p, method="case1").eval()  # Gamma (o, 1, 1): no dense read
+        with torch.no_grad():
+            per_channel.weight.copy_(layer.weight)
+        packed_channel = PackedBinaryConv2d.from_binary_conv(per_channel, backend)
+        x_cl, w = x.contiguous(memory_format=torch.channels_last), layer.weight.detach()
+        w_cl, xb = w.contiguous(memory_format=torch.channels_last), pack_signs(x, p, backend)
+        calls = {"float_nchw": lambda: F.conv2d(x, w, None, s, p),
+                 "float_cl": lambda: F.conv2d(x_cl, w_cl, None, s, p),
+                 "emulated": lambda: layer(x),
+                 "packed": lambda: packed(x),
+                 "pack": lambda: pack_signs(x, p, backend),
+                 "conv": lambda: packed.forward_packed(xb, (size, size)),
+                 "conv_channel_gamma": lambda: packed_channel.forward_packed(xb, (size, size))}
+        for threads in cfg.threads:
+            row = {"layer": f"{c}->{o} {k}x{k}/{s} @{size}", "in_channels": c, "out_channels": o, "kernel": k,
+                   "stride": s, "padding": p, "input_size": size, "output_size": layer.out_size[0],
+                   "in_resnet18": count, "paper_layer": (c, o, k, s, p, size) == PAPER_LAYER,
+                   "words_per_output": k * k * -(-c // 64), "threads": threads}
+            with torch.no_grad():
+                for name, fn in calls.items():
+                    row[f"{name}_ms"], row[f"{name}_median_ms"] = _time(fn, threads, cfg.min_run_time)
+                    progress.update()
+            row["float_ms"] = min(row["float_nchw_ms"], row["float_cl_ms"])
+            row["spread"] = max(row[f"{n}_median_ms"] / row[f"{n}_ms"] for n in calls)  # ~1 on a quiet machine
+            macs = cfg.batch * c * k * k * o * layer.out_size[0] * layer.out_size[1]
+            row.update({"float_gflops": 2 * macs / row["float_ms"] / 1e6,
+                        "packed_gbinops": macs / row["conv_ms"] / 1e6,  # binary multiply-adds per ns
+                        "pack_share": row["pack_ms"] / row["packed_ms"],
+                        "speedup": row["float_ms"] / row["packed_ms"],
+                        "speedup_conv_only": row["float_ms"] / row["conv_ms"],
+                        "speedup_vs_emulated": row["emulated_ms"] / row["packed_ms"],
+                        "eq9": speedup_ours(o, k, k), "eq8": speedup_xnor(o, k, k),
+                        "eq9_consistent": speedup_ours(o, k, k, float_cost=CONSISTENT_MODEL)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def model_sizes(cfg, backend):
+    """Storage of the binary ResNet-18 at 224x224 per method: as trained (float) vs packed, against the real one.
+
+    The float-emulated model is counted as trained (float32 weights, learned
+    factors unfused); the packed one as ``pack_model`` stores it (weight bits,
+    the fused Gamma, the real layers unchanged).
+    """
+    g = torch.Generator().manual_seed(cfg.seed)
+    real = storage_bytes(binary_resnet18("real", 1000, 224))["total"]
+    rows = [{"method": "real", "float_total": real}]
+    for method in SUPPORTED_METHODS:
+        model = _randomize_scales(binary_resnet18(method, 1000, 224).eval(), g)
+        fl, pk = storage_bytes(model), storage_bytes(pack_model(model, backend))
+        rows.append({"method": method, "float_total": fl["total"], "packed_total": pk["total"],
+                     "compression_vs_real": real / pk["total"], "compression_vs_float": fl["total"] / pk["total"],
+                     "float_binary_weights": fl["binary_weights"], "packed_binary_weights": pk["binary_weights"],
+                     "compression_binary_weights": fl["binary_weights"] / pk["binary_weights"],
+                     "float_scales": fl["scales"], "packed_scales": pk["scales"], "other": pk["other"]})
+    return pd.DataFrame(rows)
+
+
+def model_times(cfg, backend, progress):
+    """The real, the emulated and the packed ResNet-18 at 224x224, and whether packed logits equal emulated."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    model = _randomize_scales(binary_resnet18(cfg.method, 1000, 224).eval(), g)
+    with torch.no_grad():
+        for m in model.modules():  # BN statistics away from (0, 1), as after training
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+    emulated, packed = fuse_model(copy.deepcopy(model)), pack_model(model, backend)
+    real = binary_resnet18("real", 1000, 224).eval()
+    x = torch.randn(cfg.model_batch, 3, 224, 224, generator=g)
+    with torch.no_grad():
+        y_emulated, y_packed = emulated(x), packed(x)
+    check = {"logits_equal": bool(torch.equal(y_emulated, y_packed)),
+             "max_abs_diff": float((y_emulated - y_packed).abs().max()),
+             "predictions_agree": float((y_emulated.argmax(1) == y_packed.argmax(1)).float().mean())}
+    rows = []
+    for threads in cfg.threads:
+        row = {"method": cfg.method, "batch": cfg.model_batch, "threads": threads}
+        with torch.no_grad():
+            for name, net in (("real", real), ("emulated", emulated), ("packed", packed)):
+                row[f"{name}_ms"], row[f"{name}_median_ms"] = _time(lambda net=net: net(x), threads,
+                                                                    cfg.min_run_time)
+                progress.update()
+        row["speedup_vs_real"] = row["real_ms"] / row["packed_ms"]
+        row["speedup_vs_emulated"] = row["emulated_ms"] / row["packed_ms"]
+        rows.append({**row, **check})
+    return pd.DataFrame(rows)
+
+
+def plot_speedup(table, backend_name):
+    layers = list(dict.fromkeys(table.layer))
+    threads = sorted(int(t) for t in table.threads.unique())
+    fig, ax = plt.subplots(figsize=(10, 5.6))
+    xs = np.arange(len(layers))
+    width = 0.8 / (2 * len(threads))
+    for i, t in enumerate(threads):
+        part = table[table.threads == t].set_index("layer").loc[layers]
+        ax.bar(xs + (2 * i - len(threads)) * width + width / 2, part.speedup, width,
+               label=f"measured, packed incl. packing, {t} thread{'s' if t > 1 else ''}", color=f"C{i}")
+        ax.bar(xs + (2 * i + 1 - len(threads)) * width + width / 2, part.speedup_conv_only, width,
+               label=f"measured, convolution of a packed input, {t} thread{'s' if t > 1 else ''}", color=f"C{i}",
+               alpha=0.45)
+    first = table[table.threads == threads[0]].set_index("layer").loc[layers]
+    ax.plot(xs, first.eq9, "k_", ms=30, mew=2, label="theory: Eq. 9 as printed")
+    ax.plot(xs, first.eq9_consistent, "x", color="grey", ms=7, label="theory: Eq. 9, float op = 64 binary ops")
+    ax.axhline(1, color="grey", lw=0.8)
+    ax.axhline(TARGET, color="tab:red", lw=0.8, ls="--", label=f"target {TARGET:g}x (paper's layer)")
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [lbl + (" *" if p else "") for lbl, p in zip(layers, first.paper_layer)], rotation=20,
+                  ha="right", fontsize=8)
+    ax.set_ylabel("speed-up over torch float32 conv")
+    ax.set_title(f"Packed XNOR-popcount convolution vs torch float32, ResNet-18 binary layers at 224x224 "
+                 f"(* the paper's layer); backend {backend_name}", fontsize=9)
+    ax.set_ylim(0.8, 150)
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def _markdown(frame, columns, floatfmt=".3g"):
+    return frame[columns].to_markdown(index=False, floatfmt=floatfmt) + "\n"
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog=PROG, description="Time the bit-packed binary convolution beside Eq. 8/9.")
+    d = KernelBenchConfig()
+    parser.add_argument("--threads", type=int, nargs="+", default=list(d.threads),
+                        help=f"torch thread counts (default {' '.join(map(str, d.threads))})")
+    parser.add_argument("--method", default=d.method, help=f"scale of the binary layers, one of {SUPPORTED_METHODS}")
+    parser.add_argument("--batch", type=int, default=d.batch, help=f"images per layer call (default {d.batch})")
+    parser.add_argument("--model-batch", type=int, default=d.model_batch,
+                        help=f"images per whole-model call (default {d.model_batch})")
+    parser.add_argument("--min-run-time", type=float, default=d.min_run_time,
+                        help=f"seconds of calls per measurement (default {d.min_run_time})")
+    parser.add_argument("--backend", default=d.backend, help=f"auto or one of {BACKENDS} (default {d.backend})")
+    parser.add_argument("--layers", default=d.layers, help="all (ResNet-18's and the paper's) or paper (default all)")
+    parser.add_argument("--no-model", action="store_true", help="skip the whole-model size and time")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--out", type=Path, default=Path("results/kernel_bench"))
+    args = parser.parse_args(argv)
+    try:
+        cfg = KernelBenchConfig(tuple(args.threads), args.method, args.batch, args.model_batch, args.min_run_time,
+                                args.backend, args.layers, not args.no_model, args.seed)
+    except ValueError as err:
+        fail(PROG, str(err))
+    if args.out.exists() and not args.out.is_dir():
+        fail(PROG, f"--out {args.out} exists and is not a folder")
+    if max(cfg.threads) > (os.cpu_count() or 1):
+        print(f"note: {max(cfg.threads)} threads on {os.cpu_count()} CPUs", file=sys.stderr)
+
+    print("loading the packed kernel (the first use compiles it, about half a minute) ...", file=sys.stderr)
+    try:
+        info = backend_info(cfg.backend)
+    except RuntimeError as err:
+        fail(PROG, str(err))
+    print(f"packed backend: {info.name} (AVX-512: {info.simd}; {info.reason})", file=sys.stderr)
+
+    steps = len(cfg.threads) * (7 * len(layer_shapes(cfg.layers)) + 3 * cfg.model)
+    with tqdm(total=steps, desc="kernel_bench", disable=None) as progress:
+        layers = bench_layers(cfg, info.name, progress)
+        sizes = model_sizes(cfg, info.name) if cfg.model else None
+        times = model_times(cfg, info.name, progress) if cfg.model else None
+
+    out = args.out
+    write_csv(out / "kernel_bench.csv", layers)
+    table = layers.assign(layer=[f"**{lbl}**" if p else lbl for lbl, p in zip(layers.layer, layers.paper_layer)])
+    atomic_write(out / "kernel_bench.md", _markdown(table, [
+        "layer", "in_resnet18", "threads", "float_ms", "emulated_ms", "packed_ms", "pack_ms", "conv_ms",
+        "conv_channel_gamma_ms",
+        "speedup", "speedup_conv_only", "eq9", "eq9_consistent", "pack_share", "float_gflops", "packed_gbinops",
+        "spread"]))
+    fig = plot_speedup(layers, info.name)
+    save_figure(fig, out / "speedup.png", dpi=120)
+    plt.close(fig)
+    paper = layers[layers.paper_layer]
+    summary = ["Paper's layer (256 -> 256, 3x3, 14x14), packed vs torch float32:"]
+    summary += [f"- {r.threads} thread(s): float {r.float_ms:.3f} ms, packed {r.packed_ms:.3f} ms "
+                f"(packing {r.pack_ms:.3f} ms), speed-up {r.speedup:.1f}x (convolution only "
+                f"{r.speedup_conv_only:.1f}x); Eq. 9 {r.eq9:.2f}x; target {TARGET:g}x "
+                f"{'met' if r.speedup >= TARGET else 'NOT met'}" for r in paper.itertuples()]
+    if cfg.layers == "all":
+        summary += ["", "The 16 binary layers of ResNet-18 at 224x224, summed (ms per image):"]
+    for t, part in layers[layers.in_resnet18 > 0].groupby("threads") if cfg.layers == "all" else ():
+        total = {k: (part[f"{k}_ms"] * part.in_resnet18).sum() / cfg.batch for k in ("float", "emulated", "packed")}
+        summary.append(f"- {t} thread(s): float {total['float']:.2f}, emulated {total['emulated']:.2f}, "
+                       f"packed {total['packed']:.2f} ({total['float'] / total['packed']:.1f}x)")
+    if cfg.model:
+        write_csv(out / "model_size.csv", sizes)
+        write_csv(out / "model_time.csv", times)
+        summary += ["", "Binary ResNet-18 at 224x224, storage (bytes):", "",
+                    _markdown(sizes, ["method", "float_total", "packed_total", "compression_vs_real",
+                                      "compression_vs_float", "packed_binary_weights", "compression_binary_weights",
+                                      "float_scales", "packed_scales", "other"], floatfmt=".4g"),
+                    f"Whole model ({cfg.method}, batch {cfg.model_batch}), time (ms):", "",
+                    _markdown(times, ["threads", "real_ms", "emulated_ms", "packed_ms", "speedup_vs_real",
+                                      "speedup_vs_emulated", "logits_equal", "predictions_agree"])]
+    summary += ["", f"Backend: {info.name}, AVX-512 {info.simd} ({info.reason}). "
+                    f"Command: `{' '.join([PROG] + (sys.argv[1:] if argv is None else list(argv)))}`"]
+    atomic_write(out / "kernel_bench_summary.md", "\n".join(summary) + "\n")
+    write_json(out / "run.json", {"command": " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv))),
+                                  "config": asdict(cfg), "backend": asdict(info),
+                                  "environment": environment("cpu")})
+    print("\n".join(summary))
+    print(f"wrote {out}/{{kernel_bench.csv,kernel_bench.md,speedup.png,kernel_bench_summary.md,run.json"
+          f"{',model_size.csv,model_time.csv' if cfg.model else ''}}}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""studies.kernel_bench: its layer list, option errors, and a short run on the paper's layer."""
+
+import pandas as pd
+import pytest
+
+from studies import kernel_bench
+from xnorpp_core.speedup import speedup_ours
+
+
+def test_resnet18_binary_layer_shapes_counted_by_hand():
+    # (c, o, k, stride, padding, input size): 4 + 1 + 3 + 1 + 3 + 1 + 3 = 16 binary convolutions
+    assert kernel_bench.resnet18_layer_shapes() == {
+        (64, 64, 3, 1, 1, 56): 4, (64, 128, 3, 2, 1, 56): 1, (128, 128, 3, 1, 1, 28): 3,
+        (128, 256, 3, 2, 1, 28): 1, (256, 256, 3, 1, 1, 14): 3, (256, 512, 3, 2, 1, 14): 1,
+        (512, 512, 3, 1, 1, 7): 3}
+    assert kernel_bench.PAPER_LAYER in kernel_bench.layer_shapes("all")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--threads", "0"], "threads must be positive"),
+    (["--method", "xnor"], "method must be one of"),
+    (["--backend", "gpu"], "backend must be one of"),
+    (["--layers", "some"], "layers must be"),
+    (["--min-run-time", "0"], "min_run_time must be positive"),
+    (["--batch", "0"], "batch sizes"),
+])
+def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        kernel_bench.main(argv + ["--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_must_be_a_folder(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        kernel_bench.main(["--out", str(tmp_path / "file")])
+    assert exit_.value.code == 2
+
+
+def test_short_run_on_the_paper_layer(tmp_path):
+    out = tmp_path / "out"
+    kernel_bench.main(["--layers", "paper", "--threads", "1", "--min-run-time", "0.01", "--no-model",
+                       "--backend", "numpy", "--out", str(out)])
+    assert {p.name for p in out.iterdir()} == {"kernel_bench.csv", "kernel_bench.md", "speedup.png",
+                                               "kernel_bench_summary.md", "run.json"}
+    table = pd.read_csv(out / "kernel_bench.csv")
+    assert len(table) == 1 and bool(table.paper_layer.iloc[0])
+    row = table.iloc[0]
+    assert row.eq9 == pytest.approx(speedup_ours(256, 3, 3))
+    assert row.speedup == pytest.approx(row.float_ms / row.packed_ms)
+    assert row.float_ms == min(row.float_nchw_ms, row.float_cl_ms)
+    assert (table.filter(regex=r"_ms$") > 0).all(axis=None)

@@ -1,0 +1,254 @@
+"""The bit-packed XNOR-popcount convolution against the float emulation, on every backend.
+
+The compiled backends build on first use (about half a minute, once per
+machine: torch's extension cache). Where no compiler is present they are
+skipped, and the numpy fallback carries the same tests.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xnorpp_core import packed
+from xnorpp_core.layers import BinaryConv2d, binary_conv2d
+from xnorpp_core.models import binary_resnet18, fuse_model
+from xnorpp_core.packed import PackedBinaryConv2d, backend_info, pack_model, pack_signs, pack_weight, storage_bytes
+from xnorpp_core.scales import LearnedScale
+
+
+@pytest.fixture(params=packed.BACKENDS)
+def backend(request):
+    """Each backend by name; the compiled ones skip where the kernel does not build."""
+    try:
+        return backend_info(request.param).name
+    except RuntimeError as err:
+        pytest.skip(str(err))
+
+
+def _layer(c, o, k, stride, padding, method="direct", pad_mode="zero", input_size=None, bias=False, seed=0):
+    """A BinaryConv2d with random weights and, for learned methods, random positive scale factors."""
+    g = torch.Generator().manual_seed(seed)
+    layer = BinaryConv2d(c, o, k, stride, padding, bias=bias, method=method, input_size=input_size,
+                         pad_mode=pad_mode).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.rand(p.shape, generator=g) + 0.5 if p is not layer.weight else
+                    torch.randn(p.shape, generator=g))
+    return layer
+
+
+# ---------------------------------------------------------------- backends
+
+
+def test_backend_names_and_env_var(monkeypatch):
+    with pytest.raises(ValueError, match="unknown packed backend"):
+        backend_info("fortran")
+    monkeypatch.setenv(packed.ENV_VAR, "numpy")
+    assert backend_info() == packed.BackendInfo("numpy", False, "requested")
+    monkeypatch.setenv(packed.ENV_VAR, "gpu")
+    with pytest.raises(ValueError, match="unknown packed backend"):
+        backend_info()
+
+
+def test_auto_falls_back_to_numpy_when_the_build_fails(monkeypatch):
+    monkeypatch.setattr(packed, "_compiled", lambda: (None, "RuntimeError: no compiler"))
+    info = backend_info("auto")
+    assert info.name == "numpy" and "no compiler" in info.reason
+    with pytest.raises(RuntimeError, match="did not build"):
+        backend_info("cpp")
+
+
+def test_a_build_that_really_fails_falls_back(tmp_path):
+    # a fresh extension cache and a compiler that always fails: auto must still give a working backend
+    env = {**os.environ, "CXX": "false", "TORCH_EXTENSIONS_DIR": str(tmp_path), "PYTHONPATH": str(Path(packed.__file__).parents[1])}
+    env.pop(packed.ENV_VAR, None)
+    code = ("from xnorpp_core.packed import backend_info, pack_signs; import torch; i = backend_info(); "
+            "print(i.name, pack_signs(torch.ones(1, 3, 1, 1)).item(), 'did not build' in i.reason)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["numpy", "7", "True"]
+
+
+@pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja", path=packed._ninja_path()) is None,
+                    reason="no C++ compiler or ninja on this machine")
+def test_kernel_builds_where_a_compiler_exists():
+    info = backend_info("auto")
+    assert info.name == "cpp", info.reason
+
+
+# ---------------------------------------------------------------- packing
+
+
+def test_pack_signs_bit_layout(backend):
+    # channel 64 k + b -> bit b of word k; x > 0 -> 1; x <= 0 (zero included) -> 0; border words 0
+    x = -torch.ones(1, 70, 1, 2)
+    x[0, [0, 5, 63, 64, 69], 0, 0] = 1.0
+    x[0, 1, 0, 0] = 0.0  # sign(0) = -1 (Eq. 1)
+    x[0, 66, 0, 1] = 2.0
+    words = pack_signs(x, padding=1, backend=backend)
+    assert words.shape == (1, 3, 4, 2) and words.dtype == torch.int64
+    expected = np.zeros((3, 4, 2), dtype=np.uint64)
+    expected[1, 1] = [(1 << 0) | (1 << 5) | (1 << 63), (1 << 0) | (1 << 5)]
+    expected[1, 2] = [0, 1 << 2]
+    np.testing.assert_array_equal(words[0].numpy().view(np.uint64), expected)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pack_signs_agrees_across_backends_and_memory_formats(backend, channels_last):
+    x = torch.randn(2, 130, 5, 70)  # rows wider than one 64-pixel block
+    x[x.abs() < 0.1] = 0.0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(pack_signs(x, (1, 2), backend), pack_signs(x.contiguous(), (1, 2), "numpy"),
+                               rtol=0, atol=0)
+
+
+def test_pack_weight_storage_is_one_bit_per_weight_rounded_to_words():
+    w = torch.randn(33, 70, 3, 3)
+    bits = pack_weight(w, "numpy")
+    assert bits.shape == (33, 3, 3, 2) and bits.nbytes == 33 * 3 * 3 * 2 * 8
+
+
+# ---------------------------------------------------------------- exact counts
+
+SHAPES = [  # (c, o, kernel, stride, padding, input size)
+    (3, 8, 3, 1, 1, 6),
+    (70, 40, 3, 1, 1, 7),
+    (70, 40, 3, 2, 1, 9),
+    (64, 33, 3, 2, 1, (8, 5)),
+    (130, 64, 1, 2, 0, 8),
+    (100, 36, 1, 1, 0, 5),
+    (65, 32, 3, 1, 0, 6),
+]
+
+
+@pytest.mark.parametrize("pad_mode", ["zero", "minus_one"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_counts_equal_the_float_emulation(backend, shape, pad_mode):
+    c, o, k, stride, padding, size = shape
+    size = (size, size) if isinstance(size, int) else size
+    layer = _layer(c, o, k, stride, padding, "direct", pad_mode, seed=c + o)
+    x = torch.randn(2, c, *size, generator=torch.Generator().manual_seed(1))
+    x[:, :, 0, 0] = 0.0  # sign(0) = -1 on both paths
+    expected = binary_conv2d(x, layer.weight, stride, padding, pad_mode=pad_mode)  # exact integers
+    got = PackedBinaryConv2d.from_binary_conv(layer, backend)(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pad_mode,expected", [("zero", 4.0), ("minus_one", -1.0)])
+def test_hand_computed_border(backend, pad_mode, expected):
+    # all-(+1) 2x2 input, all-(+1) 3x3 kernel, padding 1: every output sees the 4 inputs and 5 border taps,
+    # which count 0 ("zero") or -1 each ("minus_one"): 4 + 5 * 0 = 4, 4 - 5 = -1.
+    layer = _layer(1, 1, 3, 1, 1, "direct", pad_mode)
+    with torch.no_grad():
+        layer.weight.fill_(0.3)
+    y = PackedBinaryConv2d.from_binary_conv(layer, backend)(torch.ones(1, 1, 2, 2))
+    assert torch.equal(y, torch.full((1, 1, 2, 2), expected))
+
+
+def test_counts_on_more_channels_than_one_tile(backend):
+    # more than 32 output channels and 4 pixels per tile, odd remainders on both
+    layer = _layer(200, 70, 3, 1, 1, "direct", "zero", seed=3)
+    x = torch.randn(3, 200, 5, 3, generator=torch.Generator().manual_seed(4))
+    expected = binary_conv2d(x, layer.weight, 1, 1)
+    torch.testing.assert_close(PackedBinaryConv2d.from_binary_conv(layer, backend)(x), expected, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- times the fused Gamma
+
+
+@pytest.mark.parametrize("method", packed.SUPPORTED_METHODS)
+@pytest.mark.parametrize("pad_mode", ["zero", "minus_one"])
+def test_scaled_output_equals_the_fused_layer_bit_for_bit(backend, method, pad_mode):
+    # one multiply per output on both sides, so the float results are identical, not merely close
+    layer = _layer(70, 40, 3, 2, 1, method, pad_mode, input_size=(9, 7), bias=method == "case3", seed=5)
+    x = torch.randn(2, 70, 9, 7, generator=torch.Generator().manual_seed(6))
+    packed_layer = PackedBinaryConv2d.from_binary_conv(layer, backend)
+    assert isinstance(layer.scale, (LearnedScale, type(None)))  # the source layer is left unfused
+    with torch.no_grad():
+        expected = layer.fuse()(x)
+    assert torch.equal(packed_layer(x), expected)
+
+
+def test_learned_gamma_shapes_are_stored_compactly():
+    case1 = PackedBinaryConv2d.from_binary_conv(_layer(8, 16, 3, 1, 1, "case1", input_size=6), "numpy")
+    case2 = PackedBinaryConv2d.from_binary_conv(_layer(8, 16, 3, 1, 1, "case2", input_size=6), "numpy")
+    direct = PackedBinaryConv2d.from_binary_conv(_layer(8, 16, 3, 1, 1, "direct"), "numpy")
+    assert case1.gamma.shape == (1, 16) and case2.gamma.shape == (36, 16) and direct.gamma is None
+
+
+# ---------------------------------------------------------------- what it refuses
+
+
+@pytest.mark.parametrize("method", ["xnor", "real"])
+def test_unsupported_methods_raise(method):
+    with pytest.raises(ValueError, match="has no packed form"):
+        PackedBinaryConv2d.from_binary_conv(_layer(8, 8, 3, 1, 1, method), "numpy")
+
+
+def test_unsupported_layers_and_inputs_raise():
+    with pytest.raises(ValueError, match="groups=1 and dilation=1"):
+        PackedBinaryConv2d.from_binary_conv(BinaryConv2d(8, 8, 3, groups=2, method="direct"), "numpy")
+    with pytest.raises(TypeError, match="BinaryConv2d"):
+        PackedBinaryConv2d.from_binary_conv(torch.nn.Conv2d(8, 8, 3), "numpy")
+    layer = PackedBinaryConv2d.from_binary_conv(_layer(8, 8, 3, 1, 1, "case2", input_size=6), "numpy")
+    with pytest.raises(ValueError, match="built for 6x6"):
+        layer(torch.randn(1, 8, 7, 7))
+    with pytest.raises(ValueError, match=r"expected input \(N, 8, H, W\)"):
+        layer(torch.randn(1, 4, 6, 6))
+    with pytest.raises(ValueError, match="float32 CPU tensor"):
+        pack_signs(torch.randn(1, 8, 6, 6, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- whole model
+
+
+def _resnet(method, seed=0):
+    """A small-input binary ResNet-18 with non-trivial BN statistics and learned factors, in eval mode."""
+    torch.manual_seed(seed)
+    model = binary_resnet18(method, num_classes=10, input_size=16, small_input=True).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+            if isinstance(m, LearnedScale):
+                for p in m.parameters():
+                    p.mul_(torch.rand_like(p) + 0.5)  # spatial factors no longer constant
+    return model
+
+
+@pytest.mark.parametrize("method", packed.SUPPORTED_METHODS)
+def test_packed_resnet18_gives_the_float_emulated_logits(backend, method):
+    model = _resnet(method)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = fuse_model(model)(x)
+    packed_model = pack_model(model, backend)
+    with torch.no_grad():
+        got = packed_model(x)
+    assert torch.equal(got, expected)  # the same logits, hence the same predictions
+    assert not any(isinstance(m, BinaryConv2d) for m in packed_model.modules())
+    assert sum(isinstance(m, PackedBinaryConv2d) for m in packed_model.modules()) == 16
+
+
+def test_pack_model_refuses_xnor():
+    with pytest.raises(ValueError, match="has no packed form"):
+        pack_model(binary_resnet18("xnor", num_classes=10, input_size=16, small_input=True), "numpy")
+
+
+def test_storage_bytes_of_packed_resnet18():
+    model = _resnet("case4")
+    float_size, packed_size = storage_bytes(fuse_model(model)), storage_bytes(pack_model(model, "numpy"))
+    binary_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, BinaryConv2d))
+    assert float_size["binary_weights"] == 4 * binary_weights
+    # every binary layer has c a multiple of 64, so packing is exactly one bit per weight: 32x
+    assert packed_size["binary_weights"] * 32 == float_size["binary_weights"]
+    assert packed_size["other"] == float_size["other"]  # real layers and BN untouched
+    assert packed_size["scales"] == float_size["scales"]  # the dense fused Gamma of Case 4
+    assert packed_size["total"] == sum(packed_size[k] for k in ("binary_weights", "scales", "other"))

@@ -1,0 +1,370 @@
+"""Bit-packed XNOR-popcount inference of the binary convolution (Section 4.3).
+
+Signs are stored one bit each (bit 1 for +1, bit 0 for -1, Eq. 1), 64 input
+channels per 64-bit word, the words innermost: a packed input is
+``(N, H + 2 p_h, W + 2 p_w, cw)`` words, ``cw = ceil(c / 64)``, and packed
+weights are ``(o, kh, kw, cw)`` words. For two sign vectors ``a, b`` of length
+``n``, ``sum_i a_i b_i = n - 2 popcount(a xor b)``, so each output of the binary
+convolution of Eq. 3 is::
+
+    y[o, p] = (c kh kw - 2 sum_{taps, words} popcount(a xor b) + corr[o, p]) * Gamma[o, p]
+
+an exact integer count, then one multiply per output (the accounting of Eq. 9).
+The unused high bits of the last word are 0 in both operands, so their xor is
+0 and ``c`` need not be a multiple of 64.
+
+Padding (``layers.PAD_MODES``). The packed border is 0 words, i.e. sign -1:
+
+- ``"minus_one"``: this is the convention itself, ``corr = 0``.
+- ``"zero"``: a border tap must contribute 0, not ``-sum_c sign(W[o, c, tap])``,
+  so ``corr[o, p] = sum_{taps of p that fall in the border} S[o, tap]`` with
+  ``S[o, tap] = sum_c sign(W[o, c, tap]) = 2 popcount(w[o, tap]) - c``. It
+  depends only on the weights and the input size, and is computed once per
+  input size from the packed weights.
+
+Backends (``BACKENDS``):
+
+- ``"cpp"``: the compiled, multi-threaded kernel ``csrc/packed_conv.cpp``
+  (its AVX-512 VPOPCNTDQ path where the CPU has it, its portable loops
+  elsewhere), built with ``torch.utils.cpp_extension`` on first use (about
+  half a minute) into torch's extension cache (``TORCH_EXTENSIONS_DIR``);
+- ``"cpp_generic"``: the same build, portable loops only (what a CPU without
+  AVX-512 VPOPCNTDQ runs);
+- ``"numpy"``: the same packed arithmetic in numpy (``np.packbits``, a popcount
+  of xor-ed words), single-threaded, for machines without a compiler.
+
+``"auto"`` (the default, or the environment variable ``XNORPP_PACKED_BACKEND``)
+takes ``cpp`` when it builds and ``numpy`` otherwise; ``backend_info()`` says
+which runs and why.
+
+Whole models: ``pack_model`` fuses a model's learned Gammas
+(``models.fuse_model``) and replaces each ``BinaryConv2d`` by its packed form;
+``storage_bytes`` counts what the model stores, by kind of tensor.
+
+Supported layers: ``BinaryConv2d`` with method ``direct`` (no scale),
+``xnor_alpha`` (Gamma = alpha, Eq. 2 without K) and the learned ``case1`` ..
+``case4`` (their fused Gamma), either pad mode, any stride and padding, with or
+without bias. Not supported: ``xnor`` (its K of Eq. 2 is recomputed from each
+real-valued input, which a packed input no longer has), ``real``, ``groups > 1``
+and ``dilation > 1``.
+"""
+
+import copy
+import functools
+import hashlib
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import BinaryConv2d, conv_output_size
+from .models import fuse_model
+from .scales import FusedScale, LearnedScale, xnor_weight_scale
+
+__all__ = ["BACKENDS", "ENV_VAR", "SUPPORTED_METHODS", "BackendInfo", "backend_info", "pack_signs",
+           "pack_weight", "PackedBinaryConv2d", "pack_model", "storage_bytes"]
+
+BACKENDS = ("cpp", "cpp_generic", "numpy")
+ENV_VAR = "XNORPP_PACKED_BACKEND"
+SUPPORTED_METHODS = ("direct", "xnor_alpha", "case1", "case2", "case3", "case4")
+_SOURCE = Path(__file__).parent / "csrc" / "packed_conv.cpp"
+_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Which backend runs (``name``), whether it takes the AVX-512 path (``simd``), and why."""
+
+    name: str
+    simd: bool
+    reason: str
+
+
+def _cpu_tag():
+    """A short hash of the CPU model and flags: ``-march=native`` builds are per CPU."""
+    text = platform.machine()
+    try:
+        text += "".join(l for l in Path("/proc/cpuinfo").read_text().splitlines()
+                        if l.startswith(("model name", "flags")))
+    except OSError:
+        pass
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _ninja_path():
+    """PATH with the ``ninja`` of the ``ninja`` Python package appended (torch's build looks it up on PATH)."""
+    path = os.environ.get("PATH", "")
+    try:
+        import ninja
+
+        return path + os.pathsep + ninja.BIN_DIR
+    except ImportError:
+        return path
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled():
+    """The compiled extension (built on first use, then loaded from the cache), or the build error."""
+    path = os.environ.get("PATH")
+    try:
+        from torch.utils import cpp_extension
+
+        os.environ["PATH"] = _ninja_path()
+        module = cpp_extension.load(name=f"xnorpp_packed_conv_{_cpu_tag()}", sources=[str(_SOURCE)],
+                                    extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+        return module, ""
+    except Exception as err:  # no compiler, no ninja, no headers, build error: all mean "fall back"
+        lines = str(err).strip().splitlines() or [""]
+        return None, f"{type(err).__name__}: {lines[0][:300]}"
+    finally:
+        if path is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = path
+
+
+def backend_info(requested=None):
+    """Resolve ``requested`` (``"auto"`` or one of ``BACKENDS``; default: ``$XNORPP_PACKED_BACKEND`` or auto).
+
+    ``"cpp"`` and ``"cpp_generic"`` raise ``RuntimeError`` when the kernel does
+    not build; ``"auto"`` then falls back to ``"numpy"`` and records the build
+    error in ``reason``.
+    """
+    requested = requested or os.environ.get(ENV_VAR) or "auto"
+    if requested not in ("auto", *BACKENDS):
+        raise ValueError(f"unknown packed backend {requested!r}; choose from {('auto', *BACKENDS)}")
+    if requested == "numpy":
+        return BackendInfo("numpy", False, "requested")
+    module, error = _compiled()
+    if module is not None:
+        if requested == "cpp_generic":
+            return BackendInfo("cpp_generic", False, "requested")
+        return BackendInfo("cpp", bool(module.simd_available()), "requested" if requested == "cpp" else "compiled")
+    if requested != "auto":
+        raise RuntimeError(f"the packed C++ kernel did not build: {error}")
+    return BackendInfo("numpy", False, f"fallback, the C++ kernel did not build ({error})")
+
+
+# ------------------------------------------------------------------ numpy reference path
+
+def _popcount(words):
+    """Bits set in each uint64 of ``words`` (numpy >= 2 has it built in)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+    return table[words.view(np.uint8)].reshape(*words.shape, 8).sum(-1, dtype=np.uint64)
+
+
+def _pack_numpy(x, ph, pw):
+    n, c, h, w = x.shape
+    cw = -(-c // 64)
+    bits = np.zeros((n, h + 2 * ph, w + 2 * pw, 64 * cw), dtype=bool)
+    bits[:, ph:ph + h, pw:pw + w, :c] = (x > 0).permute(0, 2, 3, 1).numpy()
+    words = np.packbits(bits, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
+    return torch.from_numpy(words.view(np.int64))  # (N, Hp, Wp, cw), bit b of word k = channel 64 k + b
+
+
+def _conv_numpy(xb, wbits, channels, stride, out_size, corr, gamma):
+    xb, wb = xb.numpy().view(np.uint64), wbits.numpy().view(np.uint64)
+    o, kh, kw, cw = wb.shape
+    (sh, sw), (h_out, w_out) = stride, out_size
+    win = np.lib.stride_tricks.sliding_window_view(xb, (kh, kw), axis=(1, 2))  # (N, ., ., cw, kh, kw)
+    win = win[:, ::sh, ::sw][:, :h_out, :w_out].transpose(0, 1, 2, 4, 5, 3)  # (N, h_out, w_out, kh, kw, cw)
+    a = win.reshape(-1, kh * kw * cw)  # (N P, K)
+    b = wb.reshape(o, -1)  # (o, K)
+    pop = np.empty((a.shape[0], o), dtype=np.int64)
+    rows = max(1, (1 << 22) // (o * b.shape[1]))  # bound the (rows, o, K) temporary to 32 MB
+    for r in range(0, a.shape[0], rows):
+        pop[r:r + rows] = _popcount(a[r:r + rows, None, :] ^ b[None]).sum(-1)
+    count = channels * kh * kw - 2 * pop.reshape(xb.shape[0], h_out * w_out, o)  # (N, P, o)
+    if corr is not None:
+        count = count + corr.numpy()
+    y = torch.from_numpy(count.astype(np.float32))  # exact: |count| < 2^24
+    return y * gamma if gamma is not None else y
+
+
+# ------------------------------------------------------------------ public functions
+
+def pack_signs(x, padding=0, backend=None):
+    """Pack ``sign(x)`` (Eq. 1) of ``x`` ``(N, c, H, W)`` into ``(N, H + 2 p_h, W + 2 p_w, cw)`` int64 words.
+
+    Bit ``b`` of word ``k`` is channel ``64 k + b``: 1 for ``x > 0`` (+1), 0 otherwise
+    (-1, so ``sign(0) = -1``); the border words are 0 (-1). Any memory format.
+    """
+    if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu":
+        raise ValueError(f"pack_signs takes a float32 CPU tensor (N, c, H, W), got {tuple(x.shape)} {x.dtype} "
+                         f"on {x.device}")
+    ph, pw = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    x, info = x.detach(), backend_info(backend)
+    if info.name == "numpy":
+        return _pack_numpy(x, ph, pw)
+    return _compiled()[0].pack_signs(x, ph, pw, info.simd)
+
+
+def pack_weight(weight, backend=None):
+    """Pack ``sign(weight)`` ``(o, c, kh, kw)`` into ``(o, kh, kw, cw)`` int64 words (layout of ``pack_signs``)."""
+    return pack_signs(weight.detach().float(), 0, backend)  # (o, kh, kw, cw): kh, kw play H, W
+
+
+def _sign_sums(wbits, channels):
+    """``S[o, tap] = sum_c sign(W[o, c, tap]) = 2 popcount(w[o, tap]) - c`` from the packed weights."""
+    ones = _popcount(wbits.numpy().view(np.uint64)).sum(-1).astype(np.int64)  # (o, kh, kw)
+    return torch.from_numpy(2 * ones - channels)
+
+
+class PackedBinaryConv2d(nn.Module):
+    """Inference-only bit-packed form of a ``BinaryConv2d`` (see the module docstring).
+
+    Stores ``weight_bits`` ``(o, kh, kw, cw)`` int64 (one bit per binary weight),
+    the fused Gamma as ``gamma`` ``(1 or h_out w_out, o)`` float32 (absent for
+    ``direct``) and the bias, if any. ``forward(x)`` takes a real input
+    ``(N, c, H, W)``, packs its signs and returns ``(N, o, h_out, w_out)`` in
+    channels-last memory format, equal to the layer's float emulation.
+    ``input_size``, when given, is the only input size accepted (a learned
+    Gamma of a layer built for that size, as ``BinaryConv2d`` checks).
+    """
+
+    def __init__(self, weight_bits, channels, stride, padding, pad_mode, gamma=None, bias=None,
+                 input_size=None, backend=None):
+        super().__init__()
+        self.register_buffer("weight_bits", weight_bits)
+        self.register_buffer("gamma", gamma)
+        self.register_buffer("bias", bias)
+        self.channels, self.stride, self.padding, self.pad_mode = channels, stride, padding, pad_mode
+        self.out_channels, self.kernel_size = weight_bits.shape[0], tuple(weight_bits.shape[1:3])
+        self.input_size = input_size
+        self.backend = backend_info(backend)
+        self._corr, self._kernel_weight = {}, None
+
+    @classmethod
+    @torch.no_grad()
+    def from_binary_conv(cls, layer, backend=None):
+        """The packed form of ``layer`` (left unchanged); its learned Gamma fused by ``BinaryConv2d.fuse``."""
+        if not isinstance(layer, BinaryConv2d):
+            raise TypeError(f"expected a BinaryConv2d, got {type(layer).__name__}")
+        if layer.method not in SUPPORTED_METHODS:
+            why = ("its K (Eq. 2) is recomputed from each real-valued input"
+                   if layer.method == "xnor" else "it is not binary")
+            raise ValueError(f"method {layer.method!r} has no packed form: {why}; supported: {SUPPORTED_METHODS}")
+        if layer.groups != 1 or layer.dilation != (1, 1):
+            raise ValueError("the packed kernel supports groups=1 and dilation=1 only")
+        o = layer.out_channels
+        gamma = None
+        if layer.method == "xnor_alpha":
+            gamma = xnor_weight_scale(layer.weight).reshape(1, o)  # (1, o)
+        elif layer.scale is not None:
+            fused = copy.deepcopy(layer).fuse().scale()  # (o, 1, 1) or (o, h_out, w_out)
+            gamma = fused.reshape(o, -1).t()  # (1 or h_out w_out, o)
+        if gamma is not None and bool((gamma == gamma[:1]).all()):
+            gamma = gamma[:1]  # spatially constant (Case 1, xnor_alpha): store it once per channel
+        gamma = None if gamma is None else gamma.detach().float().contiguous()
+        fixed_size = layer.input_size if layer.scale is not None else None  # as BinaryConv2d.forward checks
+        bias = None if layer.bias is None else layer.bias.detach().float().clone()
+        return cls(pack_weight(layer.weight, backend), layer.in_channels, layer.stride, layer.padding,
+                   layer.pad_mode, gamma, bias, fixed_size, backend)
+
+    def extra_repr(self):
+        return (f"{self.channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, pad_mode={self.pad_mode}, backend={self.backend.name}")
+
+    def out_size(self, input_size):
+        return conv_output_size(input_size, self.kernel_size, self.stride, self.padding)
+
+    def _correction(self, input_size):
+        """``corr`` ``(h_out w_out, o)`` int32 for pad_mode "zero" (module docstring), per input size."""
+        if self.pad_mode != "zero" or self.padding == (0, 0):
+            return None
+        if input_size not in self._corr:
+            (h, w), (ph, pw) = input_size, self.padding
+            border = torch.ones(1, 1, h + 2 * ph, w + 2 * pw, dtype=torch.float64)
+            border[..., ph:ph + h, pw:pw + w] = 0
+            s = _sign_sums(self.weight_bits, self.channels).to(torch.float64)[:, None]  # (o, 1, kh, kw)
+            corr = F.conv2d(border, s, stride=self.stride)[0]  # (o, h_out, w_out), exact integers
+            self._corr[input_size] = corr.flatten(1).t().round().to(torch.int32).contiguous()
+        return self._corr[input_size]
+
+    def _kernel_weights(self):
+        """The compiled kernel's operand: ``(kh kw cw, o_pad)`` words, output channels innermost."""
+        if self._kernel_weight is None:
+            tile = _compiled()[0].tile_out_channels
+            o_pad = -(-self.out_channels // tile) * tile
+            wt = self.weight_bits.reshape(self.out_channels, -1).t()  # (K, o)
+            self._kernel_weight = F.pad(wt, (0, o_pad - self.out_channels)).contiguous()
+        return self._kernel_weight
+
+    @torch.no_grad()
+    def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"expected input (N, {self.channels}, H, W), got {tuple(x.shape)}")
+        size = tuple(x.shape[-2:])
+        if self.input_size is not None and size != self.input_size:
+            raise ValueError(f"layer was built for {self.input_size[0]}x{self.input_size[1]} inputs, "
+                             f"got {size[0]}x{size[1]}")
+        xb = pack_signs(x, self.padding, self.backend.name)  # (N, Hp, Wp, cw) words
+        return self.forward_packed(xb, size)
+
+    @torch.no_grad()
+    def forward_packed(self, xb, input_size):
+        """The convolution of an already packed input ``xb`` (``pack_signs`` with this layer's padding)."""
+        h_out, w_out = self.out_size(input_size)
+        corr = self._correction(tuple(input_size))
+        if self.backend.name == "numpy":
+            y = _conv_numpy(xb, self.weight_bits, self.channels, self.stride, (h_out, w_out), corr, self.gamma)
+        else:
+            y = _compiled()[0].packed_conv(xb, self._kernel_weights(), self.channels, self.out_channels,
+                                           *self.kernel_size, *self.stride, h_out, w_out, corr, self.gamma,
+                                           self.backend.simd)  # (N, P, o)
+        y = y.view(xb.shape[0], h_out, w_out, self.out_channels).permute(0, 3, 1, 2)  # (N, o, h_out, w_out)
+        if self.bias is not None:
+            y = y + self.bias[:, None, None]
+        return y
+
+
+# ------------------------------------------------------------------ whole models
+
+@torch.no_grad()
+def pack_model(model, backend=None):
+    """An inference copy of ``model`` (in eval mode): learned Gammas fused, every ``BinaryConv2d`` packed.
+
+    The copy's binary weights are stored only as ``weight_bits``; its other
+    layers (real stem, classifier, shortcuts, BN) are those of ``model``.
+    Raises ``ValueError`` for a binary layer without a packed form (``xnor``).
+    """
+    model = fuse_model(copy.deepcopy(model)).eval()
+    info = backend_info(backend)
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, BinaryConv2d) and child.method != "real":
+                setattr(module, name, PackedBinaryConv2d.from_binary_conv(child, info.name))
+    return model
+
+
+def storage_bytes(model):
+    """Bytes of ``model``'s state (parameters and persistent buffers), by kind.
+
+    Keys: ``binary_weights`` (weights of binary convolutions: float in a
+    ``BinaryConv2d``, bits in a ``PackedBinaryConv2d``), ``scales`` (Gamma,
+    learned or fused, and ``xnor_alpha``'s alpha), ``other`` (real layers, BN,
+    biases), and ``total``.
+    """
+    sizes = dict.fromkeys(("binary_weights", "scales", "other"), 0)
+    for module in model.modules():
+        binary = isinstance(module, PackedBinaryConv2d) or (
+            isinstance(module, BinaryConv2d) and module.method != "real")
+        buffers = [(n, b) for n, b in module.named_buffers(recurse=False)
+                   if n not in module._non_persistent_buffers_set]
+        for name, tensor in [*module.named_parameters(recurse=False), *buffers]:
+            if binary and name in ("weight", "weight_bits"):
+                kind = "binary_weights"
+            elif isinstance(module, (LearnedScale, FusedScale)) or (binary and name == "gamma"):
+                kind = "scales"
+            else:
+                kind = "other"
+            sizes[kind] += tensor.numel() * tensor.element_size()
+    sizes["total"] = sum(sizes.values())
+    return sizes
