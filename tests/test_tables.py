@@ -111,7 +111,8 @@ def test_write_table(tmp_path, runs):
 
 @pytest.mark.parametrize("data, label", [(None, "embedded digits"), ("/data/imagenet", "ImageNet"),
                                          ("/data/ILSVRC2012/", "ImageNet"), ("/data/ImageNet-1k/", "ImageNet"),
-                                         ("tiny", "ImageFolder tiny"), ("/data/not-imagenet", "ImageFolder not-imagenet")])
+                                         ("tiny", "ImageFolder tiny"),
+                                         ("/data/not-imagenet", "ImageFolder not-imagenet")])
 def test_dataset_label(data, label):
     assert tables.dataset_label(data) == label
 

@@ -58,4 +58,5 @@ def final_metrics(metrics):
     final = metrics.iloc[-1]
     best = metrics.loc[metrics.val_top1.idxmax()]
     names = [c for c in CURVE_COLUMNS if c != "lr"]
-    return pd.DataFrame({"metric": names, "final": [final[c] for c in names], "best val top-1": [best[c] for c in names]})
+    return pd.DataFrame({"metric": names, "final": [final[c] for c in names],
+                         "best val top-1": [best[c] for c in names]})

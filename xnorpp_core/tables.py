@@ -72,14 +72,15 @@ SHAPES = {
     "xnor": Cell("analytic α, K (Eq. 2)", r"analytic $\alpha$, $K$ (Eq. 2)"),
     "case1": Cell("α ∈ R^(o×1×1)", r"$\alpha \in \mathbb{R}^{o \times 1 \times 1}$"),
     "case2": Cell("α ∈ R^(o×h_out×w_out)", r"$\alpha \in \mathbb{R}^{o \times h_{out} \times w_{out}}$"),
-    "case3": Cell("α ∈ R^o, β ∈ R^(h_out×w_out)", r"$\alpha \in \mathbb{R}^{o}, \beta \in \mathbb{R}^{h_{out} \times w_{out}}$"),
+    "case3": Cell("α ∈ R^o, β ∈ R^(h_out×w_out)",
+                  r"$\alpha \in \mathbb{R}^{o}, \beta \in \mathbb{R}^{h_{out} \times w_{out}}$"),
     "case4": Cell("α ∈ R^o, β ∈ R^h_out, γ ∈ R^w_out",
                   r"$\alpha \in \mathbb{R}^{o}, \beta \in \mathbb{R}^{h_{out}}, \gamma \in \mathbb{R}^{w_{out}}$"),
 }
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "%": r"\%", "&": r"\&", "#": r"\#", "_": r"\_", "$": r"\$",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "±": r"$\pm$", "−": "$-$", "α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$",
-                "Γ": r"$\Gamma$", "⊗": r"$\otimes$", "∈": r"$\in$", "—": "---", "×": r"$\times$", "|": r"$|$", "`": ""}
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "`": "",
+                "±": r"$\pm$", "−": "$-$", "—": "---", "×": r"$\times$", "|": r"$|$", "α": r"$\alpha$",
+                "β": r"$\beta$", "γ": r"$\gamma$", "Γ": r"$\Gamma$", "⊗": r"$\otimes$", "∈": r"$\in$"}
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ def collect_runs(runs_root):
         final, best = summary["final"], summary["best"]
         rows.append({"grid": folder.parent.name, "row": folder.name, "arch": config["arch"],
                      "method": config["method"], "dataset": dataset_label(config.get("data")),
-                     "val_images": _val_images(summary["protocol"]["dataset"]["val"], config), "epochs": int(final["epoch"]), "val_top1": final["val_top1"], "val_top5": final["val_top5"],
+                     "val_images": _val_images(summary["protocol"]["dataset"]["val"], config),
+                     "epochs": int(final["epoch"]), "val_top1": final["val_top1"], "val_top5": final["val_top5"],
                      "best_val_top1": best["val_top1"], "best_epoch": int(best["epoch"])})
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
@@ -175,7 +177,7 @@ def _measured_cells(runs, grid, arch, method, paper_row, paper_xnor):
     """The measured, paper and gap-to-XNOR cells of one (arch, method) row."""
     run, xnor = _lookup(runs, grid, arch, method), _lookup(runs, grid, arch, "xnor")
     same = run is not None and xnor is not None and (run.dataset, run.epochs) == (xnor.dataset, xnor.epochs)
-    p1, p5 = paper_row if paper_row else (None, None)
+    p1, p5 = paper_row
     cells = {
         "measured on": MISSING + " (not run)" if run is None else run.dataset,
         "epochs": MISSING if run is None else str(run.epochs),
@@ -184,7 +186,7 @@ def _measured_cells(runs, grid, arch, method, paper_row, paper_xnor):
         "top-1 (paper, ImageNet)": _pct(p1),
         "top-5 (paper, ImageNet)": _pct(p5),
         "top-1 − XNOR (ours)": _gap(run.val_top1 - xnor.val_top1 if same else None),
-        "top-1 − XNOR (paper)": _gap(p1 - paper_xnor[0] if p1 is not None else None),
+        "top-1 − XNOR (paper)": _gap(p1 - paper_xnor[0]),
     }
     if method == "xnor":
         cells["top-1 − XNOR (paper)"] = "baseline"
@@ -263,7 +265,8 @@ def table2(summary=None, run=None):
     frame = frame.reindex(columns=columns)
     view = table2_display(frame)
     view["method"] = [METHOD_LABELS[m] for m in frame["method"]]
-    view["L1 (ours)"] = [MISSING + " (not run)" if m in absent else v for m, v in zip(frame["method"], view["L1 (ours)"])]
+    view["L1 (ours)"] = [MISSING + " (not run)" if m in absent else v
+                         for m, v in zip(frame["method"], view["L1 (ours)"])]
     view["L1 (paper)"] = [v or "not reported" for v in view["L1 (paper)"]]
     view = view.replace("", MISSING)
     if run is None:
