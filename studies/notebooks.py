@@ -20,7 +20,7 @@ checkpoint; a finished row asked for with other parameters is an error. Last,
 numbers into ``RESULTS/tables/`` (executed notebook: ``RESULTS/tables/tables.ipynb``).
 
 Without ``--data`` the rows train on the embedded digits for ``EMBEDDED_EPOCHS``
-epochs (both grids: 46 minutes on a 2-core CPU shared with other jobs); with ``--data`` on
+epochs (both grids: 10 to 45 minutes on a 2-core CPU, quiet or shared); with ``--data`` on
 the ImageFolder tree with the paper's recipe (80 epochs), e.g. on 8 GPUs:
 
     python -m studies.notebooks all --data /data/imagenet --nproc 8 --device cuda
