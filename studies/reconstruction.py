@@ -76,7 +76,9 @@ def main(argv=None):
     write_csv(out / "trials.csv", trials)
     write_csv(out / "table2.csv", table)
     atomic_write(out / "table2.md", header + markdown + "\n")
-    save_figure(plot_trials(trials), out / "table2.png", dpi=120)
+    figure = plot_trials(trials)
+    save_figure(figure, out / "table2.png", dpi=120)
+    plt.close(figure)  # saved, not shown (a notebook calling main() would show it a second time)
     write_json(out / "run.json", {
         "command": " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv))),
         "config": dataclasses.asdict(config),

@@ -85,6 +85,7 @@ def main(argv=None):
     fig = plot_figure1(table)
     save_figure(fig, args.out / "figure1.png", dpi=120)
     save_figure(fig, args.out / "figure1.pdf")
+    plt.close(fig)
     write_json(args.out / "run.json", {"command": " ".join([PROG] + (sys.argv[1:] if argv is None else argv)),
                                        "headline": lines, "environment": environment("cpu")})
     print("\n".join(lines))

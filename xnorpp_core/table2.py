@@ -25,7 +25,7 @@ from .layers import PAD_MODES
 from .reconstruction import (LOSSES, RECONSTRUCTION_METHODS, FitConfig, alternating_optimum, distance, draw_layers,
                              fit_adam, layer_outputs)
 
-__all__ = ["ReconstructionConfig", "run_table2", "summarize", "to_markdown"]
+__all__ = ["ReconstructionConfig", "run_table2", "summarize", "display", "to_markdown"]
 
 DEVICES = ("cpu", "cuda")
 
@@ -129,15 +129,15 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """Table 2 as markdown: ours (mean +- std) beside the paper's, and the ratios."""
+def display(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 as formatted text columns: ours (mean +- std) beside the paper's, and the ratios."""
     def pm(mean, std, digits):
         return "" if pd.isna(mean) else f"{mean:.{digits}g} ± {std:.2g}"
 
     def num(v, fmt):
         return "" if pd.isna(v) else format(v, fmt)
 
-    view = pd.DataFrame({
+    return pd.DataFrame({
         "method": table["method"],
         "L1 (ours)": [pm(m, s, 4) for m, s in zip(table["l1_mean"], table["l1_std"])],
         "L1 / mean|Y| (ours)": [pm(m, s, 3) for m, s in zip(table["rel_l1_mean"], table["rel_l1_std"])],
@@ -148,4 +148,8 @@ def to_markdown(table: pd.DataFrame) -> str:
         "Adam steps": [num(v, ".0f") if v else "" for v in table["steps_mean"]],
         "gap to optimum (max)": [num(v, ".1e") for v in table["gap_to_optimum"]],
     })
-    return view.to_markdown(index=False, disable_numparse=True)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """Table 2 as markdown: ours (mean +- std) beside the paper's, and the ratios."""
+    return display(table).to_markdown(index=False, disable_numparse=True)

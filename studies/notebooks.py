@@ -1,0 +1,278 @@
+"""Run the papermill notebooks: the training grids of Tables 1 and 3, Table 2, Figure 1, then the tables.
+
+    python -m studies.notebooks table1|table3|all [--data PATH] [--epochs N] [--nproc N] [--force] ...
+
+Grids (``xnorpp_core.tables.GRIDS``, the paper's rows this toolkit can train):
+
+    table1   ResNet-18 with XNOR-Net (the paper's baseline) and Cases 1-4
+    table3   AlexNet and ResNet-18 with direct binarization (BNN), XNOR-Net, Case 4 (ours), real-valued
+    all      both grids; then the Table 2 study (notebooks/reconstruction.ipynb) and Figure 1
+             (studies.speedup) unless their results exist (or --force)
+
+Each row of a grid executes ``notebooks/train.ipynb`` with papermill into
+``RESULTS/runs/<grid>/<arch>_<method>.ipynb``; the row's run folder
+``RESULTS/runs/<grid>/<arch>_<method>/`` holds metrics.csv, config.json,
+summary.json (and checkpoint.pt, ignored by git). A finished row (its
+summary.json written, its executed notebook free of errors, run with the same
+parameters) is skipped unless ``--force``; an interrupted row resumes from its
+checkpoint; a finished row asked for with other parameters is an error. Last,
+``notebooks/tables.ipynb`` renders Tables 1-3 and Figure 1 beside the paper's
+numbers into ``RESULTS/tables/`` (executed notebook: ``RESULTS/tables/tables.ipynb``).
+
+Without ``--data`` the rows train on the embedded digits for ``EMBEDDED_EPOCHS``
+epochs (both grids: 10 to 45 minutes on a 2-core CPU, quiet or shared); with ``--data`` on
+the ImageFolder tree with the paper's recipe (80 epochs), e.g. on 8 GPUs:
+
+    python -m studies.notebooks all --data /data/imagenet --nproc 8 --device cuda
+
+Notebooks run in the ``python3`` Jupyter kernel with the repository root as
+working directory. A parameter the notebook does not declare is an error.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+from tqdm.auto import tqdm
+
+from studies import train
+from studies._cli import ArgumentParser, check_device, fail
+from xnorpp_core.provenance import atomic_write
+from xnorpp_core.tables import GRIDS
+from xnorpp_core.training import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+PROG = "python -m studies.notebooks"
+KERNEL = "python3"
+EMBEDDED_EPOCHS = 2
+RUN_FILES = ("checkpoint.pt", "metrics.csv", "config.json", "summary.json")
+# Parameters that may differ between a finished row and a new request without retraining it.
+RUN_ONLY = ("resume", "quiet", "device", "workers")
+
+__all__ = ["cli_flags", "run_training", "check_parameters", "execute", "row_parameters", "main"]
+
+
+# ---------------------------------------------------------------- used inside the notebooks
+def cli_flags(**options):
+    """Command-line flags from keyword options: ``foo_bar=1`` -> ``--foo-bar 1``.
+
+    ``None`` gives no flag (the study's default); booleans give ``--flag`` / ``--no-flag``.
+    """
+    argv = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run_training(argv, nproc=1):
+    """Train with ``studies.train``: in this process when ``nproc == 1``, else under torchrun.
+
+    Returns the run's summary (``summary.json``). A failed run raises ``RuntimeError``.
+    """
+    if nproc < 1:
+        raise ValueError(f"nproc must be a positive integer, got {nproc}")
+    if nproc == 1:
+        try:
+            return train.main(list(argv))
+        except SystemExit as e:  # the entry point's one-line error is on stderr
+            raise RuntimeError(f"python -m studies.train {' '.join(argv)} failed (exit code {e.code})") from None
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "studies.train", *argv]
+    done = subprocess.run(command, cwd=REPO)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command[1:])} failed (exit code {done.returncode})")
+    out = REPO / argv[argv.index("--out") + 1]  # relative to the repository, where torchrun ran
+    return json.loads((out / "summary.json").read_text())
+
+
+# ---------------------------------------------------------------- papermill
+def check_parameters(notebook, parameters):
+    """Raise ``ValueError`` when ``parameters`` names something ``notebook``'s parameters cell does not declare."""
+    declared = papermill.inspect_notebook(str(notebook))
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(f"{Path(notebook).name} declares no parameter {', '.join(unknown)} "
+                         f"(it declares {', '.join(declared)})")
+
+
+def execute(notebook, output, parameters):
+    """Execute ``notebook`` with ``parameters`` into ``output`` (papermill, kernel ``python3``, cwd = repository).
+
+    papermill writes the executed notebook to a hidden file beside ``output``; it is then written
+    to ``output`` atomically with repository-relative paths in its papermill record, also when it
+    failed (papermill's ``PapermillExecutionError`` is re-raised after that).
+    """
+    check_parameters(notebook, parameters)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.partial.ipynb")
+    try:
+        papermill.execute_notebook(str(notebook), str(partial), parameters=parameters, kernel_name=KERNEL,
+                                   cwd=str(REPO), progress_bar=False)
+    finally:
+        if partial.exists():  # record where it came from and went, relative to the repository
+            executed = nbformat.read(partial, as_version=4)
+            executed.metadata.papermill.update(input_path=_relative(notebook), output_path=_relative(output))
+            atomic_write(output, nbformat.writes(executed) + "\n")
+            partial.unlink()
+
+
+def _executed(path):
+    """The papermill record of an executed notebook: (parameters, exception), or None."""
+    if not path.exists():
+        return None
+    record = nbformat.read(path, as_version=4).metadata.get("papermill", {})
+    return record.get("parameters", {}), record.get("exception")
+
+
+# ---------------------------------------------------------------- the grids
+def _relative(path):
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def row_parameters(arch, method, out, args):
+    """The parameters of notebooks/train.ipynb for one row of a grid."""
+    epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if args.data is None else None)
+    return {"arch": arch, "method": method, "data": args.data, "epochs": epochs, "batch_size": args.batch_size,
+            "lr": args.lr, "weight_decay": args.weight_decay, "lr_step": args.lr_step, "seed": args.seed,
+            "limit_batches": args.limit_batches, "nproc": args.nproc, "device": args.device,
+            "workers": args.workers, "out": _relative(out), "resume": False, "quiet": False}
+
+
+def _differences(old, new):
+    return [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if k not in RUN_ONLY and old.get(k) != new[k]]
+
+
+def _plan_row(grid, arch, method, args):
+    """(notebook path, run folder, parameters, action) of one row; action is 'skip', 'train' or 'resume'."""
+    row = f"{arch}_{method}"
+    folder = args.results / "runs" / grid / row
+    notebook = folder.with_suffix(".ipynb")
+    params = row_parameters(arch, method, folder, args)
+    record = None if args.force else _executed(notebook)
+    if record is not None:
+        changed = _differences(record[0], params)
+        if changed:
+            fail(PROG, f"{_relative(notebook)} was run with other parameters ({'; '.join(changed)}): "
+                       "pass --force to retrain it, or --results for another folder")
+        if record[1] is None and (folder / "summary.json").exists():
+            return notebook, folder, params, "skip"
+    if not args.force and (folder / "checkpoint.pt").exists():
+        return notebook, folder, {**params, "resume": True}, "resume"
+    return notebook, folder, params, "train"
+
+
+def _validate(args):
+    """Every option checked before anything is written (one-line error, exit 2)."""
+    if args.nproc < 1:
+        fail(PROG, f"--nproc must be a positive integer, got {args.nproc}")
+    if args.trials < 1:
+        fail(PROG, f"--trials must be a positive integer, got {args.trials}")
+    if args.data is not None:
+        data = Path(args.data)
+        missing = [s for s in ("train", "val") if not (data / s).is_dir()]
+        if missing:
+            fail(PROG, f"--data {args.data}: no {' or '.join(s + '/' for s in missing)} folder "
+                       "(an ImageFolder tree holds train/ and val/ class folders)")
+        args.data = str(data.resolve())
+    if args.results.exists() and not args.results.is_dir():
+        fail(PROG, f"--results {args.results} exists and is not a folder")
+    args.results = args.results.resolve()
+    if args.device == "cuda":
+        check_device(PROG, "cuda")
+    params = row_parameters("resnet18", "case4", args.results, args)
+    try:
+        TrainConfig(**{k: v for k, v in params.items() if k != "nproc" and v is not None})
+    except ValueError as e:
+        fail(PROG, str(e))
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(prog=PROG, description="Run the training grids of Tables 1 and 3 as papermill "
+                                                   "notebooks, then render Tables 1-3 and Figure 1.")
+    parser.add_argument("grid", choices=("table1", "table3", "all"), help="which grid to run")
+    parser.add_argument("--data", help="ImageFolder root (train/ and val/); default: the embedded digits")
+    parser.add_argument("--epochs", type=int,
+                        help=f"epochs per row (default: {EMBEDDED_EPOCHS} on the embedded digits, the paper's 80 "
+                             "on --data)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
+    parser.add_argument("--lr", type=float, help="Adam learning rate (default: the paper's 1e-3)")
+    parser.add_argument("--weight-decay", type=float, help="Adam weight decay (default: the paper's 1e-5)")
+    parser.add_argument("--lr-step", type=int, help="learning rate / 10 every N epochs (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")
+    parser.add_argument("--limit-batches", type=int, help="at most N batches per epoch (smoke runs)")
+    parser.add_argument("--nproc", type=int, default=1, help="processes per row: > 1 runs torchrun (default 1)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--workers", type=int, help="data-loader workers per process (default: the recipe's)")
+    parser.add_argument("--trials", type=int, default=100, help="Table 2 trials, with 'all' (default 100)")
+    parser.add_argument("--results", type=Path, default=REPO / "results",
+                        help="results folder (default: the repository's results/)")
+    parser.add_argument("--force", action="store_true", help="retrain finished rows, rerun Table 2 and Figure 1")
+    args = parser.parse_args(argv)
+    _validate(args)
+    return args
+
+
+def _run_rows(args):
+    grids = ("table1", "table3") if args.grid == "all" else (args.grid,)
+    plan = [(grid, *_plan_row(grid, arch, method, args)) for grid in grids for arch, method in GRIDS[grid]]
+    for grid, notebook, folder, params, action in tqdm(plan, desc="rows", disable=None):
+        name = f"{grid}/{folder.name}"
+        if action == "skip":
+            tqdm.write(f"{name}: finished, skipped ({_relative(notebook)})")
+            continue
+        tqdm.write(f"{name}: {'resuming' if action == 'resume' else 'training'} -> {_relative(notebook)}")
+        if args.force:  # start over: the entry point refuses to overwrite a checkpoint
+            for stale in RUN_FILES:
+                (folder / stale).unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        _execute_or_fail(NOTEBOOKS / "train.ipynb", notebook, params)
+        final = json.loads((folder / "summary.json").read_text())["final"]
+        tqdm.write(f"{name}: {final['epoch']} epochs in {time.perf_counter() - t0:.0f} s, validation top-1 "
+                   f"{final['val_top1']:.1f}% top-5 {final['val_top5']:.1f}%")
+
+
+def _execute_or_fail(notebook, output, params):
+    try:
+        execute(notebook, output, params)
+    except Exception as e:  # papermill's execution error carries the cell's traceback
+        name = getattr(e, "ename", type(e).__name__)
+        fail(PROG, f"{notebook.name} failed ({name}: {getattr(e, 'evalue', e)}); see {_relative(output)}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    _run_rows(args)
+    results = args.results
+    if args.grid == "all":
+        if args.force or not (results / "reconstruction" / "table2.csv").exists():
+            print("Table 2: notebooks/reconstruction.ipynb", flush=True)
+            device = "cuda" if args.device == "cuda" else "cpu"
+            _execute_or_fail(NOTEBOOKS / "reconstruction.ipynb", results / "reconstruction" / "reconstruction.ipynb",
+                             {"trials": args.trials, "device": device,
+                              "out": _relative(results / "reconstruction")})
+        if args.force or not (results / "speedup" / "speedup.csv").exists():
+            from studies import speedup  # here: it selects matplotlib's Agg backend, which notebooks must not get
+
+            speedup.main(["--out", os.path.relpath(results / "speedup")])
+    print("Tables: notebooks/tables.ipynb", flush=True)
+    _execute_or_fail(NOTEBOOKS / "tables.ipynb", results / "tables" / "tables.ipynb",
+                     {"results": _relative(results), "out": _relative(results / "tables")})
+    print(f"wrote {_relative(results / 'tables')}/{{table1,table2,table3,figure1}}.{{md,tex}}, figure1.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Tables 1-3 and Figure 1's headline from small fixtures, against golden markdown and LaTeX.
+
+Regenerate the golden files (then read the diff!) with
+``XNORPP_UPDATE_GOLDEN=1 python -m pytest tests/test_tables.py``.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from xnorpp_core import paper, tables
+from xnorpp_core.curves import final_metrics, plot_curves
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tables"
+GOLDEN = Path(__file__).parent / "golden" / "tables"
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return pd.read_csv(FIXTURES / "runs.csv")
+
+
+def rendered(runs):
+    summary, run = tables.read_table2(FIXTURES)
+    return {"table1": tables.table1(runs), "table2": tables.table2(summary, run), "table3": tables.table3(runs),
+            "table2_missing": tables.table2(), "figure1": tables.figure1_headline()}
+
+
+@pytest.mark.parametrize("name", ["table1", "table2", "table3", "table2_missing", "figure1"])
+@pytest.mark.parametrize("fmt", ["md", "tex"])
+def test_golden(runs, name, fmt):
+    table = rendered(runs)[name]
+    text = table.markdown() if fmt == "md" else table.latex()
+    path = GOLDEN / f"{name}.{fmt}"
+    if os.environ.get("XNORPP_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def cells(table, key_column, key):
+    view = table.view.map(str)
+    return view[view[key_column] == key].iloc[0]
+
+
+def test_table1_cells_by_hand(runs):
+    t = tables.table1(runs)
+    assert list(t.view.map(str)["method"]) == ["XNOR-Net (α, K)", "Case 1: α", "Case 2: α", "Case 3: α ⊗ β",
+                                               "Case 4: α ⊗ β ⊗ γ (ours)"]
+    case1 = cells(t, "method", "Case 1: α")
+    assert (case1["measured on"], case1["top-1 (ours)"], case1["top-5 (ours)"]) == ("embedded digits", "85.6", "98.7")
+    assert case1["top-1 − XNOR (ours)"] == "+5.3"  # 85.6 - 80.3, both 4 epochs on the digits
+    assert case1["top-1 − XNOR (paper)"] == "+4.3"  # 55.5 - 51.2
+    assert (case1["top-1 (paper, ImageNet)"], case1["top-5 (paper, ImageNet)"]) == ("55.5", "78.5")
+    # Case 2 was not run: marked, and no measured cell is filled (least of all from the paper).
+    case2 = cells(t, "method", "Case 2: α")
+    assert case2["measured on"] == "— (not run)"
+    assert case2["top-1 (ours)"] == case2["top-5 (ours)"] == case2["top-1 − XNOR (ours)"] == "—"
+    assert case2["top-1 (paper, ImageNet)"] == "56.1"
+    # No gap across epochs (Case 3: 3 epochs) or datasets (Case 4: ImageNet against the digits).
+    assert cells(t, "method", "Case 3: α ⊗ β")["top-1 − XNOR (ours)"] == "—"
+    case4 = cells(t, "method", "Case 4: α ⊗ β ⊗ γ (ours)")
+    assert (case4["measured on"], case4["top-1 (ours)"], case4["top-1 − XNOR (ours)"]) == ("ImageNet", "57.3", "—")
+    notes = " ".join(t.notes)
+    assert "Not run yet: ResNet-18 Case 2: α" in notes and "python -m studies.notebooks table1" in notes
+    assert "360 validation images, one image is 0.278 points" in notes
+
+
+def test_table3_rows_and_gaps(runs):
+    t = tables.table3(runs)
+    view = t.view.map(str)
+    expected = [(tables.ARCH_LABELS[a], tables.METHOD_LABELS[m].md) for a, ms in paper.TABLE3.items() for m in ms]
+    assert list(zip(view["architecture"], view["method"])) == expected
+    alex = view[view.architecture == "AlexNet"].set_index("method")
+    assert alex.loc["BNN (direct sign)", "top-1 − XNOR (ours)"] == "-3.9"  # 40.1 - 44.0
+    assert alex.loc["Case 4: α ⊗ β ⊗ γ (ours)", "top-1 − XNOR (ours)"] == "+3.2"  # 47.2 - 44.0
+    assert alex.loc["Real-valued", "measured on"] == "— (not run)"
+    res = view[view.architecture == "ResNet-18"].set_index("method")
+    assert res.loc["Bethge et al.", "measured on"] == "paper only (not in this toolkit)"
+    assert res.loc["Bethge et al.", "top-1 (paper, ImageNet)"] == "54.4"
+    assert res.loc["Real-valued", "top-1 (ours)"] == "97.2"
+    assert res.loc["Real-valued", "top-1 − XNOR (ours)"] == "—"  # ResNet-18 XNOR-Net was not run
+
+
+def test_table2_marks_missing_and_unreported_rows():
+    summary, run = tables.read_table2(FIXTURES)
+    view = tables.table2(summary.iloc[1:], run).view.map(str).set_index("method")  # drop the direct row
+    assert view.loc["BNN (direct sign)", "L1 (ours)"] == "— (not run)"
+    assert view.loc["BNN (direct sign)", "L1 (paper)"] == "6.36 ± 0.04"
+    assert view.loc["Case 2: α", "L1 (paper)"] == "not reported"
+    assert view.loc["Case 1: α", "L1 (ours)"] == "14.72 ± 0.19"
+    empty = tables.table2()
+    assert "no run of the Table 2 study was found" in empty.caption
+    assert set(empty.view.map(str)["L1 (ours)"]) == {"— (not run)"}
+
+
+def test_latex_escapes_text_and_keeps_mathematics():
+    view = pd.DataFrame({"a_b": ["50%", tables.Cell("α", r"$\alpha$")], "c": ["x & y", "−1.0 ± 0.1"]})
+    tex = tables.Table("t", "T", "100% of #1", view).latex()
+    assert r"a\_b & c \\" in tex and r"50\% & x \& y \\" in tex and r"$\alpha$ & $-$1.0 $\pm$ 0.1 \\" in tex
+    assert r"\caption{T. 100\% of \#1}" in tex and r"\label{tab:xnorpp-t}" in tex
+
+
+def test_write_table(tmp_path, runs):
+    md, tex = tables.write_table(tables.table1(runs), tmp_path / "out")
+    assert md.read_text().startswith("# Table 1") and tex.read_text().startswith("% generated")
+
+
+@pytest.mark.parametrize("data, label", [(None, "embedded digits"), ("/data/imagenet", "ImageNet"),
+                                         ("/data/ILSVRC2012/", "ImageNet"), ("/data/ImageNet-1k/", "ImageNet"),
+                                         ("tiny", "ImageFolder tiny"),
+                                         ("/data/not-imagenet", "ImageFolder not-imagenet")])
+def test_dataset_label(data, label):
+    assert tables.dataset_label(data) == label
+
+
+def test_grids_are_the_papers_trainable_rows():
+    assert tables.GRIDS["table1"] == tuple(("resnet18", m) for m in ("xnor", "case1", "case2", "case3", "case4"))
+    assert tables.GRIDS["table3"] == tuple((a, m) for a in ("alexnet", "resnet18")
+                                           for m in ("direct", "xnor", "case4", "real"))
+
+
+def write_run(folder, method, history, data=None, limit_batches=None):
+    folder.mkdir(parents=True)
+    config = {"arch": "resnet18", "method": method, "data": data, "batch_size": 64, "limit_batches": limit_batches}
+    best = max(history, key=lambda r: r["val_top1"])
+    summary = {"final": history[-1], "best": best, "protocol": {"dataset": {"val": 360}}}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_collect_runs(tmp_path):
+    history = [{"epoch": 1, "val_top1": 70.0, "val_top5": 95.0}, {"epoch": 2, "val_top1": 80.0, "val_top5": 97.0},
+               {"epoch": 3, "val_top1": 75.0, "val_top5": 98.0}]
+    write_run(tmp_path / "table1" / "resnet18_xnor", "xnor", history)
+    write_run(tmp_path / "table3" / "resnet18_real", "real", history[:1], data="/d/imagenet", limit_batches=2)
+    (tmp_path / "table1" / "resnet18_case1").mkdir()  # unfinished: no summary.json
+    runs = tables.collect_runs(tmp_path)
+    assert list(runs.columns) == list(tables.RUN_COLUMNS)
+    first = runs.iloc[0].to_dict()
+    assert first == {"grid": "table1", "row": "resnet18_xnor", "arch": "resnet18", "method": "xnor",
+                     "dataset": "embedded digits", "val_images": 360, "epochs": 3, "val_top1": 75.0,
+                     "val_top5": 98.0, "best_val_top1": 80.0, "best_epoch": 2}
+    assert runs.iloc[1][["dataset", "val_images", "epochs"]].tolist() == ["ImageNet", 128, 1]
+    assert tables.collect_runs(tmp_path / "nothing").empty
+
+
+def test_collect_runs_refuses_duplicates(runs):
+    doubled = pd.concat([runs, runs.iloc[:1]])
+    with pytest.raises(ValueError, match="2 runs of resnet18/xnor"):
+        tables.table1(doubled)
+
+
+METRICS = pd.DataFrame({"epoch": [1, 2, 3], "lr": [1e-3, 1e-3, 1e-4], "train_loss": [2.0, 1.0, 0.5],
+                        "train_top1": [30.0, 60.0, 80.0], "val_loss": [1.5, 0.9, 0.8],
+                        "val_top1": [40.0, 82.0, 81.0], "val_top5": [80.0, 95.0, 99.0]})
+
+
+def test_curves():
+    fig = plot_curves(METRICS, "t")
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "top-1", "top-5"]
+    assert [len(ax.lines) for ax in fig.axes] == [3, 3, 2]  # curves and the learning-rate drop before epoch 3
+    final = final_metrics(METRICS).set_index("metric")
+    assert final.loc["val_top1"].tolist() == [81.0, 82.0] and final.loc["epoch"].tolist() == [3, 2]
+    with pytest.raises(ValueError, match="val_top5"):
+        plot_curves(METRICS.drop(columns="val_top5"))
+    with pytest.raises(ValueError, match="no epoch"):
+        final_metrics(METRICS.iloc[:0])
