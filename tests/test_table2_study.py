@@ -72,3 +72,10 @@ def test_command_line_entry_point(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "studies.reconstruction", "--loss", "l3", "--out", str(out)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_result_files_get_the_usual_mode_of_a_new_file(small_run):
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (small_run / "table2.csv").stat().st_mode & 0o777 == 0o666 & ~umask
