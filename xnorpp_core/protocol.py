@@ -40,7 +40,6 @@ import math
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 
-import numpy as np
 import torch
 
 from .distributions import INPUT_DISTRIBUTIONS, WEIGHT_SCALES, draw_inputs, draw_weights
