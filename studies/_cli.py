@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import sys
+import typing
 
 import torch
 
@@ -27,19 +28,33 @@ def check_device(prog, device):
     return torch.device(device)
 
 
-def add_config_flags(parser, config_cls, choices=None, skip=()):
-    """One ``--flag`` per scalar field of a frozen dataclass config, defaults from the class.
+def _value_type(annotation):
+    """``int`` for ``int`` or ``int | None`` (and so on)."""
+    types = [t for t in typing.get_args(annotation) if t is not type(None)] or [annotation]
+    return types[0]
 
-    ``choices`` maps a field name to its allowed values; nested configs and
-    fields in ``skip`` get no flag.
+
+def add_config_flags(parser, config_cls, choices=None):
+    """One ``--flag`` per int, float, str or bool field (optionally ``| None``) of a dataclass config.
+
+    Flags left out are not passed (``argparse.SUPPRESS``), so the config's own
+    defaults apply. Help and choices come from the field's metadata (``help``,
+    ``choices``) or from ``choices``, a map from field name to allowed values;
+    bools get ``--flag / --no-flag``; other fields (nested configs) get no flag.
     """
     choices = choices or {}
     for f in dataclasses.fields(config_cls):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if f.name in skip or not isinstance(default, (int, float, str)) or isinstance(default, bool):
+        kind = _value_type(f.type)
+        if kind not in (int, float, str, bool):
             continue
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default,
-                            choices=choices.get(f.name), help=f"(default: {default})")
+        flag = "--" + f.name.replace("_", "-")
+        default = "" if f.default in (None, dataclasses.MISSING) else f" (default {f.default})"
+        kw = {"help": f.metadata.get("help", "") + default, "default": argparse.SUPPRESS}
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            allowed = f.metadata.get("choices", choices.get(f.name))
+            parser.add_argument(flag, type=kind, choices=allowed, metavar=None if allowed else f.name.upper(), **kw)
 
 
 def config_from_args(prog, config_cls, args, **extra):

@@ -41,12 +41,10 @@ process and returns the summary dict. Bad options, data or checkpoints give a
 one-line error and exit code 2 before anything is written.
 """
 
-import argparse
 import dataclasses
-import typing
 from pathlib import Path
 
-from studies._cli import ArgumentParser, fail
+from studies._cli import ArgumentParser, add_config_flags, config_from_args, fail
 from xnorpp_core.data import DataError
 from xnorpp_core.training import TrainConfig, TrainingError, train
 
@@ -54,24 +52,10 @@ PROG = "python -m studies.train"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _value_type(annotation):
-    """``int`` for ``int`` or ``int | None`` (and so on)."""
-    types = [t for t in typing.get_args(annotation) if t is not type(None)] or [annotation]
-    return types[0]
-
-
 def build_parser():
     """One flag per ``TrainConfig`` field; defaults stay ``TrainConfig``'s (flags left out are not passed)."""
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(TrainConfig):
-        kind = _value_type(f.type)
-        flag = "--" + f.name.replace("_", "-")
-        kw = {"help": f.metadata.get("help", "") + ("" if f.default is None else f" (default {f.default})"),
-              "default": argparse.SUPPRESS}
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        else:
-            parser.add_argument(flag, type=kind, choices=f.metadata.get("choices"), metavar=f.name.upper(), **kw)
+    add_config_flags(parser, TrainConfig)
     return parser
 
 
@@ -83,11 +67,7 @@ def default_out(config):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        config = TrainConfig(**vars(args))
-    except ValueError as e:
-        fail(PROG, str(e))
+    config = config_from_args(PROG, TrainConfig, build_parser().parse_args(argv))
     if config.out is None:
         config = dataclasses.replace(config, out=str(default_out(config)))
     try:
