@@ -68,6 +68,7 @@ import numpy as np
 from scipy import integrate, stats
 
 from .distributions import input_moments, weight_std
+from .layers import conv_output_size
 
 __all__ = ["SQRT_2_OVER_PI", "BEST_SCALE_REL_ERROR_GAUSSIAN", "position_taps", "zero_sum_probability",
            "inverse_sum_of_squares", "folded_mean", "expected_distances"]
@@ -79,7 +80,7 @@ BEST_SCALE_REL_ERROR_GAUSSIAN = math.sqrt(1 - 4 / math.pi ** 2)
 
 def position_taps(in_channels, kernel, size, padding):
     """``n_p``: the number of taps of each output position inside the input, (h_out, w_out)."""
-    out = size + 2 * padding - kernel + 1
+    out, _ = conv_output_size(size, kernel, 1, padding)
     start = np.arange(out) - padding  # first input row of each output row
     rows = np.clip(np.minimum(start + kernel, size) - np.maximum(start, 0), 0, None)
     return in_channels * np.outer(rows, rows).astype(float)

@@ -100,10 +100,9 @@ class Cell:
             raise ValueError(f"unknown fit loss {self.fit_loss!r}; choose from {LOSSES}")
         if not isinstance(self.train_inputs, int) or self.train_inputs < 1:
             raise ValueError(f"train_inputs must be a positive integer, got {self.train_inputs!r}")
-        parse_padding(self.padding)
         o, c, k, size = parse_shape(self.shape)
         pad, _ = parse_padding(self.padding)
-        if size + 2 * pad - k + 1 < 1:
+        if min(conv_output_size(size, k, 1, pad)) < 1:
             raise ValueError(f"shape {self.shape!r} with padding {self.padding!r} has no output")
 
     @property

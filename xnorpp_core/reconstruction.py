@@ -211,8 +211,8 @@ def alternating_optimum(method, b, y, loss="l1", restarts=4, sweeps=50, init=Non
         previous = distance(b * _per_sample(math.prod(factors), b), y, loss)
         for _ in range(sweeps):
             for i, s in enumerate(shapes):
-                others = math.prod([f for j, f in enumerate(factors) if j != i]) if len(shapes) > 1 else 1.0
-                others = _per_sample(others, b) if len(shapes) > 1 else others
+                others = _per_sample(math.prod([f for j, f in enumerate(factors) if j != i]), b) \
+                    if len(shapes) > 1 else 1.0
                 factors[i] = exact_factor_update(b, y, others, s, loss)
             current = distance(b * _per_sample(math.prod(factors), b), y, loss)
             if len(shapes) == 1 or (previous - current).max() <= 1e-7 * current.max():
