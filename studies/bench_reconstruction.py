@@ -2,7 +2,7 @@
 
     python -m studies.bench_reconstruction [--trials 100] [--naive-trials 100]
 
-The vectorised study (``xnorpp_core.table2.run_table2``) computes each trial's
+The vectorised study (``xnorpp_core.reconstruction.table2.run_table2``) computes each trial's
 binary output once and fits all trials together. The naive loop fits one trial
 at a time with a ``BinaryConv2d`` layer, running the full binary convolution
 under autograd at every Adam step, with the same Adam schedule and stopping
@@ -21,7 +21,7 @@ from xnorpp_core.layers import BinaryConv2d
 from xnorpp_core.provenance import atomic_write, environment, write_json
 from xnorpp_core.reconstruction import adam_until_converged, distance, draw_layers
 from xnorpp_core.scales import LEARNED_SCALES
-from xnorpp_core.table2 import ReconstructionConfig, run_table2
+from xnorpp_core.reconstruction.table2 import ReconstructionConfig, run_table2
 
 PROG = "python -m studies.bench_reconstruction"
 

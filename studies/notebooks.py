@@ -2,7 +2,7 @@
 
     python -m studies.notebooks table1|table3|all [--data PATH] [--epochs N] [--nproc N] [--force] ...
 
-Grids (``xnorpp_core.tables.GRIDS``, the paper's rows this toolkit can train):
+Grids (``xnorpp_core.report.tables.GRIDS``, the paper's rows this toolkit can train):
 
     table1   ResNet-18 with XNOR-Net (the paper's baseline) and Cases 1-4
     table3   AlexNet and ResNet-18 with direct binarization (BNN), XNOR-Net, Case 4 (ours), real-valued
@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from studies import train
 from studies._cli import ArgumentParser, check_device, fail
 from xnorpp_core.provenance import atomic_write
-from xnorpp_core.tables import GRIDS
+from xnorpp_core.report.tables import GRIDS
 from xnorpp_core.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]

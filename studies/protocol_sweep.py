@@ -1,7 +1,7 @@
 """Protocol study of Table 2 (issue 5): the reconstruction over a grid of protocols.
 
 ``python -m studies.protocol_sweep`` reruns the Table 2 reconstruction over a grid of protocols
-(``xnorpp_core.protocol``)
+(``xnorpp_core.reconstruction.protocol``)
 and writes to ``--out`` (default ``results/protocol_sweep/``):
 
 - ``sweep.csv``   tidy: one row per cell, method, split (train / heldout) and metric
@@ -26,8 +26,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from xnorpp_core.protocol import AXES, SweepConfig, cell_rows, claim_rows, run_cell
-from xnorpp_core.protocol_report import analysis, cells_table, figures
+from xnorpp_core.reconstruction.protocol import AXES, SweepConfig, cell_rows, claim_rows, run_cell
+from xnorpp_core.report.protocol_analysis import analysis, cells_table, figures
 from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json
 from xnorpp_core.reconstruction import FitConfig
 

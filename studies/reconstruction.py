@@ -27,7 +27,7 @@ from studies._cli import ArgumentParser, add_config_flags, check_device, config_
 from xnorpp_core.layers import PAD_MODES  # noqa: E402
 from xnorpp_core.provenance import environment, save_figure, write_csv, write_json, atomic_write  # noqa: E402
 from xnorpp_core.reconstruction import LOSSES  # noqa: E402
-from xnorpp_core.table2 import DEVICES, ReconstructionConfig, run_table2, summarize, to_markdown  # noqa: E402
+from xnorpp_core.reconstruction.table2 import DEVICES, ReconstructionConfig, run_table2, summarize, to_markdown  # noqa: E402
 
 PROG = "python -m studies.reconstruction"
 

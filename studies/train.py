@@ -45,7 +45,7 @@ import dataclasses
 from pathlib import Path
 
 from studies._cli import ArgumentParser, add_config_flags, config_from_args, fail
-from xnorpp_core.data import DataError
+from xnorpp_core.training.data import DataError
 from xnorpp_core.training import TrainConfig, TrainingError, train
 
 PROG = "python -m studies.train"

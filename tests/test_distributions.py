@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from xnorpp_core.binarize import sign
-from xnorpp_core.distributions import (INPUT_DISTRIBUTIONS, SMALL_WEIGHT_STD, WEIGHT_SCALES, draw_inputs,
+from xnorpp_core.reconstruction.distributions import (INPUT_DISTRIBUTIONS, SMALL_WEIGHT_STD, WEIGHT_SCALES, draw_inputs,
                                        draw_weights, input_moments, weight_std)
 
 

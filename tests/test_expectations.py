@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from xnorpp_core.distributions import draw_inputs, draw_weights
-from xnorpp_core.expectations import (BEST_SCALE_REL_ERROR_GAUSSIAN, expected_distances, folded_mean,
+from xnorpp_core.reconstruction.distributions import draw_inputs, draw_weights
+from xnorpp_core.reconstruction.expectations import (BEST_SCALE_REL_ERROR_GAUSSIAN, expected_distances, folded_mean,
                                       inverse_sum_of_squares, position_taps, zero_sum_probability)
 from xnorpp_core.reconstruction import alternating_optimum, distance, layer_outputs
 

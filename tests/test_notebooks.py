@@ -12,7 +12,7 @@ import papermill
 import pytest
 
 from studies import notebooks as runner
-from xnorpp_core import tables
+from xnorpp_core.report import tables
 from xnorpp_core.training import METRICS_COLUMNS
 
 TINY = ["--epochs", "1", "--limit-batches", "1", "--batch-size", "8", "--trials", "2"]

@@ -66,7 +66,7 @@ def test_auto_falls_back_to_numpy_when_the_build_fails(monkeypatch):
 
 def test_a_build_that_really_fails_falls_back(tmp_path):
     # a fresh extension cache and a compiler that always fails: auto must still give a working backend
-    env = {**os.environ, "CXX": "false", "TORCH_EXTENSIONS_DIR": str(tmp_path), "PYTHONPATH": str(Path(packed.__file__).parents[1])}
+    env = {**os.environ, "CXX": "false", "TORCH_EXTENSIONS_DIR": str(tmp_path), "PYTHONPATH": str(Path(packed.__file__).parents[2])}
     env.pop(packed.ENV_VAR, None)
     code = ("from xnorpp_core.packed import backend_info, pack_signs; import torch; i = backend_info(); "
             "print(i.name, pack_signs(torch.ones(1, 3, 1, 1)).item(), 'did not build' in i.reason)")

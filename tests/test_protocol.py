@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from xnorpp_core.protocol import (LEARNED, METHODS, PAPER_ORDER, Cell, SweepConfig, _draw, cell_rows, claim_rows,
+from xnorpp_core.reconstruction.protocol import (LEARNED, METHODS, PAPER_ORDER, Cell, SweepConfig, _draw, cell_rows, claim_rows,
                                   parse_padding, parse_shape, run_cell)
 from xnorpp_core.reconstruction import FitConfig, layer_outputs
 

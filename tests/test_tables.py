@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xnorpp_core import paper, tables
-from xnorpp_core.curves import final_metrics, plot_curves
+from xnorpp_core import paper
+from xnorpp_core.report import tables
+from xnorpp_core.report.curves import final_metrics, plot_curves
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tables"
 GOLDEN = Path(__file__).parent / "golden" / "tables"

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from studies import train as cli
-from xnorpp_core.data import digits_splits
+from xnorpp_core.training.data import digits_splits
 from xnorpp_core.layers import METHODS
 from xnorpp_core.models import build_model
-from xnorpp_core import training
+from xnorpp_core.training import loop as training
 from xnorpp_core.training import METRICS_COLUMNS, TrainConfig, accuracy, train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ cropped to 224 (ResNet) or 227 (AlexNet), centre-cropped for evaluation;
 cross-entropy loss. These are the defaults for any ImageFolder dataset
 (``RECIPES["imagefolder"]``).
 
-The embedded digits (``data=None``, see ``xnorpp_core.data``) keep the
+The embedded digits (``data=None``, see ``xnorpp_core.training.data``) keep the
 optimizer, learning rate and weight decay, and scale the rest to a dataset of
 1,437 training images of 8x8 pixels on a 2-core CPU (``RECIPES["digits"]``):
 16x16 inputs with the small-input stem, batch 64 (256 would leave 5 steps an
@@ -54,9 +54,9 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from . import data as datasets
-from .layers import METHODS, PAD_MODES
-from .models import ARCHS, build_model
-from .provenance import atomic_write, environment, write_csv, write_json
+from ..layers import METHODS, PAD_MODES
+from ..models import ARCHS, build_model
+from ..provenance import atomic_write, environment, write_csv, write_json
 
 __all__ = ["Recipe", "RECIPES", "TrainConfig", "TrainingError", "accuracy", "train", "METRICS_COLUMNS"]
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .layers import PAD_MODES, binary_conv2d, conv_output_size
-from .scales import LEARNED_SCALES, make_learned_scale, xnor_input_scale, xnor_weight_scale
+from ..layers import PAD_MODES, binary_conv2d, conv_output_size
+from ..scales import LEARNED_SCALES, make_learned_scale, xnor_input_scale, xnor_weight_scale
 
 __all__ = [
     "RECONSTRUCTION_METHODS",

@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import paper
-from .layers import PAD_MODES
-from .reconstruction import (LOSSES, RECONSTRUCTION_METHODS, FitConfig, alternating_optimum, distance, draw_layers,
+from .. import paper
+from ..layers import PAD_MODES
+from .fit import (LOSSES, RECONSTRUCTION_METHODS, FitConfig, alternating_optimum, distance, draw_layers,
                              fit_adam, layer_outputs)
 
 __all__ = ["ReconstructionConfig", "run_table2", "summarize", "display", "to_markdown"]

@@ -19,9 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .expectations import BEST_SCALE_REL_ERROR_GAUSSIAN  # noqa: E402
-from .paper import TABLE2  # noqa: E402
-from .protocol import AXES, GAP_FLOOR, LEARNED  # noqa: E402
+from ..reconstruction.expectations import BEST_SCALE_REL_ERROR_GAUSSIAN  # noqa: E402
+from ..paper import TABLE2  # noqa: E402
+from ..reconstruction.protocol import AXES, GAP_FLOOR, LEARNED  # noqa: E402
 
 __all__ = ["cells_table", "figures", "analysis"]
 

@@ -68,7 +68,7 @@ import numpy as np
 from scipy import integrate, stats
 
 from .distributions import input_moments, weight_std
-from .layers import conv_output_size
+from ..layers import conv_output_size
 
 __all__ = ["SQRT_2_OVER_PI", "BEST_SCALE_REL_ERROR_GAUSSIAN", "position_taps", "zero_sum_probability",
            "inverse_sum_of_squares", "folded_mean", "expected_distances"]

@@ -44,8 +44,8 @@ import torch
 
 from .distributions import INPUT_DISTRIBUTIONS, WEIGHT_SCALES, draw_inputs, draw_weights
 from .expectations import expected_distances
-from .layers import conv_output_size
-from .reconstruction import LOSSES, FitConfig, alternating_optimum, distance, fit_adam, layer_outputs
+from ..layers import conv_output_size
+from .fit import LOSSES, FitConfig, alternating_optimum, distance, fit_adam, layer_outputs
 
 __all__ = ["PADDINGS", "SHAPES", "LEARNED", "METHODS", "SPLITS", "AXES", "GAP_FLOOR", "PAPER_ORDER", "RATIOS",
            "parse_shape", "parse_padding", "Cell", "SweepConfig", "run_cell", "cell_rows", "claim_rows"]

@@ -62,9 +62,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import BinaryConv2d, conv_output_size
-from .models import fuse_model
-from .scales import FusedScale, LearnedScale, xnor_weight_scale
+from ..layers import BinaryConv2d, conv_output_size
+from ..models import fuse_model
+from ..scales import FusedScale, LearnedScale, xnor_weight_scale
 
 __all__ = ["BACKENDS", "ENV_VAR", "SUPPORTED_METHODS", "BackendInfo", "backend_info", "pack_signs",
            "pack_weight", "PackedBinaryConv2d", "pack_model", "storage_bytes"]
