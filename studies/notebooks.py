@@ -144,9 +144,13 @@ def _relative(path):
 
 
 def row_parameters(arch, method, out, args):
-    """The parameters of notebooks/train.ipynb for one row of a grid."""
+    """The parameters of notebooks/train.ipynb for one row of a grid.
+
+    AlexNet rows name their widths (the paper's), so that a finished row of other widths is refused, not skipped.
+    """
     epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if args.data is None else None)
-    return {"arch": arch, "method": method, "data": args.data, "epochs": epochs, "batch_size": args.batch_size,
+    return {"arch": arch, "method": method, "alexnet_widths": "paper" if arch == "alexnet" else None,
+            "data": args.data, "epochs": epochs, "batch_size": args.batch_size,
             "lr": args.lr, "weight_decay": args.weight_decay, "lr_step": args.lr_step, "seed": args.seed,
             "limit_batches": args.limit_batches, "nproc": args.nproc, "device": args.device,
             "workers": args.workers, "out": _relative(out), "resume": False, "quiet": False}
