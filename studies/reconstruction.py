@@ -29,7 +29,7 @@ from studies._cli import ArgumentParser, add_config_flags, check_device, config_
 from xnorpp_core.layers import PAD_MODES  # noqa: E402
 from xnorpp_core.provenance import environment, save_figure, write_csv, write_json, atomic_write  # noqa: E402
 from xnorpp_core.reconstruction import LOSSES  # noqa: E402
-from xnorpp_core.reconstruction.evidence import NEAR_BEST  # noqa: E402
+from xnorpp_core.reconstruction.evidence import GAP_FLOOR, NEAR_BEST  # noqa: E402
 from xnorpp_core.reconstruction.table2 import DEVICES, ReconstructionConfig, run_table2, summarize, to_markdown  # noqa: E402
 
 PROG = "python -m studies.reconstruction"
@@ -84,6 +84,7 @@ def main(argv=None):
                 f"`starts near best` counts the starts that ended within a relative {NEAR_BEST:g} of the best. "
                 "`Adam above lower bound` is Adam's relative distance above a proven lower bound (the exact "
                 "optimum for Cases 1-2; the exact Case 2 optimum for Cases 3-4, which contain no better Gamma). "
+                f"Relative gaps divide by at least {GAP_FLOOR:.1%} of the loss of Gamma = 0. "
                 "Per-trial values: `trials.csv`.\n\n")
     write_csv(out / "trials.csv", trials)
     write_csv(out / "table2.csv", table)

@@ -24,8 +24,9 @@ a relative ``NEAR_BEST`` of the best one (N of N: the starts agree; 1 of N: the
 best is an outlier and more starts may go lower still).
 
 Relative gaps divide by ``max(reference, floor)``: a ``floor`` (per trial) keeps
-them meaningful where the optimum reproduces Y almost exactly (Case 2 can), and
-is 0 (no floor) unless given.
+them meaningful where the optimum reproduces Y almost exactly (Case 2 does
+wherever ``B`` is never 0); the studies use ``GAP_FLOOR`` times the loss of
+Gamma = 0 (mean|Y| for L1, mean Y^2 for L2).
 """
 
 import zlib
@@ -34,12 +35,13 @@ import torch
 
 from .fit import alternating_search, distance, exact_optimum
 
-__all__ = ["EXACT_TOLERANCE", "NEAR_BEST", "STARTS", "EvidenceError", "evidence_kind", "relative_gap",
+__all__ = ["EXACT_TOLERANCE", "NEAR_BEST", "STARTS", "GAP_FLOOR", "EvidenceError", "evidence_kind", "relative_gap",
            "fit_evidence"]
 
 EXACT_TOLERANCE = 1e-6  # a relative gap below -this to a proven bound is a bug, not a finding
 NEAR_BEST = 1e-4  # a start "reached the best" when within this relative distance of it
 STARTS = 8  # independent starts of the alternating search for Cases 3 and 4
+GAP_FLOOR = 1e-3  # relative gaps divide by at least this fraction of the loss of Gamma = 0
 
 
 class EvidenceError(RuntimeError):
@@ -66,12 +68,13 @@ def _check(gap, what, method):
 
 
 @torch.no_grad()
-def fit_evidence(method, b, y, loss, adam_gamma, starts=STARTS, sweeps=100, seed=0, floor=0.0):
+def fit_evidence(method, b, y, loss, adam_gamma, starts=STARTS, sweeps=100, seed=0, floor=None):
     """The evidence on Adam's Gamma ``adam_gamma`` (T, o, h, w) for ``method`` (see the module docstring).
 
     ``b`` and ``y`` are (T, o, h, w) or (T, S, o, h, w), as given to Adam. The
     random starts come from a generator seeded with ``seed`` and the method's
-    name. Returns a dict of per-trial float64 tensors (T,): ``adam``,
+    name. ``floor`` (per trial) defaults to ``GAP_FLOOR`` times the loss of
+    Gamma = 0. Returns a dict of per-trial float64 tensors (T,): ``adam``,
     ``reference``, ``gap``, ``lower_bound``, ``gap_to_bound``,
     ``starts_near_best`` (N for Cases 1-2, whose reference is exact), and
     ``kind`` (``evidence_kind``) and ``starts`` (N, 0 for Cases 1-2).
@@ -80,6 +83,8 @@ def fit_evidence(method, b, y, loss, adam_gamma, starts=STARTS, sweeps=100, seed
     b, y = b.double(), y.double()
     gamma = adam_gamma.double()
     adam = distance(b * (gamma.unsqueeze(1) if y.dim() == 5 else gamma), y, loss)
+    if floor is None:
+        floor = GAP_FLOOR * distance(torch.zeros_like(y), y, loss)
     bound = exact_optimum("case2", b, y, loss)[1]
     if method in ("case1", "case2"):
         reference = bound if method == "case2" else exact_optimum(method, b, y, loss)[1]

@@ -47,7 +47,7 @@ import torch
 from .distributions import INPUT_DISTRIBUTIONS, WEIGHT_SCALES, draw_inputs, draw_weights
 from .expectations import expected_distances
 from ..layers import conv_output_size
-from .evidence import STARTS, fit_evidence
+from .evidence import GAP_FLOOR, STARTS, fit_evidence
 from .fit import LOSSES, FitConfig, distance, fit_adam, layer_outputs
 
 __all__ = ["PADDINGS", "SHAPES", "LEARNED", "METHODS", "SPLITS", "AXES", "GAP_FLOOR", "EVIDENCE_COLUMNS",
@@ -60,7 +60,6 @@ LEARNED = ("case1", "case2", "case3", "case4")
 METHODS = ("zero", "direct", "xnor", "xnor_alpha") + LEARNED  # "zero" predicts 0: the scale of Y
 SPLITS = ("train", "heldout")
 AXES = ("weights", "inputs", "padding", "fit_loss", "shape", "train_inputs")
-GAP_FLOOR = 1e-3
 EVIDENCE_COLUMNS = ("reference", "gap_min", "gap_max", "starts", "starts_near_best_min", "lower_bound",
                     "gap_to_bound_min", "adam_steps")
 
