@@ -146,7 +146,8 @@ def test_rows_are_tidy_and_carry_the_evidence(base_result):
     assert sorted(fits.index) == sorted(LEARNED) and (fits.split == "train").all() and (fits.metric == "l1").all()
     assert (fits.within_tolerance == True).all()  # noqa: E712
     assert list(fits.evidence) == ["exact", "exact"] + ["best of 2 independent starts; lower bound from Case 2"] * 2
-    assert fits.starts.isna().tolist() == [True, True, False, False] and (fits.loc[["case3", "case4"], "starts"] == 2).all()
+    assert fits.starts.isna().tolist() == [True, True, False, False]
+    assert (fits.loc[["case3", "case4"], "starts"] == 2).all()
     for case in LEARNED:
         e = result["evidence"][case]
         assert fits.at[case, "gap_min"] == e["gap"].min().item() and fits.at[case, "gap_max"] == e["gap"].max().item()

@@ -370,7 +370,8 @@ def _evidence_section(t, config):
         agree = search[search.starts_near_best_min >= 2]
         fewest = search.loc[search.starts_near_best_min.idxmin()]
         lines.append(f"- In {len(agree)} of {len(search)} Case 3-4 fits at least 2 starts reach the best in every "
-                     f"trial (within a relative {NEAR_BEST:g}); the fewest is {int(fewest.starts_near_best_min)} of {n} "
+                     f"trial (within a relative {NEAR_BEST:g}); the fewest is "
+                     f"{int(fewest.starts_near_best_min)} of {n} "
                      f"{_cite(fewest.row_id)}" + (": a best reached by a single start suggests that more starts "
                                                   "could go lower still." if fewest.starts_near_best_min < 2
                                                   else "."))
@@ -430,7 +431,8 @@ def _summary_section(t, c0, config):
                     "XNOR-Net and Cases 1-4 do not all scale with W and I")
                    + (", Direct does not" if not _close(ratios["direct"], scale, 1e-2) else ", nor does Direct")
                    + f" (cell {he} against {c0}); ")
-    lines.append(f"- Absolute values 6.36, 0.095, 0.038: {follows}scaling the paper's protocol ({_f(t.v(x0))} and {_f(t.v(k0))} {_cite(x0, k0)}) to "
+    lines.append(f"- Absolute values 6.36, 0.095, 0.038: {follows}scaling the paper's protocol "
+                 f"({_f(t.v(x0))} and {_f(t.v(k0))} {_cite(x0, k0)}) to "
                  f"XNOR-Net's 0.095 and to Case 1's 0.038 takes s_W s_I = {_f(implied[0], 3)} and "
                  f"{_f(implied[1], 3)}" + (": no single scale gives both." if max(implied) > 1.1 * min(implied)
                                            else "."))
