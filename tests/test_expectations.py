@@ -10,7 +10,7 @@ import torch
 from xnorpp_core.reconstruction.distributions import draw_inputs, draw_weights
 from xnorpp_core.reconstruction.expectations import (BEST_SCALE_REL_ERROR_GAUSSIAN, expected_distances, folded_mean,
                                       inverse_sum_of_squares, position_taps, zero_sum_probability)
-from xnorpp_core.reconstruction import alternating_optimum, distance, layer_outputs
+from xnorpp_core.reconstruction import alternating_search, distance, exact_optimum, layer_outputs
 
 
 def test_position_taps_count_the_kernel_taps_inside_the_input():
@@ -49,7 +49,8 @@ def _measure(inputs, weights="unit", padding=0, pad_mode="zero", trials=8, o=32,
     out = {"zero": distance(0 * y, y), "direct": distance(b, y), "xnor": distance(b * alpha * k, y),
            "xnor_alpha": distance(b * alpha, y)}
     for case in ("case1", "case2", "case3"):
-        out[case] = alternating_optimum(case, b, y, "l1", restarts=1)[1]
+        out[case] = exact_optimum(case, b, y, "l1")[1] if case != "case3" else \
+            alternating_search(case, b, y, "l1", starts=1)[1]
     return {m: v.double().mean().item() for m, v in out.items()}
 
 
@@ -94,7 +95,7 @@ def test_case2_heldout_l2_error_by_monte_carlo(count):
     x_train = draw_inputs("gaussian", (t, count, c, size, size), g)
     x_held = draw_inputs("gaussian", (t, held, c, size, size), g)
     y, b, _, _ = layer_outputs(w, x_train)
-    gamma, train = alternating_optimum("case2", b, y, "l2")
+    gamma, train = exact_optimum("case2", b, y, "l2")
     yh, bh, _, _ = layer_outputs(w, x_held)
     heldout = distance(bh * gamma[:, None], yh, "l2").mean().item()
     e = expected_distances("gaussian", "unit", c, 3, size, train_inputs=count, fit_loss="l2")

@@ -415,3 +415,33 @@ def test_checkpoint_of_the_torchvision_alexnet_is_refused(tmp_path, capsys):
     del ckpt["identity"]["alexnet_widths"]  # as written before the field existed
     torch.save(ckpt, out / "checkpoint.pt")
     fails(capsys, [*alexnet, "--epochs", "2", "--resume"], "alexnet_widths: None there, 'paper' here", out)
+
+
+# --- the recipe as applied, read back from a real run ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    """Two tiny epochs with a drop after each: what the run wrote, not what the config says."""
+    out = tmp_path_factory.mktemp("recipe")
+    config = TrainConfig(input_size=8, batch_size=16, limit_batches=2, quiet=True, out=str(out), epochs=2,
+                         lr_step=1, lr=2e-3, lr_gamma=0.5, weight_decay=3e-4)
+    train(config)
+    return config, pd.read_csv(out / "metrics.csv"), torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def test_the_learning_rate_drops_on_schedule(two_epoch_run):
+    config, metrics, ckpt = two_epoch_run
+    # the lr each epoch trained with: 2e-3, then 2e-3 x 0.5 after the drop at the end of epoch 1
+    np.testing.assert_allclose(metrics["lr"], [2e-3, 1e-3], rtol=1e-12)
+    assert ckpt["scheduler"]["last_epoch"] == 2
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == pytest.approx([5e-4])  # after the second drop
+
+
+def test_the_optimizer_applies_the_weight_decay(two_epoch_run):
+    config, _, ckpt = two_epoch_run
+    groups = ckpt["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [3e-4]
+    assert sum(len(g["params"]) for g in groups) == len(ckpt["model"]) - sum(
+        1 for k in ckpt["model"] if "running_" in k or "num_batches_tracked" in k)  # every parameter decays
+    assert all(len(s) > 0 for s in ckpt["optimizer"]["state"].values())  # and was stepped

@@ -1,6 +1,8 @@
 """The quantization-error experiment of Section 4.2 and what studies it.
 
-- ``fit``: one trial's layers, the distances, the Adam fit of each Gamma and the exact factor updates
+- ``fit``: one trial's layers, the distances, the Adam fit of each Gamma, the exact factor updates,
+  the exact optimum of Cases 1-2 and the alternating search of Cases 3-4
+- ``evidence``: how close each Adam fit is to its reference (signed gaps, the Case 2 lower bound)
 - ``table2``: Table 2 over many trials (configuration, run, summary, markdown)
 - ``distributions``, ``expectations``: the inputs and weights a trial draws, and the analytic
   expectations of the Table 2 distances

@@ -20,18 +20,21 @@ w_out) per trial is then fitted to (or scored on) all S inputs of that trial,
 the distance averaging over the samples too. This is what a generalisation
 study needs (fit on N training inputs, score on held-out ones).
 
-Certificates. The loss is separable in a single factor: with the other factors
-fixed, each entry of one factor solves ``min_a sum_j |c_j a - y_j|``, whose
-minimiser is the weighted median of ``y_j / c_j`` with weights ``|c_j|`` (for
-L2, least squares ``sum c y / sum c^2``). Case 1 and Case 2 have a single
-factor, so one such update is their exact global optimum; for Cases 3 and 4
-(products of factors, not convex) alternating these exact updates from several
-starts gives the best known optimum. Adam's result is compared with these.
+Exact factor updates. The loss is separable in a single factor: with the other
+factors fixed, each entry of one factor solves ``min_a sum_j |c_j a - y_j|``,
+whose minimiser is the weighted median of ``y_j / c_j`` with weights ``|c_j|``
+(for L2, least squares ``sum c y / sum c^2``). Case 1 and Case 2 have a single
+factor, so one such update is their exact global optimum (``exact_optimum``).
+Cases 3 and 4 are products of factors and not convex: alternating these exact
+updates (``alternating_search``) from a start reaches a point that no single
+factor can improve, not necessarily the global optimum. ``evidence.py`` turns
+these into the evidence reported beside Adam's fits.
 """
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -47,7 +50,9 @@ __all__ = [
     "distance",
     "weighted_median",
     "exact_factor_update",
-    "alternating_optimum",
+    "exact_optimum",
+    "random_factors",
+    "alternating_search",
     "adam_until_converged",
     "fit_adam",
 ]
@@ -139,8 +144,14 @@ def weighted_median(values, weights, dim=-1):
     """A minimiser of ``sum_j weights_j |a - values_j|`` along ``dim`` (keepdim).
 
     The smallest value whose cumulative weight reaches half the total weight.
+    On the CPU the values are ordered by numpy's ``argsort`` (several times
+    faster than ``torch.sort`` along a short last axis).
     """
-    v, order = values.sort(dim=dim)
+    if values.device.type == "cpu" and not values.requires_grad:
+        order = torch.from_numpy(np.argsort(values.numpy(), axis=dim))
+        v = values.gather(dim, order)
+    else:
+        v, order = values.sort(dim=dim)
     cw = weights.gather(dim, order).cumsum(dim)
     half = cw.narrow(dim, cw.shape[dim] - 1, 1) / 2
     pos = (cw < half).sum(dim, keepdim=True).clamp(max=v.shape[dim] - 1)
@@ -187,45 +198,80 @@ def _factor_shapes(method, t, o, size):
 
 
 @torch.no_grad()
-def alternating_optimum(method, b, y, loss="l1", restarts=4, sweeps=50, init=None, generator=None):
-    """Best known optimum of ``method``'s Gamma by alternating exact factor updates.
+def exact_optimum(method, b, y, loss="l1"):
+    """The exact global optimum of a one-factor Gamma (``case1``, ``case2``): one exact factor update.
 
-    Exact (global) for ``case1`` and ``case2``, which have one factor. For
-    ``case3``/``case4`` it sweeps over the factors (each update exact) from
-    ``restarts`` starts (all ones, then random log-normal factors), and from
-    ``init`` (a list of factors, e.g. Adam's) when given, until a sweep stops
-    improving or after ``sweeps`` sweeps, and keeps, per trial, the lowest loss.
     Returns ``(gamma (T, o, h, w), loss (T,))``; ``b`` and ``y`` may carry a
     sample axis, (T, S, o, h, w), fitting one Gamma per trial to all S inputs.
     """
+    if method not in ("case1", "case2"):
+        raise ValueError(f"the exact optimum is known for case1 and case2 only, not {method!r}")
+    t, (o, h, w) = y.shape[0], y.shape[-3:]
+    (shape,) = _factor_shapes(method, t, o, (h, w))
+    gamma = exact_factor_update(b, y, 1.0, shape, loss).expand(t, o, h, w)
+    return gamma, distance(b * _per_sample(gamma, b), y, loss)
+
+
+def random_factors(method, t, o, size, generator=None, dtype=torch.float64, device="cpu"):
+    """One random start of ``method``'s factors: independent log-normal entries, exp(N(0, 0.5^2))."""
+    return [torch.exp(0.5 * torch.randn(s, generator=generator, dtype=torch.float64)).to(dtype=dtype, device=device)
+            for s in _factor_shapes(method, t, o, size)]
+
+
+@torch.no_grad()
+def alternating_search(method, b, y, loss="l1", starts=8, sweeps=100, generator=None):
+    """Alternating exact factor updates from ``starts`` independent random starts; the best per trial.
+
+    From each start (``random_factors``) the factors are updated in turn, each
+    update exact given the others; a trial stops once a sweep improves its loss
+    by at most a relative 1e-8 (each update can only lower it), and every
+    trial stops after ``sweeps`` sweeps. Each start ends
+    where no single factor can improve the loss: a point of the search, not a
+    proven optimum of the non-convex Cases 3 and 4. A one-factor method needs
+    one update (its result is exact) and ignores ``starts``.
+
+    Returns ``(gamma (T, o, h, w), loss (T,), start_losses (N, T))``: the
+    Gamma of the lowest loss per trial, that loss, and the loss every start
+    reached (N = ``starts``, or 1 for a one-factor method). ``b`` and ``y``
+    may carry a sample axis, (T, S, o, h, w).
+    """
     if method not in LEARNED_SCALES:
         raise ValueError(f"no learned Gamma for method {method!r}")
+    if starts < 1 or sweeps < 1:
+        raise ValueError(f"need starts >= 1 and sweeps >= 1, got {starts} and {sweeps}")
     t, (o, h, w) = y.shape[0], y.shape[-3:]
     shapes = _factor_shapes(method, t, o, (h, w))
-    starts = [] if init is None else [[f.detach().to(y).expand(s).clone() for f, s in zip(init, shapes)]]
-    for r in range(1 if len(shapes) == 1 else restarts):
-        starts.append([torch.ones(s, dtype=y.dtype, device=y.device) if r == 0 else
-                       torch.exp(0.5 * torch.randn(s, generator=generator)).to(y) for s in shapes])
-    best_gamma, best_loss = None, None
-    for factors in starts:
-        previous = distance(b * _per_sample(math.prod(factors), b), y, loss)
+    if len(shapes) == 1:
+        gamma, value = exact_optimum(method, b, y, loss)
+        return gamma, value, value[None]
+    best_gamma, best_loss, losses = None, None, []
+    for _ in range(starts):
+        factors = random_factors(method, t, o, (h, w), generator, y.dtype, y.device)
+        current = torch.full((t,), math.inf, dtype=y.dtype, device=y.device)
+        active = torch.arange(t, device=y.device)  # the trials still improving
         for _ in range(sweeps):
+            ba, ya = (b, y) if len(active) == t else (b[active], y[active])
+            fa = [f[active] for f in factors]
             for i, s in enumerate(shapes):
-                others = _per_sample(math.prod([f for j, f in enumerate(factors) if j != i]), b) \
-                    if len(shapes) > 1 else 1.0
-                factors[i] = exact_factor_update(b, y, others, s, loss)
-            current = distance(b * _per_sample(math.prod(factors), b), y, loss)
-            if len(shapes) == 1 or (previous - current).max() <= 1e-7 * current.max():
+                others = _per_sample(math.prod([f for j, f in enumerate(fa) if j != i]), ba)
+                fa[i] = exact_factor_update(ba, ya, others, (len(active), *s[1:]), loss)
+            new = distance(ba * _per_sample(math.prod(fa), ba), ya, loss)
+            for f, f_new in zip(factors, fa):
+                f[active] = f_new
+            stalled = current[active] - new <= 1e-8 * new
+            current[active] = new
+            active = active[~stalled]
+            if len(active) == 0:
                 break
-            previous = current
         gamma = math.prod(factors).expand(t, o, h, w)
+        losses.append(current)
         if best_loss is None:
             best_gamma, best_loss = gamma.clone(), current
         else:
             better = current < best_loss
             best_gamma = torch.where(better[:, None, None, None], gamma, best_gamma)
             best_loss = torch.minimum(current, best_loss)
-    return best_gamma, best_loss
+    return best_gamma, best_loss, torch.stack(losses)
 
 
 def adam_until_converged(parameters, objective, config=FitConfig(), on_step=None):

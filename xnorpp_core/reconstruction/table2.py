@@ -8,9 +8,12 @@ fixed at ``sign(W)``, then score every method's ``B . scale`` against ``Y``
 - ``l1``: mean absolute difference per output element (the paper's "L1 distance");
 - ``rel_l1``: ``l1`` divided by the mean ``|Y|`` of the same trial;
 - ``steps``: Adam steps (0 for the analytic methods);
-- ``gap_to_optimum``: the relative excess of Adam's fitting loss over the best
-  known optimum: exact for Cases 1-2, for Cases 3-4 the result of alternating
-  exact factor updates started from Adam's own solution.
+- for the learned Cases 1-4, the evidence on Adam's fit in its own loss
+  (``evidence.fit_evidence``): ``evidence`` (``exact`` for Cases 1-2; for Cases
+  3-4 ``best of N independent starts; lower bound from Case 2``), ``reference``,
+  the signed relative ``gap`` of Adam to it, ``starts_near_best`` (Cases 3-4),
+  the proven ``lower_bound`` and Adam's signed ``gap_to_bound`` above it. A gap
+  below a proven bound raises ``evidence.EvidenceError``.
 """
 
 import time
@@ -22,10 +25,10 @@ from tqdm.auto import tqdm
 
 from .. import paper
 from ..layers import PAD_MODES
-from .fit import (LOSSES, RECONSTRUCTION_METHODS, FitConfig, alternating_optimum, distance, draw_layers,
-                             fit_adam, layer_outputs)
+from .evidence import STARTS, fit_evidence
+from .fit import LOSSES, RECONSTRUCTION_METHODS, FitConfig, distance, draw_layers, fit_adam, layer_outputs
 
-__all__ = ["ReconstructionConfig", "run_table2", "summarize", "display", "to_markdown"]
+__all__ = ["ReconstructionConfig", "run_table2", "score_trials", "summarize", "display", "to_markdown"]
 
 DEVICES = ("cpu", "cuda")
 
@@ -44,10 +47,13 @@ class ReconstructionConfig:
     in_channels: int = 64
     kernel_size: int = 3
     input_size: int = 16
+    starts: int = field(default=STARTS, metadata={
+        "help": "independent random starts of the alternating search behind Cases 3-4's reference"})
+    sweeps: int = field(default=100, metadata={"help": "most sweeps of the alternating search per start"})
     fit: FitConfig = field(default_factory=FitConfig)
 
     def __post_init__(self):
-        for name in ("trials", "out_channels", "in_channels", "kernel_size", "input_size"):
+        for name in ("trials", "out_channels", "in_channels", "kernel_size", "input_size", "starts", "sweeps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.seed < 0:
@@ -68,44 +74,58 @@ def _analytic_prediction(method, b, alpha, k):
     return {"direct": b, "xnor": b * alpha * k, "xnor_alpha": b * alpha}[method]
 
 
-def run_table2(config: ReconstructionConfig, progress=True):
-    """Run every method on ``config.trials`` trials; returns ``(trials, info)``.
+EVIDENCE_COLUMNS = ("evidence", "reference", "gap", "starts", "starts_near_best", "lower_bound", "gap_to_bound")
 
-    ``trials`` is a long DataFrame (trial, method, l1, rel_l1, steps, gap_to_optimum);
-    ``info`` holds the wall times.
+
+def run_table2(config: ReconstructionConfig, progress=True):
+    """Run every method on ``config.trials`` trials drawn from ``config.seed``; returns ``(trials, info)``.
+
+    ``trials`` is a long DataFrame (trial, method, l1, rel_l1, steps and, for
+    the learned cases, the evidence columns ``EVIDENCE_COLUMNS``); ``info``
+    holds the wall times.
     """
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     w, x = draw_layers(config.trials, config.out_channels, config.in_channels, config.kernel_size,
                        config.input_size, generator, config.device)
+    trials, seconds = score_trials(w, x, config, progress)
+    return trials, {"wall_seconds": time.perf_counter() - start, "method_seconds": seconds}
+
+
+def score_trials(w, x, config: ReconstructionConfig, progress=True):
+    """Score every method on the layers ``w`` (T, o, c, k, k) and inputs ``x`` (T, c, H, W).
+
+    ``config`` gives the padding, the loss, Adam's schedule and the search; its
+    sizes and seed are not used. Returns ``(trials DataFrame, seconds per method)``.
+    """
     y, b, alpha, k = layer_outputs(w, x, config.padding, config.pad_mode)
-    mean_abs_y = y.abs().mean(dim=(1, 2, 3))
+    mean_abs_y = y.abs().mean(dim=(1, 2, 3)).cpu()  # (T,)
     rows, seconds = [], {}
     bar = tqdm(RECONSTRUCTION_METHODS, desc="Table 2", disable=None if progress else True)
     for method in bar:
         bar.set_description(f"Table 2: {method}")
         t0 = time.perf_counter()
-        steps, gap = 0, None
+        steps, evidence = 0, None
         if method in ("direct", "xnor", "xnor_alpha"):
             pred = _analytic_prediction(method, b, alpha, k)
         else:
             with tqdm(desc=f"{method}: Adam steps", leave=False, disable=bar.disable) as step_bar:
-                scale, objective, steps = fit_adam(method, b, y, config.loss, config.fit, step_bar.update)
+                scale, _, steps = fit_adam(method, b, y, config.loss, config.fit, step_bar.update)
             with torch.no_grad():
                 pred = b * scale()
-            spatial_product = method in ("case3", "case4")
-            _, best = alternating_optimum(method, b, y, config.loss, restarts=0 if spatial_product else 1,
-                                          sweeps=20, init=list(scale.parameters()) if spatial_product else None)
-            best = torch.minimum(best, objective)
-            gap = ((objective - best) / best).cpu()
+            evidence = fit_evidence(method, b, y, config.loss, scale.fused(), config.starts, config.sweeps,
+                                    seed=config.seed)
         l1 = distance(pred, y, "l1").cpu()
-        rel = (l1 / mean_abs_y.cpu())
-        for t in range(config.trials):
-            rows.append({"trial": t, "method": method, "l1": l1[t].item(), "rel_l1": rel[t].item(),
-                         "steps": steps, "gap_to_optimum": None if gap is None else gap[t].item()})
+        rel = l1 / mean_abs_y
+        for t in range(y.shape[0]):
+            row = {"trial": t, "method": method, "l1": l1[t].item(), "rel_l1": rel[t].item(), "steps": steps}
+            row.update({c: None for c in EVIDENCE_COLUMNS} if evidence is None else {
+                "evidence": evidence["kind"], "starts": evidence["starts"] or None,
+                **{c: evidence[c][t].item() for c in ("reference", "gap", "lower_bound", "gap_to_bound")},
+                "starts_near_best": evidence["starts_near_best"][t].item() if evidence["starts"] else None})
+            rows.append(row)
         seconds[method] = time.perf_counter() - t0
-    info = {"wall_seconds": time.perf_counter() - start, "method_seconds": seconds}
-    return pd.DataFrame(rows), info
+    return pd.DataFrame(rows), seconds
 
 
 def summarize(trials: pd.DataFrame) -> pd.DataFrame:
@@ -117,7 +137,14 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
         "rel_l1_mean": g["rel_l1"].mean(),
         "rel_l1_std": g["rel_l1"].std(),
         "steps_mean": g["steps"].mean(),
-        "gap_to_optimum": g["gap_to_optimum"].max(),
+        "evidence": g["evidence"].first(),
+        "gap_min": g["gap"].min(),
+        "gap_max": g["gap"].max(),
+        "starts": g["starts"].max(),
+        "starts_near_best_min": g["starts_near_best"].min(),
+        "lower_bound_mean": g["lower_bound"].mean(),
+        "gap_to_bound_min": g["gap_to_bound"].min(),
+        "gap_to_bound_mean": g["gap_to_bound"].mean(),
     }).reset_index()
     table["paper_l1_mean"] = table["method"].map(lambda m: paper.TABLE2.get(m, (None, None))[0])
     table["paper_l1_std"] = table["method"].map(lambda m: paper.TABLE2.get(m, (None, None))[1])
@@ -137,6 +164,9 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     def num(v, fmt):
         return "" if pd.isna(v) else format(v, fmt)
 
+    def column(name):  # tables written before the evidence columns existed show them empty
+        return table[name] if name in table else pd.Series([float("nan")] * len(table), dtype=object)
+
     return pd.DataFrame({
         "method": table["method"],
         "L1 (ours)": [pm(m, s, 4) for m, s in zip(table["l1_mean"], table["l1_std"])],
@@ -146,8 +176,26 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
         "vs XNOR (ours)": [num(v, ".3f") for v in table.get("l1_vs_xnor", [])],
         "vs XNOR (paper)": [num(v, ".3f") for v in table.get("paper_l1_vs_xnor", [])],
         "Adam steps": [num(v, ".0f") if v else "" for v in table["steps_mean"]],
-        "gap to optimum (max)": [num(v, ".1e") for v in table["gap_to_optimum"]],
+        "reference": [_reference(e, n) for e, n in zip(column("evidence"), column("starts"))],
+        "Adam vs reference (min, max)": [_span(a, b) for a, b in zip(column("gap_min"), column("gap_max"))],
+        "starts near best (min)": [f"{v:.0f} of {n:.0f}" if not pd.isna(v) else ""
+                                   for v, n in zip(column("starts_near_best_min"), column("starts"))],
+        "Adam above lower bound (mean)": [_signed(v, ".3g") for v in column("gap_to_bound_mean")],
     })
+
+
+def _reference(kind, starts):
+    if not isinstance(kind, str):
+        return ""
+    return "exact optimum" if kind == "exact" else f"best of {starts:.0f} starts"
+
+
+def _signed(v, fmt):
+    return "" if pd.isna(v) else format(v, "+" + fmt)
+
+
+def _span(low, high):
+    return "" if pd.isna(low) else f"{_signed(low, '.1e')}, {_signed(high, '.1e')}"
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -1,4 +1,4 @@
-"""Tables, figures and the written analysis of the protocol study (issue 5).
+"""Tables, figures and the written analysis of the protocol study.
 
 Pure functions of the study's tidy tables (``protocol.cell_rows`` and
 ``protocol.claim_rows`` as DataFrames): they return DataFrames, matplotlib
@@ -7,7 +7,8 @@ is read from a row of those tables and cited by its id: ``[c00/xnor/train/l1]``
 is the ``row_id`` of a ``sweep.csv`` row (cell / method / split / metric),
 ``[c00/train/l1]`` the ``claim_id`` of a ``claims.csv`` row (cell / split / metric).
 The text adapts to the grid it is given: a paragraph whose cells were not
-run is left out.
+run is left out, and every sentence that states a finding is chosen by a
+condition on the numbers it cites (with its opposite when the numbers say so).
 """
 
 import math
@@ -18,9 +19,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from ..reconstruction.expectations import BEST_SCALE_REL_ERROR_GAUSSIAN  # noqa: E402
 from ..paper import TABLE2  # noqa: E402
+from ..reconstruction.evidence import NEAR_BEST  # noqa: E402
 from ..reconstruction.protocol import AXES, GAP_FLOOR, LEARNED  # noqa: E402
 
 __all__ = ["cells_table", "figures", "analysis"]
@@ -77,6 +80,20 @@ def _cite(*ids):
     return "[" + ", ".join(ids) + "]"
 
 
+def _side_of_one(t, claim_id, column="xnor_over_case1"):
+    """+1 / -1 when the 95 % t-interval over trials of a per-trial ratio lies above / below 1, else 0."""
+    mean, std = float(t.c(claim_id, column)), float(t.c(claim_id, column + "_std"))
+    trials = int(t.sweep.trials.iloc[0])
+    if trials < 2 or math.isnan(std):
+        return 0
+    half = stats.t.ppf(0.975, trials - 1) * std / math.sqrt(trials)
+    return 1 if mean - half > 1 else -1 if mean + half < 1 else 0
+
+
+def _close(value, target, rel):
+    return abs(value - target) <= rel * abs(target)
+
+
 def _paper_section(t, c0):
     b = t.base
     lines = ["## The paper's protocol, as we read it", "",
@@ -115,12 +132,15 @@ def _order_section(t, c0):
                   f"all outputs, so Cases 1, 3 and 4 share one expected distance ({_f(e1)} and {_f(e3)} "
                   + _cite(f"{c0}/case1/train/l1", f"{c0}/case3/train/l1") + "). Fitted and scored on the "
                   "same input, each case gains what its extra parameters can overfit, and the shapes are "
-                  "nested (Case 1 is Case 4 with beta = gamma = 1, Case 4 a rank-1 Case 3), so on the "
-                  "training input Case 3 <= Case 4 <= Case 1 necessarily (here "
+                  "nested (Case 1 is Case 4 with beta = gamma = 1, Case 4 a rank-1 Case 3), so at their optima "
+                  "on the training input Case 3 <= Case 4 <= Case 1 (measured "
                   f"{_f(t.v(f'{c0}/case3/train/l1'))}, {_f(t.v(f'{c0}/case4/train/l1'))}, "
                   f"{_f(t.v(f'{c0}/case1/train/l1'))} "
                   + _cite(f"{c0}/case3/train/l1", f"{c0}/case4/train/l1", f"{c0}/case1/train/l1")
-                  + ") and Table 2's Case 3 > Case 4 cannot happen. On held-out inputs, Case 3, Case 4 and "
+                  + (") and Table 2's Case 3 > Case 4 cannot happen."
+                     if t.v(f"{c0}/case3/train/l1") <= t.v(f"{c0}/case4/train/l1") <= t.v(f"{c0}/case1/train/l1")
+                     else "): the fits break this order, so at least one of them is far from its optimum.")
+                  + " On held-out inputs, Case 3, Case 4 and "
                   "Case 1 score "
                   f"{_f(t.v(f'{c0}/case3/heldout/l1'))}, {_f(t.v(f'{c0}/case4/heldout/l1'))} and "
                   f"{_f(t.v(f'{c0}/case1/heldout/l1'))} "
@@ -137,10 +157,11 @@ def _ratio_section(t, c0):
     lines.append(f"In the paper's protocol XNOR / Case 1 = {_f(t.c(r0, 'xnor_over_case1'))} ± "
                  f"{_f(t.c(r0, 'xnor_over_case1_std'), 2)} over trials, expected "
                  f"{_f(t.c(r0, 'xnor_over_case1_expected'))} {_cite(r0)}; on held-out inputs "
-                 f"{_f(t.c(f'{c0}/heldout/l1', 'xnor_over_case1'))} {_cite(f'{c0}/heldout/l1')}. "
-                 "The expectation is 1 because XNOR-Net's alpha_o K is, in expectation, the L2-optimal "
-                 "Case 1 scale: given W, the best scale of channel o is E[x sign x] alpha_o = E|x| alpha_o, "
-                 "and E K = E|x|, for any inputs with P(x > 0) = 1/2.")
+                 f"{_f(t.c(f'{c0}/heldout/l1', 'xnor_over_case1'))} {_cite(f'{c0}/heldout/l1')}."
+                 + (" The expectation is 1 because XNOR-Net's alpha_o K is, in expectation, the L2-optimal "
+                    "Case 1 scale: given W, the best scale of channel o is E[x sign x] alpha_o = E|x| alpha_o, "
+                    "and E K = E|x|, for any inputs with P(x > 0) = 1/2."
+                    if abs(t.c(r0, "xnor_over_case1_expected") - 1) < 1e-6 else ""))
     for metric in ("l1", "l2"):
         sub = claims[claims.metric == metric]
         top = sub.loc[sub.xnor_over_case1.idxmax()]
@@ -153,9 +174,14 @@ def _ratio_section(t, c0):
                   f"{int((sub.xnor_over_case1 >= 2.5).sum())} of {len(sub)} rows."]
     uni = t.cell(inputs="uniform")
     if uni:
-        lines += ["", f"All-positive inputs (cell {uni}, U[0, 1)) break the equality: sign(I) = +1, B is one "
-                  "constant per channel, Case 1 fits each channel's mean and XNOR-Net's fixed multiple of B cannot. "
-                  f"XNOR / Case 1 = {_f(t.c(f'{uni}/train/l1', 'xnor_over_case1'))} in L1 and "
+        r1 = t.c(f"{uni}/train/l1", "xnor_over_case1")
+        lines += ["", f"All-positive inputs (cell {uni}, U[0, 1)) "
+                  + ("break the equality (the 95 % interval over trials lies above 1): sign(I) = +1, B is one "
+                     "constant per channel, Case 1 fits each channel's mean and XNOR-Net's fixed multiple of B "
+                     "cannot. " if _side_of_one(t, f"{uni}/train/l1") > 0 else
+                     "do not put XNOR-Net above Case 1 here (the 95 % interval over trials does not lie above 1), "
+                     "although sign(I) = +1 makes B one constant per channel. ")
+                  + f"XNOR / Case 1 = {_f(r1)} in L1 and "
                   f"{_f(t.c(f'{uni}/train/l2', 'xnor_over_case1'))} in L2 (mean squared) distance, expected "
                   f"{_f(t.c(f'{uni}/train/l1', 'xnor_over_case1_expected'))} and "
                   f"{_f(t.c(f'{uni}/train/l2', 'xnor_over_case1_expected'))} "
@@ -166,9 +192,17 @@ def _ratio_section(t, c0):
         lines += ["", "Padding 1: " + "; ".join(
             f"padding {p}: {_f(t.c(f'{cid}/train/l1', 'xnor_over_case1'))} (expected "
             f"{_f(t.c(f'{cid}/train/l1', 'xnor_over_case1_expected'))}) {_cite(f'{cid}/train/l1')}"
-            for p, cid in pads) + ". With the 0 border K shrinks at the border where the best scale does "
-            "not (XNOR-Net under-scales the border); with the -1 border the best scale shrinks as K does, "
-            "and a single Case 1 scale cannot follow."]
+            for p, cid in pads) + "."]
+        zero_pad, minus_pad = (_side_of_one(t, f"{cid}/train/l1") for _, cid in pads)
+        words = {1: "above 1", -1: "below 1", 0: "not separable from 1"}
+        lines[-1] += (f" Over trials (95 % interval) the ratio is {words[zero_pad]} with the 0 border and "
+                      f"{words[minus_pad]} with the -1 border.")
+        if zero_pad > 0:
+            lines[-1] += (" With the 0 border K shrinks at the border where the best scale does not (XNOR-Net "
+                          "under-scales the border).")
+        if minus_pad < 0:
+            lines[-1] += (" With the -1 border the best scale shrinks as K does, and a single Case 1 scale cannot "
+                          "follow.")
     return lines
 
 
@@ -180,15 +214,19 @@ def _scale_section(t, c0):
                  f"{_f(t.v(x0))} and Case 1's {_f(t.v(k0))} {_cite(x0, k0)} are "
                  f"{_f(t.v(x0, 'rel'))} and {_f(t.v(k0, 'rel'))} of it"
                  + (f", close to sqrt(1 - 4/pi^2) = {_f(BEST_SCALE_REL_ERROR_GAUSSIAN)}, the relative error of "
-                    "the best scalar-scaled sign dot product of Gaussian vectors" if gaussian else "")
+                    "the best scalar-scaled sign dot product of Gaussian vectors"
+                    if gaussian and _close(t.v(k0, "rel"), BEST_SCALE_REL_ERROR_GAUSSIAN, 0.05) else "")
                  + ". No normalisation of the distance changes a ratio of two methods.")
     he = t.cell(weights="he")
     if he:
         xh = f"{he}/xnor/train/l1"
         fan_in = int(t.v(xh, "fan_in"))
-        lines += ["", f"Every scaled method is equivariant: the He layer (cell {he}) is the unit layer times "
-                  f"sqrt(2 / {fan_in}) = {_f(math.sqrt(2 / fan_in))}, and so are its distances: XNOR-Net "
-                  f"{_f(t.v(xh))} / {_f(t.v(x0))} = {_f(t.v(xh) / t.v(x0))} {_cite(xh, x0)}."]
+        ratio = t.v(xh) / t.v(x0)
+        lines += ["", f"The He layer (cell {he}) is the unit layer times sqrt(2 / {fan_in}) = "
+                  f"{_f(math.sqrt(2 / fan_in))}"
+                  + (", and so are its distances (every scaled method is equivariant)"
+                     if _close(ratio, math.sqrt(2 / fan_in), 1e-3) else ", but its distances are not")
+                  + f": XNOR-Net {_f(t.v(xh))} / {_f(t.v(x0))} = {_f(ratio)} {_cite(xh, x0)}."]
     implied = (TABLE2["xnor"][0] / t.v(x0), TABLE2["case1"][0] / t.v(k0))
     lines += ["", f"The paper's XNOR value would need W and I scaled by s_W s_I = {TABLE2['xnor'][0]} / "
               f"{_f(t.v(x0))} = {_f(implied[0], 3)} and its Case 1 value by {TABLE2['case1'][0]} / {_f(t.v(k0))} = "
@@ -198,7 +236,9 @@ def _scale_section(t, c0):
     if small and gaussian:
         ds, d0 = f"{small}/direct/train/l1", f"{c0}/direct/train/l1"
         floor = BEST_SCALE_REL_ERROR_GAUSSIAN * t.v(ds)
-        lines += ["", f"Direct binarization has no scale, so it does not follow: {_f(t.v(d0))} in cell {c0} "
+        lines += ["", "Direct binarization has no scale, so it "
+                  + ("does not follow" if t.v(ds) > 2 * 0.01 * t.v(d0) else "would not follow, yet here it does")
+                  + f": {_f(t.v(d0))} in cell {c0} "
                   f"and {_f(t.v(ds))} with W ~ N(0, 0.01^2), where Y is negligible and the distance is mean|B| "
                   f"(expected {_f(t.v(ds, 'expected'))}) {_cite(d0, ds)}. Over all scales of W and I its minimum "
                   "is the error of the best multiple of Y as an approximation of B, "
@@ -207,13 +247,20 @@ def _scale_section(t, c0):
         one = t.cell(weights="small", shape="64x64x1x1@16")
         if one:
             d1 = f"{one}/direct/train/l1"
-            lines += ["", f"Table 2's 6.36 ± 0.04 is what a sum of n = 64 signs gives, E|B| = n C(n, n/2) / 2^n "
-                      "with n = 64: with a 1x1 kernel over 64 channels and small weights, Direct = "
-                      f"{_f(t.v(d1))} ± {_f(t.v(d1, 'std'), 2)} over trials (expected {_f(t.v(d1, 'expected'))}, "
-                      f"a little below E|B| because Y, though small, is correlated with B) {_cite(d1)}. The "
-                      "Direct value thus fits a layer with 64 taps per output and a small Y, not the 576 taps "
-                      "of 64x64x3x3; XNOR-Net and Case 1 would still be equal there (their ratio does not depend "
-                      f"on scale: {_f(t.c(f'{one}/train/l1', 'xnor_over_case1'))} {_cite(f'{one}/train/l1')})."]
+            near = _close(t.v(d1), TABLE2["direct"][0], 0.02)
+            equal = _side_of_one(t, f"{one}/train/l1") == 0
+            lines += ["", "A sum of n = 64 signs has E|B| = n C(n, n/2) / 2^n = "
+                      f"{_f(64 * math.comb(64, 32) / 2 ** 64)}: with a 1x1 kernel over 64 channels and small "
+                      f"weights, Direct = {_f(t.v(d1))} ± {_f(t.v(d1, 'std'), 2)} over trials (expected "
+                      f"{_f(t.v(d1, 'expected'))}, below E|B| because Y, though small, is correlated with B) "
+                      f"{_cite(d1)}, "
+                      + ("within 2 % of Table 2's 6.36 ± 0.04. The Direct value thus fits a layer with 64 taps per "
+                         "output and a small Y, not the 576 taps of 64x64x3x3" if near else
+                         "more than 2 % from Table 2's 6.36 ± 0.04")
+                      + "; XNOR / Case 1 there is "
+                      f"{_f(t.c(f'{one}/train/l1', 'xnor_over_case1'))} {_cite(f'{one}/train/l1')}"
+                      + (", not separable from 1 over trials (their ratio does not depend on scale)." if equal
+                         else ", separable from 1 over trials.")]
     return lines
 
 
@@ -278,24 +325,63 @@ def _inputs_section(t):
                      f"| {_f(rel('case1', 'expected'))} | {_f(rel('case4'))} | "
                      f"{_f(t.c(f'{cid}/train/l1', 'xnor_over_case1'))} | "
                      f"{_f(t.c(f'{cid}/heldout/l1', 'xnor_over_case1'))} | {t.c(f'{cid}/train/l1', 'order')} |")
+    held = [float(t.c(f"{cid}/heldout/l1", "xnor_over_case1")) for _, _, cid in rows]
+    far = max(held, key=lambda r: abs(r - 1))
     lines += ["", "Rows: `<cell>/<method>/train/l1` of sweep.csv, `<cell>/train/l1` and `<cell>/heldout/l1` of "
-              "claims.csv. XNOR-Net's K follows each held-out input; the static Case 1 scale does not, and for "
-              "these i.i.d. inputs that makes little difference."]
+              "claims.csv. XNOR-Net's K follows each held-out input; the static Case 1 scale does not"
+              + (f", and for these i.i.d. inputs that makes little difference (held-out XNOR / Case 1 within 5 % "
+                 f"of 1 in every row, farthest {_f(far)})." if abs(far - 1) <= 0.05 else
+                 f"; held-out XNOR / Case 1 reaches {_f(far)}, more than 5 % from 1.")]
     return lines
 
 
-def _certificate_section(t, config):
-    fits = t.sweep[t.sweep.gap_max.notna()]
-    worst = fits.gap_max.idxmax()
-    ok = (fits.certified.astype(str) == "True").sum()
-    return ["## Certificates", "",
-            f"Every learned fit (Adam, {len(fits)} cell-case pairs, {int(config.trials)} trials each) is compared "
-            "with the best known optimum of its training loss: exact for Cases 1 and 2 (weighted median / least "
-            f"squares per factor), for Cases 3 and 4 the best of {config.restarts} alternating exact starts "
-            f"and one polished from Adam's factors. {ok} of {len(fits)} are within {config.tolerance:.1%}; the "
-            f"largest gap is {_f(fits.gap_max.max() * 100, 2)} % {_cite(worst)} (columns `optimum`, `gap_max`, "
-            f"`certified`; the gap is taken relative to the optimum, or to {GAP_FLOOR:.1%} of mean|Y| (mean Y^2) "
-            "when the optimum is smaller)."]
+def _evidence_section(t, config):
+    fits = t.sweep[t.sweep.gap_max.notna()].reset_index()
+    exact, search = fits[fits.evidence == "exact"], fits[fits.evidence != "exact"]
+    tol = f"{config.tolerance:.1%}"
+    lines = ["## Optimality evidence on the fits", "",
+             f"Every learned fit (Adam, {len(fits)} cell-case pairs, {int(config.trials)} trials each) is compared "
+             "with a reference in its own training loss (`sweep.csv` columns `evidence`, `reference`, `gap_min`, "
+             "`gap_max`, `starts_near_best_min`, `lower_bound`, `gap_to_bound_min`, `within_tolerance`). Gaps are "
+             "signed, (adam - reference) / reference, or relative to "
+             f"{GAP_FLOOR:.1%} of mean|Y| (mean Y^2) when the reference is smaller; nothing is clamped.", ""]
+    if len(exact):
+        worst = exact.loc[exact.gap_max.idxmax()]
+        ok = int((exact.within_tolerance.astype(str) == "True").sum())
+        lines.append(f"- Cases 1-2, against their exact optimum (weighted median / least squares; a fit below it "
+                     f"would stop the study as a solver error): {ok} of {len(exact)} fits within {tol}; the largest "
+                     f"gap is {_f(worst.gap_max * 100, 2)} % {_cite(worst.row_id)}.")
+    if len(search):
+        n = int(search.starts.max())
+        below = search[search.gap_min < 0]
+        ok = int((search.within_tolerance.astype(str) == "True").sum())
+        worst = search.loc[search.gap_max.idxmax()]
+        lines.append(f"- Cases 3-4, against the best of {n} alternating exact-update searches from independent "
+                     f"random starts (none from Adam; a search, not a proof): Adam is within {tol} of the best "
+                     f"start in {ok} of {len(search)} fits (largest gap {_f(worst.gap_max * 100, 2)} % "
+                     f"{_cite(worst.row_id)}).")
+        if len(below):
+            low = below.loc[below.gap_min.idxmin()]
+            lines[-1] += (f" Adam ends below every start in some trial of {len(below)} of {len(search)} fits (by up "
+                          f"to {_f(-low.gap_min * 100, 2)} % {_cite(low.row_id)}): there the alternating search "
+                          "stalls above Adam's loss and bounds nothing.")
+        else:
+            lines[-1] += " Adam never ends below the best start."
+        agree = search[search.starts_near_best_min >= 2]
+        fewest = search.loc[search.starts_near_best_min.idxmin()]
+        lines.append(f"- In {len(agree)} of {len(search)} Case 3-4 fits at least 2 starts reach the best in every "
+                     f"trial (within a relative {NEAR_BEST:g}); the fewest is "
+                     f"{int(fewest.starts_near_best_min)} of {n} "
+                     f"{_cite(fewest.row_id)}" + (": a best reached by a single start suggests that more starts "
+                                                  "could go lower still." if fewest.starts_near_best_min < 2
+                                                  else "."))
+        tight = search.loc[search.gap_to_bound_min.idxmin()]
+        lines.append("- The proven lower bound of Cases 3-4 is the exact Case 2 optimum on the same inputs. Adam is "
+                     f"at least {_f(tight.gap_to_bound_min, 3)} (relative) above it in every trial of every fit "
+                     f"{_cite(tight.row_id)}" + (": the bound is loose, and proves little about how far Adam is "
+                                                 "from the Case 3-4 optimum." if tight.gap_to_bound_min > 0.01
+                                                 else ", so there the bound is nearly tight."))
+    return lines
 
 
 def _summary_section(t, c0, config):
@@ -306,12 +392,17 @@ def _summary_section(t, c0, config):
     train = l1[(l1.split == "train") & (l1.paper_order.astype(str) == "True")]
     x0, k0 = f"{c0}/xnor/train/l1", f"{c0}/case1/train/l1"
     fits = t.sweep[t.sweep.gap_max.notna()]
-    ratio = ("reproduced" if top.xnor_over_case1 >= 2.5 else "not reproduced in any cell")
+    reached = int((l1.xnor_over_case1 >= 2.5).sum())
+    ratio = f"reached in {reached} of {len(l1)} L1 rows" if reached else "not reproduced in any cell"
+    r0 = f"{c0}/train/l1"
     lines = ["## Summary", "",
              f"- Ratio XNOR / Case 1 of 2.5: {ratio}. In the paper's protocol it is "
-             f"{_f(t.c(f'{c0}/train/l1', 'xnor_over_case1'))} {_cite(f'{c0}/train/l1')}; the analytic "
-             "expectation is 1 for every input distribution with P(x > 0) = 1/2, at every scale, because "
-             "XNOR-Net's alpha K is the best static scale in expectation. The largest ratio in the grid is "
+             f"{_f(t.c(r0, 'xnor_over_case1'))} {_cite(r0)}"
+             + ("; the analytic expectation is 1 for every input distribution with P(x > 0) = 1/2, at every "
+                "scale, because XNOR-Net's alpha K is the best static scale in expectation"
+                if abs(t.c(r0, "xnor_over_case1_expected") - 1) < 1e-6 else
+                f"; its analytic expectation here is {_f(t.c(r0, 'xnor_over_case1_expected'))}")
+             + f". The largest ratio in the grid is "
              f"{_f(top.xnor_over_case1)} {_cite(top.claim_id)} ({t.changes(top.cell_id)}).",
              f"- Ordering Direct > XNOR > Case 1 > Case 3 > Case 4: holds in {len(train)} cells on the training "
              f"input and {len(held)} on held-out inputs"
@@ -323,9 +414,25 @@ def _summary_section(t, c0, config):
                       "extra parameters, and loses to it on held-out inputs "
                       + _cite(c3.format("train"), c1.format("train"), c3.format("heldout"), c1.format("heldout"))
                       + ".")
+    else:
+        lines[-1] += (" In the paper's protocol Case 3 against Case 1: "
+                      f"{_f(t.v(c3.format('train')))} against {_f(t.v(c1.format('train')))} on the training input, "
+                      f"{_f(t.v(c3.format('heldout')))} against {_f(t.v(c1.format('heldout')))} held out "
+                      + _cite(c3.format("train"), c1.format("train"), c3.format("heldout"), c1.format("heldout"))
+                      + ".")
     implied = (TABLE2["xnor"][0] / t.v(x0), TABLE2["case1"][0] / t.v(k0))
-    lines.append("- Absolute values 6.36, 0.095, 0.038: XNOR-Net and Cases 1-4 scale with W and I, Direct does "
-                 f"not. Scaling the paper's protocol ({_f(t.v(x0))} and {_f(t.v(k0))} {_cite(x0, k0)}) to "
+    he = t.cell(weights="he")
+    follows = ""
+    if he:
+        scale = math.sqrt(2 / int(t.v(x0, "fan_in")))
+        ratios = {m: t.v(f"{he}/{m}/train/l1") / t.v(f"{c0}/{m}/train/l1") for m in ("direct", "xnor") + LEARNED}
+        scaled = all(_close(ratios[m], scale, 1e-2) for m in ("xnor",) + LEARNED)
+        follows = (("XNOR-Net and Cases 1-4 scale with W and I" if scaled else
+                    "XNOR-Net and Cases 1-4 do not all scale with W and I")
+                   + (", Direct does not" if not _close(ratios["direct"], scale, 1e-2) else ", nor does Direct")
+                   + f" (cell {he} against {c0}); ")
+    lines.append(f"- Absolute values 6.36, 0.095, 0.038: {follows}scaling the paper's protocol "
+                 f"({_f(t.v(x0))} and {_f(t.v(k0))} {_cite(x0, k0)}) to "
                  f"XNOR-Net's 0.095 and to Case 1's 0.038 takes s_W s_I = {_f(implied[0], 3)} and "
                  f"{_f(implied[1], 3)}" + (": no single scale gives both." if max(implied) > 1.1 * min(implied)
                                            else "."))
@@ -335,11 +442,19 @@ def _summary_section(t, c0, config):
         lines[-1] += (f" Direct is {_f(t.v(d1))} ± {_f(t.v(d1, 'std'), 2)} {_cite(d1)} for a sum of 64 signs "
                       "(a 1x1 kernel on 64 channels) with small weights, against Table 2's 6.36 ± 0.04.")
     h2 = f"{c0}/case2/heldout/l1"
-    lines.append("- Case 2, one scale per output element: reproduces Y on the single input it is fitted to "
-                 f"({_f(t.v(f'{c0}/case2/train/l1', 'rel'))} x mean|Y| {_cite(f'{c0}/case2/train/l1')}) and "
+    fitted = t.v(f"{c0}/case2/train/l1", "rel")
+    lines.append("- Case 2, one scale per output element: "
+                 + ("reproduces Y on the single input it is fitted to" if fitted < 0.1 else
+                    "does not reproduce Y even on the input it is fitted to")
+                 + f" ({_f(fitted)} x mean|Y| {_cite(f'{c0}/case2/train/l1')}) and "
                  f"scores {_f(t.v(h2, 'rel'))} x mean|Y| on held-out inputs {_cite(h2)}.")
-    lines.append(f"- Certificates: {int((fits.certified.astype(str) == 'True').sum())} of {len(fits)} learned "
-                 f"fits within {config.tolerance:.1%} of the best known optimum.")
+    exact, search = fits[fits.evidence == "exact"], fits[fits.evidence != "exact"]
+    lines.append(f"- Fits: {int((exact.within_tolerance.astype(str) == 'True').sum())} of {len(exact)} Case 1-2 fits "
+                 f"within {config.tolerance:.1%} of their exact optimum; in Cases 3-4, Adam is within "
+                 f"{config.tolerance:.1%} of the best of {int(search.starts.max()) if len(search) else 0} independent "
+                 f"alternating starts in {int((search.within_tolerance.astype(str) == 'True').sum())} of "
+                 f"{len(search)} fits and below every start in some trial of {int((search.gap_min < 0).sum())} "
+                 "(see the evidence section).")
     return lines
 
 
@@ -348,7 +463,7 @@ def analysis(sweep, claims, cells, config, run_info, figure_names=()):
     t = _Tables(sweep, claims, cells, config.base)
     c0 = t.cell()
     env = run_info["environment"]
-    lines = ["# Protocol study of Table 2 (issue 5)", "",
+    lines = ["# Protocol study of Table 2", "",
              "Generated by `python -m studies.protocol_sweep` (configuration, seed, versions and hardware in "
              f"`run.json`): {len(cells)} cells (`cells.csv`) of {config.trials} trials, "
              f"{run_info['seconds']:.0f} s on {env['cpu']} ({env['torch_threads']} torch thread"
@@ -359,7 +474,7 @@ def analysis(sweep, claims, cells, config, run_info, figure_names=()):
              "`heldout` on new inputs of the same distribution.", ""]
     for section in (_summary_section(t, c0, config), _paper_section(t, c0), _order_section(t, c0),
                     _ratio_section(t, c0), _scale_section(t, c0), _generalisation_section(t), _inputs_section(t),
-                    _certificate_section(t, config)):
+                    _evidence_section(t, config)):
         lines += section + [""] if section else []
     lines += ["## Figures", ""] + [f"![{FIGURES[name]}]({name})\n" for name in figure_names]
     return "\n".join(lines)

@@ -259,8 +259,9 @@ def table2(summary=None, run=None):
     absent = [m for m in paper.TABLE2 if m not in known]
     filler = pd.DataFrame({"method": absent, "paper_l1_mean": [paper.TABLE2[m][0] for m in absent],
                            "paper_l1_std": [paper.TABLE2[m][1] for m in absent]})
-    columns = ["method", "l1_mean", "l1_std", "rel_l1_mean", "rel_l1_std", "steps_mean", "gap_to_optimum",
-               "paper_l1_mean", "paper_l1_std", "l1_over_paper", "l1_vs_xnor", "paper_l1_vs_xnor"]
+    columns = ["method", "l1_mean", "l1_std", "rel_l1_mean", "rel_l1_std", "steps_mean", "evidence", "gap_min",
+               "gap_max", "starts", "starts_near_best_min", "gap_to_bound_mean", "paper_l1_mean", "paper_l1_std",
+               "l1_over_paper", "l1_vs_xnor", "paper_l1_vs_xnor"]
     frame = pd.concat([f for f in (summary, filler) if f is not None and len(f)], ignore_index=True)
     frame = frame.reindex(columns=columns)
     view = table2_display(frame)
