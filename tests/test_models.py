@@ -137,3 +137,20 @@ def test_bad_arguments():
         binary_alexnet("case4", 10, 32)  # 11x11/4 stem: 32 -> 7 -> 3 -> 1 -> max-pool has nothing left
     with pytest.raises(ValueError, match="num_classes"):
         binary_alexnet("real", 0)
+
+
+@pytest.mark.parametrize("input_size", [227, 224])
+def test_alexnet_docstring_states_conv1_output_size(input_size):
+    """The layout table of xnorpp_core/models/alexnet.py gives conv1's output size as the model computes it."""
+    import re
+
+    import xnorpp_core.models.alexnet as module
+
+    model = binary_alexnet("case4", 10, input_size)
+    size = model.stem[0](torch.zeros(1, 3, input_size, input_size)).shape[-1]
+    doc = module.__doc__
+    if input_size == 227:
+        line = next(l for l in doc.splitlines() if l.strip().startswith("conv1"))
+        assert re.search(rf"\b{size} -> 27$", line.strip()), line
+    else:
+        assert f"at {input_size} conv1 gives {size}" in doc

@@ -6,9 +6,9 @@ each convolutional layer. Additionally, we kept the dropout on both fully
 connected layers setting its value to 0.5. [...] the first and last layers
 for both networks were kept real."
 
-Layout (widths of torchvision's ``alexnet``; sizes for a 227x227 input)::
+Layout (widths of torchvision's ``alexnet``; sizes for a 227x227 input; at 224 conv1 gives 55)::
 
-    conv1  real 11x11/4, 64          -> ReLU -> max-pool 3/2       55 -> 27
+    conv1  real 11x11/4 pad 2, 64    -> ReLU -> max-pool 3/2       56 -> 27
     conv2  BN -> sign -> 5x5, 192    -> ReLU -> max-pool 3/2       27 -> 13
     conv3  BN -> sign -> 3x3, 384    -> ReLU                       13
     conv4  BN -> sign -> 3x3, 256    -> ReLU                       13
