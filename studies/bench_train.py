@@ -36,7 +36,7 @@ import torch
 from studies._cli import ArgumentParser, check_device, fail
 from xnorpp_core.layers import METHODS
 from xnorpp_core.models import binary_resnet18
-from xnorpp_core.provenance import atomic_write, environment, write_csv, write_json
+from xnorpp_core.provenance import atomic_write, environment, markdown_table, write_csv, write_json
 
 PROG = "python -m studies.bench_train"
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def main(argv=None):
              f"{args.input_size}x{args.input_size}, {device}, {args.threads} threads"
              f"{', channels_last' if args.channels_last else ''}; median and minimum of {args.repeats} x {args.steps} "
              "steps, each repeat a fresh process; peak memory of one step above what the step starts with")
-    atomic_write(args.out / "benchmark.md", f"{title}\n\n{table.round(3).to_markdown(index=False)}\n")
+    atomic_write(args.out / "benchmark.md", f"{title}\n\n{markdown_table(table.round(3))}\n")
     write_json(args.out / "run.json", {"protocol": {k: str(v) for k, v in vars(args).items()},
                                               "target_time_vs_real": TARGET, "environment": environment(device)})
     print(table.round(3).to_string(index=False))

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .. import paper
 from ..layers import PAD_MODES
+from ..provenance import markdown_table
 from .fit import (LOSSES, RECONSTRUCTION_METHODS, FitConfig, alternating_optimum, distance, draw_layers,
                              fit_adam, layer_outputs)
 
@@ -152,4 +153,4 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown(table: pd.DataFrame) -> str:
     """Table 2 as markdown: ours (mean +- std) beside the paper's, and the ratios."""
-    return display(table).to_markdown(index=False, disable_numparse=True)
+    return markdown_table(display(table), disable_numparse=True)

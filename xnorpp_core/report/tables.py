@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paper
-from ..provenance import atomic_write
+from ..provenance import atomic_write, markdown_table
 from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from ..reconstruction.table2 import display as table2_display
 
@@ -94,7 +94,7 @@ class Table:
     notes: tuple = field(default_factory=tuple)
 
     def markdown(self):
-        body = self.view.map(str).to_markdown(index=False, disable_numparse=True)
+        body = markdown_table(self.view.map(str), disable_numparse=True)
         notes = "".join(f"\n- {n}" for n in self.notes)
         return f"# {self.title}\n\n{self.caption}\n\n{body}\n" + (f"\n{notes.lstrip()}\n" if notes else "")
 
