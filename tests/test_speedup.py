@@ -51,7 +51,7 @@ def test_bad_option_exits_2_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_printed_headline_values_against_the_formulas():
+def test_readme_does_not_call_eq9_a_rounding_match():
     """Eq. 8's 63.696 is printed truncated (63.69); Eq. 9's 63.972 rounds to 63.97, not the printed 63.98:
     the README must not call that a match up to rounding."""
     from xnorpp_core import paper
