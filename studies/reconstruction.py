@@ -23,27 +23,42 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from studies._cli import ArgumentParser, add_config_flags, check_device, config_from_args  # noqa: E402
+from studies._cli import (DEVICE_CHOICES, FIT_HELP, add_config_flags, add_out_flag, check_out,  # noqa: E402
+                          config_from_args, make_parser, resolve_device)
 from xnorpp_core.layers import PAD_MODES  # noqa: E402
 from xnorpp_core.provenance import environment, save_figure, write_csv, write_json, atomic_write  # noqa: E402
 from xnorpp_core.reconstruction import LOSSES  # noqa: E402
-from xnorpp_core.reconstruction.table2 import DEVICES, ReconstructionConfig, run_table2, summarize, to_markdown  # noqa: E402
+from xnorpp_core.reconstruction.table2 import ReconstructionConfig, run_table2, summarize, to_markdown  # noqa: E402
 
 PROG = "python -m studies.reconstruction"
+HELP = {
+    "trials": "trials: layers W and inputs I drawn, each fitted on its own",
+    "seed": "seed of the draws",
+    "padding": "zero-padding of the convolution, at most kernel_size // 2",
+    "pad_mode": "what the binary convolution pads with (see xnorpp_core.layers)",
+    "loss": "loss the learned scales are fitted with (and certified against)",
+    "device": "where the fits run; auto: cuda when available",
+    "out_channels": "output channels o of W",
+    "in_channels": "input channels c of W and I",
+    "kernel_size": "kernel size k of W (k x k)",
+    "input_size": "height and width of I",
+    "fit": FIT_HELP,
+}
+
+
+def build_parser():
+    parser = make_parser(PROG, __doc__)
+    add_config_flags(parser, ReconstructionConfig, helps=HELP,
+                     choices={"pad_mode": PAD_MODES, "loss": LOSSES, "device": DEVICE_CHOICES})
+    add_out_flag(parser, "results/reconstruction")
+    return parser
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(prog=PROG, description="Regenerate Table 2 of XNOR-Net++ (Section 4.2).")
-    add_config_flags(parser, ReconstructionConfig,
-                     choices={"pad_mode": PAD_MODES, "loss": LOSSES, "device": DEVICES})
-    parser.add_argument("--out", type=Path, default=Path("results/reconstruction"),
-                        help="output folder (default: results/reconstruction)")
-    args = parser.parse_args(argv)
-    config = config_from_args(PROG, ReconstructionConfig, args)
-    check_device(PROG, config.device)
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} exists and is not a folder")
-    return config, args.out
+    args = build_parser().parse_args(argv)
+    device = resolve_device(PROG, getattr(args, "device", ReconstructionConfig.device))
+    config = config_from_args(PROG, ReconstructionConfig, args, device=device)
+    return config, check_out(PROG, args.out)
 
 
 def plot_trials(trials):

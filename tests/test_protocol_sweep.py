@@ -13,8 +13,8 @@ import torch
 from studies import protocol_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--shape", "8x8x3x3@6,8x8x1x1@6", "--inputs", "gaussian,uniform", "--padding", "0", "--fit-loss", "l1",
-        "--weights", "unit,small", "--train-inputs", "1,3", "--trials", "3", "--heldout-inputs", "2",
+TINY = ["--shape", "8x8x3x3@6", "8x8x1x1@6", "--inputs", "gaussian", "uniform", "--padding", "0", "--losses", "l1",
+        "--weights", "unit", "small", "--train-inputs", "1", "3", "--trials", "3", "--heldout-inputs", "2",
         "--restarts", "2", "--crosses", "weights:shape"]
 
 
@@ -67,15 +67,18 @@ def test_cited_numbers_are_the_csv_values(tiny_run):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--inputs", "gaussian,cauchy"], "unknown input distribution 'cauchy'"),
+    (["--inputs", "gaussian", "cauchy"], "invalid choice: 'cauchy'"),
     (["--shape", "64x64x3@16"], "is not of the form OxCxKxK@H"),
-    (["--train-inputs", "1,x"], "--train-inputs takes integers"),
+    (["--train-inputs", "1", "x"], "argument --train-inputs: invalid int value: 'x'"),
+    (["--inputs", "gaussian", "gaussian"], "needs a non-empty tuple of distinct values"),
+    (["--crosses", "inputs"], "a cross is AXIS:AXIS, got 'inputs'"),
     (["--train-inputs", "0"], "train_inputs must be a positive integer"),
     (["--crosses", "inputs:colour"], "a cross is a pair of distinct axes"),
     (["--trials", "0"], "trials must be a positive integer"),
     (["--fit-lr", "-1"], "invalid FitConfig"),
     (["--trials", "two"], "invalid int value"),
-    (["--threads", "0"], "--threads must be a positive integer"),
+    (["--threads", "0"], "--threads: must be a positive integer"),
+    (["--out", "/proc/xnorpp-no-such-folder"], "cannot write there"),
 ])
 def test_bad_options_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "out"
@@ -89,7 +92,7 @@ def test_bad_options_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, ar
 
 def test_the_command_line_entry_point(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "studies.protocol_sweep", "--out", str(out), "--weights", "tiny"],
+    proc = subprocess.run([sys.executable, "-m", "studies.protocol_sweep", "--out", str(out), "--shape", "64x64x3@16"],
                           cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith("python -m studies.protocol_sweep: error: unknown weight")
+    assert proc.returncode == 2 and proc.stderr.startswith("python -m studies.protocol_sweep: error: shape '64x64x3@16' is not of the form")
     assert not out.exists()

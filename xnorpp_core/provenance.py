@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "atomic_write", "write_json", "write_csv", "save_figure", "markdown_cell", "markdown_table"]
+__all__ = ["environment", "atomic_write", "write_json", "write_csv", "save_figure", "markdown_cell", "markdown_table",
+           "check_writable_folder"]
 
 _PACKAGES = ("xnorpp", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn", "papermill")
 
@@ -111,3 +112,21 @@ def markdown_table(frame, **kwargs):
     frame = frame.rename(columns=markdown_cell)
     frame = frame.map(lambda v: markdown_cell(v) if isinstance(v, str) else v)
     return frame.to_markdown(index=False, **kwargs)
+
+
+def check_writable_folder(path):
+    """Raise ``ValueError`` (one line, starting with ``path``) unless ``path`` is a folder that exists and can be
+    written, or can be created: checked before any work, by creating and removing a temporary folder in it or in
+    its nearest existing parent, so that nothing is left behind either way."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a folder")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is not a folder")
+        tempfile.TemporaryDirectory(dir=parent, prefix=".xnorpp-check-").cleanup()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot write there ({e.strerror or e})") from None
