@@ -22,11 +22,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 
 from studies._cli import (DEVICE_CHOICES, FIT_HELP, add_config_flags, add_out_flag, check_out,  # noqa: E402
                           config_from_args, make_parser, resolve_device)
 from xnorpp_core.layers import PAD_MODES  # noqa: E402
-from xnorpp_core.provenance import environment, save_figure, write_csv, write_json, atomic_write  # noqa: E402
+from xnorpp_core.provenance import (atomic_write, check_writable_folder, environment, save_figure,  # noqa: E402
+                                    write_csv, write_json)
 from xnorpp_core.reconstruction import LOSSES  # noqa: E402
 from xnorpp_core.reconstruction.table2 import ReconstructionConfig, run_table2, summarize, to_markdown  # noqa: E402
 
@@ -81,6 +83,16 @@ def plot_trials(trials):
 
 def main(argv=None):
     config, out = parse_args(argv)
+    run(config, out, " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv))))
+
+
+def run(config, out, command=None):
+    """Run the study for ``config`` and write its files to ``out`` (what ``main`` does after parsing; a
+    notebook calls it directly). ``ValueError`` naming ``out`` when it cannot be written, before any work."""
+    out = Path(out)
+    check_writable_folder(out)
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but CUDA is not available on this machine")
     trials, info = run_table2(config)
     table = summarize(trials)
     markdown = to_markdown(table)
@@ -95,7 +107,7 @@ def main(argv=None):
     save_figure(figure, out / "table2.png", dpi=120)
     plt.close(figure)  # saved, not shown (a notebook calling main() would show it a second time)
     write_json(out / "run.json", {
-        "command": " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv))),
+        "command": command or f"{PROG} (called from Python)",
         "config": dataclasses.asdict(config),
         "protocol": __doc__.strip().splitlines()[4:8],
         **info,

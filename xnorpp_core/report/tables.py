@@ -121,6 +121,21 @@ def write_table(table, out):
 
 
 # ---------------------------------------------------------------- runs
+RESULT_FILES = ("runs/*/*/summary.json", "reconstruction/table2.csv", "speedup/speedup.csv")
+
+
+def check_results(results):
+    """Raise ``FileNotFoundError`` naming ``results`` when it is not a folder or holds none of the result
+    files the tables are made from (``RESULT_FILES``): rendering then would only print "not run" rows."""
+    results = Path(results)
+    if not results.is_dir():
+        raise FileNotFoundError(f"results folder {results.resolve()} does not exist (or is not a folder)")
+    if not any(any(results.glob(pattern)) for pattern in RESULT_FILES):
+        raise FileNotFoundError(f"results folder {results.resolve()} holds no result file "
+                                f"({', '.join(RESULT_FILES)})")
+    return results
+
+
 def dataset_label(data):
     """What a run was measured on: the embedded digits (``data`` is None) or the ImageFolder's name.
 
