@@ -12,7 +12,7 @@ of one step above the memory held before it (model, Adam state, batch): on
 CPU the rise of the process's resident set (Linux ``VmHWM`` after resetting
 it through ``/proc/self/clear_refs``), on CUDA ``torch.cuda.max_memory_allocated``;
 then ``--steps`` timed steps. The table gives the median and the minimum of
-the wall time of all timed steps (on a shared machine the minimum is the less
+the wall time of all timed steps (on a busy machine the minimum is the less
 disturbed one), and the median process CPU time of a step: with
 ``--threads 1`` it is the work of a step, little changed by other jobs on the
 machine (with more threads it also counts OpenMP's waiting).

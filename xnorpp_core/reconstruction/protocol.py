@@ -1,4 +1,4 @@
-"""The protocol study of Table 2 (issue 5): under which conditions do its claims hold?
+"""The protocol study of Table 2: under which conditions do its claims hold?
 
 Section 4.2 leaves the protocol open. A *cell* fixes every choice:
 
