@@ -31,6 +31,7 @@ from xnorpp_core.provenance import (atomic_write, check_writable_folder, environ
                                     write_csv, write_json)
 from xnorpp_core.reconstruction import LOSSES  # noqa: E402
 from xnorpp_core.reconstruction.table2 import ReconstructionConfig, run_table2, summarize, to_markdown  # noqa: E402
+from xnorpp_core.report.tables import METHOD_LABELS  # noqa: E402
 
 PROG = "python -m studies.reconstruction"
 HELP = {
@@ -64,18 +65,21 @@ def parse_args(argv=None):
 
 
 def plot_trials(trials):
-    """Per-trial distributions: all methods on a log axis, and a close-up without Case 2."""
+    """Per-trial distributions, one box per method (the tables' names): all methods on a log axis, and a
+    close-up on a linear axis without Case 2, whose error is far below the others'."""
     methods = list(dict.fromkeys(trials["method"]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [7, 6]})
-    for ax, shown, log in ((axes[0], methods, True), (axes[1], [m for m in methods if m != "case2"], False)):
-        ax.boxplot([trials.loc[trials.method == m, "rel_l1"] for m in shown])
-        ax.set_xticks(range(1, len(shown) + 1), shown)
-        ax.set_yscale("log" if log else "linear")
-        ax.grid(axis="y", alpha=0.3)
-        ax.tick_params(axis="x", labelsize=8)
-    axes[0].set_ylabel("L1 / mean |Y|  (per trial)")
-    axes[0].set_title("all methods (log scale)", fontsize=10)
-    axes[1].set_title("close-up without Case 2", fontsize=10)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1]})
+    panels = ((axes[0], methods, True, "all methods (log scale)"),
+              (axes[1], [m for m in methods if m != "case2"], False, "close-up without Case 2 (linear scale)"))
+    for ax, shown, log, title in panels:
+        ax.boxplot([trials.loc[trials.method == m, "rel_l1"] for m in shown], orientation="horizontal")
+        ax.set_yticks(range(1, len(shown) + 1), [METHOD_LABELS[m].md if m in METHOD_LABELS else m for m in shown])
+        ax.invert_yaxis()  # the tables' order, top to bottom
+        ax.set_xscale("log" if log else "linear")
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_xlabel("L1 / mean |Y|  (per trial)")
+        ax.set_title(title, fontsize=10)
     fig.suptitle(f"Table 2: reconstruction error over {trials.trial.nunique()} trials")
     fig.tight_layout()
     return fig

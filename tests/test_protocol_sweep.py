@@ -96,3 +96,16 @@ def test_the_command_line_entry_point(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("python -m studies.protocol_sweep: error: shape '64x64x3@16' is not of the form")
     assert not out.exists()
+
+
+def test_ratio_figure_names_the_conditions(tiny_run, tmp_path):
+    from xnorpp_core.report.protocol_analysis import figures
+
+    config, _, _ = protocol_sweep.parse_args(TINY + ["--out", str(tmp_path / "unused")])
+    frames = [pd.read_csv(tiny_run / f"{name}.csv") for name in ("sweep", "claims", "cells")]
+    fig = figures(*frames, config)["xnor_over_case1.png"]
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    cells = frames[2]
+    assert len(labels) == len(cells) and labels[0].startswith("base")
+    assert any(label.startswith("weights small") for label in labels) and any("shape 8x8x1x1@6" in label
+                                                                               for label in labels)
