@@ -93,3 +93,25 @@ def test_add_config_flags_requires_help_and_splits_lists():
     assert config == Config(sizes=(3, 4, 5), name="a")
     with pytest.raises(ValueError, match="Undocumented.size has no help"):
         _cli.add_config_flags(_cli.ArgumentParser(prog="p"), Undocumented)
+
+
+@pytest.mark.parametrize("name", STUDIES)
+@pytest.mark.parametrize("where", ["proc", "file"])
+def test_unwritable_out_is_refused_before_any_work(name, where, tmp_path, capsys, monkeypatch):
+    """``--out`` that cannot be created (under /proc, not writable even by root) or is an existing file:
+    one line, exit 2, nothing written, before the study starts working."""
+    if name in NOT_YET_ON_THE_HELPER:
+        pytest.skip("would run the whole study before failing")
+    module = importlib.import_module(f"studies.{name}")
+    existing = tmp_path / "a_file"
+    existing.write_text("keep")
+    out = "/proc/xnorpp-no-such-folder/out" if where == "proc" else str(existing)
+    argv = (["table1"] if name == "notebooks" else []) + ["--out", out]
+    if name == "train":  # refused before any data is loaded
+        monkeypatch.setattr("xnorpp_core.training.loop.datasets.digits_splits", lambda *a, **k: 1 / 0)
+    with pytest.raises(SystemExit) as exit_:
+        module.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert "cannot write there" in err if where == "proc" else "exists and is not a folder" in err, err
+    assert existing.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
