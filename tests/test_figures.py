@@ -19,7 +19,8 @@ def _texts(fig):
 def test_table2_figure_uses_the_tables_method_names_and_labels_its_close_up():
     methods = ["direct", "xnor", "xnor_alpha", "case1", "case2", "case3", "case4"]
     rng = np.random.default_rng(0)
-    trials = pd.DataFrame([{"trial": t, "method": m, "rel_l1": rng.uniform(0.7, 0.9)} for t in range(3) for m in methods])
+    trials = pd.DataFrame([{"trial": t, "method": m, "rel_l1": rng.uniform(0.7, 0.9)}
+                           for t in range(3) for m in methods])
     fig = reconstruction.plot_trials(trials)
     full, close = fig.axes
     assert [t.get_text() for t in full.get_yticklabels()] == [tables.METHOD_LABELS[m].md for m in methods]

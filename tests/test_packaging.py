@@ -47,9 +47,10 @@ def test_wheel_holds_the_library_and_its_cpp_only(wheel):
 def test_wheel_declares_what_the_library_imports(wheel):
     _, metadata = wheel
     requires = metadata.get_all("Requires-Dist")
-    def normal(requirement):  # "torch<3,>=2.3" and "torch>=2.3,<3" alike
-        name, _, spec = requirement.split(";")[0].replace(" ", "").partition(next(c for c in requirement if c in "<>=!~"))
-        return name, frozenset((requirement.split(";")[0].replace(" ", "")[len(name):]).split(","))
+    def normal(requirement):  # ("torch", {"<3", ">=2.3"}) for "torch<3,>=2.3" and "torch>=2.3,<3" alike
+        text = requirement.split(";")[0].replace(" ", "")
+        name = text[:next(i for i, c in enumerate(text) if c in "<>=!~")]
+        return name, frozenset(text[len(name):].split(","))
 
     core = {normal(r) for r in requires if "extra ==" not in r}
     for needed in ("torch>=2.3,<3", "pandas>=2.1,<4", "pillow>=9.1", "ninja>=1.11,<2"):

@@ -94,7 +94,8 @@ def test_the_command_line_entry_point(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "studies.protocol_sweep", "--out", str(out), "--shape", "64x64x3@16"],
                           cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith("python -m studies.protocol_sweep: error: shape '64x64x3@16' is not of the form")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("python -m studies.protocol_sweep: error: shape '64x64x3@16' is not of the form")
     assert not out.exists()
 
 
