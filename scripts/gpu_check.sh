@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared check on a CUDA machine: the Table 2 study and a training smoke run on the GPU,
 # and the training-step benchmark, with every log and timing written under $OUT (default
-# results/gpu). Used with the workplace's lent GPU; runs anywhere torch sees a GPU:
+# results/gpu). Runs anywhere torch sees a GPU:
 #   OUT=results/gpu bash scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -1,11 +1,42 @@
-"""What every study's command line shares: one-line errors with exit code 2."""
+"""One command-line style for every study: flags derived from a frozen dataclass config, one-line errors.
+
+- ``make_parser(prog, doc)``: the study's module docstring gives the description (its first paragraph)
+  and the epilog of ``--help`` (the rest: the commands and the output files).
+- ``add_config_flags(parser, Config)``: one ``--flag`` per field, with help text and choices; tuple fields
+  take several space-separated values (``nargs="+"``); bools get ``--flag / --no-flag``; a nested dataclass
+  field gets prefixed flags (``fit: FitConfig`` -> ``--fit-lr``). ``config_from_args`` builds the config
+  back, its validation errors becoming one-line exits.
+- ``add_out_flag`` / ``check_out``: ``--out DIR`` everywhere, checked to be creatable and writable before any
+  work. ``resolve_device``: ``--device auto|cpu|cuda`` everywhere.
+- Errors: one line on stderr, exit code 2 (``fail``), before anything is written.
+
+Flag names, one per concept in every study: --out, --batch-size, --method / --methods, --loss / --losses,
+--device, --threads, --seed / --seeds, --trials.
+"""
 
 import argparse
 import dataclasses
 import sys
 import typing
+from pathlib import Path
 
 import torch
+
+from xnorpp_core.provenance import check_writable_folder
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+FIT_HELP = {  # xnorpp_core.reconstruction.FitConfig: Adam's schedule for the learned scales
+    "lr": "Adam's starting learning rate for the learned scales",
+    "patience": "steps without a relative improvement of the loss by --fit-threshold before the rate drops",
+    "threshold": "relative improvement of the summed loss that counts as progress",
+    "decays": "learning-rate drops (by 10) after which the fit stops at the next plateau",
+    "max_steps": "most Adam steps per fit",
+}
+
+
+def opt(default, help, **metadata):
+    """A dataclass field with its ``--help`` text (and e.g. ``choices``) in its metadata."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -15,53 +46,142 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def make_parser(prog, doc):
+    """A parser whose ``--help`` shows the first paragraph of ``doc`` (the study's module docstring) as its
+    description and the rest (commands, output files) as its epilog."""
+    head, _, rest = doc.strip().partition("\n\n")
+    return ArgumentParser(prog=prog, description=head, epilog=rest,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def fail(prog, message):
     """Exit with a one-line error and code 2 (nothing has been written)."""
     sys.stderr.write(f"{prog}: error: {message}\n")
     raise SystemExit(2)
 
 
-def check_device(prog, device):
-    """``device`` as a ``torch.device``, or a one-line error when it is not usable here."""
+def add_out_flag(parser, default, what="output folder"):
+    """``--out DIR`` (``default`` may be None when the study derives it)."""
+    shown = f" (default {default})" if default is not None else ""
+    parser.add_argument("--out", type=Path, default=None if default is None else Path(default), metavar="DIR",
+                        help=f"{what}{shown}")
+
+
+def add_threads_flag(parser, default, why=""):
+    """``--threads N``: torch's CPU threads for the study (checked positive by ``check_threads``)."""
+    parser.add_argument("--threads", type=_positive_int, default=default, metavar="N",
+                        help=f"torch CPU threads (default {default}{': ' + why if why else ''})")
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def check_out(prog, out):
+    """``out`` as a Path, or a one-line exit when it cannot be created and written (checked before any
+    work; nothing is created)."""
+    try:
+        check_writable_folder(out)
+    except ValueError as e:
+        fail(prog, f"--out {e}")
+    return Path(out)
+
+
+def resolve_device(prog, device):
+    """``auto`` -> ``cuda`` when available, else ``cpu``; a one-line exit when ``cuda`` is not usable here."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         fail(prog, "--device cuda requested but CUDA is not available on this machine")
-    return torch.device(device)
+    return device
 
 
-def _value_type(annotation):
-    """``int`` for ``int`` or ``int | None`` (and so on)."""
+def check_device(prog, device):
+    """``device`` (``auto``, ``cpu``, ``cuda``) as a ``torch.device``, or a one-line exit."""
+    return torch.device(resolve_device(prog, device))
+
+
+def _value_type(annotation, default):
+    """``int`` for ``int`` or ``int | None``; for a tuple the element type (from ``tuple[int, ...]`` or the
+    default's values) and ``True`` as the second item."""
+    if typing.get_origin(annotation) is tuple or annotation is tuple:
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        element = args[0] if args else (type(default[0]) if default else str)
+        return element, True
     types = [t for t in typing.get_args(annotation) if t is not type(None)] or [annotation]
-    return types[0]
+    return types[0], False
 
 
-def add_config_flags(parser, config_cls, choices=None):
-    """One ``--flag`` per int, float, str or bool field (optionally ``| None``) of a dataclass config.
+def _default(f):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
-    Flags left out are not passed (``argparse.SUPPRESS``), so the config's own
-    defaults apply. Help and choices come from the field's metadata (``help``,
-    ``choices``) or from ``choices``, a map from field name to allowed values;
-    bools get ``--flag / --no-flag``; other fields (nested configs) get no flag.
+
+def _shown(value):
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def add_config_flags(parser, config_cls, *, helps=None, choices=None, rename=None, skip=(), prefix="", defaults=None):
+    """One ``--flag`` per field of the dataclass ``config_cls``; returns the parser.
+
+    Help and choices come from the field's metadata (``help``, ``choices``) or from ``helps`` / ``choices``
+    (maps from field name; for a nested config field, ``helps[name]`` is the nested map). ``rename`` maps a
+    field to another flag name (same concept, same flag in every study); ``skip`` lists fields the study
+    handles itself; ``defaults``, an instance, gives the defaults shown (a nested config's come from its
+    parent's default). Flags left out are not passed (``argparse.SUPPRESS``), so the config's own defaults
+    apply. A field without help text is a programming error (``ValueError``).
     """
-    choices = choices or {}
+    helps, choices, rename = helps or {}, choices or {}, rename or {}
     for f in dataclasses.fields(config_cls):
-        kind = _value_type(f.type)
-        if kind not in (int, float, str, bool):
+        if f.name in skip or f.name.isupper():
             continue
-        flag = "--" + f.name.replace("_", "-")
-        default = "" if f.default in (None, dataclasses.MISSING) else f" (default {f.default})"
-        kw = {"help": f.metadata.get("help", "") + default, "default": argparse.SUPPRESS}
+        default = _default(f) if defaults is None else getattr(defaults, f.name)
+        dest = prefix + f.name
+        if dataclasses.is_dataclass(default):
+            add_config_flags(parser, type(default), helps=helps.get(f.name, {}), prefix=dest + "__", defaults=default)
+            continue
+        flag = "--" + (rename.get(f.name, dest.replace("__", "-"))).replace("_", "-")
+        text = f.metadata.get("help", helps.get(f.name))
+        if not text:
+            raise ValueError(f"{config_cls.__name__}.{f.name} has no help text")
+        kind, several = _value_type(f.type, default)
+        allowed = f.metadata.get("choices", choices.get(f.name))
+        shown = "" if default is None else f" (default {_shown(default)})"
+        kw = {"help": text + shown, "default": argparse.SUPPRESS, "dest": dest}
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        else:
-            allowed = f.metadata.get("choices", choices.get(f.name))
-            parser.add_argument(flag, type=kind, choices=allowed, metavar=None if allowed else f.name.upper(), **kw)
+            continue
+        metavar = None if allowed else dest.split("__")[-1].upper()
+        parser.add_argument(flag, type=kind, choices=allowed, metavar=metavar, nargs="+" if several else None, **kw)
+    return parser
+
+
+def _kwargs(config_cls, values, prefix=""):
+    kwargs = {}
+    for f in dataclasses.fields(config_cls):
+        default = _default(f)
+        if dataclasses.is_dataclass(default):
+            nested = _kwargs(type(default), values, prefix + f.name + "__")
+            if nested:
+                kwargs[f.name] = dataclasses.replace(default, **nested)
+        elif prefix + f.name in values:
+            value = values[prefix + f.name]
+            kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+    return kwargs
 
 
 def config_from_args(prog, config_cls, args, **extra):
-    """Build the config from parsed flags; its validation errors become one-line exits."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    kwargs = {k: v for k, v in vars(args).items() if k in names}
+    """Build the config from parsed flags (and ``extra`` fields); its validation errors become one-line
+    exits."""
     try:
-        return config_cls(**kwargs, **extra)
-    except ValueError as err:
+        return config_cls(**{**_kwargs(config_cls, vars(args)), **extra})
+    except (ValueError, TypeError) as err:
         fail(prog, str(err))

@@ -1,23 +1,26 @@
 """Benchmark: the vectorised Table 2 study against a naive per-trial loop.
 
-    python -m studies.bench_reconstruction [--trials 100] [--naive-trials 100]
+    python -m studies.bench_reconstruction --trials 100 --naive-trials 100
 
 The vectorised fits (those of ``xnorpp_core.reconstruction.table2.run_table2``, without the
 evidence search that the study runs after them) compute each trial's binary output once and
 fit all trials together. The naive loop fits one trial
 at a time with a ``BinaryConv2d`` layer, running the full binary convolution
 under autograd at every Adam step, with the same Adam schedule and stopping
-rule. Both wall times and their ratio go to ``--out`` (benchmark.json,
-benchmark.md). With ``--naive-trials`` below ``--trials`` the naive time is
-measured on that many trials and scaled linearly (said in the output).
+rule. With ``--naive-trials`` below ``--trials`` the naive time is measured on
+that many trials and scaled linearly (said in the output). Writes to ``--out``:
+
+    benchmark.json   both wall times, their ratio, versions and hardware
+    benchmark.md     the same as a table
 """
 
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
-from studies._cli import ArgumentParser, fail
+from studies._cli import add_config_flags, add_out_flag, check_out, config_from_args, make_parser, opt
 from xnorpp_core.layers import BinaryConv2d
 from xnorpp_core.provenance import atomic_write, environment, write_json
 from xnorpp_core.reconstruction import adam_until_converged, distance, draw_layers, fit_adam, layer_outputs
@@ -25,6 +28,30 @@ from xnorpp_core.scales import LEARNED_SCALES
 from xnorpp_core.reconstruction.table2 import ReconstructionConfig
 
 PROG = "python -m studies.bench_reconstruction"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The benchmark's options (the layers are Table 2's: ``ReconstructionConfig``'s defaults)."""
+
+    trials: int = opt(100, "trials of the vectorised study")
+    naive_trials: int = opt(100, "trials the naive loop is timed on (scaled to --trials when fewer)")
+    seed: int = opt(0, "seed of the draws")
+
+    def __post_init__(self):
+        if self.trials < 1:
+            raise ValueError(f"--trials must be a positive integer, got {self.trials}")
+        if not 1 <= self.naive_trials <= self.trials:
+            raise ValueError(f"--naive-trials must be between 1 and --trials ({self.trials})")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be non-negative, got {self.seed}")
+
+
+def build_parser():
+    parser = make_parser(PROG, __doc__)
+    add_config_flags(parser, BenchConfig)
+    add_out_flag(parser, "results/benchmarks/reconstruction")
+    return parser
 
 
 def naive_trial(w, x, config):
@@ -51,45 +78,40 @@ def vectorised_fits(config):
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--naive-trials", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("results/benchmarks/reconstruction"))
-    args = parser.parse_args(argv)
-    if not 1 <= args.naive_trials <= args.trials:
-        fail(PROG, f"--naive-trials must be between 1 and --trials ({args.trials})")
-    config = ReconstructionConfig(trials=args.trials, seed=args.seed)
+    args = build_parser().parse_args(argv)
+    bench = config_from_args(PROG, BenchConfig, args)
+    out = check_out(PROG, args.out)
+    config = ReconstructionConfig(trials=bench.trials, seed=bench.seed)
 
     t0 = time.perf_counter()
     vectorised_fits(config)
     vectorised = time.perf_counter() - t0
 
-    w, x = draw_layers(args.naive_trials, config.out_channels, config.in_channels, config.kernel_size,
+    w, x = draw_layers(bench.naive_trials, config.out_channels, config.in_channels, config.kernel_size,
                        config.input_size, torch.Generator().manual_seed(config.seed))
     t0 = time.perf_counter()
-    for t in range(args.naive_trials):
+    for t in tqdm(range(bench.naive_trials), desc="naive loop", unit="trial", disable=None):
         naive_trial(w[t], x[t], config)
-    naive = (time.perf_counter() - t0) * args.trials / args.naive_trials
+    naive = (time.perf_counter() - t0) * bench.trials / bench.naive_trials
 
     result = {
-        "trials": args.trials,
-        "naive_trials_measured": args.naive_trials,
+        "trials": bench.trials,
+        "naive_trials_measured": bench.naive_trials,
         "vectorised_seconds": vectorised,
         "naive_seconds": naive,
         "speedup": naive / vectorised,
         "environment": environment("cpu"),
     }
-    scaled = "" if args.naive_trials == args.trials else f" (measured on {args.naive_trials}, scaled)"
+    scaled = "" if bench.naive_trials == bench.trials else f" (measured on {bench.naive_trials}, scaled)"
     text = (f"# Table 2 study: vectorised against a naive per-trial loop\n\n"
-            f"`{PROG} --trials {args.trials} --naive-trials {args.naive_trials}` on "
+            f"`{PROG} --trials {bench.trials} --naive-trials {bench.naive_trials}` on "
             f"{result['environment']['cpu']} ({result['environment']['torch_threads']} threads).\n\n"
             f"| run | trials | wall time (s) |\n|:--|--:|--:|\n"
-            f"| vectorised fits (as in `python -m studies.reconstruction`) | {args.trials} | {vectorised:.1f} |\n"
-            f"| naive per-trial loop{scaled} | {args.trials} | {naive:.1f} |\n\n"
+            f"| vectorised fits (as in `python -m studies.reconstruction`) | {bench.trials} | {vectorised:.1f} |\n"
+            f"| naive per-trial loop{scaled} | {bench.trials} | {naive:.1f} |\n\n"
             f"Ratio naive / vectorised: **{naive / vectorised:.1f}x**.\n")
-    write_json(args.out / "benchmark.json", result)
-    atomic_write(args.out / "benchmark.md", text)
+    write_json(out / "benchmark.json", result)
+    atomic_write(out / "benchmark.md", text)
     print(text)
 
 

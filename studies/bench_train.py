@@ -12,17 +12,21 @@ of one step above the memory held before it (model, Adam state, batch): on
 CPU the rise of the process's resident set (Linux ``VmHWM`` after resetting
 it through ``/proc/self/clear_refs``), on CUDA ``torch.cuda.max_memory_allocated``;
 then ``--steps`` timed steps. The table gives the median and the minimum of
-the wall time of all timed steps (on a shared machine the minimum is the less
+the wall time of all timed steps (on a busy machine the minimum is the less
 disturbed one), and the median process CPU time of a step: with
 ``--threads 1`` it is the work of a step, little changed by other jobs on the
 machine (with more threads it also counts OpenMP's waiting).
 
-Writes ``OUT/benchmark.csv`` and ``OUT/benchmark.md`` (the table),
-``OUT/runs.csv`` (every timed step) and ``OUT/run.json`` (protocol, versions, hardware); ``OUT`` defaults to results/benchmarks/train_step/DEVICE.
-The target (issue 3): a binary step no slower than 1.25x the real one.
+Writes to ``--out`` (default results/benchmarks/train_step/DEVICE):
+
+    benchmark.csv   one row per method: median and minimum step time, CPU time, peak memory, ratios to real
+    benchmark.md    the same table in markdown
+    runs.csv        every timed step
+    run.json        protocol, versions, hardware
 """
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -33,14 +37,38 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from studies._cli import ArgumentParser, check_device, fail
+from studies._cli import DEVICE_CHOICES, add_config_flags, add_out_flag, check_out, config_from_args, fail, \
+    make_parser, opt, resolve_device
 from xnorpp_core.layers import METHODS
 from xnorpp_core.models import binary_resnet18
-from xnorpp_core.provenance import atomic_write, environment, write_csv, write_json
+from xnorpp_core.provenance import atomic_write, environment, markdown_table, write_csv, write_json
 
 PROG = "python -m studies.bench_train"
-REPO = Path(__file__).resolve().parents[1]
-TARGET = 1.25
+REPO = Path(__file__).resolve().parents[1]  # where ``python -m studies.bench_train`` runs its workers
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """The benchmark's options (see the module docstring)."""
+
+    methods: tuple = opt(METHODS, "methods to time (real is always added: the ratios are to it)", choices=METHODS)
+    batch_size: int = opt(16, "images per step")
+    input_size: int = opt(224, "height and width of the images")
+    steps: int = opt(3, "timed steps per repeat")
+    warmup: int = opt(1, "untimed steps first (at least 1: the first step allocates Adam's state)")
+    repeats: int = opt(3, "interleaved repeats of every method, each in a fresh process")
+    threads: int = opt(torch.get_num_threads(), "torch CPU threads of every worker")
+    channels_last: bool = opt(False, "channels-last memory format")
+    device: str = opt("cpu", "device of the steps; auto: cuda when available", choices=DEVICE_CHOICES)
+
+    def __post_init__(self):
+        for name in ("batch_size", "input_size", "steps", "repeats", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.warmup < 1:
+            raise ValueError("--warmup must be at least 1 (the first step allocates Adam's state)")
+        if "real" not in self.methods:
+            object.__setattr__(self, "methods", ("real", *self.methods))
 
 
 def _rss_kib(field):
@@ -92,52 +120,17 @@ def measure(method, batch_size, input_size, steps, warmup, device, channels_last
     return {"step_ms": [1000 * t for t in times], "cpu_ms": [1000 * t for t in cpu_times], "peak_mib": peak / 2**20}
 
 
-def main(argv=None):
-    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat (median)")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every method (median)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--out", type=Path, help="default results/benchmarks/train_step/DEVICE")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one measurement
-    args = parser.parse_args(argv)
-    for name in ("batch_size", "input_size", "steps", "repeats", "threads"):
-        if getattr(args, name) < 1:
-            fail(PROG, f"--{name.replace('_', '-')} must be a positive integer")
-    if args.warmup < 1:
-        fail(PROG, "--warmup must be at least 1 (the first step allocates Adam's state)")
-    device = check_device(PROG, args.device)
-    torch.set_num_threads(args.threads)  # what environment() reports; every worker sets it too
-    if args.worker:
-        print(json.dumps(measure(args.worker, args.batch_size, args.input_size, args.steps, args.warmup,
-                                 args.device, args.channels_last, args.threads)))
-        return None
-    args.out = args.out or REPO / "results" / "benchmarks" / "train_step" / args.device
-    if "real" not in args.methods:
-        args.methods = ["real", *args.methods]
-    common = ["--batch-size", str(args.batch_size), "--input-size", str(args.input_size), "--steps", str(args.steps),
-              "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device,
-              "--channels-last" if args.channels_last else "--no-channels-last"]
-    runs = {m: [] for m in args.methods}
-    for repeat in range(args.repeats):
-        for method in args.methods:
-            done = subprocess.run([sys.executable, "-m", "studies.bench_train", "--worker", method, *common],
-                                  cwd=REPO, capture_output=True, text=True)
-            if done.returncode:
-                fail(PROG, f"{method} failed: {done.stderr.strip().splitlines()[-1]}")
-            runs[method].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            last = runs[method][-1]
-            print(f"repeat {repeat + 1}/{args.repeats} {method:10s} median {statistics.median(last['step_ms']):.1f} ms, "
-                  f"CPU {statistics.median(last['cpu_ms']):.1f} ms, peak {last['peak_mib']:.0f} MiB", file=sys.stderr)
-    raw = pd.DataFrame([{"method": m, "repeat": i + 1, "step": j + 1, "step_ms": t, "cpu_ms": c,
-                         "peak_mib": r["peak_mib"]}
-                        for m, results in runs.items() for i, r in enumerate(results)
-                        for j, (t, c) in enumerate(zip(r["step_ms"], r["cpu_ms"]))])
+def build_parser():
+    parser = make_parser(PROG, __doc__)
+    add_config_flags(parser, BenchConfig)
+    add_out_flag(parser, None, "output folder (default results/benchmarks/train_step/DEVICE)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one measurement in this process
+    return parser
+
+
+def summarize(raw):
+    """The table: per method, the median and minimum step time, median CPU time and peak memory, and each
+    as a ratio to the real network's."""
     table = raw.groupby("method", sort=False).agg(step_ms=("step_ms", "median"), min_step_ms=("step_ms", "min"),
                                                   cpu_ms=("cpu_ms", "median"),
                                                   peak_mib=("peak_mib", "median")).reset_index()
@@ -146,16 +139,49 @@ def main(argv=None):
     table["min_time_vs_real"] = table["min_step_ms"] / real["min_step_ms"]
     table["cpu_vs_real"] = table["cpu_ms"] / real["cpu_ms"]
     table["memory_vs_real"] = table["peak_mib"] / real["peak_mib"]
-    table["meets_1.25x"] = table["time_vs_real"] <= TARGET
-    write_csv(args.out / "runs.csv", raw.round(3))
-    write_csv(args.out / "benchmark.csv", table.round(4))
-    title = (f"Binary ResNet-18 training step (forward, backward, Adam), batch {args.batch_size}, "
-             f"{args.input_size}x{args.input_size}, {device}, {args.threads} threads"
-             f"{', channels_last' if args.channels_last else ''}; median and minimum of {args.repeats} x {args.steps} "
+    return table
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    device = resolve_device(PROG, getattr(args, "device", BenchConfig.device))
+    config = config_from_args(PROG, BenchConfig, args, device=device)
+    torch.set_num_threads(config.threads)  # what environment() reports; every worker sets it too
+    if args.worker:
+        print(json.dumps(measure(args.worker, config.batch_size, config.input_size, config.steps, config.warmup,
+                                 config.device, config.channels_last, config.threads)))
+        return None
+    out = check_out(PROG, args.out or Path("results/benchmarks/train_step") / config.device)
+    common = ["--batch-size", str(config.batch_size), "--input-size", str(config.input_size),
+              "--steps", str(config.steps), "--warmup", str(config.warmup), "--threads", str(config.threads),
+              "--device", config.device, "--channels-last" if config.channels_last else "--no-channels-last"]
+    runs = {m: [] for m in config.methods}
+    for repeat in range(config.repeats):
+        for method in config.methods:
+            done = subprocess.run([sys.executable, "-m", "studies.bench_train", "--worker", method, *common],
+                                  cwd=REPO, capture_output=True, text=True)
+            if done.returncode:
+                fail(PROG, f"{method} failed: {done.stderr.strip().splitlines()[-1]}")
+            runs[method].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            last = runs[method][-1]
+            print(f"repeat {repeat + 1}/{config.repeats} {method:10s} "
+                  f"median {statistics.median(last['step_ms']):.1f} ms, "
+                  f"CPU {statistics.median(last['cpu_ms']):.1f} ms, peak {last['peak_mib']:.0f} MiB", file=sys.stderr)
+    raw = pd.DataFrame([{"method": m, "repeat": i + 1, "step": j + 1, "step_ms": t, "cpu_ms": c,
+                         "peak_mib": r["peak_mib"]}
+                        for m, results in runs.items() for i, r in enumerate(results)
+                        for j, (t, c) in enumerate(zip(r["step_ms"], r["cpu_ms"]))])
+    table = summarize(raw)
+    write_csv(out / "runs.csv", raw.round(3))
+    write_csv(out / "benchmark.csv", table.round(4))
+    title = (f"Binary ResNet-18 training step (forward, backward, Adam), batch {config.batch_size}, "
+             f"{config.input_size}x{config.input_size}, {config.device}, {config.threads} threads"
+             f"{', channels_last' if config.channels_last else ''}; median and minimum of {config.repeats} x "
+             f"{config.steps} "
              "steps, each repeat a fresh process; peak memory of one step above what the step starts with")
-    atomic_write(args.out / "benchmark.md", f"{title}\n\n{table.round(3).to_markdown(index=False)}\n")
-    write_json(args.out / "run.json", {"protocol": {k: str(v) for k, v in vars(args).items()},
-                                              "target_time_vs_real": TARGET, "environment": environment(device)})
+    atomic_write(out / "benchmark.md", f"{title}\n\n{markdown_table(table.round(3))}\n")
+    write_json(out / "run.json", {"protocol": {**dataclasses.asdict(config),
+                                               "out": str(out)}, "environment": environment(config.device)})
     print(table.round(3).to_string(index=False))
     return table
 

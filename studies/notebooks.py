@@ -1,6 +1,6 @@
 """Run the papermill notebooks: the training grids of Tables 1 and 3, Table 2, Figure 1, then the tables.
 
-    python -m studies.notebooks table1|table3|all [--data PATH] [--epochs N] [--nproc N] [--force] ...
+    python -m studies.notebooks table1|table3|all [--data PATH] [--epochs N] [--nproc N] [--force] [--out DIR]
 
 Grids (``xnorpp_core.report.tables.GRIDS``, the paper's rows this toolkit can train):
 
@@ -10,14 +10,15 @@ Grids (``xnorpp_core.report.tables.GRIDS``, the paper's rows this toolkit can tr
              (studies.speedup) unless their results exist (or --force)
 
 Each row of a grid executes ``notebooks/train.ipynb`` with papermill into
-``RESULTS/runs/<grid>/<arch>_<method>.ipynb``; the row's run folder
-``RESULTS/runs/<grid>/<arch>_<method>/`` holds metrics.csv, config.json,
+``OUT/runs/<grid>/<arch>_<method>.ipynb`` (``OUT``: ``--out``, default results/); the row's run folder
+``OUT/runs/<grid>/<arch>_<method>/`` holds metrics.csv, config.json,
 summary.json (and checkpoint.pt, ignored by git). A finished row (its
 summary.json written, its executed notebook free of errors, run with the same
 parameters) is skipped unless ``--force``; an interrupted row resumes from its
 checkpoint; a finished row asked for with other parameters is an error. Last,
 ``notebooks/tables.ipynb`` renders Tables 1-3 and Figure 1 beside the paper's
-numbers into ``RESULTS/tables/`` (executed notebook: ``RESULTS/tables/tables.ipynb``).
+numbers into ``OUT/tables/`` (executed notebook: ``OUT/tables/tables.ipynb``); with ``all``,
+Table 2 goes to ``OUT/reconstruction/`` and Figure 1 to ``OUT/speedup/``.
 
 Without ``--data`` the rows train on the embedded digits for ``EMBEDDED_EPOCHS``
 epochs (both grids: 10 to 45 minutes on a 2-core CPU, quiet or shared); with ``--data`` on
@@ -29,6 +30,7 @@ Notebooks run in the ``python3`` Jupyter kernel with the repository root as
 working directory. A parameter the notebook does not declare is an error.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -41,7 +43,8 @@ import papermill
 from tqdm.auto import tqdm
 
 from studies import train
-from studies._cli import ArgumentParser, check_device, fail
+from studies._cli import DEVICE_CHOICES, add_config_flags, add_out_flag, check_device, check_out, fail, \
+    make_parser, opt
 from xnorpp_core.provenance import atomic_write
 from xnorpp_core.report.tables import GRIDS
 from xnorpp_core.training import TrainConfig
@@ -55,7 +58,28 @@ RUN_FILES = ("checkpoint.pt", "metrics.csv", "config.json", "summary.json")
 # Parameters that may differ between a finished row and a new request without retraining it.
 RUN_ONLY = ("resume", "quiet", "device", "workers")
 
-__all__ = ["cli_flags", "run_training", "check_parameters", "execute", "row_parameters", "main"]
+__all__ = ["GridConfig", "cli_flags", "run_training", "check_parameters", "execute", "row_parameters", "main"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """The options of the grids' rows (checked by ``TrainConfig`` and ``_validate``)."""
+
+    data: str | None = opt(None, "ImageFolder root with train/ and val/ class folders (default: the embedded "
+                                 "digits)")
+    epochs: int | None = opt(None, f"epochs per row (default: {EMBEDDED_EPOCHS} on the embedded digits, the "
+                                   "paper's 80 on --data)")
+    batch_size: int | None = opt(None, "global batch size (default: the recipe's)")
+    lr: float | None = opt(None, "Adam learning rate (default: the paper's 1e-3)")
+    weight_decay: float | None = opt(None, "Adam weight decay (default: the paper's 1e-5)")
+    lr_step: int | None = opt(None, "learning rate / 10 every N epochs (default: the recipe's)")
+    seed: int = opt(0, "seed of every row")
+    limit_batches: int | None = opt(None, "at most N batches per epoch (smoke runs)")
+    nproc: int = opt(1, "processes per row: more than 1 runs torchrun")
+    device: str = opt("auto", "device of the rows; auto: cuda when available", choices=DEVICE_CHOICES)
+    workers: int | None = opt(None, "data-loader workers per process (default: the recipe's)")
+    trials: int = opt(100, "Table 2 trials, with 'all'")
+    force: bool = opt(False, "retrain finished rows, rerun Table 2 and Figure 1")
 
 
 # ---------------------------------------------------------------- used inside the notebooks
@@ -76,24 +100,30 @@ def cli_flags(**options):
     return argv
 
 
-def run_training(argv, nproc=1):
-    """Train with ``studies.train``: in this process when ``nproc == 1``, else under torchrun.
+def run_training(config, nproc=1):
+    """Train ``config`` (a ``TrainConfig``) with ``studies.train``: in this process when ``nproc == 1``, else
+    under torchrun.
 
-    Returns the run's summary (``summary.json``). A failed run raises ``RuntimeError``.
+    Returns the run's summary (``summary.json``). Unusable options, data or checkpoints raise their own
+    one-line ``ValueError`` (``DataError``, ``TrainingError``); a failed torchrun raises ``RuntimeError``
+    carrying the last line of its error output.
     """
     if nproc < 1:
         raise ValueError(f"nproc must be a positive integer, got {nproc}")
     if nproc == 1:
-        try:
-            return train.main(list(argv))
-        except SystemExit as e:  # the entry point's one-line error is on stderr
-            raise RuntimeError(f"python -m studies.train {' '.join(argv)} failed (exit code {e.code})") from None
+        return train.run(config)
+    if config.out is None:
+        config = dataclasses.replace(config, out=str(train.default_out(config)))
+    argv = cli_flags(**config.to_dict())
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                "-m", "studies.train", *argv]
-    done = subprocess.run(command, cwd=REPO)
+    done = subprocess.run(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(done.stderr)
     if done.returncode:
-        raise RuntimeError(f"{' '.join(command[1:])} failed (exit code {done.returncode})")
-    out = REPO / argv[argv.index("--out") + 1]  # relative to the repository, where torchrun ran
+        errors = [line for line in done.stderr.splitlines() if "error: " in line] or done.stderr.splitlines()[-1:]
+        raise RuntimeError(f"torchrun ... -m studies.train {' '.join(argv)} failed (exit code {done.returncode})"
+                           + (f": {errors[0].strip()}" if errors else ""))
+    out = REPO / config.out  # relative to the repository, where torchrun ran
     return json.loads((out / "summary.json").read_text())
 
 
@@ -171,7 +201,7 @@ def _plan_row(grid, arch, method, args):
         changed = _differences(record[0], params)
         if changed:
             fail(PROG, f"{_relative(notebook)} was run with other parameters ({'; '.join(changed)}): "
-                       "pass --force to retrain it, or --results for another folder")
+                       "pass --force to retrain it, or --out for another folder")
         if record[1] is None and (folder / "summary.json").exists():
             return notebook, folder, params, "skip"
     if not args.force and (folder / "checkpoint.pt").exists():
@@ -192,9 +222,7 @@ def _validate(args):
             fail(PROG, f"--data {args.data}: no {' or '.join(s + '/' for s in missing)} folder "
                        "(an ImageFolder tree holds train/ and val/ class folders)")
         args.data = str(data.resolve())
-    if args.results.exists() and not args.results.is_dir():
-        fail(PROG, f"--results {args.results} exists and is not a folder")
-    args.results = args.results.resolve()
+    args.results = check_out(PROG, args.out).resolve()
     if args.device == "cuda":
         check_device(PROG, "cuda")
     params = row_parameters("resnet18", "case4", args.results, args)
@@ -205,27 +233,14 @@ def _validate(args):
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(prog=PROG, description="Run the training grids of Tables 1 and 3 as papermill "
-                                                   "notebooks, then render Tables 1-3 and Figure 1.")
+    parser = make_parser(PROG, __doc__)
     parser.add_argument("grid", choices=("table1", "table3", "all"), help="which grid to run")
-    parser.add_argument("--data", help="ImageFolder root (train/ and val/); default: the embedded digits")
-    parser.add_argument("--epochs", type=int,
-                        help=f"epochs per row (default: {EMBEDDED_EPOCHS} on the embedded digits, the paper's 80 "
-                             "on --data)")
-    parser.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
-    parser.add_argument("--lr", type=float, help="Adam learning rate (default: the paper's 1e-3)")
-    parser.add_argument("--weight-decay", type=float, help="Adam weight decay (default: the paper's 1e-5)")
-    parser.add_argument("--lr-step", type=int, help="learning rate / 10 every N epochs (default: the recipe's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")
-    parser.add_argument("--limit-batches", type=int, help="at most N batches per epoch (smoke runs)")
-    parser.add_argument("--nproc", type=int, default=1, help="processes per row: > 1 runs torchrun (default 1)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--workers", type=int, help="data-loader workers per process (default: the recipe's)")
-    parser.add_argument("--trials", type=int, default=100, help="Table 2 trials, with 'all' (default 100)")
-    parser.add_argument("--results", type=Path, default=REPO / "results",
-                        help="results folder (default: the repository's results/)")
-    parser.add_argument("--force", action="store_true", help="retrain finished rows, rerun Table 2 and Figure 1")
+    add_config_flags(parser, GridConfig)
+    add_out_flag(parser, "results", "results folder: runs/, tables/, and with 'all' reconstruction/ and speedup/")
     args = parser.parse_args(argv)
+    for f in dataclasses.fields(GridConfig):  # flags left out take GridConfig's defaults
+        if not hasattr(args, f.name):
+            setattr(args, f.name, f.default)
     _validate(args)
     return args
 

@@ -1,89 +1,95 @@
 """Protocol study of Table 2: the reconstruction over a grid of protocols.
 
-``python -m studies.protocol_sweep`` reruns the Table 2 reconstruction over a grid of protocols
-(``xnorpp_core.reconstruction.protocol``)
-and writes to ``--out`` (default ``results/protocol_sweep/``):
+    python -m studies.protocol_sweep
+    python -m studies.protocol_sweep --shape 64x64x3x3@16 256x256x3x3@16 --losses l1 --crosses
 
-- ``sweep.csv``   tidy: one row per cell, method, split (train / heldout) and metric
-  (l1 / l2), with the analytic expectation and, for learned fits, the evidence on
-  the fit (exact optimum for Cases 1-2; best of N independent starts and the
-  Case 2 lower bound for Cases 3-4);
-- ``claims.csv``  one row per cell, split and metric: the paper's claims checked
-  on paired trials (ordering, XNOR / Case 1, ...);
-- ``cells.csv``   the protocol of every cell;
-- ``README.md``   the analysis, every number pointing to a row of the CSVs;
-- ``*.png``       the figures; ``run.json`` the configuration, seed, versions, hardware, time.
+reruns the Table 2 reconstruction over a grid of protocols (``xnorpp_core.reconstruction.protocol``):
+the base cell (the first value of every axis), every other value of each axis with the rest at base,
+and the full product of each pair of axes in ``--crosses``. Writes to ``--out``:
 
-Every flag is a field of ``SweepConfig`` (lists comma-separated; ``--crosses``
-as ``axis:axis`` pairs). Bad options exit 2 with one line, writing nothing.
+    sweep.csv    tidy: one row per cell, method, split (train / heldout) and metric (l1 / l2),
+                 with the analytic expectation and, for learned fits, the evidence on the fit
+                 (exact optimum for Cases 1-2; best of N independent starts and the Case 2
+                 lower bound for Cases 3-4)
+    claims.csv   one row per cell, split and metric: the paper's claims checked on paired trials
+                 (ordering, XNOR / Case 1, ...)
+    cells.csv    the protocol of every cell
+    README.md    the analysis, every number pointing to a row of the CSVs
+    *.png        the figures
+    run.json     the configuration, seed, versions, hardware, time
+
+Bad options exit 2 with one line, writing nothing.
 """
 
-import dataclasses
+import argparse
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from xnorpp_core.reconstruction.protocol import AXES, SweepConfig, cell_rows, claim_rows, run_cell
+from xnorpp_core.reconstruction.distributions import INPUT_DISTRIBUTIONS, WEIGHT_SCALES
+from xnorpp_core.reconstruction.fit import LOSSES
+from xnorpp_core.reconstruction.protocol import AXES, PADDINGS, SweepConfig, cell_rows, claim_rows, run_cell
 from xnorpp_core.report.protocol_analysis import analysis, cells_table, figures
 from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json
-from xnorpp_core.reconstruction import FitConfig
 
-from ._cli import ArgumentParser, fail
+from ._cli import FIT_HELP, add_config_flags, add_out_flag, add_threads_flag, check_out, config_from_args, fail, \
+    make_parser
 
 PROG = "python -m studies.protocol_sweep"
 DEFAULT = SweepConfig()
+HELP = {
+    "weights": "axis: scales of W (the first value is the base cell's)",
+    "inputs": "axis: distributions of I (the first value is the base cell's)",
+    "padding": "axis: padding 0, or 1 with either border convention (the first value is the base cell's)",
+    "fit_loss": "axis: losses Gamma is fitted with (the first value is the base cell's)",
+    "shape": "axis: layers OxCxKxK@H, o filters of c x k x k on c x H x H inputs (the first is the base cell's)",
+    "train_inputs": "axis: inputs per trial one Gamma is fitted to (the first value is the base cell's)",
+    "trials": "trials (layers W) per cell",
+    "heldout_inputs": "held-out inputs per trial",
+    "starts": "independent random starts of the alternating search behind Cases 3-4's reference",
+    "sweeps": "most sweeps per alternating start",
+    "tolerance": "largest relative gap of Adam above its reference (exact optimum, or best start) counted as "
+                 "within tolerance",
+    "seed": "seed of every cell's draws",
+    "fit": FIT_HELP,
+}
 
 
-def _flag(name):
-    return "--" + name.replace("_", "-")
+def _cross(text):
+    a, sep, b = text.partition(":")
+    if not sep:
+        raise ValueError(f"a cross is AXIS:AXIS, got {text!r}")
+    return a, b
+
+
+def build_parser():
+    parser = make_parser(PROG, __doc__)
+    add_config_flags(parser, SweepConfig, helps=HELP, rename={"fit_loss": "losses"}, skip=("crosses",),
+                     choices={"weights": WEIGHT_SCALES, "inputs": INPUT_DISTRIBUTIONS, "padding": PADDINGS,
+                              "fit_loss": LOSSES})
+    parser.add_argument("--crosses", nargs="*", metavar="AXIS:AXIS", default=argparse.SUPPRESS,
+                        help=f"pairs of axes crossed in full, none for none; axes: {', '.join(AXES)} (default "
+                             f"{' '.join(f'{a}:{b}' for a, b in DEFAULT.crosses)})")
+    add_threads_flag(parser, 1, "the fits are many small element-wise steps, which more threads can slow down")
+    add_out_flag(parser, "results/protocol_sweep")
+    return parser
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="results/protocol_sweep", help="output folder (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default %(default)s: the fits are many small element-wise steps, and on "
-                        "the shared 2-core machine two threads ran 3-13 times slower than one)")
-    for axis in AXES:
-        p.add_argument(_flag(axis), default=",".join(map(str, getattr(DEFAULT, axis))),
-                       help=f"values of the {axis} axis, the first is the base (default %(default)s)")
-    p.add_argument("--crosses", default=",".join(f"{a}:{b}" for a, b in DEFAULT.crosses),
-                   help="pairs of axes crossed in full, 'none' for none (default %(default)s)")
-    helps = {"trials": "trials (layers W) per cell", "heldout_inputs": "held-out inputs per trial",
-             "starts": "independent random starts of the alternating search behind Cases 3-4's reference",
-             "sweeps": "most sweeps per alternating start", "seed": "seed of every cell's draws"}
-    for name, text in helps.items():
-        p.add_argument(_flag(name), type=int, default=getattr(DEFAULT, name), help=f"{text} (default %(default)s)")
-    p.add_argument("--tolerance", type=float, default=DEFAULT.tolerance,
-                   help="largest relative gap of Adam above its reference (exact optimum, or best start) counted as "
-                        "within tolerance (default %(default)s)")
-    for f in dataclasses.fields(FitConfig):
-        p.add_argument(_flag("fit_" + f.name), type=type(f.default),
-                       default=getattr(DEFAULT.fit, f.name), help="Adam's schedule (default %(default)s)")
-    return p.parse_args(argv)
-
-
-def config_from_args(args):
-    """``SweepConfig`` from parsed flags; ``ValueError`` with a one-line message when invalid."""
-    axes = {}
-    for axis in AXES:
-        values = tuple(v.strip() for v in getattr(args, axis).split(",") if v.strip())
-        if axis == "train_inputs":
-            try:
-                values = tuple(int(v) for v in values)
-            except ValueError:
-                raise ValueError(f"--train-inputs takes integers, got {getattr(args, axis)!r}") from None
-        axes[axis] = values
-    crosses = () if args.crosses == "none" else tuple(
-        tuple(pair.split(":")) for pair in args.crosses.split(",") if pair)
-    fit = FitConfig(**{f.name: getattr(args, "fit_" + f.name) for f in dataclasses.fields(FitConfig)})
-    return SweepConfig(**axes, crosses=crosses, trials=args.trials, heldout_inputs=args.heldout_inputs,
-                       starts=args.starts, sweeps=args.sweeps, tolerance=args.tolerance, seed=args.seed, fit=fit)
+    """``(SweepConfig, out, threads)`` from the command line; one-line exit 2 when invalid."""
+    args = build_parser().parse_args(argv)
+    extra = {}
+    if hasattr(args, "crosses"):
+        try:
+            extra["crosses"] = tuple(_cross(c) for c in args.crosses)
+        except ValueError as e:
+            fail(PROG, str(e))
+    config = config_from_args(PROG, SweepConfig, args, **extra)
+    return config, check_out(PROG, args.out), args.threads
 
 
 def run(config, progress=True):
@@ -104,17 +110,8 @@ def run(config, progress=True):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except (ValueError, TypeError) as e:
-        fail(PROG, str(e))
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        fail(PROG, f"--out {out} exists and is not a folder")
-    if args.threads < 1:
-        fail(PROG, f"--threads must be a positive integer, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    config, out, threads = parse_args(argv)
+    torch.set_num_threads(threads)
     sweep, claims, cells, seconds = run(config)
     env = environment("cpu")
     run_info = {"command": " ".join([PROG] + [shlex.quote(a) for a in argv]), "config": config.to_dict(),

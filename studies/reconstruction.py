@@ -24,44 +24,65 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 
-from studies._cli import ArgumentParser, add_config_flags, check_device, config_from_args  # noqa: E402
+from studies._cli import (DEVICE_CHOICES, FIT_HELP, add_config_flags, add_out_flag, check_out,  # noqa: E402
+                          config_from_args, make_parser, resolve_device)
 from xnorpp_core.layers import PAD_MODES  # noqa: E402
-from xnorpp_core.provenance import environment, save_figure, write_csv, write_json, atomic_write  # noqa: E402
+from xnorpp_core.provenance import (atomic_write, check_writable_folder, environment, save_figure,  # noqa: E402
+                                    write_csv, write_json)
 from xnorpp_core.reconstruction import LOSSES  # noqa: E402
 from xnorpp_core.reconstruction.evidence import GAP_FLOOR, NEAR_BEST  # noqa: E402
-from xnorpp_core.reconstruction.table2 import DEVICES, ReconstructionConfig, run_table2, summarize, to_markdown  # noqa: E402
+from xnorpp_core.reconstruction.table2 import ReconstructionConfig, run_table2, summarize, to_markdown  # noqa: E402
+from xnorpp_core.report.tables import METHOD_LABELS  # noqa: E402
 
 PROG = "python -m studies.reconstruction"
+HELP = {
+    "trials": "trials: layers W and inputs I drawn, each fitted on its own",
+    "seed": "seed of the draws",
+    "padding": "zero-padding of the convolution, at most kernel_size // 2",
+    "pad_mode": "what the binary convolution pads with (see xnorpp_core.layers)",
+    "loss": "loss the learned scales are fitted with (and their evidence measured in)",
+    "device": "where the fits run; auto: cuda when available",
+    "out_channels": "output channels o of W",
+    "in_channels": "input channels c of W and I",
+    "kernel_size": "kernel size k of W (k x k)",
+    "input_size": "height and width of I",
+    "fit": FIT_HELP,
+}
+
+
+def build_parser():
+    parser = make_parser(PROG, __doc__)
+    add_config_flags(parser, ReconstructionConfig, helps=HELP,
+                     choices={"pad_mode": PAD_MODES, "loss": LOSSES, "device": DEVICE_CHOICES})
+    add_out_flag(parser, "results/reconstruction")
+    return parser
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(prog=PROG, description="Regenerate Table 2 of XNOR-Net++ (Section 4.2).")
-    add_config_flags(parser, ReconstructionConfig,
-                     choices={"pad_mode": PAD_MODES, "loss": LOSSES, "device": DEVICES})
-    parser.add_argument("--out", type=Path, default=Path("results/reconstruction"),
-                        help="output folder (default: results/reconstruction)")
-    args = parser.parse_args(argv)
-    config = config_from_args(PROG, ReconstructionConfig, args)
-    check_device(PROG, config.device)
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} exists and is not a folder")
-    return config, args.out
+    args = build_parser().parse_args(argv)
+    device = resolve_device(PROG, getattr(args, "device", ReconstructionConfig.device))
+    config = config_from_args(PROG, ReconstructionConfig, args, device=device)
+    return config, check_out(PROG, args.out)
 
 
 def plot_trials(trials):
-    """Per-trial distributions: all methods on a log axis, and a close-up without Case 2."""
+    """Per-trial distributions, one box per method (the tables' names): all methods on a log axis, and a
+    close-up on a linear axis without Case 2, whose error is far below the others'."""
     methods = list(dict.fromkeys(trials["method"]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [7, 6]})
-    for ax, shown, log in ((axes[0], methods, True), (axes[1], [m for m in methods if m != "case2"], False)):
-        ax.boxplot([trials.loc[trials.method == m, "rel_l1"] for m in shown])
-        ax.set_xticks(range(1, len(shown) + 1), shown)
-        ax.set_yscale("log" if log else "linear")
-        ax.grid(axis="y", alpha=0.3)
-        ax.tick_params(axis="x", labelsize=8)
-    axes[0].set_ylabel("L1 / mean |Y|  (per trial)")
-    axes[0].set_title("all methods (log scale)", fontsize=10)
-    axes[1].set_title("close-up without Case 2", fontsize=10)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1]})
+    panels = ((axes[0], methods, True, "all methods (log scale)"),
+              (axes[1], [m for m in methods if m != "case2"], False, "close-up without Case 2 (linear scale)"))
+    for ax, shown, log, title in panels:
+        ax.boxplot([trials.loc[trials.method == m, "rel_l1"] for m in shown], orientation="horizontal")
+        ax.set_yticks(range(1, len(shown) + 1), [METHOD_LABELS[m].md if m in METHOD_LABELS else m for m in shown])
+        ax.invert_yaxis()  # the tables' order, top to bottom
+        ax.set_xscale("log" if log else "linear")
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_xlabel("L1 / mean |Y|  (per trial)")
+        ax.set_title(title, fontsize=10)
     fig.suptitle(f"Table 2: reconstruction error over {trials.trial.nunique()} trials")
     fig.tight_layout()
     return fig
@@ -69,6 +90,16 @@ def plot_trials(trials):
 
 def main(argv=None):
     config, out = parse_args(argv)
+    run(config, out, " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv))))
+
+
+def run(config, out, command=None):
+    """Run the study for ``config`` and write its files to ``out`` (what ``main`` does after parsing; a
+    notebook calls it directly). ``ValueError`` naming ``out`` when it cannot be written, before any work."""
+    out = Path(out)
+    check_writable_folder(out)
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but CUDA is not available on this machine")
     trials, info = run_table2(config)
     table = summarize(trials)
     markdown = to_markdown(table)
@@ -93,7 +124,7 @@ def main(argv=None):
     save_figure(figure, out / "table2.png", dpi=120)
     plt.close(figure)  # saved, not shown (a notebook calling main() would show it a second time)
     write_json(out / "run.json", {
-        "command": " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv))),
+        "command": command or f"{PROG} (called from Python)",
         "config": dataclasses.asdict(config),
         "protocol": __doc__.strip().splitlines()[4:10],
         **info,

@@ -15,7 +15,7 @@ float op 64 packed binary ops, as the paper's own derivation implies.
 """
 
 import sys
-from pathlib import Path
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from studies._cli import ArgumentParser, fail  # noqa: E402
+from studies._cli import add_config_flags, add_out_flag, check_out, config_from_args, make_parser, opt  # noqa: E402
 from xnorpp_core import paper  # noqa: E402
 from xnorpp_core.provenance import environment, save_figure, write_csv, write_json  # noqa: E402
 from xnorpp_core.speedup import CONSISTENT_MODEL, PAPER_MODEL, speedup_ours, speedup_xnor  # noqa: E402
@@ -32,6 +32,24 @@ from xnorpp_core.speedup import CONSISTENT_MODEL, PAPER_MODEL, speedup_ours, spe
 PROG = "python -m studies.speedup"
 MODELS = {"paper": PAPER_MODEL, "consistent": CONSISTENT_MODEL}
 FUNCTIONS = {"xnor": speedup_xnor, "ours": speedup_ours}
+
+
+@dataclass(frozen=True)
+class SpeedupConfig:
+    """The figure's range."""
+
+    max_channels: int = opt(1024, "largest number of output channels o on the x axis")
+
+    def __post_init__(self):
+        if self.max_channels < 2:
+            raise ValueError(f"--max-channels must be at least 2, got {self.max_channels}")
+
+
+def build_parser():
+    parser = make_parser(PROG, __doc__)
+    add_config_flags(parser, SpeedupConfig)
+    add_out_flag(parser, "results/speedup")
+    return parser
 
 
 def speedup_table(kernels, channels):
@@ -55,6 +73,10 @@ def plot_figure1(table):
         ax.set_xlabel("output channels o")
         ax.set_title(titles[model], fontsize=10)
         ax.axhline(64, color="grey", lw=0.8, ls=":")
+        ax.annotate("64x: 64 binary ops per multiplication, the ceiling", xy=(0.01, 64), ha="left", va="bottom",
+                    xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points", fontsize=7,
+                    color="dimgrey")
+        ax.set_ylim(0, 72)  # room for labels above the curves
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("theoretical speed-up over a real convolution")
     axes[0].legend(fontsize=8, loc="lower right")
@@ -64,16 +86,11 @@ def plot_figure1(table):
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog=PROG, description="Regenerate Figure 1 of XNOR-Net++ (Eq. 8 and 9).")
-    parser.add_argument("--out", type=Path, default=Path("results/speedup"))
-    parser.add_argument("--max-channels", type=int, default=1024, help="largest o on the x axis (default 1024)")
-    args = parser.parse_args(argv)
-    if args.max_channels < 2:
-        fail(PROG, f"--max-channels must be at least 2, got {args.max_channels}")
-    if args.out.exists() and not args.out.is_dir():
-        fail(PROG, f"--out {args.out} exists and is not a folder")
+    args = build_parser().parse_args(argv)
+    config = config_from_args(PROG, SpeedupConfig, args)
+    out = check_out(PROG, args.out)
 
-    channels = np.unique(np.geomspace(1, args.max_channels, 64).round().astype(int))
+    channels = np.unique(np.geomspace(1, config.max_channels, 64).round().astype(int))
     table = speedup_table(kernels=(1, 3, 5), channels=channels)
     lines = ["Headline case, o = 256, 3x3 kernel:",
              f"  {'':24s} {'formula':>9s} {'printed':>9s} {'float op = 64':>14s}"]
@@ -81,15 +98,15 @@ def main(argv=None):
         eq = "Eq. 8 (XNOR-Net)" if method == "xnor" else "Eq. 9 (ours)"
         lines.append(f"  {eq:24s} {fn(256, 3, 3):9.4f} {paper.SPEEDUP_256_3x3[method]:9.2f} "
                      f"{fn(256, 3, 3, float_cost=CONSISTENT_MODEL):14.4f}")
-    write_csv(args.out / "speedup.csv", table)
+    write_csv(out / "speedup.csv", table)
     fig = plot_figure1(table)
-    save_figure(fig, args.out / "figure1.png", dpi=120)
-    save_figure(fig, args.out / "figure1.pdf")
+    save_figure(fig, out / "figure1.png", dpi=120)
+    save_figure(fig, out / "figure1.pdf")
     plt.close(fig)
-    write_json(args.out / "run.json", {"command": " ".join([PROG] + (sys.argv[1:] if argv is None else argv)),
+    write_json(out / "run.json", {"command": " ".join([PROG] + (sys.argv[1:] if argv is None else argv)),
                                        "headline": lines, "environment": environment("cpu")})
     print("\n".join(lines))
-    print(f"wrote {args.out}/{{speedup.csv,figure1.png,figure1.pdf,run.json}}")
+    print(f"wrote {out}/{{speedup.csv,figure1.png,figure1.pdf,run.json}}")
 
 
 if __name__ == "__main__":

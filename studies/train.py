@@ -52,7 +52,7 @@ one-line error and exit code 2 before anything is written.
 import dataclasses
 from pathlib import Path
 
-from studies._cli import ArgumentParser, add_config_flags, config_from_args, fail
+from studies._cli import add_config_flags, config_from_args, fail, make_parser
 from xnorpp_core.training.data import DataError
 from xnorpp_core.training import TrainConfig, TrainingError, train
 
@@ -62,9 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def build_parser():
     """One flag per ``TrainConfig`` field; defaults stay ``TrainConfig``'s (flags left out are not passed)."""
-    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    add_config_flags(parser, TrainConfig)
-    return parser
+    return add_config_flags(make_parser(PROG, __doc__), TrainConfig)
 
 
 def default_out(config):
@@ -74,12 +72,18 @@ def default_out(config):
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
-def main(argv=None):
-    config = config_from_args(PROG, TrainConfig, build_parser().parse_args(argv))
+def run(config):
+    """Train ``config`` (``out`` defaulting to ``default_out``) and return the summary; a notebook calls it
+    directly. Unusable data, checkpoints or options raise ``DataError`` / ``TrainingError`` (one line)."""
     if config.out is None:
         config = dataclasses.replace(config, out=str(default_out(config)))
+    return train(config)
+
+
+def main(argv=None):
+    config = config_from_args(PROG, TrainConfig, build_parser().parse_args(argv))
     try:
-        return train(config)
+        return run(config)
     except (DataError, TrainingError) as e:
         fail(PROG, str(e))
 

@@ -31,3 +31,11 @@ def test_straight_through_gradient_matches_hand_computed_reference():
 def test_binarize_forward_equals_sign():
     x = torch.randn(4, 5, requires_grad=True)
     assert torch.equal(binarize(x), sign(x.detach()))
+
+
+def test_nan_gives_minus_one_and_no_gradient():
+    """Documented choice: NaN is not > 0, so Eq. 1 ("-1 elsewhere") gives -1; the STE passes no gradient."""
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.5], requires_grad=True)
+    assert sign(x.detach()).tolist() == [-1.0, 1.0, -1.0, 1.0]
+    binarize(x).backward(torch.ones(4))
+    assert x.grad.tolist() == [0.0, 0.0, 0.0, 1.0]

@@ -257,3 +257,19 @@ def test_bn_without_affine_parameters_before_each_sign(arch):
     assert before_sign and not any(bn.affine for bn in before_sign)
     dropped = 2 * sum(bn.num_features for bn in before_sign)
     assert sum(p.numel() for p in affine.parameters()) - sum(p.numel() for p in plain.parameters()) == dropped
+
+
+@pytest.mark.parametrize("input_size", [227, 224])
+def test_alexnet_docstring_states_conv1_output_size(input_size):
+    """The layout table of xnorpp_core/models/alexnet.py gives conv1's output size as the model computes it."""
+    import re
+
+    import xnorpp_core.models.alexnet as module
+
+    model = binary_alexnet("case4", 10, input_size)
+    size = model.stem[0](torch.zeros(1, 3, input_size, input_size)).shape[-1]
+    doc = module.__doc__
+    if input_size == 227:
+        line = next(l for l in doc.splitlines() if l.strip().startswith("conv1"))
+        assert re.search(rf"\b{input_size} -> {size} -> 27$", line.strip()), line
+    assert re.search(rf"\b{input_size} -> {size}\b", doc)

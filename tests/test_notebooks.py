@@ -5,6 +5,7 @@ notebook once: train.ipynb twice, reconstruction.ipynb (2 trials) and tables.ipy
 """
 
 import json
+import shutil
 
 import nbformat
 import pandas as pd
@@ -13,7 +14,7 @@ import pytest
 
 from studies import notebooks as runner
 from xnorpp_core.report import tables
-from xnorpp_core.training import METRICS_COLUMNS
+from xnorpp_core.training import METRICS_COLUMNS, TrainConfig, TrainingError
 
 TINY = ["--epochs", "1", "--limit-batches", "1", "--batch-size", "8", "--trials", "2"]
 ROWS = {"table1": (("resnet18", "case4"),), "table3": (("alexnet", "xnor"),)}
@@ -25,7 +26,7 @@ def results(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         for grid, rows in ROWS.items():
             mp.setitem(tables.GRIDS, grid, rows)
-        runner.main(["all", "--results", str(out)] + TINY)
+        runner.main(["all", "--out", str(out)] + TINY)
     return out
 
 
@@ -86,11 +87,11 @@ def test_finished_rows_are_skipped_and_changed_ones_refused(results, capsys, mon
     for grid, rows in ROWS.items():
         monkeypatch.setitem(tables.GRIDS, grid, rows)
     before = (results / "runs" / "table1" / "resnet18_case4" / "metrics.csv").stat().st_mtime_ns
-    args = runner.parse_args(["table1", "--results", str(results)] + TINY)
+    args = runner.parse_args(["table1", "--out", str(results)] + TINY)
     plan = runner._plan_row("table1", "resnet18", "case4", args)
     assert plan[-1] == "skip"
     with pytest.raises(SystemExit) as exit_:
-        runner.main(["table1", "--results", str(results), "--lr", "0.01"] + TINY)
+        runner.main(["table1", "--out", str(results), "--lr", "0.01"] + TINY)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "was run with other parameters (lr None -> 0.01)" in err and "--force" in err
@@ -104,7 +105,7 @@ def test_finished_rows_are_skipped_and_changed_ones_refused(results, capsys, mon
 
 
 def test_runner_parameters_are_the_notebooks_parameters(tmp_path):
-    args = runner.parse_args(["all", "--results", str(tmp_path)])
+    args = runner.parse_args(["all", "--out", str(tmp_path)])
     declared = papermill.inspect_notebook(str(runner.NOTEBOOKS / "train.ipynb"))
     assert set(runner.row_parameters("resnet18", "xnor", tmp_path, args)) == set(declared)
     assert set(papermill.inspect_notebook(str(runner.NOTEBOOKS / "tables.ipynb"))) == {"results", "out"}
@@ -130,10 +131,13 @@ def test_cli_flags():
 
 
 def test_run_training_failure_is_an_exception(tmp_path):
-    with pytest.raises(RuntimeError, match="exit code 2"):
-        runner.run_training(["--arch", "vgg", "--out", str(tmp_path / "r")])
+    with pytest.raises(ValueError, match="unknown arch 'vgg'"):
+        runner.run_training(TrainConfig(arch="vgg", out=str(tmp_path / "r")))
+    with pytest.raises(TrainingError, match="cannot write there"):
+        runner.run_training(TrainConfig(input_size=8, out="/proc/xnorpp-no-such-run"))
     with pytest.raises(ValueError, match="nproc"):
-        runner.run_training([], nproc=0)
+        runner.run_training(TrainConfig(out=str(tmp_path / "r")), nproc=0)
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -146,14 +150,48 @@ def test_run_training_failure_is_an_exception(tmp_path):
 ])
 def test_bad_options_exit_2_writing_nothing(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:
-        runner.main([*argv, "--results", str(tmp_path / "r")])
+        runner.main([*argv, "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and message in err
     assert not (tmp_path / "r").exists()
 
 
 def test_run_training_under_torchrun(tmp_path):
-    argv = runner.cli_flags(arch="resnet18", method="xnor", epochs=1, limit_batches=1, batch_size=8, device="cpu",
-                            out=str(tmp_path / "run"), quiet=True)
-    summary = runner.run_training(argv, nproc=2)
+    config = TrainConfig(arch="resnet18", method="xnor", epochs=1, limit_batches=1, batch_size=8, device="cpu",
+                         out=str(tmp_path / "run"), quiet=True)
+    summary = runner.run_training(config, nproc=2)
     assert summary["protocol"]["processes"] == 2 and summary["final"]["epoch"] == 1
+
+
+def _failure(notebook, tmp_path, parameters):
+    """Execute ``notebook`` expecting it to fail; the error as papermill reports it (name and message)."""
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        runner.execute(runner.NOTEBOOKS / notebook, tmp_path / "executed" / notebook, parameters)
+    return f"{error.value.ename}: {error.value.evalue}"
+
+
+@pytest.mark.parametrize("setup", ["missing", "empty"])
+def test_tables_notebook_refuses_a_results_folder_without_results(tmp_path, setup):
+    results = tmp_path / "results"
+    if setup == "empty":
+        (results / "runs").mkdir(parents=True)
+    error = _failure("tables.ipynb", tmp_path, {"results": str(results)})
+    assert f"results folder {results}" in error and ("does not exist" if setup == "missing" else "no result") in error
+    assert [p.name for p in tmp_path.iterdir()] == ["executed"] + (["results"] if setup == "empty" else [])
+    assert not (results / "tables").exists()  # nothing written, and by default inside results, not elsewhere
+
+
+def test_tables_notebook_writes_inside_its_results_folder_by_default(results, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(results / "reconstruction", target / "reconstruction")
+    runner.execute(runner.NOTEBOOKS / "tables.ipynb", tmp_path / "tables.ipynb", {"results": str(target)})
+    assert (target / "tables" / "table2.md").exists()
+
+
+@pytest.mark.parametrize("notebook, parameters, message", [
+    ("reconstruction.ipynb", {"loss": "l3"}, "ValueError: loss must be one of ('l1', 'l2'), got 'l3'"),
+    ("train.ipynb", {"method": "case5"}, "ValueError: unknown method 'case5'; choose from"),
+])
+def test_notebook_errors_carry_their_message(tmp_path, notebook, parameters, message):
+    assert message in _failure(notebook, tmp_path, {**parameters, "out": str(tmp_path / "out")})
+    assert not (tmp_path / "out").exists()

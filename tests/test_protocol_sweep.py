@@ -14,8 +14,8 @@ from studies import protocol_sweep
 from xnorpp_core.report.protocol_analysis import analysis
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--shape", "8x8x3x3@6,8x8x1x1@6", "--inputs", "gaussian,uniform", "--padding", "0", "--fit-loss", "l1",
-        "--weights", "unit,small", "--train-inputs", "1,3", "--trials", "3", "--heldout-inputs", "2",
+TINY = ["--shape", "8x8x3x3@6", "8x8x1x1@6", "--inputs", "gaussian", "uniform", "--padding", "0", "--losses", "l1",
+        "--weights", "unit", "small", "--train-inputs", "1", "3", "--trials", "3", "--heldout-inputs", "2",
         "--starts", "2", "--crosses", "weights:shape"]
 
 
@@ -72,15 +72,18 @@ def test_cited_numbers_are_the_csv_values(tiny_run):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--inputs", "gaussian,cauchy"], "unknown input distribution 'cauchy'"),
+    (["--inputs", "gaussian", "cauchy"], "invalid choice: 'cauchy'"),
     (["--shape", "64x64x3@16"], "is not of the form OxCxKxK@H"),
-    (["--train-inputs", "1,x"], "--train-inputs takes integers"),
+    (["--train-inputs", "1", "x"], "argument --train-inputs: invalid int value: 'x'"),
+    (["--inputs", "gaussian", "gaussian"], "needs a non-empty tuple of distinct values"),
+    (["--crosses", "inputs"], "a cross is AXIS:AXIS, got 'inputs'"),
     (["--train-inputs", "0"], "train_inputs must be a positive integer"),
     (["--crosses", "inputs:colour"], "a cross is a pair of distinct axes"),
     (["--trials", "0"], "trials must be a positive integer"),
     (["--fit-lr", "-1"], "invalid FitConfig"),
     (["--trials", "two"], "invalid int value"),
-    (["--threads", "0"], "--threads must be a positive integer"),
+    (["--threads", "0"], "--threads: must be a positive integer"),
+    (["--out", "/proc/xnorpp-no-such-folder"], "cannot write there"),
 ])
 def test_bad_options_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "out"
@@ -94,9 +97,10 @@ def test_bad_options_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, ar
 
 def test_the_command_line_entry_point(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "studies.protocol_sweep", "--out", str(out), "--weights", "tiny"],
+    proc = subprocess.run([sys.executable, "-m", "studies.protocol_sweep", "--out", str(out), "--shape", "64x64x3@16"],
                           cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith("python -m studies.protocol_sweep: error: unknown weight")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("python -m studies.protocol_sweep: error: shape '64x64x3@16' is not of the form")
     assert not out.exists()
 
 
@@ -105,7 +109,7 @@ def test_the_command_line_entry_point(tmp_path):
 
 @pytest.fixture(scope="module")
 def tables(tiny_run):
-    config = protocol_sweep.config_from_args(protocol_sweep.parse_args(TINY))
+    config = protocol_sweep.parse_args(TINY + ["--out", str(tiny_run)])[0]
     run_info = json.loads((tiny_run / "run.json").read_text())
     return [pd.read_csv(tiny_run / name) for name in ("sweep.csv", "claims.csv", "cells.csv")] + [config, run_info]
 
@@ -172,3 +176,14 @@ def test_the_evidence_findings_follow_the_gaps(tables):
     n = int(sweep.evidence.eq("exact").sum())
     assert f"Fits: {n} of {n} Case 1-2 fits within" in _text(*tables)
     assert f"Fits: {n - 1} of {n} Case 1-2 fits within" in _text(outside, claims, cells, config, run_info)
+def test_ratio_figure_names_the_conditions(tiny_run, tmp_path):
+    from xnorpp_core.report.protocol_analysis import figures
+
+    config, _, _ = protocol_sweep.parse_args(TINY + ["--out", str(tmp_path / "unused")])
+    frames = [pd.read_csv(tiny_run / f"{name}.csv") for name in ("sweep", "claims", "cells")]
+    fig = figures(*frames, config)["xnor_over_case1.png"]
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    cells = frames[2]
+    assert len(labels) == len(cells) and labels[0].startswith("base")
+    assert any(label.startswith("weights small") for label in labels) and any("shape 8x8x1x1@6" in label
+                                                                               for label in labels)

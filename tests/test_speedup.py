@@ -49,3 +49,15 @@ def test_bad_option_exits_2_and_writes_nothing(tmp_path, capsys):
     assert err.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_readme_does_not_call_eq9_a_rounding_match():
+    """Eq. 8's 63.696 is printed truncated (63.69); Eq. 9's 63.972 rounds to 63.97, not the printed 63.98:
+    the README must not call that a match up to rounding."""
+    from xnorpp_core import paper
+
+    xnor, ours = speedup_xnor(256, 3, 3), speedup_ours(256, 3, 3)
+    assert int(xnor * 100) / 100 == paper.SPEEDUP_256_3x3["xnor"] != round(xnor, 2)
+    assert round(ours, 2) != paper.SPEEDUP_256_3x3["ours"] and int(ours * 100) / 100 != paper.SPEEDUP_256_3x3["ours"]
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "up to rounding" not in readme

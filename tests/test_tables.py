@@ -170,3 +170,20 @@ def test_curves():
         plot_curves(METRICS.drop(columns="val_top5"))
     with pytest.raises(ValueError, match="no epoch"):
         final_metrics(METRICS.iloc[:0])
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 12])
+def test_curves_tick_whole_epochs_only(epochs):
+    import matplotlib.pyplot as plt
+
+    n = epochs
+    metrics = pd.DataFrame({"epoch": range(1, n + 1), "lr": [1e-3] * n, "train_loss": [1.0] * n,
+                            "train_top1": [50.0] * n, "val_loss": [1.0] * n, "val_top1": [50.0] * n,
+                            "val_top5": [90.0] * n})
+    fig = plot_curves(metrics)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() and 1 <= t <= n for t in ticks), ticks
+    plt.close(fig)

@@ -445,3 +445,56 @@ def test_the_optimizer_applies_the_weight_decay(two_epoch_run):
     assert sum(len(g["params"]) for g in groups) == len(ckpt["model"]) - sum(
         1 for k in ckpt["model"] if "running_" in k or "num_batches_tracked" in k)  # every parameter decays
     assert all(len(s) > 0 for s in ckpt["optimizer"]["state"].values())  # and was stepped
+@pytest.fixture
+def no_data_loading(monkeypatch):
+    """Bad options must be refused before any data is loaded."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("data was loaded before the options were checked")
+
+    monkeypatch.setattr(training.datasets, "digits_splits", refuse)
+    monkeypatch.setattr(training.datasets, "imagefolder_splits", refuse)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--input-size", "8", "--no-small-input"], "input_size 8 is too small for resnet18"),
+    (["--data", "IMAGES", "--input-size", "3", "--resize", "8", "--small-input"], "input_size 3 is too small"),
+    (["--arch", "alexnet", "--input-size", "8"], "input_size 8 is too small for alexnet"),
+    (["--data", "IMAGES", "--input-size", "7", "--resize", "8"], "input_size 7 is too small for resnet18"),
+])
+def test_input_too_small_for_the_network(tmp_path, capsys, no_data_loading, argv, match):
+    argv = [str(tmp_path) if a == "IMAGES" else a for a in argv]
+    fails(capsys, ["--quiet", *argv], match, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_out_is_refused_before_any_data(tmp_path, capsys, no_data_loading):
+    existing = tmp_path / "a_file"
+    existing.write_text("keep me")
+    fails(capsys, TINY, "exists and is not a folder", existing)
+    assert existing.read_text() == "keep me"
+    fails(capsys, TINY, "cannot write", existing / "run")  # a file where a folder should be
+    fails(capsys, TINY, "cannot write", Path("/proc/xnorpp-no-such-run"))  # not writable, even by root
+
+
+def test_data_that_is_a_file_is_named_as_such(tmp_path, capsys):
+    data = tmp_path / "data.tar"
+    data.write_bytes(b"")
+    fails(capsys, ["--data", str(data)], f"data folder {data} is a file, not a folder", tmp_path / "out")
+
+
+def test_resume_with_fewer_epochs_than_completed_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    cli.main([*TINY, "--epochs", "2", "--out", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    fails(capsys, [*TINY, "--epochs", "1", "--resume"], "has completed 2 epochs, more than --epochs 1", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_config_json_records_only_what_applies(tmp_path):
+    import json
+
+    cli.main([*TINY, "--epochs", "1", "--device", "cpu", "--out", str(tmp_path)])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["amp"] is False  # no mixed precision on a CPU
+    assert config["resize"] is None and config["hflip"] is None  # ImageFolder options, not the digits'
+    assert config["input_size"] == 8 and config["method"] == "case4"

@@ -7,7 +7,12 @@ Note that ``torch.sign`` maps 0 to 0, so on its own it would make a "binary"
 tensor ternary. ``sign`` below corrects it: ``2 torch.sign(x) - 1`` maps
 {-1, 0, +1} to {-3, -1, +1}, and clamping at -1 gives Eq. 1. That is four cheap
 elementwise passes, several times faster on CPU than ``torch.where`` on a
-boolean mask (a NaN stays NaN rather than becoming -1).
+boolean mask.
+
+NaN. A NaN is not ``> 0``, so Eq. 1 as written ("-1 elsewhere") gives -1, and
+so does ``sign``: ``torch.sign(nan)`` is 0, which becomes -1 like a zero. A NaN
+in a binary layer's input therefore turns silently into -1 rather than
+propagating; check inputs with ``torch.isfinite`` where that matters.
 
 For training, the gradient of sign is zero almost everywhere, so we use the
 straight-through estimator (STE) of Courbariaux et al. / Hubara et al.:
@@ -24,7 +29,7 @@ __all__ = ["sign", "binarize"]
 
 
 def sign(x: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: +1 where ``x > 0``, -1 elsewhere (so ``sign(0) = -1``). No gradient."""
+    """Eq. 1: +1 where ``x > 0``, -1 elsewhere (so ``sign(0) = -1`` and ``sign(nan) = -1``). No gradient."""
     return torch.sign(x).mul_(2).sub_(1).clamp_(min=-1)  # {-1, 0, 1} -> {-3, -1, 1} -> {-1, -1, 1}
 
 

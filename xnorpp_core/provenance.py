@@ -1,4 +1,4 @@
-"""Provenance and safe writing of results: versions, hardware, atomic files.
+"""Provenance and safe writing of results: versions, hardware, atomic files, markdown tables.
 
 Every result file of this project is written through ``atomic_write`` (write
 to a temporary file in the same folder, then ``os.replace``), so a crash or a
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "atomic_write", "write_json", "write_csv", "save_figure"]
+__all__ = ["environment", "atomic_write", "write_json", "write_csv", "save_figure", "markdown_cell", "markdown_table",
+           "check_writable_folder"]
 
 _PACKAGES = ("xnorpp", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn", "papermill")
 
@@ -96,3 +97,36 @@ def save_figure(fig, path, **kwargs):
     metadata_ = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None}}.get(fmt)
     fig.savefig(buf, format=fmt, metadata=metadata_, **kwargs)
     return atomic_write(path, buf.getvalue())
+
+
+def markdown_cell(value):
+    """``value`` as text for a markdown table cell: ``|`` escaped (``\\|``) and line breaks as spaces, so that a
+    GitHub-flavoured markdown parser sees one cell (an unescaped pipe would split it, and a header with more
+    cells than the delimiter row is no table at all)."""
+    return " ".join(str(value).splitlines()).replace("|", "\\|")
+
+
+def markdown_table(frame, **kwargs):
+    """A DataFrame as a GitHub-flavoured markdown table (``DataFrame.to_markdown``, no index), every header
+    and string cell passed through ``markdown_cell``; ``kwargs`` go to ``to_markdown`` (e.g. ``floatfmt``)."""
+    frame = frame.rename(columns=markdown_cell)
+    frame = frame.map(lambda v: markdown_cell(v) if isinstance(v, str) else v)
+    return frame.to_markdown(index=False, **kwargs)
+
+
+def check_writable_folder(path):
+    """Raise ``ValueError`` (one line, starting with ``path``) unless ``path`` is a folder that exists and can be
+    written, or can be created: checked before any work, by creating and removing a temporary folder in it or in
+    its nearest existing parent, so that nothing is left behind either way."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a folder")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is not a folder")
+        tempfile.TemporaryDirectory(dir=parent, prefix=".xnorpp-check-").cleanup()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot write there ({e.strerror or e})") from None

@@ -1,7 +1,7 @@
 """Where the weights ``W`` and inputs ``I`` of a reconstruction trial come from.
 
 Section 4.2 of the paper draws both "from a normal distribution" and says no
-more; the protocol study (issue 5) varies both.
+more; the protocol study (``protocol.py``) varies both.
 
 Weights, ``W ~ N(0, std^2)`` with ``std`` set by ``WEIGHT_SCALES``:
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .. import paper
 from ..layers import PAD_MODES
+from ..provenance import markdown_table
 from .evidence import STARTS, fit_evidence
 from .fit import LOSSES, RECONSTRUCTION_METHODS, FitConfig, distance, draw_layers, fit_adam, layer_outputs
 
@@ -200,4 +201,4 @@ def _span(low, high):
 
 def to_markdown(table: pd.DataFrame) -> str:
     """Table 2 as markdown: ours (mean +- std) beside the paper's, and the ratios."""
-    return display(table).to_markdown(index=False, disable_numparse=True)
+    return markdown_table(display(table), disable_numparse=True)

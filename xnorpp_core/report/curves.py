@@ -40,7 +40,8 @@ def plot_curves(metrics, title=""):
             ax.axvline(epoch - 0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(metrics.epoch.min() - 0.5, metrics.epoch.max() + 0.5)  # at least one epoch wide
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs only
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

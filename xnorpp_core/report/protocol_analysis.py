@@ -480,7 +480,7 @@ def analysis(sweep, claims, cells, config, run_info, figure_names=()):
     return "\n".join(lines)
 
 
-def _ratio_figure(claims):
+def _ratio_figure(claims, t):
     fig, ax = plt.subplots(figsize=(max(6, 0.28 * claims.cell_id.nunique()), 3.6))
     for split, marker in (("train", "o"), ("heldout", "s")):
         sub = claims[(claims.split == split) & (claims.metric == "l1")]
@@ -491,7 +491,9 @@ def _ratio_figure(claims):
     ax.axhline(TABLE2["xnor"][0] / TABLE2["case1"][0], color="r", ls="--", label="paper (0.095 / 0.038)")
     ax.axhline(1, color="grey", lw=0.5)
     ax.set_ylabel("XNOR / Case 1, L1")
-    ax.set_xlabel("cell (cells.csv)")
+    ids = list(dict.fromkeys(claims[(claims.split == "train") & (claims.metric == "l1")].cell_id))
+    ax.set_xticks(range(len(ids)), [f"{t.changes(cid).replace('the base protocol', 'base')} ({cid})" for cid in ids])
+    ax.set_xlabel("condition: what differs from the base protocol (cell of cells.csv)")
     ax.tick_params(axis="x", rotation=90, labelsize=7)
     ax.legend(fontsize=7)
     return fig
@@ -568,7 +570,7 @@ FIGURES = {"xnor_over_case1.png": "XNOR / Case 1 in every cell, measured and exp
 def figures(sweep, claims, cells, config):
     """``{file name: matplotlib figure}`` for the study's output folder (those its grid supports)."""
     t = _Tables(sweep, claims, cells, config.base)
-    out = {"xnor_over_case1.png": _ratio_figure(claims)}
+    out = {"xnor_over_case1.png": _ratio_figure(claims, t)}
     if any(len(_n_cells(t, loss)) > 1 for loss in ("l1", "l2")):
         out["generalisation.png"] = _generalisation_figure(t)
     if cells.inputs.nunique() > 1:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paper
-from ..provenance import atomic_write
+from ..provenance import atomic_write, markdown_table
 from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from ..reconstruction.table2 import display as table2_display
 
@@ -94,7 +94,7 @@ class Table:
     notes: tuple = field(default_factory=tuple)
 
     def markdown(self):
-        body = self.view.map(str).to_markdown(index=False, disable_numparse=True)
+        body = markdown_table(self.view.map(str), disable_numparse=True)
         notes = "".join(f"\n- {n}" for n in self.notes)
         return f"# {self.title}\n\n{self.caption}\n\n{body}\n" + (f"\n{notes.lstrip()}\n" if notes else "")
 
@@ -121,6 +121,21 @@ def write_table(table, out):
 
 
 # ---------------------------------------------------------------- runs
+RESULT_FILES = ("runs/*/*/summary.json", "reconstruction/table2.csv", "speedup/speedup.csv")
+
+
+def check_results(results):
+    """Raise ``FileNotFoundError`` naming ``results`` when it is not a folder or holds none of the result
+    files the tables are made from (``RESULT_FILES``): rendering then would only print "not run" rows."""
+    results = Path(results)
+    if not results.is_dir():
+        raise FileNotFoundError(f"results folder {results.resolve()} does not exist (or is not a folder)")
+    if not any(any(results.glob(pattern)) for pattern in RESULT_FILES):
+        raise FileNotFoundError(f"results folder {results.resolve()} holds no result file "
+                                f"({', '.join(RESULT_FILES)})")
+    return results
+
+
 def dataset_label(data):
     """What a run was measured on: the embedded digits (``data`` is None) or the ImageFolder's name.
 
@@ -305,7 +320,11 @@ def figure1_headline():
 
 def mark_printed_speedups(ax, out_channels=256, kernel=3):
     """Mark the paper's two printed speed-ups (Section 4.3) on a Figure 1 axis (formulas as printed)."""
+    printed = paper.SPEEDUP_256_3x3
     for method, marker in (("xnor", "v"), ("ours", "^")):
-        ax.plot([out_channels], [paper.SPEEDUP_256_3x3[method]], marker, color="black", ms=6, ls="none",
+        ax.plot([out_channels], [printed[method]], marker, color="black", ms=6, ls="none",
                 label=f"printed, {'XNOR-Net' if method == 'xnor' else 'ours'} ({kernel}x{kernel}, o = {out_channels})")
+    # the two markers overlap at this scale (63.69 and 63.98): say which is which beside them
+    ax.annotate(f"printed: ▼ {printed['xnor']:.2f}  ▲ {printed['ours']:.2f}", xy=(out_channels, printed["ours"]),
+                xytext=(0, 8), textcoords="offset points", ha="center", va="bottom", fontsize=7)
     ax.legend(fontsize=7, loc="lower right")

@@ -73,6 +73,8 @@ def imagefolder_splits(root, input_size, resize=256, hflip=True):
     the whole image.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data folder {root} is a file, not a folder")
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
     normalize = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]

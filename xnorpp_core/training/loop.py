@@ -14,7 +14,9 @@ optimizer, learning rate and weight decay, and scale the rest to a dataset of
 epoch), 9 epochs with the learning rate divided by 10 every 3, i.e. drops at
 about the same fractions of training (1/3, 2/3) as 25 and 50 of 80 epochs.
 Every value can be overridden; ``None`` fields take the recipe's value in
-``__post_init__`` so that ``config.json`` holds what actually ran.
+``__post_init__`` so that ``config.json`` holds what actually ran (settings
+that do not apply to the run, such as mixed precision on a CPU or the
+ImageFolder resize on the digits, are recorded as off / ``null``).
 
 One process, or many under ``torchrun`` (DistributedDataParallel, NCCL on
 GPUs, gloo on CPUs). ``batch_size`` is the global batch, split evenly over
@@ -56,7 +58,7 @@ from tqdm import tqdm
 from . import data as datasets
 from ..layers import METHODS, PAD_MODES
 from ..models import ALEXNET_WIDTHS, ARCHS, SHORTCUTS, build_model, center_and_clamp_weights_
-from ..provenance import atomic_write, environment, write_csv, write_json
+from ..provenance import atomic_write, check_writable_folder, environment, write_csv, write_json
 
 __all__ = ["Recipe", "RECIPES", "TrainConfig", "TrainingError", "accuracy", "train", "METRICS_COLUMNS"]
 
@@ -171,6 +173,8 @@ class TrainConfig:
         check(self.data is not None or self.input_size >= 8, "digits need input_size >= 8 (they are 8x8)")
         check(self.data is None or self.resize >= self.input_size,
               f"resize ({self.resize}) must be at least input_size ({self.input_size})")
+        check(_network_accepts(self), f"input_size {self.input_size} is too small for {self.arch} with "
+              f"{'the 3x3/1 small-input stem' if self.small_input else 'the ImageNet stem (try --small-input)'}")
 
     @property
     def dataset(self):
@@ -194,6 +198,27 @@ class TrainConfig:
     def resize_to(self):
         """``torchvision.transforms.Resize``'s size: an int (the shorter side) or ``(h, w)`` (a square)."""
         return self.resize if self.resize_mode == "shorter_side" else (self.resize, self.resize)
+
+
+def _network_accepts(config):
+    """Whether ``config``'s network can be built for its input size (built on the meta device: no memory,
+    no random numbers drawn)."""
+    try:
+        with torch.device("meta"):
+            build_model(config.arch, config.method, 10, config.input_size, **config.model_options())
+    except ValueError:
+        return False
+    return True
+
+
+def _as_run(config, device):
+    """``config`` as a dict, with the settings that did not apply to this run as ``None`` / off: mixed
+    precision off unless on CUDA, the ImageFolder-only ``resize``, ``resize_mode`` and ``hflip`` None for the digits."""
+    applied = config.to_dict()
+    applied["amp"] = config.amp and device.type == "cuda"
+    if config.data is None:
+        applied["resize"] = applied["resize_mode"] = applied["hflip"] = None
+    return applied
 
 
 class TrainingError(ValueError):
@@ -375,6 +400,10 @@ def train(config):
     if config.out is None:
         raise TrainingError("config.out (the run's folder) is required")
     out = Path(config.out)
+    try:
+        check_writable_folder(out)
+    except ValueError as e:
+        raise TrainingError(f"--out {e}") from None
     proc = _start_process(config)
     try:
         return _train(config, out, proc)
@@ -398,6 +427,9 @@ def _train(config, out, proc):
         if not config.resume:
             raise TrainingError(f"{ckpt_path} exists: pass --resume to continue it, or remove it to start over")
         ckpt = _load_checkpoint(ckpt_path, config, dataset, proc)
+        if ckpt["epoch"] > config.epochs:
+            raise TrainingError(f"checkpoint {ckpt_path} has completed {ckpt['epoch']} epochs, more than "
+                                f"--epochs {config.epochs}: pass --epochs {ckpt['epoch']} or more to resume it")
 
     torch.manual_seed(config.seed)  # the initialization: the same on every process
     model = build_model(config.arch, config.method, len(classes), config.input_size,
@@ -463,13 +495,13 @@ def _save(out, config, dataset, model, optimizer, scheduler, scaler, rng, histor
     torch.save(ckpt, buffer)
     atomic_write(out / "checkpoint.pt", buffer.getvalue())
     write_csv(out / "metrics.csv", pd.DataFrame(history, columns=list(METRICS_COLUMNS)))
-    write_json(out / "config.json", config.to_dict())
+    write_json(out / "config.json", _as_run(config, next(model.parameters()).device))
 
 
 def _summary(config, dataset, history, proc, seconds):
     best = max(history, key=lambda r: r["val_top1"]) if history else None
     return {"final": history[-1] if history else None, "best": best, "epochs_completed": len(history),
-            "protocol": {"config": config.to_dict(), "dataset": dataset, "processes": proc.world,
+            "protocol": {"config": _as_run(config, proc.device), "dataset": dataset, "processes": proc.world,
                          "optimizer": "Adam", "lr_schedule": f"x{config.lr_gamma} every {config.lr_step} epochs",
                          "loss": "cross-entropy"},
             "seconds_this_session": seconds, "environment": environment(proc.device)}
