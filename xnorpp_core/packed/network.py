@@ -83,7 +83,8 @@ class _ChannelsLast(nn.Module):
 @torch.no_grad()
 def fused_emulation(model):
     """The fused float-emulated network: an eval copy of ``model`` with learned Gammas fused, each real
-    convolution's following ``BatchNorm2d`` folded into it, in channels-last memory format."""
+    convolution's following ``BatchNorm2d`` folded into it, in channels-last memory format (binary
+    layers keep their weights' layout)."""
     gm = _trace(fuse_model(copy.deepcopy(model)).eval())
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
@@ -98,7 +99,11 @@ def fused_emulation(model):
                 gm.graph.erase_node(node)
     gm.graph.lint()
     gm.recompile()
-    return _ChannelsLast(gm.to(memory_format=torch.channels_last)).eval()
+    gm = gm.to(memory_format=torch.channels_last)
+    for m in gm.modules():  # binary weights as trained: xnor_alpha's mean |W| then sums in the model's order
+        if isinstance(m, BinaryConv2d) and m.method != "real":
+            m.weight.data = m.weight.data.contiguous()
+    return _ChannelsLast(gm).eval()
 
 
 # ------------------------------------------------------------------ thresholds
