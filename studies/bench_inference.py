@@ -36,6 +36,7 @@ import argparse
 import itertools
 import os
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -227,7 +228,7 @@ def exactness(cfg, info, binary, progress):
 def plot_breakdown(speed, breakdown, cpu):
     """Stacked packed time per layer type, per setting, beside the best real network's time."""
     keys = [tuple(k) for k in speed[["method", "threads", "batch"]].itertuples(index=False)]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(keys)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(keys) + 2.5), 4.8))
     bottom = np.zeros(len(keys))
     per_image = speed.batch.to_numpy()
     for c, color in zip(CATEGORIES, plt.cm.tab10.colors):
@@ -239,8 +240,8 @@ def plot_breakdown(speed, breakdown, cpu):
                label="best real / 5")
     ax.set_xticks(range(len(keys)), [f"{m}\n{t} thr, batch {b}" for m, t, b in keys], fontsize=8)
     ax.set_ylabel("ms per image (median call / batch)")
-    ax.set_title(f"Packed binary network by layer type\n{cpu}", fontsize=9)
-    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("Packed binary network by layer type\n" + textwrap.fill(cpu, 70), fontsize=9)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 

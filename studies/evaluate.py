@@ -11,7 +11,8 @@ on the same images, and counts the images whose packed logits equal the fused
 emulation's exactly and whose predictions agree with each.
 
 Output (only with ``--out DIR``): ``DIR/evaluation.json`` (accuracies, agreement
-counts, the command, versions and hardware).
+counts, the file's size beside the packed weights plus real layers and factors,
+the command, versions and hardware).
 """
 
 import sys
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from studies._cli import ArgumentParser, fail
 from studies.export import check_writable, load_checkpoint
 from xnorpp_core.packed import BACKENDS, backend_info
-from xnorpp_core.packed.model_file import ModelFileError, load_model
+from xnorpp_core.packed.model_file import ModelFileError, load_model, size_budget
 from xnorpp_core.packed.network import PackedNetwork, fused_emulation
 from xnorpp_core.provenance import environment, write_json
 from xnorpp_core.training import DataError
@@ -99,7 +100,8 @@ def main(argv=None):
             n += len(y)
     result = {"images": n, "data": "digits" if args.data is None else str(args.data),
               "arch": payload["arch"], "method": payload["method"], "model_kwargs": payload["model_kwargs"],
-              "model_file_bytes": args.model.stat().st_size}
+              "model_file_bytes": args.model.stat().st_size, "size_budget": size_budget(model)}
+    result["file_over_budget"] = result["model_file_bytes"] / result["size_budget"]["total"]
     for k, (t1, t5) in hits.items():
         if k == "packed" or float_model is not None:
             result[f"{k}_top1"], result[f"{k}_top5"] = 100 * t1 / n, 100 * t5 / n

@@ -33,6 +33,7 @@ own rounding.
 """
 
 import copy
+import functools
 import operator
 import time
 
@@ -235,8 +236,7 @@ class PackedNetwork(nn.Module):
 
     ``input_size`` (default ``model.input_size``) is the only input size accepted.
     ``forward(x, timings=d)`` adds each step's seconds to ``d[category]``
-    (``CATEGORIES``). ``position_dependent`` counts float thresholds whose
-    bisection disagreed between positions (0 expected).
+    (``CATEGORIES``).
     """
 
     def __init__(self, model, backend=None, input_size=None):
@@ -319,7 +319,6 @@ class PackedNetwork(nn.Module):
         self._output = next(n for n in nodes if n.op == "output").args[0]
         self._mods = mods
         self.binaries = list(binaries.values())
-        self.position_dependent = 0
 
     def _o_pad(self, o):
         if self.backend.name == "numpy":
@@ -412,6 +411,5 @@ class PackedNetwork(nn.Module):
         if n.op == "call_method":
             return getattr(args[0], n.target)(*args[1:], **kwargs)
         if n.op == "get_attr":
-            return self.reference.graph.get_parameter(n.target) if "." in n.target else getattr(
-                self.reference.graph, n.target)
+            return functools.reduce(getattr, n.target.split("."), self.reference.graph)
         raise ValueError(f"cannot run graph node {n.op} {n.target}")
