@@ -39,7 +39,8 @@ def build_parser():
                             epilog="Output (with --out DIR): DIR/evaluation.json.")
     parser.add_argument("--model", type=Path, required=True, help="packed model file from python -m studies.export")
     parser.add_argument("--data", type=Path, default=None,
-                        help="ImageFolder root with val/ class folders (default: the embedded digits)")
+                        help="ImageFolder root with train/ and val/ class folders, as for training; val/ is "
+                             "evaluated (default: the embedded digits)")
     parser.add_argument("--resize", type=int, default=256, help="ImageFolder: shorter side before the centre crop "
                                                                   "(default 256)")
     parser.add_argument("--checkpoint", type=Path, default=None,
