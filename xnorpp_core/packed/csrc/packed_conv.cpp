@@ -113,6 +113,32 @@ inline void pack_block(const float* s, int64_t sC, int64_t sW, int64_t c0, int64
     for (int64_t j = 0; j < np; ++j) bits[j] |= static_cast<u64>(th.bit(s[b * sC + j * sW], c0 + b)) << b;
 }
 
+#if XNORPP_AVX512
+// pack_block for unit pixel stride: 16 pixels per compare, bits gathered in 8 vectors of 8 words.
+XNORPP_AVX512_FN void pack_block_avx512(const float* s, int64_t sC, int64_t c0, int64_t nb, int64_t np, u64* bits,
+                                        const Threshold& th) {
+  __m512i acc[8];
+  for (int q = 0; q < 8; ++q) acc[q] = _mm512_setzero_si512();
+  const int nq = static_cast<int>((np + 15) / 16);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* sb = s + b * sC;
+    const __m512 scale = _mm512_set1_ps(th.scale ? th.scale[c0 + b] : 1.0f);
+    const __m512 thr = _mm512_set1_ps(th.scale ? th.thr[c0 + b] : 0.0f);
+    const __m512i bit = _mm512_set1_epi64(static_cast<long long>(1ULL << b));
+    for (int q = 0; q < nq; ++q) {
+      const int64_t left = np - 16 * q;
+      const __mmask16 in = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+      __m512 x = _mm512_maskz_loadu_ps(in, sb + 16 * q);
+      if (th.scale) x = _mm512_mul_ps(x, scale);
+      const __mmask16 m = _mm512_mask_cmp_ps_mask(in, x, thr, _CMP_GT_OQ);
+      acc[2 * q] = _mm512_mask_or_epi64(acc[2 * q], static_cast<__mmask8>(m), acc[2 * q], bit);
+      acc[2 * q + 1] = _mm512_mask_or_epi64(acc[2 * q + 1], static_cast<__mmask8>(m >> 8), acc[2 * q + 1], bit);
+    }
+  }
+  for (int q = 0; q < 8; ++q) _mm512_storeu_si512(bits + 8 * q, acc[q]);
+}
+#endif
+
 torch::Tensor pack_signs(torch::Tensor x, int64_t ph, int64_t pw, c10::optional<torch::Tensor> scale,
                          c10::optional<torch::Tensor> thr, bool simd) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu(),
@@ -156,6 +182,13 @@ torch::Tensor pack_signs(torch::Tensor x, int64_t ph, int64_t pw, c10::optional<
           for (int64_t p0 = 0; p0 < W; p0 += 64) {
             const int64_t np = std::min<int64_t>(64, W - p0);
             u64 bits[64] = {0};
+#if XNORPP_AVX512
+            if (simd && sW == 1) {
+              pack_block_avx512(row + c0 * sC + p0, sC, c0, nb, np, bits, th);
+              for (int64_t j = 0; j < np; ++j) drow[(p0 + j) * cw + w] = bits[j];
+              continue;
+            }
+#endif
             pack_block(row + c0 * sC + p0 * sW, sC, sW, c0, nb, np, bits, th);
             for (int64_t j = 0; j < np; ++j) drow[(p0 + j) * cw + w] = bits[j];
           }
@@ -192,22 +225,28 @@ struct Epilogue {
 // One tile: PB output pixels of image n (a short tile repeats its last pixel) and OB channels from o0.
 struct Tile {
   int64_t n, p0, np, o0, oe;
-  int64_t base[PB];  // word offset of each pixel's receptive field in xb
+  int64_t base[PB];    // word offset of each pixel's receptive field in xb
+  int64_t py[PB], px[PB];  // each pixel's output row and column
 };
 
 Tile make_tile(const Geometry& g, int64_t n, int64_t p0, int64_t o0) {
-  Tile t{n, p0, std::min(PB, g.P - p0), o0, std::min(OB, g.o - o0), {}};
+  Tile t{n, p0, std::min(PB, g.P - p0), o0, std::min(OB, g.o - o0), {}, {}, {}};
+  int64_t y = p0 / g.w_out, x = p0 % g.w_out;  // one division per tile, then steps
   for (int64_t j = 0; j < PB; ++j) {
-    const int64_t p = p0 + std::min(j, t.np - 1);
-    t.base[j] = ((n * g.Hp + (p / g.w_out) * g.sh) * g.Wp + (p % g.w_out) * g.sw) * g.cw;
+    t.py[j] = y;
+    t.px[j] = x;
+    t.base[j] = ((n * g.Hp + y * g.sh) * g.Wp + x * g.sw) * g.cw;
+    if (j + 1 < t.np && ++x == g.w_out) {
+      x = 0;
+      ++y;
+    }
   }
   return t;
 }
 
-// Where pixel p's 32 bits of channels o0 .. o0 + 31 go.
-inline u32* bits_at(const Geometry& g, const Epilogue& e, int64_t n, int64_t p, int64_t o0) {
-  const int64_t yy = p / g.w_out + e.out_ph, xx = p % g.w_out + e.out_pw;
-  return e.bits + ((n * e.out_Hp + yy) * e.out_Wp + xx) * e.out_halves + o0 / OB;
+// Where pixel j's 32 bits of channels o0 .. o0 + 31 go.
+inline u32* bits_at(const Epilogue& e, const Tile& t, int64_t j) {
+  return e.bits + ((t.n * e.out_Hp + t.py[j] + e.out_ph) * e.out_Wp + t.px[j] + e.out_pw) * e.out_halves + t.o0 / OB;
 }
 
 // Portable epilogue of one pixel: acc[q] popcounts of channels o0 + q.
@@ -218,7 +257,7 @@ inline void epilogue_generic(const Geometry& g, const Tile& t, const Epilogue& e
     const int32_t* bd = e.bound + r * g.o_pad + t.o0;
     u32 word = 0;
     for (int64_t q = 0; q < OB; ++q) word |= static_cast<u32>(static_cast<int64_t>(acc[q]) <= bd[q]) << q;
-    *bits_at(g, e, t.n, p, t.o0) = word ^ static_cast<u32>(e.flip[r * (g.o_pad / OB) + t.o0 / OB]);
+    *bits_at(e, t, j) = word ^ static_cast<u32>(e.flip[r * (g.o_pad / OB) + t.o0 / OB]);
     return;
   }
   float* y = e.y + (t.n * g.P + p) * g.o + t.o0;
@@ -292,7 +331,7 @@ XNORPP_AVX512_FN void tile_avx512(const u64* __restrict xb, const u64* __restric
         const __m512i bq = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bd + 8 * q)));
         word |= static_cast<u32>(_mm512_cmple_epi64_mask(v[j][q], bq)) << (8 * q);
       }
-      *bits_at(g, e, t.n, p, t.o0) = word ^ static_cast<u32>(e.flip[r * (g.o_pad / OB) + t.o0 / OB]);
+      *bits_at(e, t, j) = word ^ static_cast<u32>(e.flip[r * (g.o_pad / OB) + t.o0 / OB]);
       continue;
     }
     float* y = e.y + (t.n * g.P + p) * g.o + t.o0;
