@@ -271,7 +271,18 @@ def main(argv=None):
                         help="packed kernel backend (default auto)")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of weights and inputs (default {d.seed})")
     parser.add_argument("--out", type=Path, default=Path("results/inference"), help="output folder")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw breakdown.png from the speedup.csv and breakdown.csv already in --out")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        try:
+            speed, breakdown = pd.read_csv(args.out / "speedup.csv"), pd.read_csv(args.out / "breakdown.csv")
+        except (OSError, pd.errors.ParserError) as err:
+            fail(PROG, f"--plot-only needs speedup.csv and breakdown.csv in {args.out}: {err}")
+        fig = plot_breakdown(speed, breakdown, speed.cpu.iloc[0])
+        save_figure(fig, args.out / "breakdown.png", dpi=120)
+        plt.close(fig)
+        return speed
     try:
         cfg = BenchInferenceConfig(args.arch, tuple(args.methods), tuple(args.threads), tuple(args.batch_sizes),
                                    args.repeats, args.compile, args.check_inputs, args.backend, args.seed)
