@@ -1,5 +1,7 @@
 """studies.kernel_bench: its layer list, option errors, and a short run on the paper's layer."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -18,11 +20,11 @@ def test_resnet18_binary_layer_shapes_counted_by_hand():
 
 @pytest.mark.parametrize("argv,message", [
     (["--threads", "0"], "threads must be positive"),
-    (["--method", "xnor"], "method must be one of"),
-    (["--backend", "gpu"], "backend must be one of"),
-    (["--layers", "some"], "layers must be"),
+    (["--methods", "xnor"], "invalid choice: 'xnor'"),
+    (["--backend", "gpu"], "invalid choice: 'gpu'"),
+    (["--layers", "some"], "invalid choice: 'some'"),
     (["--min-run-time", "0"], "min_run_time must be positive"),
-    (["--batch", "0"], "batch sizes"),
+    (["--batch-size", "0"], "batch_size must be at least 1"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:
@@ -31,6 +33,25 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_every_flag_has_help(capsys):
+    with pytest.raises(SystemExit):
+        kernel_bench.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--threads", "--methods", "--batch-size", "--min-run-time", "--backend", "--layers", "--model",
+                 "--seed", "--out"):
+        assert flag in text
+    assert "Output files:" in text
+
+
+def test_environment_variable_picks_the_backend(tmp_path, monkeypatch):
+    # an explicit --backend auto (the default) defers to XNORPP_PACKED_BACKEND
+    monkeypatch.setenv("XNORPP_PACKED_BACKEND", "numpy")
+    out = tmp_path / "out"
+    kernel_bench.main(["--layers", "paper", "--threads", "1", "--min-run-time", "0.01", "--no-model",
+                       "--backend", "auto", "--out", str(out)])
+    assert json.loads((out / "run.json").read_text())["backend"]["name"] == "numpy"
 
 
 def test_out_must_be_a_folder(tmp_path):
@@ -43,11 +64,12 @@ def test_out_must_be_a_folder(tmp_path):
 def test_short_run_on_the_paper_layer(tmp_path):
     out = tmp_path / "out"
     kernel_bench.main(["--layers", "paper", "--threads", "1", "--min-run-time", "0.01", "--no-model",
-                       "--backend", "numpy", "--out", str(out)])
+                       "--methods", "case1", "case4", "--backend", "numpy", "--out", str(out)])
     assert {p.name for p in out.iterdir()} == {"kernel_bench.csv", "kernel_bench.md", "speedup.png",
                                                "kernel_bench_summary.md", "run.json"}
     table = pd.read_csv(out / "kernel_bench.csv")
-    assert len(table) == 1 and bool(table.paper_layer.iloc[0])
+    assert len(table) == 2 and table.paper_layer.all() and list(table.method) == ["case1", "case4"]
+    assert table.cpu.nunique() == 1 and "CPU: " in (out / "kernel_bench.md").read_text()
     row = table.iloc[0]
     assert row.eq9 == pytest.approx(speedup_ours(256, 3, 3))
     assert row.speedup == pytest.approx(row.float_ms / row.packed_ms)

@@ -252,3 +252,77 @@ def test_storage_bytes_of_packed_resnet18():
     assert packed_size["other"] == float_size["other"]  # real layers and BN untouched
     assert packed_size["scales"] == float_size["scales"]  # the dense fused Gamma of Case 4
     assert packed_size["total"] == sum(packed_size[k] for k in ("binary_weights", "scales", "other"))
+
+
+# ---------------------------------------------------------------- inputs smaller than the kernel, stale caches
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_an_input_smaller_than_the_kernel_is_a_value_error(backend, size):
+    # 3x3 kernel, no padding: a 1x1 input has output -1x-1, a 2x2 input 0x0; neither may reach the kernel
+    layer = PackedBinaryConv2d.from_binary_conv(BinaryConv2d(64, 8, 3, method="direct"), backend)
+    with pytest.raises(ValueError, match="smaller than the 3x3 kernel"):
+        layer(torch.randn(1, 64, size, size))
+    with pytest.raises(ValueError, match="smaller than the 3x3 kernel"):
+        layer.forward_packed(pack_signs(torch.randn(1, 64, size, size), 0, backend), (size, size))
+
+
+def test_the_compiled_kernel_checks_the_output_size_itself():
+    try:
+        module = packed._compiled()[0] or pytest.skip("no compiled kernel")
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    layer = PackedBinaryConv2d.from_binary_conv(BinaryConv2d(64, 8, 3, method="direct"), "cpp")
+    xb = pack_signs(torch.randn(1, 64, 1, 1), 0, "cpp")
+    for h_out in (-1, 0):  # what (1 - 3) // 1 + 1 and (2 - 3) // 1 + 1 give
+        with pytest.raises(RuntimeError, match="smaller than the kernel"):
+            module.packed_conv(xb, layer._kernel_weights(), 64, 8, 3, 3, 1, 1, h_out, h_out, None, None, False,
+                               None, False)
+
+
+@pytest.mark.parametrize("pad_mode", ["zero", "minus_one"])
+def test_load_state_dict_after_a_call_takes_the_new_weights(backend, pad_mode):
+    old, new = (PackedBinaryConv2d.from_binary_conv(_layer(70, 40, 3, 1, 1, "case2", pad_mode, 5, seed=s), backend)
+                for s in (1, 2))
+    x = torch.randn(2, 70, 5, 5, generator=torch.Generator().manual_seed(3))
+    old(x)  # fills the caches (kernel weights, border correction) from the old weights
+    old.load_state_dict(new.state_dict())
+    assert torch.equal(old(x), new(x))
+
+
+# ---------------------------------------------------------------- backend selection
+
+
+def test_auto_defers_to_the_environment_variable(monkeypatch):
+    monkeypatch.setenv(packed.ENV_VAR, "numpy")
+    assert backend_info("auto").name == "numpy"
+    assert backend_info(None).name == "numpy"
+
+
+def test_a_fallback_warns_once_and_names_the_cause(monkeypatch):
+    error = packed._build_error(RuntimeError("Error building extension 'x'\n[1/2] c++ -c packed_conv.cpp\n"
+                                             "/bin/sh: 1: c++: not found\nninja: build stopped"))
+    assert "c++: not found" in error
+    monkeypatch.delenv(packed.ENV_VAR, raising=False)
+    monkeypatch.setattr(packed, "_compiled", lambda: (None, error))
+    packed._warn_fallback.cache_clear()
+    with pytest.warns(RuntimeWarning, match="c\\+\\+: not found"):
+        backend_info("auto")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backend_info("auto").name == "numpy"  # no second warning
+
+
+def test_the_build_is_portable_and_avx512_is_a_run_time_choice():
+    assert not any("march" in flag for flag in packed._CFLAGS)
+    try:
+        info = backend_info("cpp")
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if flags:
+        has = all(f in flags.split() for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vpopcntdq"))
+        assert info.simd == has
+    assert backend_info("cpp_generic").simd is False

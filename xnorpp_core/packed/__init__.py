@@ -24,22 +24,28 @@ Padding (``layers.PAD_MODES``). The packed border is 0 words, i.e. sign -1:
 
 Backends (``BACKENDS``):
 
-- ``"cpp"``: the compiled, multi-threaded kernel ``csrc/packed_conv.cpp``
-  (its AVX-512 VPOPCNTDQ path where the CPU has it, its portable loops
-  elsewhere), built with ``torch.utils.cpp_extension`` on first use (about
-  half a minute) into torch's extension cache (``TORCH_EXTENSIONS_DIR``);
+- ``"cpp"``: the compiled, multi-threaded kernel ``csrc/packed_conv.cpp``,
+  built with ``torch.utils.cpp_extension`` on first use (about half a minute)
+  into torch's extension cache (``TORCH_EXTENSIONS_DIR``). The build is
+  portable (no ``-march=native``): it takes its AVX-512 VPOPCNTDQ path when a
+  run-time CPU check finds the instructions, its portable loops elsewhere;
 - ``"cpp_generic"``: the same build, portable loops only (what a CPU without
   AVX-512 VPOPCNTDQ runs);
 - ``"numpy"``: the same packed arithmetic in numpy (``np.packbits``, a popcount
   of xor-ed words), single-threaded, for machines without a compiler.
 
-``"auto"`` (the default, or the environment variable ``XNORPP_PACKED_BACKEND``)
-takes ``cpp`` when it builds and ``numpy`` otherwise; ``backend_info()`` says
-which runs and why.
+``"auto"`` (the default) defers to the environment variable
+``XNORPP_PACKED_BACKEND`` when it is set, and otherwise takes ``cpp`` when it
+builds and ``numpy`` when it does not, with a warning (once) that names the
+build error; ``backend_info()`` says which runs and why.
 
 Whole models: ``pack_model`` fuses a model's learned Gammas
-(``models.fuse_model``) and replaces each ``BinaryConv2d`` by its packed form;
-``storage_bytes`` counts what the model stores, by kind of tensor.
+(``models.fuse_model``) and replaces each ``BinaryConv2d`` by its packed form
+(layer by layer, float activations in between); ``storage_bytes`` counts what
+the model stores, by kind of tensor. The whole-network engine, which folds
+each ``BN -> sign`` into an integer threshold and passes packed bits from one
+binary layer to the next, is ``network.PackedNetwork``; the shippable model
+file is ``model_file``.
 
 Supported layers: ``BinaryConv2d`` with method ``direct`` (no scale),
 ``xnor_alpha`` (Gamma = alpha, Eq. 2 without K) and the learned ``case1`` ..
@@ -51,9 +57,9 @@ and ``dilation > 1``.
 
 import copy
 import functools
-import hashlib
 import os
 import platform
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +79,10 @@ BACKENDS = ("cpp", "cpp_generic", "numpy")
 ENV_VAR = "XNORPP_PACKED_BACKEND"
 SUPPORTED_METHODS = ("direct", "xnor_alpha", "case1", "case2", "case3", "case4")
 _SOURCE = Path(__file__).parent / "csrc" / "packed_conv.cpp"
-_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+# A portable build: the compiler's default target (with POPCNT on x86-64, as every x86-64 CPU since 2008 has);
+# the AVX-512 functions carry their own target attribute and are chosen at run time (csrc/packed_conv.cpp).
+_CFLAGS = ["-O3", "-fopenmp"] + (["-mpopcnt"] if _X86 else [])
 
 
 @dataclass(frozen=True)
@@ -83,17 +92,6 @@ class BackendInfo:
     name: str
     simd: bool
     reason: str
-
-
-def _cpu_tag():
-    """A short hash of the CPU model and flags: ``-march=native`` builds are per CPU."""
-    text = platform.machine()
-    try:
-        text += "".join(l for l in Path("/proc/cpuinfo").read_text().splitlines()
-                        if l.startswith(("model name", "flags")))
-    except OSError:
-        pass
-    return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def _ninja_path():
@@ -107,6 +105,13 @@ def _ninja_path():
         return path
 
 
+def _build_error(err):
+    """The first line of a build error and the lines that name its cause (``error``, ``not found``, ...)."""
+    lines = [l.strip() for l in str(err).strip().splitlines() if l.strip()] or [""]
+    cause = [l for l in lines[1:] if any(w in l.lower() for w in ("error", "not found", "no such", "cannot"))]
+    return "; ".join([f"{type(err).__name__}: {lines[0][:300]}"] + [l[:300] for l in cause[:4]])
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled():
     """The compiled extension (built on first use, then loaded from the cache), or the build error."""
@@ -115,12 +120,11 @@ def _compiled():
         from torch.utils import cpp_extension
 
         os.environ["PATH"] = _ninja_path()
-        module = cpp_extension.load(name=f"xnorpp_packed_conv_{_cpu_tag()}", sources=[str(_SOURCE)],
-                                    extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+        module = cpp_extension.load(name="xnorpp_packed_conv", sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
+                                    extra_ldflags=["-fopenmp"], verbose=False)
         return module, ""
     except Exception as err:  # no compiler, no ninja, no headers, build error: all mean "fall back"
-        lines = str(err).strip().splitlines() or [""]
-        return None, f"{type(err).__name__}: {lines[0][:300]}"
+        return None, _build_error(err)
     finally:
         if path is None:
             os.environ.pop("PATH", None)
@@ -128,14 +132,25 @@ def _compiled():
             os.environ["PATH"] = path
 
 
-def backend_info(requested=None):
-    """Resolve ``requested`` (``"auto"`` or one of ``BACKENDS``; default: ``$XNORPP_PACKED_BACKEND`` or auto).
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(error):
+    """Warn once per distinct build error that ``auto`` fell back to numpy."""
+    warnings.warn(f"the packed C++ kernel did not build, using the numpy backend (much slower): {error}",
+                  RuntimeWarning, stacklevel=3)
 
-    ``"cpp"`` and ``"cpp_generic"`` raise ``RuntimeError`` when the kernel does
-    not build; ``"auto"`` then falls back to ``"numpy"`` and records the build
-    error in ``reason``.
+
+def backend_info(requested=None):
+    """Resolve ``requested`` (``None``/``"auto"`` or one of ``BACKENDS``).
+
+    ``None`` and ``"auto"`` both defer to ``$XNORPP_PACKED_BACKEND`` when it is
+    set, and otherwise take ``cpp`` when the kernel builds and ``numpy`` (with
+    a warning, once, naming the build error) when it does not. ``"cpp"`` and
+    ``"cpp_generic"`` raise ``RuntimeError`` when the kernel does not build.
+    ``simd`` is the run-time check: the CPU has AVX-512 VPOPCNTDQ (and F, BW,
+    DQ, VL), which ``cpp`` then uses; ``cpp_generic`` never does.
     """
-    requested = requested or os.environ.get(ENV_VAR) or "auto"
+    if requested in (None, "auto"):
+        requested = os.environ.get(ENV_VAR) or "auto"
     if requested not in ("auto", *BACKENDS):
         raise ValueError(f"unknown packed backend {requested!r}; choose from {('auto', *BACKENDS)}")
     if requested == "numpy":
@@ -147,6 +162,7 @@ def backend_info(requested=None):
         return BackendInfo("cpp", bool(module.simd_available()), "requested" if requested == "cpp" else "compiled")
     if requested != "auto":
         raise RuntimeError(f"the packed C++ kernel did not build: {error}")
+    _warn_fallback(error)
     return BackendInfo("numpy", False, f"fallback, the C++ kernel did not build ({error})")
 
 
@@ -203,12 +219,21 @@ def pack_signs(x, padding=0, backend=None):
     x, info = x.detach(), backend_info(backend)
     if info.name == "numpy":
         return _pack_numpy(x, ph, pw)
-    return _compiled()[0].pack_signs(x, ph, pw, info.simd)
+    return _compiled()[0].pack_signs(x, ph, pw, None, None, info.simd)
 
 
 def pack_weight(weight, backend=None):
     """Pack ``sign(weight)`` ``(o, c, kh, kw)`` into ``(o, kh, kw, cw)`` int64 words (layout of ``pack_signs``)."""
     return pack_signs(weight.detach().float(), 0, backend)  # (o, kh, kw, cw): kh, kw play H, W
+
+
+def kernel_weights(weight_bits):
+    """The compiled kernel's weight operand: ``(kh kw cw, o_pad)`` words, output channels innermost, zero-padded
+    to a multiple of the kernel's channel tile."""
+    o = weight_bits.shape[0]
+    tile = _compiled()[0].tile_out_channels
+    wt = weight_bits.reshape(o, -1).t()  # (K, o)
+    return F.pad(wt, (0, -(-o // tile) * tile - o)).contiguous()
 
 
 def _sign_sums(wbits, channels):
@@ -240,6 +265,14 @@ class PackedBinaryConv2d(nn.Module):
         self.input_size = input_size
         self.backend = backend_info(backend)
         self._corr, self._kernel_weight = {}, None
+
+    def _cache_key(self):
+        """Caches derived from the weight bits are keyed on the tensor and its version (in-place edits)."""
+        return self.weight_bits.data_ptr(), self.weight_bits._version
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._corr, self._kernel_weight = {}, None  # derived from the old weights
 
     @classmethod
     @torch.no_grad()
@@ -273,29 +306,33 @@ class PackedBinaryConv2d(nn.Module):
                 f"padding={self.padding}, pad_mode={self.pad_mode}, backend={self.backend.name}")
 
     def out_size(self, input_size):
-        return conv_output_size(input_size, self.kernel_size, self.stride, self.padding)
+        """``(h_out, w_out)`` for ``input_size``; ``ValueError`` when the input is smaller than the kernel."""
+        out = conv_output_size(input_size, self.kernel_size, self.stride, self.padding)
+        if min(out) < 1:
+            raise ValueError(f"input {input_size[0]}x{input_size[1]} is smaller than the {self.kernel_size[0]}x"
+                             f"{self.kernel_size[1]} kernel with padding {self.padding}: no output")
+        return out
 
     def _correction(self, input_size):
         """``corr`` ``(h_out w_out, o)`` int32 for pad_mode "zero" (module docstring), per input size."""
         if self.pad_mode != "zero" or self.padding == (0, 0):
             return None
-        if input_size not in self._corr:
+        key = (self._cache_key(), input_size)
+        if key not in self._corr:
             (h, w), (ph, pw) = input_size, self.padding
             border = torch.ones(1, 1, h + 2 * ph, w + 2 * pw, dtype=torch.float64)
             border[..., ph:ph + h, pw:pw + w] = 0
             s = _sign_sums(self.weight_bits, self.channels).to(torch.float64)[:, None]  # (o, 1, kh, kw)
             corr = F.conv2d(border, s, stride=self.stride)[0]  # (o, h_out, w_out), exact integers
-            self._corr[input_size] = corr.flatten(1).t().round().to(torch.int32).contiguous()
-        return self._corr[input_size]
+            self._corr = {k: v for k, v in self._corr.items() if k[0] == key[0]}  # drop the old weights' entries
+            self._corr[key] = corr.flatten(1).t().round().to(torch.int32).contiguous()
+        return self._corr[key]
 
     def _kernel_weights(self):
         """The compiled kernel's operand: ``(kh kw cw, o_pad)`` words, output channels innermost."""
-        if self._kernel_weight is None:
-            tile = _compiled()[0].tile_out_channels
-            o_pad = -(-self.out_channels // tile) * tile
-            wt = self.weight_bits.reshape(self.out_channels, -1).t()  # (K, o)
-            self._kernel_weight = F.pad(wt, (0, o_pad - self.out_channels)).contiguous()
-        return self._kernel_weight
+        if self._kernel_weight is None or self._kernel_weight[0] != self._cache_key():
+            self._kernel_weight = self._cache_key(), kernel_weights(self.weight_bits)
+        return self._kernel_weight[1]
 
     @torch.no_grad()
     def forward(self, x):
@@ -305,6 +342,7 @@ class PackedBinaryConv2d(nn.Module):
         if self.input_size is not None and size != self.input_size:
             raise ValueError(f"layer was built for {self.input_size[0]}x{self.input_size[1]} inputs, "
                              f"got {size[0]}x{size[1]}")
+        self.out_size(size)  # an input smaller than the kernel is an error before any work
         xb = pack_signs(x, self.padding, self.backend.name)  # (N, Hp, Wp, cw) words
         return self.forward_packed(xb, size)
 
@@ -318,7 +356,7 @@ class PackedBinaryConv2d(nn.Module):
         else:
             y = _compiled()[0].packed_conv(xb, self._kernel_weights(), self.channels, self.out_channels,
                                            *self.kernel_size, *self.stride, h_out, w_out, corr, self.gamma,
-                                           self.backend.simd)  # (N, P, o)
+                                           False, None, self.backend.simd)  # (N, P, o)
         y = y.view(xb.shape[0], h_out, w_out, self.out_channels).permute(0, 3, 1, 2)  # (N, o, h_out, w_out)
         if self.bias is not None:
             y = y + self.bias[:, None, None]

@@ -1,0 +1,126 @@
+"""Evaluate a packed model file on the digits or an ImageFolder: top-1 and top-5.
+
+    python -m studies.evaluate --model model.xnorpp                       # the embedded digits' validation split
+    python -m studies.evaluate --model model.xnorpp --data /data/imagenet  # ROOT/val of an ImageFolder tree
+    python -m studies.evaluate --model model.xnorpp --checkpoint RUN/checkpoint.pt --out results/inference/x
+
+Runs the file's ``PackedNetwork`` (``xnorpp_core.packed``) on the validation
+images and prints top-1 / top-5. With ``--checkpoint`` (the run the file was
+exported from), also evaluates the float model and its fused float emulation
+on the same images, and counts the images whose packed logits equal the fused
+emulation's exactly and whose predictions agree with each.
+
+Output (only with ``--out DIR``): ``DIR/evaluation.json`` (accuracies, agreement
+counts, the file's size beside the packed weights plus real layers and factors,
+the command, versions and hardware).
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from studies._cli import ArgumentParser, fail
+from studies.export import check_writable, load_checkpoint
+from xnorpp_core.packed import BACKENDS, backend_info
+from xnorpp_core.packed.model_file import ModelFileError, load_model, size_budget
+from xnorpp_core.packed.network import PackedNetwork, fused_emulation
+from xnorpp_core.provenance import environment, write_json
+from xnorpp_core.training import DataError
+from xnorpp_core.training.data import digits_splits, imagefolder_splits
+from xnorpp_core.training.loop import accuracy
+
+PROG = "python -m studies.evaluate"
+
+
+def build_parser():
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                            epilog="Output (with --out DIR): DIR/evaluation.json.")
+    parser.add_argument("--model", type=Path, required=True, help="packed model file from python -m studies.export")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="ImageFolder root with train/ and val/ class folders, as for training; val/ is "
+                             "evaluated (default: the embedded digits)")
+    parser.add_argument("--resize", type=int, default=256, help="ImageFolder: shorter side before the centre crop "
+                                                                  "(default 256)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="the training checkpoint the file came from: also evaluate the float model")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per call (default 64)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                        help="packed kernel backend (default auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for evaluation.json (default: print only)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1 or args.threads < 1:
+        fail(PROG, "--batch-size and --threads must be positive")
+    if args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            fail(PROG, f"--out {args.out} exists and is not a folder")
+        check_writable(PROG, args.out / "evaluation.json")
+    if not args.model.is_file():
+        fail(PROG, f"model file {args.model} does not exist")
+    try:
+        model, payload = load_model(args.model)
+        backend_info(args.backend)
+    except (ModelFileError, RuntimeError) as err:
+        fail(PROG, str(err))
+    size = payload["model_kwargs"]["input_size"]
+    float_model = None
+    if args.checkpoint is not None:
+        float_model, _, kwargs = load_checkpoint(PROG, args.checkpoint)
+        if kwargs != payload["model_kwargs"] or float_model.method != payload["method"]:
+            fail(PROG, f"checkpoint {args.checkpoint} is not the run of {args.model} "
+                       f"({float_model.method}, {kwargs} vs {payload['method']}, {payload['model_kwargs']})")
+    try:
+        val = digits_splits(size)[1] if args.data is None else imagefolder_splits(args.data, size, args.resize)[1]
+    except DataError as err:
+        fail(PROG, str(err))
+    torch.set_num_threads(args.threads)
+    net = PackedNetwork(model, args.backend)
+    reference = fused_emulation(float_model) if float_model is not None else None
+    loader = torch.utils.data.DataLoader(val, batch_size=args.batch_size, shuffle=False)
+    hits = {"packed": [0, 0], "float": [0, 0], "fused_emulation": [0, 0]}
+    agree = {"float": 0, "fused_emulation": 0, "logits_equal": 0}
+    n = 0
+    with torch.no_grad():
+        for x, y in tqdm(loader, desc="evaluate", disable=None):
+            logits = net(x)
+            outputs = {"packed": logits}
+            if float_model is not None:
+                outputs["float"], outputs["fused_emulation"] = float_model(x), reference(x)
+                agree["logits_equal"] += int((logits == outputs["fused_emulation"]).all(1).sum())
+                for k in ("float", "fused_emulation"):
+                    agree[k] += int((logits.argmax(1) == outputs[k].argmax(1)).sum())
+            for k, out in outputs.items():
+                top1, top5 = accuracy(out, y, (1, 5))
+                hits[k] = [hits[k][0] + top1, hits[k][1] + top5]
+            n += len(y)
+    result = {"images": n, "data": "digits" if args.data is None else str(args.data),
+              "arch": payload["arch"], "method": payload["method"], "model_kwargs": payload["model_kwargs"],
+              "model_file_bytes": args.model.stat().st_size, "size_budget": size_budget(model)}
+    result["file_over_budget"] = result["model_file_bytes"] / result["size_budget"]["total"]
+    for k, (t1, t5) in hits.items():
+        if k == "packed" or float_model is not None:
+            result[f"{k}_top1"], result[f"{k}_top5"] = 100 * t1 / n, 100 * t5 / n
+    lines = [f"packed ({payload['arch']}, {payload['method']}) on {n} images: top-1 {result['packed_top1']:.2f}%, "
+             f"top-5 {result['packed_top5']:.2f}%"]
+    if float_model is not None:
+        result.update({f"agree_{k}": v for k, v in agree.items()})
+        lines += [f"float model: top-1 {result['float_top1']:.2f}%, top-5 {result['float_top5']:.2f}%; fused "
+                  f"emulation: top-1 {result['fused_emulation_top1']:.2f}%",
+                  f"predictions agree with the float model on {agree['float']}/{n}, with the fused emulation on "
+                  f"{agree['fused_emulation']}/{n}; logits equal to the fused emulation's on {agree['logits_equal']}/{n}"]
+    print("\n".join(lines))
+    if args.out is not None:
+        command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
+        write_json(args.out / "evaluation.json", {**result, "command": command, "backend": net.backend.name,
+                                                  "environment": environment("cpu")})
+    return result
+
+
+if __name__ == "__main__":
+    main()

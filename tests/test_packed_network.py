@@ -1,0 +1,191 @@
+"""The whole-network packed engine: threshold folding against brute force, exact logits on small networks."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from xnorpp_core import packed
+from xnorpp_core.models import BinaryResNet, binary_alexnet, binary_resnet18
+from xnorpp_core.packed import backend_info
+from xnorpp_core.packed.network import (PackedNetwork, _popcount_bounds, count_thresholds, float_thresholds,
+                                        fused_emulation)
+from xnorpp_core.scales import LearnedScale
+
+
+@pytest.fixture(params=["cpp", "numpy"])
+def backend(request):
+    try:
+        return backend_info(request.param).name
+    except RuntimeError as err:
+        pytest.skip(str(err))
+
+
+def _bn(c, weight, bias, mean, var):
+    bn = nn.BatchNorm2d(c).eval()
+    with torch.no_grad():
+        bn.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        bn.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        bn.running_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        bn.running_var.copy_(torch.as_tensor(var, dtype=torch.float32))
+    return bn
+
+
+def _brute_force_counts(scale, chain, n_bits, shape):
+    """bit(c) for every integer count c in [-n_bits, n_bits]: (2 n_bits + 1, o, h, w), straight from torch."""
+    counts = torch.arange(-n_bits, n_bits + 1, dtype=torch.float32)[:, None, None, None].expand(-1, *shape)
+    y = scale(counts.contiguous(memory_format=torch.channels_last))
+    for m in chain:
+        y = m(y)
+    return y > 0
+
+
+def _predicate(kind, t, counts):
+    c = counts[:, None, None, None]
+    return torch.where(kind == 2, c >= t, torch.where(kind == 3, c <= t, kind == 1))
+
+
+# ---------------------------------------------------------------- threshold folding
+
+
+def test_sign_of_zero_at_the_threshold_is_minus_one():
+    # BN(relu(c)) = (c - 2) / 1 is exactly 0 at c = 2: sign(0) = -1, so the first +1 is c = 3
+    bn = _bn(1, [1.0], [0.0], [2.0], [1.0 - 1e-5])
+    kind, t = count_thresholds(lambda c: c, [nn.ReLU(), bn], 9, (1, 1, 1))
+    assert kind.item() == 2 and t.item() == 3
+    kind, t = count_thresholds(lambda c: c, [], 9, (1, 1, 1))  # plain sign: count > 0
+    assert kind.item() == 2 and t.item() == 1
+
+
+@pytest.mark.parametrize("gamma_shape", ["channel", "element"])
+def test_count_thresholds_equal_brute_force(gamma_shape):
+    # negative and positive Gamma, negative, zero and positive BN weights, per-channel or per-element Gamma
+    g = torch.Generator().manual_seed(0)
+    o, h, w, n_bits = 6, 3, 2, 40
+    gamma = torch.randn(o, 1, 1, generator=g) if gamma_shape == "channel" else torch.randn(o, h, w, generator=g)
+    gamma[0] = -gamma[0].abs()
+    bn = _bn(o, [1.5, -0.7, 0.0, 2.0, -1.0, 0.3], torch.randn(o, generator=g), torch.randn(o, generator=g),
+             torch.rand(o, generator=g) + 0.5)
+    scale = lambda c: c * gamma  # noqa: E731
+    for chain in ([nn.ReLU(), bn], [bn], [nn.ReLU()], []):
+        kind, t = count_thresholds(scale, chain, n_bits, (o, h, w))
+        expected = _brute_force_counts(scale, chain, n_bits, (o, h, w))
+        got = _predicate(kind, t, torch.arange(-n_bits, n_bits + 1))
+        assert torch.equal(got, expected)
+    assert (kind == 3).any() and (kind == 2).any()  # both directions were exercised (the last chain: sign alone)
+
+
+def test_float_thresholds_equal_brute_force():
+    g = torch.Generator().manual_seed(1)
+    c = 5
+    bn = _bn(c, [1.5, -0.7, 0.0, 2.0, 1e-3], torch.randn(c, generator=g), torch.randn(c, generator=g),
+             torch.rand(c, generator=g) + 0.5)
+    for chain in ([bn], [nn.ReLU(), bn], []):
+        s, t = float_thresholds(chain, (c, 2, 2))
+        x = torch.cat([torch.randn(4000, c, generator=g) * 3, torch.zeros(1, c), -torch.zeros(1, c)])
+        finite = t.isfinite()
+        near = torch.where(finite, t * s, 0.0)  # the threshold itself and its float neighbours
+        x = torch.cat([x, near[None], torch.nextafter(near, torch.tensor(np.inf))[None],
+                       torch.nextafter(near, torch.tensor(-np.inf))[None]])
+        y = x[:, :, None, None].expand(-1, -1, 2, 2).contiguous(memory_format=torch.channels_last)
+        for m in chain:
+            y = m(y)
+        assert torch.equal(s * x > t, y[:, :, 0, 0] > 0)
+
+
+def test_popcount_bounds_follow_the_count_thresholds():
+    # count = n_bits + corr - 2 v; bit = (v <= bound) xor flip must equal the count predicate for every v
+    g = torch.Generator().manual_seed(2)
+    o, p, n_bits = 40, 3, 27
+    kind = torch.randint(0, 4, (o, p), generator=g)
+    t = torch.randint(-n_bits, n_bits + 1, (o, p), generator=g)
+    corr = torch.randint(-6, 7, (p, o), generator=g, dtype=torch.int32)
+    bound, flip = _popcount_bounds(kind, t, n_bits, corr, 64)
+    assert bound.shape == (p, 64) and flip.shape == (p, 2)
+    flips = ((flip.long()[..., None] >> torch.arange(32)) & 1).flatten(1).bool()  # (p, 64)
+    for v in range(n_bits + 1):
+        count = n_bits + corr.long() - 2 * v  # (p, o)
+        expected = torch.where(kind.t() == 2, count >= t.t(), torch.where(kind.t() == 3, count <= t.t(),
+                                                                          kind.t() == 1))
+        got = (v <= bound.long()) ^ flips
+        assert torch.equal(got[:, :o], expected)
+        assert not got[:, o:].any()  # padding channels stay 0
+
+
+# ---------------------------------------------------------------- whole networks, exact
+
+
+def _randomized(model, seed=0):
+    """Non-trivial BN (negative weights too) and learned factors of both signs, in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                if m.affine:
+                    m.weight.normal_(0, 1, generator=g)
+                    m.bias.normal_(0, 0.5, generator=g)
+            if isinstance(m, LearnedScale):
+                for p in m.parameters():
+                    p.mul_(torch.rand(p.shape, generator=g) - 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("pad_mode", ["zero", "minus_one"])
+@pytest.mark.parametrize("method", packed.SUPPORTED_METHODS)
+def test_packed_resnet_logits_equal_the_fused_emulation(backend, method, pad_mode):
+    # one block per stage; widths that are not multiples of 64 (partial words) nor all of 32 (padded tiles)
+    model = _randomized(BinaryResNet((1, 1, 1, 1), (16, 32, 48, 80), method, num_classes=10, input_size=12,
+                                     pad_mode=pad_mode, small_input=True))
+    net = PackedNetwork(model, backend)
+    x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(net(x), fused_emulation(model)(x))
+    kinds = [(b.source[0], b.bits is not None, b.relu, b.residual is not None) for b in net.binaries]
+    assert kinds == [("float", True, False, False), ("bits", False, True, True)] * 4  # every block folded and fused
+
+
+def test_packed_resnet18_logits_equal_the_fused_emulation():
+    model = _randomized(binary_resnet18("case4", num_classes=10, input_size=12, small_input=True))
+    net = PackedNetwork(model)
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(net(x), fused_emulation(model)(x))
+    assert len(net.binaries) == 16
+
+
+@pytest.mark.parametrize("method,pad_mode", list(zip(packed.SUPPORTED_METHODS, ["zero", "minus_one"] * 3)))
+def test_packed_alexnet_logits_equal_the_fused_emulation(method, pad_mode):
+    # one pad mode per method and the default backend: AlexNet's 4096-wide layers make each case a few seconds
+    model = _randomized(binary_alexnet(method, num_classes=10, input_size=32, pad_mode=pad_mode, small_input=True))
+    net = PackedNetwork(model)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(net(x), fused_emulation(model)(x))
+    assert sum(b.bits is not None for b in net.binaries) >= 2  # at least conv3 -> conv4 and fc6 -> fc7 folded
+
+
+def test_fused_emulation_predicts_as_the_model():
+    model = _randomized(binary_resnet18("case4", num_classes=10, input_size=12, small_input=True))
+    x = torch.randn(8, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(fused_emulation(model)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_timings_cover_every_category(backend):
+    net = PackedNetwork(_randomized(binary_resnet18("case1", num_classes=10, input_size=12, small_input=True)),
+                        backend)
+    timings = {}
+    net(torch.randn(1, 3, 12, 12), timings=timings)
+    assert set(timings) == set(packed.network.CATEGORIES) and all(v > 0 for v in timings.values())
+
+
+def test_bad_inputs_and_models_raise():
+    net = PackedNetwork(_randomized(binary_resnet18("direct", 10, 12, small_input=True)), "numpy")
+    with pytest.raises(ValueError, match=r"expected input \(N, 3, 12, 12\)"):
+        net(torch.randn(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="has no packed form"):
+        PackedNetwork(binary_resnet18("xnor", 10, 12, small_input=True).eval(), "numpy")
+    with pytest.raises(ValueError, match="no binary convolution"):
+        PackedNetwork(binary_resnet18("real", 10, 12, small_input=True).eval(), "numpy")

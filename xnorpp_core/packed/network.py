@@ -1,0 +1,415 @@
+"""The whole binary network on packed bits: thresholds instead of BN -> sign, fused epilogues.
+
+A binary layer of our models reads ``sign(BN(z))`` (Eq. 1 after a batch norm)
+and writes ``y = count . Gamma`` (Eq. 3), where ``count`` is the exact integer
+XNOR-popcount sum. ``PackedNetwork`` runs a model's graph (``torch.fx``, read
+generically: any order of layers) with three rewrites:
+
+1. **Threshold folding.** When a binary layer's output reaches the next binary
+   layer only through per-channel monotone layers (``ReLU``, eval ``BatchNorm2d``,
+   ``Dropout``, ``Identity``), the next layer's input bit is
+   ``f(count) > 0`` with ``f`` monotone in the integer ``count``; so it is
+   ``count >= T`` or ``count <= T`` (or a constant) for an integer ``T`` per
+   output element (per channel when Gamma is). The kernel then writes packed
+   bits straight away (``packed_conv_bits``): no float output, no sign or
+   packing pass. ``T`` is found by bisection on the integers, evaluating ``f``
+   with the very torch modules of the float network, so the bit equals the
+   emulation's ``sign`` wherever torch computes each element the same way
+   (its vectorised kernels do). Negative Gamma or BN weight turns
+   ``>=`` into ``<=``; ``sign(0) = -1`` is kept (``f(count) = 0`` gives bit 0).
+2. **Float thresholds.** A float activation ``x`` read through such layers
+   (a block's input, through its BN) is packed as ``bit = s x > t`` with
+   ``s = +-1`` and a float ``t`` per channel, found by bisection over the
+   float32 numbers: one pass, no BN output.
+3. **Fused epilogues.** A binary layer whose float output goes to a ``ReLU``
+   and then to a residual addition does both in the kernel's output loop.
+
+Real layers (stem, shortcuts, classifier) run as torch modules, channels-last,
+with every real convolution's following BN folded into its weights
+(``fused_emulation``). ``fused_emulation(model)`` is also the reference: the
+float-emulated network with the same foldings, whose logits the packed network
+reproduces (``torch.equal``) when no threshold decision differs from torch's
+own rounding.
+"""
+
+import copy
+import functools
+import operator
+import time
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ..layers import BinaryConv2d
+from ..models import fuse_model
+from . import (PackedBinaryConv2d, _compiled, _conv_numpy, _pack_numpy, backend_info, kernel_weights)
+
+__all__ = ["CATEGORIES", "fused_emulation", "PackedNetwork", "count_thresholds", "float_thresholds"]
+
+CATEGORIES = ("stem", "binary_convs", "packing", "shortcuts", "glue", "classifier")
+_MONOTONE = (nn.BatchNorm2d, nn.ReLU, nn.Dropout, nn.Identity)
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
+class _Tracer(fx.Tracer):
+    """``torch.fx`` tracer that keeps each ``BinaryConv2d`` as one node."""
+
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, BinaryConv2d) or super().is_leaf_module(m, qualname)
+
+
+def _trace(model):
+    return fx.GraphModule(model, _Tracer().trace(model))
+
+
+def _is_real_conv(m):
+    return type(m) is nn.Conv2d or (isinstance(m, BinaryConv2d) and m.method == "real")
+
+
+class _ChannelsLast(nn.Module):
+    """Runs ``graph`` on a channels-last copy of the input."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x):
+        return self.graph(x.contiguous(memory_format=torch.channels_last))
+
+
+@torch.no_grad()
+def fused_emulation(model):
+    """The fused float-emulated network: an eval copy of ``model`` with learned Gammas fused, each real
+    convolution's following ``BatchNorm2d`` folded into it, in channels-last memory format (binary
+    layers keep their weights' layout)."""
+    gm = _trace(fuse_model(copy.deepcopy(model)).eval())
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and type(modules[node.target]) is nn.BatchNorm2d:
+            prev = node.args[0]
+            if (isinstance(prev, fx.Node) and prev.op == "call_module" and _is_real_conv(modules[prev.target])
+                    and len(prev.users) == 1 and modules[node.target].running_mean is not None):
+                parent, _, name = prev.target.rpartition(".")
+                setattr(gm.get_submodule(parent) if parent else gm, name,
+                        fuse_conv_bn_eval(modules[prev.target], modules[node.target]))
+                node.replace_all_uses_with(prev)
+                gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
+    gm = gm.to(memory_format=torch.channels_last)
+    for m in gm.modules():  # binary weights as trained: xnor_alpha's mean |W| then sums in the model's order
+        if isinstance(m, BinaryConv2d) and m.method != "real":
+            m.weight.data = m.weight.data.contiguous()
+    return _ChannelsLast(gm).eval()
+
+
+# ------------------------------------------------------------------ thresholds
+
+def _bisect(bit, lo, hi, step):
+    """Per element, the transition of the monotone ``bit`` on ``[lo, hi]`` (integers or float keys).
+
+    Returns ``(kind, lo, hi)``: kind 0 / 1 constant bit, 2 rising (bit = x >= hi), 3 falling (bit = x <= lo),
+    with ``hi = lo + 1`` (one step) at the transition.
+    """
+    b_lo, b_hi = bit(lo), bit(hi)
+    kind = torch.where(b_lo == b_hi, b_lo.long(), torch.where(b_hi, 2, 3))
+    while bool(((hi - lo) > 1).any()):
+        mid = lo + (hi - lo) // 2
+        same = bit(step(mid)) == b_hi
+        hi, lo = torch.where(same, mid, hi), torch.where(same, lo, mid)
+    return kind, lo, hi
+
+
+def _chain(modules, y):
+    for m in modules:
+        y = m(y)
+    return y
+
+
+@torch.no_grad()
+def count_thresholds(scale, chain, n_bits, shape):
+    """Integer thresholds of ``bit = chain(scale(count)) > 0`` for each element of ``shape`` ``(o, h, w)``.
+
+    ``scale`` maps a float tensor of counts ``(1, o, h, w)`` to the layer's output
+    (times Gamma, plus bias); ``chain`` is the list of monotone modules after it.
+    Returns ``(kind, t)`` ``(o, h, w)``: kind 0 / 1 constant bit, 2 ``bit = count >= t``,
+    3 ``bit = count <= t``.
+    """
+    def bit(c):
+        probe = c.float()[None].contiguous(memory_format=torch.channels_last)  # (1, o, h, w), as the network runs
+        return _chain(chain, scale(probe))[0] > 0
+
+    lo = torch.full(shape, -n_bits, dtype=torch.int64)
+    kind, lo, hi = _bisect(bit, lo, torch.full(shape, n_bits, dtype=torch.int64), lambda m: m)
+    return kind, torch.where(kind == 3, lo, hi)
+
+
+def _float_key(x):
+    """float32 -> int64 keys in the same order (``-0.0`` just below ``+0.0``)."""
+    i = x.view(torch.int32).long()
+    return torch.where(i >= 0, i, -(i & 0x7FFFFFFF) - 1)
+
+
+def _key_float(k):
+    i = torch.where(k >= 0, k, (-(k + 1)) | (-(1 << 31)))
+    return i.to(torch.int32).view(torch.float32)
+
+
+@torch.no_grad()
+def float_thresholds(chain, shape):
+    """Per-channel ``(s, t)``, float32 ``(C,)``: ``chain(x) > 0`` iff ``s x > t``, for ``x`` of ``shape`` ``(C, h, w)``.
+
+    Found by bisection over the float32 numbers (``chain`` is monotone per channel);
+    constant channels get ``t = -inf`` (always 1) or ``+inf`` (always 0). Read at the
+    first position (a per-channel chain gives the same answer at all of them).
+    """
+    def bit(k):
+        probe = _key_float(k)[None].contiguous(memory_format=torch.channels_last)
+        return _chain(chain, probe)[0] > 0
+
+    lo = _float_key(torch.full(shape, -_FLT_MAX))
+    kind, lo, hi = _bisect(bit, lo, _float_key(torch.full(shape, _FLT_MAX)), lambda m: m)
+    kind, x_lo, x_hi = kind[:, 0, 0], _key_float(lo[:, 0, 0]), _key_float(hi[:, 0, 0])
+    inf = torch.tensor(float("inf"))
+    s = torch.where(kind == 3, -1.0, 1.0)
+    t = torch.where(kind == 0, inf, -inf)  # constant 0: x > inf never; constant 1: x > -inf
+    t = torch.where(kind == 2, torch.nextafter(x_hi, -inf), t)  # x >= x_hi
+    t = torch.where(kind == 3, torch.nextafter(-x_lo, -inf), t)  # -x >= -x_lo
+    return s.float().contiguous(), t.float().contiguous()
+
+
+def _popcount_bounds(kind, t, n_bits, corr, o_pad):
+    """``bit = (v <= bound) xor flip`` on the popcount ``v``, with ``count = n_bits + corr - 2 v``.
+
+    ``kind, t`` ``(o, P)`` from ``count_thresholds``; ``corr`` ``(P, o)`` or None.
+    Returns ``bound`` ``(rows, o_pad)`` int32 and ``flip`` ``(rows, o_pad / 32)`` int32, rows 1 when
+    every position agrees.
+    """
+    kind, t = kind.t(), t.t()  # (P, o)
+    base = n_bits + (corr.long() if corr is not None else 0) - t  # (P, o)
+    rising = torch.div(base, 2, rounding_mode="floor")  # count >= t  <=>  v <= floor((n + corr - t) / 2)
+    falling = -torch.div(-base, 2, rounding_mode="floor") - 1  # count <= t  <=>  not v <= ceil(...) - 1
+    bound = torch.where(kind == 2, rising, torch.where(kind == 3, falling, torch.where(kind == 1, 1 << 30, -1)))
+    flip = kind == 3
+    if bool((bound == bound[:1]).all()) and bool((flip == flip[:1]).all()):
+        bound, flip = bound[:1], flip[:1]
+    pad = o_pad - bound.shape[1]
+    bound = torch.cat([bound.clamp(-1, 1 << 30), bound.new_full((bound.shape[0], pad), -1)], 1)
+    flip = torch.cat([flip, flip.new_zeros((flip.shape[0], pad))], 1).reshape(flip.shape[0], -1, 32).long()
+    words = (flip << torch.arange(32)).sum(-1)  # (rows, o_pad / 32), bit q = channel 32 k + q
+    return bound.to(torch.int32).contiguous(), torch.where(words >= 1 << 31, words - (1 << 32), words).to(
+        torch.int32).contiguous()
+
+
+# ------------------------------------------------------------------ the network
+
+class _Binary:
+    """One binary layer of the plan: its packed weights and what it does with its popcounts."""
+
+    def __init__(self, node, module, backend, shape_in, shape_out):
+        if module.bias is not None:
+            raise ValueError("the packed network takes binary layers without bias")
+        self.node, self.layer = node, PackedBinaryConv2d.from_binary_conv(module, backend)
+        self.in_size, self.out_size = tuple(shape_in[-2:]), tuple(shape_out[-2:])
+        self.layer.out_size(self.in_size)  # an input smaller than the kernel: ValueError here
+        self.n_bits = self.layer.channels * self.layer.kernel_size[0] * self.layer.kernel_size[1]
+        self.corr = self.layer._correction(self.in_size)
+        self.source = None  # ("bits", producer) or ("float", node, s, t)
+        self.bits = None  # (consumer, bound, flip) when this layer writes the consumer's packed input
+        self.relu, self.residual, self.out = False, None, node
+
+    def scale(self, counts):
+        """The float layer's output for ``counts`` ``(1, o, h, w)``: times Gamma, as ``BinaryConv2d`` does."""
+        if self.layer.gamma is None:
+            return counts
+        o, (h, w) = self.layer.out_channels, self.out_size
+        gamma = self.layer.gamma.t().reshape(o, *((h, w) if self.layer.gamma.shape[0] > 1 else (1, 1)))
+        return counts * gamma
+
+
+class PackedNetwork(nn.Module):
+    """Inference of a whole binary ``model`` on packed bits (module docstring). ``forward(x)`` gives its logits.
+
+    ``input_size`` (default ``model.input_size``) is the only input size accepted.
+    ``forward(x, timings=d)`` adds each step's seconds to ``d[category]``
+    (``CATEGORIES``).
+    """
+
+    def __init__(self, model, backend=None, input_size=None):
+        super().__init__()
+        self.backend = backend_info(backend)
+        size = input_size if input_size is not None else getattr(model, "input_size", None)
+        if size is None:
+            raise ValueError("give input_size: the model does not state one")
+        self.input_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.reference = fused_emulation(model)
+        gm = self.reference.graph
+        in_channels = next(m for m in gm.modules() if isinstance(m, nn.Conv2d)).in_channels
+        ShapeProp(gm).propagate(torch.zeros(1, in_channels, *self.input_size).contiguous(
+            memory_format=torch.channels_last))
+        self.in_channels = in_channels
+        self._plan(gm)
+
+    # ---------------------------------------------------------------- planning
+
+    def _plan(self, gm):
+        mods = dict(gm.named_modules())
+        nodes = list(gm.graph.nodes)
+        order = {n: i for i, n in enumerate(nodes)}
+        mod = lambda n: mods.get(n.target) if isinstance(n, fx.Node) and n.op == "call_module" else None  # noqa: E731
+        shape = lambda n: tuple(n.meta["tensor_meta"].shape)  # noqa: E731
+
+        def monotone(n):
+            m = mod(n)
+            return isinstance(m, _MONOTONE) and not m.training and not (
+                isinstance(m, nn.BatchNorm2d) and m.running_mean is None)
+
+        binaries = {n: _Binary(n, mod(n), self.backend.name, shape(n.args[0]), shape(n))
+                    for n in nodes if isinstance(mod(n), BinaryConv2d) and mod(n).method != "real"}
+        if not binaries:
+            raise ValueError("the model has no binary convolution to pack")
+        skip = set()
+        for node, b in binaries.items():  # where each binary layer's input bits come from
+            chain, u = [], node.args[0]
+            while monotone(u) and len(u.users) == 1:
+                chain.insert(0, u)
+                u = u.args[0]
+            skip.update(chain)
+            if u in binaries and len(u.users) == 1:
+                a = binaries[u]
+                kind, t = count_thresholds(a.scale, [mod(c) for c in chain], a.n_bits,
+                                           (a.layer.out_channels, *a.out_size))
+                o_pad = self._o_pad(a.layer.out_channels)
+                bound, flip = _popcount_bounds(kind.flatten(1), t.flatten(1), a.n_bits, a.corr, o_pad)
+                a.bits, b.source = (b, bound, flip), ("bits", a)
+            else:
+                s, t = float_thresholds([mod(c) for c in chain], shape(u)[1:])
+                b.source = ("float", u, s, t)
+        for node, b in binaries.items():  # fused ReLU and residual addition of float outputs
+            if b.bits is not None:
+                continue
+            out = node
+            if len(out.users) == 1 and isinstance(mod(next(iter(out.users))), nn.ReLU):
+                b.relu, out = True, next(iter(out.users))
+                skip.add(out)
+            user = next(iter(out.users)) if len(out.users) == 1 else None
+            if (user is not None and user.op == "call_function" and user.target in (operator.add, torch.add)
+                    and len(user.args) == 2 and not user.kwargs and all(isinstance(a, fx.Node) for a in user.args)):
+                other = user.args[1] if user.args[0] is out else user.args[0]
+                if other is not out and order[other] < order[node] and shape(other) == shape(user):
+                    b.residual, out = other, user
+                    skip.add(out)
+            b.out = out
+        first, last = min(order[n] for n in binaries), max(order[n] for n in binaries)
+        self._steps = []
+        for n in nodes:
+            if n in skip or n.op == "output":
+                continue
+            if n in binaries:
+                self._steps.append(("binary_convs", binaries[n]))
+            elif n.op != "placeholder":
+                where = "stem" if order[n] < first else "classifier" if order[n] > last else (
+                    "shortcuts" if isinstance(mod(n), nn.Conv2d) else "glue")
+                self._steps.append((where, n))
+        self._input = next(n for n in nodes if n.op == "placeholder")
+        self._output = next(n for n in nodes if n.op == "output").args[0]
+        self._mods = mods
+        self.binaries = list(binaries.values())
+
+    def _o_pad(self, o):
+        if self.backend.name == "numpy":
+            return -(-o // 32) * 32
+        tile = _compiled()[0].tile_out_channels
+        return -(-o // tile) * tile
+
+    # ---------------------------------------------------------------- running
+
+    def _pack(self, x, b):
+        """Packed input of ``b`` from the float ``x`` through its float thresholds."""
+        _, _, s, t = b.source
+        if self.backend.name == "numpy":
+            bit = s[:, None, None] * x > t[:, None, None]
+            return _pack_numpy(torch.where(bit, 1.0, -1.0), *b.layer.padding)
+        return _compiled()[0].pack_signs(x, *b.layer.padding, s, t, self.backend.simd)
+
+    def _conv(self, xb, b, env):
+        layer, (h, w) = b.layer, b.out_size
+        n, o = xb.shape[0], layer.out_channels
+        residual = None
+        if b.residual is not None:
+            residual = env[b.residual].permute(0, 2, 3, 1).contiguous().view(n, h * w, o)  # (N, P, o)
+        if self.backend.name == "numpy":
+            count = _conv_numpy(xb, layer.weight_bits, layer.channels, layer.stride, (h, w), None, None)  # (N, P, o)
+            if b.bits is not None:
+                consumer, bound, flip = b.bits
+                v = ((b.n_bits - count) / 2).long()  # (N, P, o) popcounts
+                flips = ((flip.long()[..., None] >> torch.arange(32)) & 1).flatten(1)  # (rows, o_pad)
+                bit = (v <= bound[:, :o].long()) ^ flips[:, :o].bool()  # rows broadcast over P
+                x = torch.where(bit, 1.0, -1.0).view(n, h, w, o).permute(0, 3, 1, 2)
+                return _pack_numpy(x, *consumer.layer.padding)
+            y = count + (b.corr if b.corr is not None else 0)
+            y = y * layer.gamma if layer.gamma is not None else y
+            y = torch.relu(y) if b.relu else y
+            y = residual + y if residual is not None else y
+        else:
+            k = _compiled()[0]
+            args = (xb, self._weights(layer), layer.channels, o, *layer.kernel_size, *layer.stride, h, w)
+            if b.bits is not None:
+                consumer, bound, flip = b.bits
+                return k.packed_conv_bits(*args, bound, flip, *consumer.layer.padding, self.backend.simd)
+            y = k.packed_conv(*args, b.corr, layer.gamma, b.relu, residual, self.backend.simd)
+        return y.view(n, h, w, o).permute(0, 3, 1, 2)  # (N, o, h, w), channels-last memory
+
+    def _weights(self, layer):
+        if layer._kernel_weight is None:
+            layer._kernel_weight = layer._cache_key(), kernel_weights(layer.weight_bits)
+        return layer._kernel_weight[1]
+
+    @torch.no_grad()
+    def forward(self, x, timings=None):
+        if x.dim() != 4 or x.shape[1] != self.in_channels or tuple(x.shape[-2:]) != self.input_size:
+            raise ValueError(f"expected input (N, {self.in_channels}, {self.input_size[0]}, {self.input_size[1]}), "
+                             f"got {tuple(x.shape)}")
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            raise ValueError(f"expected a float32 CPU tensor, got {x.dtype} on {x.device}")
+        env = {self._input: x.contiguous(memory_format=torch.channels_last)}
+        packed = {}
+        clock = time.perf_counter
+        for where, step in self._steps:
+            t0 = clock() if timings is not None else 0.0
+            if isinstance(step, _Binary):
+                if step.source[0] == "float":
+                    xb = self._pack(env[step.source[1]], step)
+                    if timings is not None:
+                        t1 = clock()
+                        timings["packing"] = timings.get("packing", 0.0) + t1 - t0
+                        t0 = t1
+                else:
+                    xb = packed.pop(step)
+                y = self._conv(xb, step, env)
+                if step.bits is not None:
+                    packed[step.bits[0]] = y
+                else:
+                    env[step.out] = y
+            else:
+                env[step] = self._run(step, env)
+            if timings is not None:
+                timings[where] = timings.get(where, 0.0) + clock() - t0
+        return env[self._output]
+
+    def _run(self, n, env):
+        args = fx.node.map_arg(n.args, lambda a: env[a])
+        kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
+        if n.op == "call_module":
+            return self._mods[n.target](*args, **kwargs)
+        if n.op == "call_function":
+            return n.target(*args, **kwargs)
+        if n.op == "call_method":
+            return getattr(args[0], n.target)(*args[1:], **kwargs)
+        if n.op == "get_attr":
+            return functools.reduce(getattr, n.target.split("."), self.reference.graph)
+        raise ValueError(f"cannot run graph node {n.op} {n.target}")
