@@ -10,7 +10,6 @@ import pytest
 from studies import _cli
 
 STUDIES = sorted(p.stem for p in (Path(__file__).parents[1] / "studies").glob("*.py") if not p.stem.startswith("_"))
-NOT_YET_ON_THE_HELPER = {"kernel_bench"}  # converted on its own; the checks below then pass for it too
 
 # concept -> (the flag names every study uses for it, names that must not appear anywhere)
 CONCEPTS = {
@@ -42,13 +41,7 @@ def parser_of(name, monkeypatch, capsys):
     return module, caught[-1], capsys.readouterr().out
 
 
-def _study(name):
-    marks = [pytest.mark.xfail(reason="not on studies._cli yet", strict=False)] if name in NOT_YET_ON_THE_HELPER \
-        else []
-    return pytest.param(name, marks=marks)
-
-
-@pytest.mark.parametrize("name", [_study(n) for n in STUDIES])
+@pytest.mark.parametrize("name", STUDIES)
 def test_help_documents_every_flag_and_the_outputs(name, monkeypatch, capsys):
     module, parser, text = parser_of(name, monkeypatch, capsys)
     assert isinstance(parser, _cli.ArgumentParser)  # one-line errors, exit 2
@@ -61,7 +54,7 @@ def test_help_documents_every_flag_and_the_outputs(name, monkeypatch, capsys):
     assert "--out" in {s for a in parser._actions for s in a.option_strings}, f"{name} has no --out"
 
 
-@pytest.mark.parametrize("name", [_study(n) for n in STUDIES])
+@pytest.mark.parametrize("name", STUDIES)
 def test_one_flag_name_per_concept(name, monkeypatch, capsys):
     _, parser, _ = parser_of(name, monkeypatch, capsys)
     flags = {s for a in parser._actions for s in a.option_strings}
@@ -100,8 +93,6 @@ def test_add_config_flags_requires_help_and_splits_lists():
 def test_unwritable_out_is_refused_before_any_work(name, where, tmp_path, capsys, monkeypatch):
     """``--out`` that cannot be created (under /proc, not writable even by root) or is an existing file:
     one line, exit 2, nothing written, before the study starts working."""
-    if name in NOT_YET_ON_THE_HELPER:
-        pytest.skip("would run the whole study before failing")
     module = importlib.import_module(f"studies.{name}")
     existing = tmp_path / "a_file"
     existing.write_text("keep")

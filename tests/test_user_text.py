@@ -13,8 +13,6 @@ ROOT = Path(__file__).parents[1]
 PROCESS_WORDS = re.compile(r"issue\s*#?\d|this issue|\btarget\b[^\n]*\bmet\b|parent commit|<!-- section|"
                            r"shared 2-core|the shared machine|\bcommit [0-9a-f]{7,}\b", re.IGNORECASE)
 BINARY = {".png", ".pdf", ".pt", ".npz", ".npy", ".gz", ".zip"}
-# Written by the kernel benchmark, which is brought onto this rule separately.
-PENDING = {"studies/kernel_bench.py", "results/kernel_bench/kernel_bench_summary.md"}
 
 
 def _tracked():
@@ -37,10 +35,6 @@ def _text(path):
     return "\n".join(parts)
 
 
-def _param(path):
-    return pytest.param(path, marks=[pytest.mark.xfail(strict=False)] if path in PENDING else [])
-
-
 def test_the_pattern_catches_process_words():
     for text in ("The protocol study (issue 5)", "target 5x: met", "(parent commit 5a59e92)",
                  "<!-- section: notebooks -->", "on the shared 2-core machine", "This issue made it faster"):
@@ -48,7 +42,7 @@ def test_the_pattern_catches_process_words():
     assert not PROCESS_WORDS.search("the target of the fit; metrics; an equivalent commitment")
 
 
-@pytest.mark.parametrize("path", [_param(p) for p in _tracked()])
+@pytest.mark.parametrize("path", _tracked())
 def test_no_process_words(path):
     found = [m.group(0) for m in PROCESS_WORDS.finditer(_text(path))]
     assert not found, f"{path}: {found}"
