@@ -32,7 +32,6 @@ setting), ``speedup.csv``, ``breakdown.csv``, ``exactness.csv``, ``summary.md``
 average before and after, versions, hardware).
 """
 
-import argparse
 import itertools
 import os
 import sys
@@ -51,7 +50,8 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from studies._cli import ArgumentParser, fail  # noqa: E402
+from studies._cli import (add_config_flags, add_out_flag, check_out, config_from_args, fail,  # noqa: E402
+                          make_parser, opt)
 from xnorpp_core.models import ARCHS, build_model, fuse_model  # noqa: E402
 from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, backend_info  # noqa: E402
 from xnorpp_core.packed.network import CATEGORIES, PackedNetwork, fused_emulation  # noqa: E402
@@ -66,15 +66,16 @@ INPUT_SIZE = {"resnet18": 224, "alexnet": 227}
 class BenchInferenceConfig:
     """One run of the benchmark; validated here, written to ``run.json``."""
 
-    arch: str = "resnet18"
-    methods: tuple = ("case1", "case4")
-    threads: tuple = (1, 2)
-    batch_sizes: tuple = (1, 8)
-    repeats: int = 20
-    compile: bool = True
-    check_inputs: int = 1000
-    backend: str = "auto"
-    seed: int = 0
+    arch: str = opt("resnet18", "network", choices=tuple(ARCHS))
+    methods: tuple = opt(("case1", "case4"), "scale methods of the binary network", choices=SUPPORTED_METHODS)
+    threads: tuple = opt((1, 2), "torch thread counts, each timed in turn")
+    batch_sizes: tuple = opt((1, 8), "images per call, each timed in turn")
+    repeats: int = opt(20, "timed rounds per setting")
+    compile: bool = opt(True, "also time torch.compile of the folded real networks")
+    check_inputs: int = opt(1000, "random inputs for the exactness check (0 skips it)")
+    backend: str = opt("auto", "packed kernel backend (auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)",
+                       choices=("auto", *BACKENDS))
+    seed: int = opt(0, "seed of weights and inputs")
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -251,52 +252,23 @@ def _markdown(frame, columns, cpu, floatfmt=".3g"):
 
 
 def main(argv=None):
-    d = BenchInferenceConfig()
-    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                            epilog="Output files: timing.csv, speedup.csv, breakdown.csv, exactness.csv, summary.md, "
-                                   "breakdown.png, run.json.")
-    parser.add_argument("--arch", default=d.arch, choices=tuple(ARCHS), help=f"network (default {d.arch})")
-    parser.add_argument("--methods", nargs="+", default=list(d.methods), choices=SUPPORTED_METHODS,
-                        help=f"scale methods of the binary network (default {' '.join(d.methods)})")
-    parser.add_argument("--threads", type=int, nargs="+", default=list(d.threads),
-                        help=f"torch thread counts (default {' '.join(map(str, d.threads))})")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(d.batch_sizes),
-                        help=f"images per call (default {' '.join(map(str, d.batch_sizes))})")
-    parser.add_argument("--repeats", type=int, default=d.repeats, help=f"timed rounds per setting (default {d.repeats})")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile,
-                        help="also time torch.compile of the folded real networks (default on)")
-    parser.add_argument("--check-inputs", type=int, default=d.check_inputs,
-                        help=f"random inputs for the exactness check (default {d.check_inputs}; 0 skips it)")
-    parser.add_argument("--backend", default=d.backend, choices=("auto", *BACKENDS),
-                        help="packed kernel backend (default auto)")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of weights and inputs (default {d.seed})")
-    parser.add_argument("--out", type=Path, default=Path("results/inference"), help="output folder")
+    parser = make_parser(PROG, __doc__)
+    add_config_flags(parser, BenchInferenceConfig)
+    add_out_flag(parser, "results/inference")
     parser.add_argument("--plot-only", action="store_true",
                         help="only redraw breakdown.png from the speedup.csv and breakdown.csv already in --out")
     args = parser.parse_args(argv)
+    cfg = config_from_args(PROG, BenchInferenceConfig, args)
+    out = check_out(PROG, args.out)
     if args.plot_only:
         try:
-            speed, breakdown = pd.read_csv(args.out / "speedup.csv"), pd.read_csv(args.out / "breakdown.csv")
+            speed, breakdown = pd.read_csv(out / "speedup.csv"), pd.read_csv(out / "breakdown.csv")
         except (OSError, pd.errors.ParserError) as err:
-            fail(PROG, f"--plot-only needs speedup.csv and breakdown.csv in {args.out}: {err}")
+            fail(PROG, f"--plot-only needs speedup.csv and breakdown.csv in {out}: {err}")
         fig = plot_breakdown(speed, breakdown, speed.cpu.iloc[0])
-        save_figure(fig, args.out / "breakdown.png", dpi=120)
+        save_figure(fig, out / "breakdown.png", dpi=120)
         plt.close(fig)
         return speed
-    try:
-        cfg = BenchInferenceConfig(args.arch, tuple(args.methods), tuple(args.threads), tuple(args.batch_sizes),
-                                   args.repeats, args.compile, args.check_inputs, args.backend, args.seed)
-    except ValueError as err:
-        fail(PROG, str(err))
-    if args.out.exists() and not args.out.is_dir():
-        fail(PROG, f"--out {args.out} exists and is not a folder")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        probe = args.out / ".probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        fail(PROG, f"cannot write to --out {args.out}: {err.strerror or err}")
     try:
         info = backend_info(cfg.backend)
     except RuntimeError as err:
@@ -311,7 +283,6 @@ def main(argv=None):
         torch.set_num_threads(1)
         exact = exactness(cfg, info, binary, progress) if cfg.check_inputs else None
     load_after = os.getloadavg()
-    out = args.out
     for frame in (timing, speed, breakdown):
         frame.insert(0, "cpu", cpu)
     write_csv(out / "timing.csv", timing)

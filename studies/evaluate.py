@@ -1,8 +1,8 @@
 """Evaluate a packed model file on the digits or an ImageFolder: top-1 and top-5.
 
-    python -m studies.evaluate --model model.xnorpp                       # the embedded digits' validation split
-    python -m studies.evaluate --model model.xnorpp --data /data/imagenet  # ROOT/val of an ImageFolder tree
-    python -m studies.evaluate --model model.xnorpp --checkpoint RUN/checkpoint.pt --out results/inference/x
+    python -m studies.evaluate --model RUN/model.xnorpp                       # the embedded digits' validation split
+    python -m studies.evaluate --model RUN/model.xnorpp --data /data/imagenet  # ROOT/val of an ImageFolder tree
+    python -m studies.evaluate --model RUN/model.xnorpp --checkpoint RUN/checkpoint.pt --out results/inference/x
 
 Runs the file's ``PackedNetwork`` (``xnorpp_core.packed``) on the validation
 images and prints top-1 / top-5. With ``--checkpoint`` (the run the file was
@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from studies._cli import ArgumentParser, fail
-from studies.export import check_writable, load_checkpoint
+from studies._cli import add_out_flag, add_threads_flag, check_out, fail, make_parser
+from studies.export import load_checkpoint
 from xnorpp_core.packed import BACKENDS, backend_info
 from xnorpp_core.packed.model_file import ModelFileError, load_model, size_budget
 from xnorpp_core.packed.network import PackedNetwork, fused_emulation
@@ -35,32 +35,30 @@ PROG = "python -m studies.evaluate"
 
 
 def build_parser():
-    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                            epilog="Output (with --out DIR): DIR/evaluation.json.")
-    parser.add_argument("--model", type=Path, required=True, help="packed model file from python -m studies.export")
-    parser.add_argument("--data", type=Path, default=None,
+    parser = make_parser(PROG, __doc__)
+    parser.add_argument("--model", type=Path, required=True, metavar="FILE",
+                        help="packed model file from python -m studies.export")
+    parser.add_argument("--data", type=Path, default=None, metavar="ROOT",
                         help="ImageFolder root with train/ and val/ class folders, as for training; val/ is "
                              "evaluated (default: the embedded digits)")
     parser.add_argument("--resize", type=int, default=256, help="ImageFolder: shorter side before the centre crop "
                                                                   "(default 256)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
+    parser.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
                         help="the training checkpoint the file came from: also evaluate the float model")
     parser.add_argument("--batch-size", type=int, default=64, help="images per call (default 64)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_threads_flag(parser, 1)
     parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
                         help="packed kernel backend (default auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for evaluation.json (default: print only)")
+    add_out_flag(parser, None, "folder for evaluation.json (default: print only)")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1 or args.threads < 1:
-        fail(PROG, "--batch-size and --threads must be positive")
+    if args.batch_size < 1 or args.resize < 1:
+        fail(PROG, "--batch-size and --resize must be positive")
     if args.out is not None:
-        if args.out.exists() and not args.out.is_dir():
-            fail(PROG, f"--out {args.out} exists and is not a folder")
-        check_writable(PROG, args.out / "evaluation.json")
+        check_out(PROG, args.out)
     if not args.model.is_file():
         fail(PROG, f"model file {args.model} does not exist")
     try:

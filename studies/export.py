@@ -1,43 +1,30 @@
 """Write a trained checkpoint as a shippable packed model file (binary weights as bits).
 
-    python -m studies.export --checkpoint RUN/checkpoint.pt --out model.xnorpp
+    python -m studies.export --checkpoint RUN/checkpoint.pt [--out DIR]
 
 Reads a checkpoint of ``python -m studies.train`` (loaded with
-``weights_only=True``), and writes ``--out``: binary weights one bit each,
+``weights_only=True``), and writes the model file: binary weights one bit each,
 Cases 3-4 as their factors (fused when the file is loaded), real layers and
 BN in float32 (format: ``xnorpp_core.packed.model_file``). Prints the file's
 size beside its budget, the packed weights plus the real layers and factors.
-Run it with ``python -m studies.evaluate --model model.xnorpp``.
+Run it with ``python -m studies.evaluate --model DIR/model.xnorpp``.
 
-Output: the file ``--out`` (nothing else).
+Writes to ``--out`` (default: the checkpoint's folder): ``model.xnorpp`` (nothing else).
 """
 
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-from studies._cli import ArgumentParser, fail
+from studies._cli import add_out_flag, check_out, fail, make_parser
 from xnorpp_core.models import build_model
 from xnorpp_core.packed import SUPPORTED_METHODS
 from xnorpp_core.packed.model_file import ModelFileError, export_bytes, size_budget
 from xnorpp_core.provenance import atomic_write
 
 PROG = "python -m studies.export"
-
-
-def check_writable(prog, path):
-    """A one-line error (exit 2) unless a file can be created at ``path`` (its folder made if needed)."""
-    path = Path(path)
-    if path.is_dir():
-        fail(prog, f"{path} is a folder, not a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as err:
-        fail(prog, f"cannot write {path}: {err.strerror or err}")
+FILE_NAME = "model.xnorpp"
 
 
 def load_checkpoint(prog, path):
@@ -59,12 +46,12 @@ def load_checkpoint(prog, path):
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                            epilog="Output: the file --out.")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt of a training run")
-    parser.add_argument("--out", type=Path, required=True, help="the model file to write (e.g. model.xnorpp)")
+    parser = make_parser(PROG, __doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
+                        help="checkpoint.pt of a training run (python -m studies.train)")
+    add_out_flag(parser, None, f"folder for {FILE_NAME} (default: the checkpoint's folder)")
     args = parser.parse_args(argv)
-    check_writable(PROG, args.out)
+    path = check_out(PROG, args.checkpoint.parent if args.out is None else args.out) / FILE_NAME
     model, arch, kwargs = load_checkpoint(PROG, args.checkpoint)
     if model.method not in SUPPORTED_METHODS:
         fail(PROG, f"method {model.method!r} has no packed form; supported: {' '.join(SUPPORTED_METHODS)}")
@@ -72,9 +59,9 @@ def main(argv=None):
         data = export_bytes(model, arch, kwargs)
     except ModelFileError as err:
         fail(PROG, str(err))
-    atomic_write(args.out, data)
+    atomic_write(path, data)
     budget = size_budget(model)
-    print(f"wrote {args.out}: {len(data)} bytes ({arch}, {model.method}); packed weights "
+    print(f"wrote {path}: {len(data)} bytes ({arch}, {model.method}); packed weights "
           f"{budget['packed_weights']} + real layers and factors {budget['real_layers_and_factors']} = "
           f"{budget['total']} bytes, file / that = {len(data) / budget['total']:.3f}")
     return {"file_bytes": len(data), **budget}

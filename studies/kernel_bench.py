@@ -33,14 +33,12 @@ versions, hardware). Every table names the CPU. Timings depend on the machine
 and its load: rerun on a quiet one.
 """
 
-import argparse
 import itertools
 import os
 import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import matplotlib
 
@@ -52,7 +50,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from studies._cli import ArgumentParser, fail  # noqa: E402
+from studies._cli import (add_config_flags, add_out_flag, check_out, config_from_args, fail,  # noqa: E402
+                          make_parser, opt)
 from studies.bench_inference import cpu_name  # noqa: E402
 from xnorpp_core.layers import BinaryConv2d  # noqa: E402
 from xnorpp_core.models import binary_resnet18  # noqa: E402
@@ -70,14 +69,15 @@ PAPER_LAYER = (256, 256, 3, 1, 1, 14)  # Section 4.3: o = 256, 3x3; at ResNet-18
 class KernelBenchConfig:
     """One run of the benchmark; validated here, written to ``run.json``."""
 
-    threads: tuple = (1, 2)
-    methods: tuple = ("case4",)
-    batch_size: int = 1
-    min_run_time: float = 0.5
-    backend: str = "auto"
-    layers: str = "all"
-    model: bool = True
-    seed: int = 0
+    threads: tuple = opt((1, 2), "torch thread counts, each timed in turn")
+    methods: tuple = opt(("case4",), "scales of the binary layers", choices=SUPPORTED_METHODS)
+    batch_size: int = opt(1, "images per layer call")
+    min_run_time: float = opt(0.5, "seconds of calls per measurement")
+    backend: str = opt("auto", "packed kernel backend (auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)",
+                       choices=("auto", *BACKENDS))
+    layers: str = opt("all", "all (ResNet-18's binary layers and the paper's) or paper", choices=("all", "paper"))
+    model: bool = opt(True, "also count the storage of the whole binary ResNet-18 by method")
+    seed: int = opt(0, "seed of weights and inputs")
 
     def __post_init__(self):
         if not self.threads or any(int(t) != t or t < 1 for t in self.threads):
@@ -251,41 +251,12 @@ def _markdown(frame, columns, cpu, floatfmt=".3g"):
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog=PROG, description="Time the bit-packed binary convolution beside Eq. 8/9.",
-                            epilog="Output files: kernel_bench.csv, kernel_bench.md, speedup.png, model_size.csv, "
-                                   "kernel_bench_summary.md, run.json.")
-    d = KernelBenchConfig()
-    parser.add_argument("--threads", type=int, nargs="+", default=list(d.threads),
-                        help=f"torch thread counts (default {' '.join(map(str, d.threads))})")
-    parser.add_argument("--methods", nargs="+", default=list(d.methods), choices=SUPPORTED_METHODS,
-                        help=f"scales of the binary layers (default {' '.join(d.methods)})")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size,
-                        help=f"images per layer call (default {d.batch_size})")
-    parser.add_argument("--min-run-time", type=float, default=d.min_run_time,
-                        help=f"seconds of calls per measurement (default {d.min_run_time})")
-    parser.add_argument("--backend", default=d.backend, choices=("auto", *BACKENDS),
-                        help=f"packed kernel backend (default {d.backend}: $XNORPP_PACKED_BACKEND, else cpp, else numpy)")
-    parser.add_argument("--layers", default=d.layers, choices=("all", "paper"),
-                        help="all (ResNet-18's binary layers and the paper's) or paper (default all)")
-    parser.add_argument("--model", action=argparse.BooleanOptionalAction, default=d.model,
-                        help="also count the storage of the whole binary ResNet-18 by method (default on)")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of weights and inputs (default {d.seed})")
-    parser.add_argument("--out", type=Path, default=Path("results/kernel_bench"),
-                        help="output folder (default results/kernel_bench)")
+    parser = make_parser(PROG, __doc__)
+    add_config_flags(parser, KernelBenchConfig)
+    add_out_flag(parser, "results/kernel_bench")
     args = parser.parse_args(argv)
-    try:
-        cfg = KernelBenchConfig(tuple(args.threads), tuple(args.methods), args.batch_size, args.min_run_time,
-                                args.backend, args.layers, args.model, args.seed)
-    except ValueError as err:
-        fail(PROG, str(err))
-    if args.out.exists() and not args.out.is_dir():
-        fail(PROG, f"--out {args.out} exists and is not a folder")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / ".probe").write_text("")
-        (args.out / ".probe").unlink()
-    except OSError as err:
-        fail(PROG, f"cannot write to --out {args.out}: {err.strerror or err}")
+    cfg = config_from_args(PROG, KernelBenchConfig, args)
+    out = check_out(PROG, args.out)
     if max(cfg.threads) > (os.cpu_count() or 1):
         print(f"note: {max(cfg.threads)} threads on {os.cpu_count()} CPUs", file=sys.stderr)
 
@@ -303,7 +274,6 @@ def main(argv=None):
         sizes = model_sizes(cfg, info.name) if cfg.model else None
     load_after = os.getloadavg()
 
-    out = args.out
     layers.insert(0, "cpu", cpu)
     write_csv(out / "kernel_bench.csv", layers)
     table = layers.assign(layer=[f"**{lbl}**" if p else lbl for lbl, p in zip(layers.layer, layers.paper_layer)])

@@ -22,6 +22,8 @@ CONCEPTS = {
     "seed": ({"--seed", "--seeds"}, {"--random-seed", "--rng-seed"}),
     "trials": ({"--trials"}, {"--n-trials", "--num-trials", "--ntrials"}),
 }
+# studies with a required input besides --out: the flag naming it
+REQUIRED = {"export": "--checkpoint", "evaluate": "--model"}
 
 
 def parser_of(name, monkeypatch, capsys):
@@ -98,6 +100,8 @@ def test_unwritable_out_is_refused_before_any_work(name, where, tmp_path, capsys
     existing.write_text("keep")
     out = "/proc/xnorpp-no-such-folder/out" if where == "proc" else str(existing)
     argv = (["table1"] if name == "notebooks" else []) + ["--out", out]
+    if name in REQUIRED:  # placeholders that are never read: --out is refused first
+        argv += [REQUIRED[name], str(tmp_path / "never-read")]
     if name == "train":  # refused before any data is loaded
         monkeypatch.setattr("xnorpp_core.training.loop.datasets.digits_splits", lambda *a, **k: 1 / 0)
     with pytest.raises(SystemExit) as exit_:

@@ -92,18 +92,22 @@ def _checkpoint(tmp_path, method):
 
 def test_export_then_evaluate_on_the_digits(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path, "case3")
-    stats = export.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "m.xnorpp")])
+    stats = export.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "m")])
     assert "file / that" in capsys.readouterr().out and stats["file_bytes"] <= 1.15 * stats["total"]
-    result = evaluate.main(["--model", str(tmp_path / "m.xnorpp"), "--checkpoint", str(ckpt), "--batch-size", "128",
-                            "--out", str(tmp_path / "ev")])
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.xnorpp"]
+    result = evaluate.main(["--model", str(tmp_path / "m" / "model.xnorpp"), "--checkpoint", str(ckpt),
+                            "--batch-size", "128", "--out", str(tmp_path / "ev")])
     assert result["images"] == 360 and result["packed_top1"] == result["float_top1"]
     assert result["agree_logits_equal"] == 360 and result["agree_float"] == 360
     assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["packed_top5"] == result["packed_top5"]
+    export.main(["--checkpoint", str(ckpt)])  # --out defaults to the checkpoint's folder
+    assert (tmp_path / "model.xnorpp").read_bytes() == (tmp_path / "m" / "model.xnorpp").read_bytes()
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--checkpoint", "/nonexistent.pt", "--out", "{tmp}/m"], "does not exist"),
-    (["--checkpoint", "{ckpt}", "--out", "/proc/forbidden/m.xnorpp"], "cannot write"),
+    (["--checkpoint", "{ckpt}", "--out", "/proc/forbidden/m"], "cannot write"),
+    (["--checkpoint", "{ckpt}", "--out", "{tmp}/junk"], "exists and is not a folder"),
     (["--checkpoint", "{xnor}", "--out", "{tmp}/m"], "has no packed form"),
     (["--checkpoint", "{tmp}/junk", "--out", "{tmp}/m"], "cannot read checkpoint"),
 ])
