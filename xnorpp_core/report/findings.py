@@ -20,7 +20,7 @@ from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from .machine import machine_label
 from .tables import collect_runs, row_statistics
 
-__all__ = ["Finding", "ReportError", "read_findings", "READERS", "verdict_table2_ratio", "verdict_nested_order",
+__all__ = ["Finding", "ReportError", "read_findings", "READERS", "verdict_network", "verdict_table2_ratio", "verdict_nested_order",
            "verdict_formula", "verdict_kernel", "verdict_rows", "verdict_weights", "verdict_protocol"]
 
 
@@ -107,6 +107,22 @@ def verdict_kernel(measured, predicted):
     if measured > 1:
         return f"**faster, below the prediction**: {share:.0%} of the predicted {predicted:.1f}x"
     return f"**slower** than float32 (predicted {predicted:.1f}x faster)"
+
+
+def verdict_network(low, high, layer=None):
+    """The whole packed network's speed-up over the real one, beside the single layer's."""
+    if high <= 1:
+        return f"**slower** than the real-valued network ({low:.1f}x to {high:.1f}x)"
+    text = f"{low:.1f}x to {high:.1f}x faster than the real-valued network"
+    if layer is not None and high < layer:
+        text += f", less than the single binary layer's {layer:.1f}x"
+    return text
+
+
+def _threads(values):
+    """``1`` or ``"1 and 2"``: the thread counts of a benchmark's rows."""
+    values = sorted({int(v) for v in values})
+    return values[0] if len(values) == 1 else " and ".join(map(str, values))
 
 
 def verdict_weights(ratio, claimed=32.0):
@@ -210,7 +226,7 @@ def read_kernel(results):
         out.append(Finding("Packed binary convolution, measured (256->256, 3x3, 14x14, packing included)",
                            paper_text, ours, verdict_kernel(measured, predicted),
                            (str(folder / "kernel_bench.md"), str(folder / "kernel_bench.csv")), command,
-                           machine_label(env, threads=threads) + " (more threads: same CPU)"))
+                           machine_label(env, threads=_threads([t for t, _, _ in lines]))))
     if (folder / "model_size.csv").exists():
         size = pd.read_csv(folder / "model_size.csv").set_index("method")
         ratio = _column(size, "compression_binary_weights").dropna()
@@ -224,12 +240,12 @@ def read_kernel(results):
         m = pd.read_csv(folder / "model_time.csv")
         parts = [f"{r['method']} batch {int(r['batch'])}, {int(r['threads'])} thread(s): {r['speedup_vs_real']:.1f}x"
                  for _, r in m.iterrows()]
-        best = float(m["speedup_vs_real"].max())
+        speed = _column(m, "speedup_vs_real")
         out.append(Finding("Whole binary ResNet-18, packed, against the real-valued one", "not measured in the paper",
-                           "; ".join(parts), f"the whole network gains at most {best:.1f}x: the real-valued layers "
-                           "and the float work between binary layers are not packed",
-                           (str(folder / "model_time.csv"),), command, machine_label(env, threads=1)
-                           + " (more threads: same CPU)"))
+                           "; ".join(parts), verdict_network(float(speed.min()), float(speed.max()),
+                                                             float(layer["speedup"].min()) if len(layer) else None),
+                           (str(folder / "model_time.csv"),), command,
+                           machine_label(env, threads=_threads(m["threads"]))))
     return out
 
 

@@ -30,7 +30,8 @@ def cpu_label(env):
 def machine_label(env, threads=None):
     """The machine of a result in one line: CPU or GPU, threads, torch and Python versions.
 
-    ``threads`` overrides the record's ``torch_threads`` (benchmarks that vary it per row).
+    ``threads`` overrides the record's ``torch_threads``: a count, or a phrase such as ``"1 and 2"``
+    for benchmarks that vary it per row.
     """
     if not env:
         return "an unrecorded machine"
