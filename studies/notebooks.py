@@ -23,10 +23,11 @@ Figure 1 beside the paper's numbers into ``RESULTS/tables/`` (executed notebook:
 
 Without ``--data`` every row trains on the embedded digits with ``EMBEDDED_SEEDS``
 seeds for ``EMBEDDED_EPOCHS`` epochs, the learning rate divided by 10 every
-``EMBEDDED_LR_STEP`` epoch (the digits recipe's drops at 1/3 and 2/3 of training,
-on a shorter run: the recipe's 9 epochs times 5 seeds times every row does not fit
-an hour of one CPU core); with ``--data`` on the ImageFolder tree with the paper's
-recipe (80 epochs) and one seed, e.g. on 8 GPUs:
+``EMBEDDED_LR_STEP`` epoch: shorter than the digits recipe (9 epochs, a step of 3),
+whose 5 seeds of every row of both grids would take several hours of one CPU core
+(one digits epoch of ResNet-18 takes tens of seconds on one core, AlexNet more);
+with ``--data`` on the ImageFolder tree with the paper's recipe (80 epochs) and one
+seed, e.g. on 8 GPUs:
 
     python -m studies.notebooks all --data /data/imagenet --nproc 8 --device cuda
 
@@ -55,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 PROG = "python -m studies.notebooks"
 KERNEL = "python3"
-EMBEDDED_EPOCHS = 3
+EMBEDDED_EPOCHS = 2
 EMBEDDED_LR_STEP = 1
 EMBEDDED_SEEDS = (0, 1, 2, 3, 4)
 RUN_FILES = ("checkpoint.pt", "metrics.csv", "config.json", "summary.json")
