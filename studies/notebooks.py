@@ -61,8 +61,8 @@ EMBEDDED_LR_STEP = 1
 EMBEDDED_SEEDS = (0, 1, 2, 3, 4)
 RUN_FILES = ("checkpoint.pt", "metrics.csv", "config.json", "summary.json")
 # Parameters compared with a finished run's config.json (the others do not change the experiment).
-EXPERIMENT = ("arch", "method", "data", "epochs", "batch_size", "lr", "weight_decay", "lr_step", "seed",
-              "limit_batches")
+EXPERIMENT = ("arch", "method", "alexnet_widths", "data", "epochs", "batch_size", "lr", "weight_decay", "lr_step",
+              "seed", "limit_batches")
 
 __all__ = ["cli_flags", "run_training", "check_parameters", "execute", "row_parameters", "unique_rows", "main"]
 
@@ -145,12 +145,16 @@ def _relative(path):
 
 
 def row_parameters(arch, method, seed, out, args):
-    """The parameters of notebooks/train.ipynb for one (row, seed) of a grid."""
+    """The parameters of notebooks/train.ipynb for one (row, seed) of a grid.
+
+    AlexNet rows name their widths (the paper's), so that a finished run of other widths is refused, not skipped.
+    """
     embedded = args.data is None
     epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if embedded else None)
     lr_step = args.lr_step if args.lr_step is not None else (EMBEDDED_LR_STEP if embedded and args.epochs is None
                                                              else None)
-    return {"arch": arch, "method": method, "data": args.data, "epochs": epochs, "batch_size": args.batch_size,
+    return {"arch": arch, "method": method, "alexnet_widths": "paper" if arch == "alexnet" else None,
+            "data": args.data, "epochs": epochs, "batch_size": args.batch_size,
             "lr": args.lr, "weight_decay": args.weight_decay, "lr_step": lr_step, "seed": seed,
             "limit_batches": args.limit_batches, "nproc": args.nproc, "device": args.device,
             "workers": args.workers, "out": _relative(out), "resume": False, "quiet": False}

@@ -7,7 +7,9 @@
 
 Every flag is a field of ``xnorpp_core.training.TrainConfig`` (the help text
 comes from there); a flag left out takes the dataset's recipe value
-(``RECIPES``: the paper's for an ImageFolder tree, a scaled one for digits):
+(``RECIPES``: the paper's for an ImageFolder tree, a scaled one for digits);
+docs/models.md sets each architecture and recipe choice beside the paper and
+XNOR-Net's code:
 
   --arch resnet18|alexnet        network (default resnet18)
   --method M                     real, direct, xnor, xnor_alpha, case1, case2, case3, case4 (default case4)
@@ -23,6 +25,12 @@ comes from there); a flag left out takes the dataset's recipe value
   --hflip / --no-hflip           ImageFolder: random horizontal flips in training (default on)
   --small-input / --no-small-input   3x3/1 stem for small images (default off; digits on)
   --pad-mode zero|minus_one      border of the binary convolutions (default zero)
+  --alexnet-widths paper|torchvision   AlexNet filters: 96-256-384-384-256 (default) or 64-192-384-256-256
+  --resnet-shortcut conv|avgpool_conv|binary   ResNet-18 downsampling shortcut (default conv: real 1x1/2 + BN)
+  --bn-affine / --no-bn-affine   learned scale and shift in the BN before each sign (default on)
+  --clamp-weights / --no-clamp-weights   centre and clamp binary weights to [-1, 1] before every step
+                                 (XNOR-Net's training code; default off)
+  --resize-mode shorter_side|square   ImageFolder: resize the shorter side (default) or to a square
   --seed N                       0
   --limit-batches N              at most N training and N validation batches per epoch (smoke runs)
   --out DIR                      the run's folder: metrics.csv, config.json, summary.json, checkpoint.pt;

@@ -1,5 +1,6 @@
 """Training: configuration, one-epoch runs for every model, resume equality, torchrun, ImageFolder, bad input."""
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -282,3 +283,135 @@ def test_every_option_is_documented():
     for action in cli.build_parser()._actions:
         for flag in action.option_strings:
             assert flag in doc or flag in ("-h", "--help"), flag
+
+
+# --- the choices of docs/models.md: every flag changes the model or the recipe ----------------------
+
+
+def doc_flags():
+    """The flags named in the Flag column of docs/models.md's tables, e.g. ``"--resize-mode square"``."""
+    import re
+
+    flags = []
+    for line in (REPO / "docs" / "models.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 6 and cells[0] not in ("Choice", "---"):
+            flags += re.findall(r"`(--[a-z-]+(?: [a-z_0-9]+)?)`", cells[5])
+    return flags
+
+
+def config_of(argv):
+    from studies._cli import config_from_args
+
+    return config_from_args(cli.PROG, TrainConfig, cli.build_parser().parse_args(argv))
+
+
+def built(config, seed=0):
+    torch.manual_seed(seed)
+    return build_model(config.arch, config.method, 10, config.input_size, **config.model_options()).eval()
+
+
+def model_differs(default, flagged):
+    """Different parameters or buffers (names or shapes), or different outputs from the same seed."""
+    a, b = built(default), built(flagged)
+    shapes = [{k: v.shape for k, v in m.state_dict().items()} for m in (a, b)]
+    x = torch.randn(2, 3, default.input_size, default.input_size)
+    with torch.no_grad():
+        return shapes[0] != shapes[1] or not torch.equal(a(x), b(x))
+
+
+def transform_output_sizes(config, tmp_path):
+    """The (width, height) of a 40x48 image after each split's first transform (the resize)."""
+    from xnorpp_core.training.data import imagefolder_splits
+
+    data = image_tree(tmp_path / "data", train=1, val=1)
+    train_set, val_set, _ = imagefolder_splits(data, config.input_size, config.resize_to, config.hflip)
+    image = Image.new("RGB", (48, 40))
+    return [s.transform.transforms[0](image).size for s in (train_set, val_set)]
+
+
+def weights_seen_in_training(config, tmp_path, monkeypatch):
+    """The first binary conv's initial weights (scaled beyond [-1, 1]) and its weights at the first training
+    forward."""
+    from xnorpp_core.layers import BinaryConv2d
+
+    seen, build = [], training.build_model
+
+    def build_and_watch(*args, **kw):
+        model = build(*args, **kw)
+        conv = next(m for m in model.modules() if isinstance(m, BinaryConv2d))
+        with torch.no_grad():
+            conv.weight.mul_(50)
+        seen.append(conv.weight.detach().clone())
+        conv.register_forward_pre_hook(lambda m, a: seen.append(m.weight.detach().clone()) if m.training else None)
+        return model
+
+    monkeypatch.setattr(training, "build_model", build_and_watch)
+    train(dataclasses.replace(config, out=str(tmp_path), epochs=1, limit_batches=1, batch_size=8, quiet=True))
+    return seen[0], seen[1]  # (o, c, kh, kw) each
+
+
+BASE = {"--alexnet-widths": ["--arch", "alexnet", "--input-size", "16"]}  # default: ResNet-18 on 8x8 digits
+
+
+@pytest.mark.parametrize("flag", doc_flags())
+def test_every_flag_of_the_models_doc_changes_the_model_or_the_recipe(flag, tmp_path, monkeypatch):
+    name = flag.split()[0]
+    argv = BASE.get(name, ["--input-size", "8"])
+    default, flagged = config_of(argv), config_of(argv + flag.split())
+    assert default != flagged, flag
+    if name in ("--alexnet-widths", "--resnet-shortcut", "--no-bn-affine", "--pad-mode"):
+        assert model_differs(default, flagged), flag
+    elif name in ("--resize-mode", "--no-hflip"):
+        default, flagged = (dataclasses.replace(c, data="/x", input_size=32, resize=36) for c in (default, flagged))
+        if name == "--resize-mode":  # shorter side 40 -> 36 keeps the aspect ratio; the square does not
+            assert transform_output_sizes(default, tmp_path) == [(43, 36)] * 2
+            assert transform_output_sizes(flagged, tmp_path / "b") == [(36, 36)] * 2
+        else:
+            from xnorpp_core.training.data import imagefolder_splits
+
+            data = image_tree(tmp_path / "data", train=1, val=1)
+            kinds = [{type(t).__name__ for t in imagefolder_splits(data, 32, 36, c.hflip)[0].transform.transforms}
+                     for c in (default, flagged)]
+            assert kinds[0] - kinds[1] == {"RandomHorizontalFlip"}
+    elif name == "--clamp-weights":
+        w0, w = weights_seen_in_training(flagged, tmp_path / "on", monkeypatch)
+        expect = np.clip(w0.numpy() - w0.numpy().mean(axis=1, keepdims=True), -1, 1)  # centred over c, clamped
+        np.testing.assert_allclose(w.numpy(), expect, rtol=1e-6, atol=1e-6)
+        w0, w = weights_seen_in_training(default, tmp_path / "off", monkeypatch)
+        assert torch.equal(w, w0) and w.abs().max() > 1
+    else:
+        pytest.fail(f"docs/models.md names {flag}, which this test does not check")
+
+
+def test_the_models_doc_names_the_choice_flags():
+    flags = {f.split()[0] for f in doc_flags()}
+    assert {"--alexnet-widths", "--resnet-shortcut", "--no-bn-affine", "--clamp-weights",
+            "--resize-mode"} <= flags
+
+
+def test_default_alexnet_is_the_papers_and_options_need_their_arch():
+    config = TrainConfig(arch="alexnet")
+    assert config.alexnet_widths == "paper" and config.model_options()["widths"] == "paper"
+    assert TrainConfig().model_options()["shortcut"] == "conv"  # ResNet-18's default is unchanged
+    assert "widths" not in TrainConfig().model_options()
+    with pytest.raises(ValueError, match="alexnet_widths needs arch alexnet"):
+        TrainConfig(alexnet_widths="torchvision")
+    with pytest.raises(ValueError, match="resnet_shortcut needs arch resnet18"):
+        TrainConfig(arch="alexnet", resnet_shortcut="binary")
+    with pytest.raises(ValueError, match="unknown resize_mode"):
+        TrainConfig(resize_mode="stretch")
+
+
+def test_checkpoint_of_the_torchvision_alexnet_is_refused(tmp_path, capsys):
+    """A checkpoint of the former default (torchvision's widths, or written before the field existed)
+    cannot be resumed with the paper's AlexNet: the differing field is named."""
+    out = tmp_path / "out"
+    alexnet = ["--arch", "alexnet", "--input-size", "16", "--batch-size", "8", "--limit-batches", "1", "--quiet"]
+    cli.main([*alexnet, "--alexnet-widths", "torchvision", "--epochs", "1", "--out", str(out)])
+    fails(capsys, [*alexnet, "--epochs", "2", "--resume"],
+          "another configuration (alexnet_widths: 'torchvision' there, 'paper' here)", out)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    del ckpt["identity"]["alexnet_widths"]  # as written before the field existed
+    torch.save(ckpt, out / "checkpoint.pt")
+    fails(capsys, [*alexnet, "--epochs", "2", "--resume"], "alexnet_widths: None there, 'paper' here", out)

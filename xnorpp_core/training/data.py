@@ -67,7 +67,11 @@ def _image_folder(root, transform):
 
 
 def imagefolder_splits(root, input_size, resize=256, hflip=True):
-    """``(train, val, classes)`` from ``root/train`` and ``root/val`` (one folder per class)."""
+    """``(train, val, classes)`` from ``root/train`` and ``root/val`` (one folder per class).
+
+    ``resize`` is ``torchvision.transforms.Resize``'s size: an int resizes the shorter side, ``(h, w)``
+    the whole image.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")

@@ -55,12 +55,13 @@ from tqdm import tqdm
 
 from . import data as datasets
 from ..layers import METHODS, PAD_MODES
-from ..models import ARCHS, build_model
+from ..models import ALEXNET_WIDTHS, ARCHS, SHORTCUTS, build_model, center_and_clamp_weights_
 from ..provenance import atomic_write, environment, write_csv, write_json
 
 __all__ = ["Recipe", "RECIPES", "TrainConfig", "TrainingError", "accuracy", "train", "METRICS_COLUMNS"]
 
 DEVICES = ("auto", "cpu", "cuda")
+RESIZE_MODES = ("shorter_side", "square")
 METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "seconds",
                    "images_per_second")
 CHECKPOINT_FORMAT = 1
@@ -112,6 +113,17 @@ class TrainConfig:
     hflip: bool = _opt(True, "ImageFolder: random horizontal flips in training")
     small_input: bool | None = _opt(None, "3x3/1 stem for small images (recipe: off; digits on)")
     pad_mode: str = _opt("zero", "border of the binary convolutions (see xnorpp_core.layers)", choices=PAD_MODES)
+    # Choices the paper leaves open (docs/models.md): the defaults, and the variants one flag away.
+    alexnet_widths: str = _opt("paper", "AlexNet filters: paper (96-256-384-384-256, Krizhevsky et al. and "
+                                        "XNOR-Net) or torchvision (64-192-384-256-256)", choices=tuple(ALEXNET_WIDTHS))
+    resnet_shortcut: str = _opt("conv", "ResNet-18 downsampling shortcut: conv (real 1x1/2 conv + BN), avgpool_conv "
+                                        "(2x2 average pool, real 1x1 conv + BN) or binary (BN, sign, binary 1x1/2 "
+                                        "conv, BN)", choices=SHORTCUTS)
+    bn_affine: bool = _opt(True, "learned scale and shift in the BN before each sign")
+    clamp_weights: bool = _opt(False, "before every training step, centre each binary layer's weights over its "
+                                      "input channels and clamp them to [-1, 1] (XNOR-Net's training code)")
+    resize_mode: str = _opt("shorter_side", "ImageFolder: resize the shorter side to --resize (aspect ratio kept), "
+                                            "or the whole image to a --resize x --resize square", choices=RESIZE_MODES)
     seed: int = _opt(0, "seed of the initialization, data order and augmentation")
     limit_batches: int | None = _opt(None, "at most this many training and validation batches per epoch "
                                            "(smoke runs)")
@@ -134,6 +146,11 @@ class TrainConfig:
         check(self.method in METHODS, f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         check(self.pad_mode in PAD_MODES, f"unknown pad_mode {self.pad_mode!r}; choose from {', '.join(PAD_MODES)}")
         check(self.device in DEVICES, f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
+        check(self.alexnet_widths in ALEXNET_WIDTHS, f"unknown alexnet_widths {self.alexnet_widths!r}")
+        check(self.resnet_shortcut in SHORTCUTS, f"unknown resnet_shortcut {self.resnet_shortcut!r}")
+        check(self.resize_mode in RESIZE_MODES, f"unknown resize_mode {self.resize_mode!r}")
+        check(self.arch == "alexnet" or self.alexnet_widths == "paper", "alexnet_widths needs arch alexnet")
+        check(self.arch == "resnet18" or self.resnet_shortcut == "conv", "resnet_shortcut needs arch resnet18")
         recipe = RECIPES[self.dataset]
         for name, value in (("epochs", recipe.epochs), ("lr_step", recipe.lr_step),
                             ("batch_size", recipe.batch_size[self.arch]), ("input_size", recipe.input_size[self.arch]),
@@ -166,6 +183,17 @@ class TrainConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+    def model_options(self):
+        """The keywords of ``build_model`` that this configuration sets, beyond arch, method, classes and size."""
+        per_arch = {"alexnet": {"widths": self.alexnet_widths}, "resnet18": {"shortcut": self.resnet_shortcut}}
+        return {"pad_mode": self.pad_mode, "small_input": self.small_input, "bn_affine": self.bn_affine,
+                **per_arch[self.arch]}
+
+    @property
+    def resize_to(self):
+        """``torchvision.transforms.Resize``'s size: an int (the shorter side) or ``(h, w)`` (a square)."""
+        return self.resize if self.resize_mode == "shorter_side" else (self.resize, self.resize)
 
 
 class TrainingError(ValueError):
@@ -320,6 +348,8 @@ def _epoch(model, loader, proc, config, optimizer=None, scaler=None, desc=""):
             if i == n:
                 break
             x, y = x.to(proc.device, non_blocking=True), y.to(proc.device, non_blocking=True)
+            if training and config.clamp_weights:
+                center_and_clamp_weights_(model)
             with torch.autocast(proc.device.type, dtype=torch.float16, enabled=amp):
                 output = model(x)  # (N, classes)
                 loss = F.cross_entropy(output, y)
@@ -357,7 +387,7 @@ def _train(config, out, proc):
     if config.data is None:
         train_set, val_set, classes = datasets.digits_splits(config.input_size)
     else:
-        train_set, val_set, classes = datasets.imagefolder_splits(config.data, config.input_size, config.resize,
+        train_set, val_set, classes = datasets.imagefolder_splits(config.data, config.input_size, config.resize_to,
                                                                   config.hflip)
     dataset = {"name": config.dataset, "classes": len(classes), "train": len(train_set), "val": len(val_set)}
     train_loader, val_loader, generator = _loaders(config, train_set, val_set, proc)
@@ -371,7 +401,7 @@ def _train(config, out, proc):
 
     torch.manual_seed(config.seed)  # the initialization: the same on every process
     model = build_model(config.arch, config.method, len(classes), config.input_size,
-                        pad_mode=config.pad_mode, small_input=config.small_input).to(proc.device)
+                        **config.model_options()).to(proc.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and proc.device.type == "cuda")
