@@ -20,8 +20,9 @@ from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from .machine import machine_label
 from .tables import collect_runs, row_statistics
 
-__all__ = ["Finding", "ReportError", "read_findings", "READERS", "verdict_network", "verdict_table2_ratio", "verdict_nested_order",
-           "verdict_formula", "verdict_kernel", "verdict_rows", "verdict_weights", "verdict_protocol"]
+__all__ = ["Finding", "ReportError", "read_findings", "READERS", "verdict_table2_ratio", "verdict_nested_order",
+           "verdict_formula", "verdict_kernel", "verdict_network", "verdict_rows", "verdict_weights",
+           "verdict_protocol"]
 
 
 class ReportError(ValueError):
@@ -155,7 +156,7 @@ def verdict_rows(stats, paper_gaps):
     if disagree:
         parts.append(f"**opposite side** of XNOR-Net from the paper: {', '.join(disagree)}")
     if unseparated:
-        parts.append(f"not separable from XNOR-Net on the digits: {', '.join(unseparated)}")
+        parts.append(f"not separable from XNOR-Net (the 95% interval contains zero): {', '.join(unseparated)}")
     if missing:
         parts.append(f"fewer than 2 paired seeds, no interval: {', '.join(missing)}")
     return "; ".join(parts) or "no row compared"
@@ -232,7 +233,8 @@ def read_kernel(results):
         ratio = _column(size, "compression_binary_weights").dropna()
         if len(ratio):
             out.append(Finding("Binary weights, stored as bits", "~32x smaller than float32",
-                               (f"{ratio.min():.1f}x" if ratio.min() == ratio.max() else f"{ratio.min():.1f}x to {ratio.max():.1f}x")
+                               (f"{ratio.min():.1f}x" if ratio.min() == ratio.max()
+                                else f"{ratio.min():.1f}x to {ratio.max():.1f}x")
                                + " (ResNet-18, every packable method)",
                                verdict_weights(float(ratio.min())), (str(folder / "model_size.csv"),),
                                command, "a count of bytes (no timing)"))
@@ -282,7 +284,8 @@ def read_grids(results):
                if r["diff_n"] >= 2 else "") for r in ran)
         machines = sorted(set(runs.machine))
         out.append(Finding(title, paper_text, ours, verdict_rows(stats, _paper_gaps(grid)),
-                           (str(Path(results) / "tables" / f"{grid}.md"), str(runs_root)), command, "; ".join(machines), details))
+                           (str(Path(results) / "tables" / f"{grid}.md"), str(runs_root)), command,
+                           "; ".join(machines), details))
     return out
 
 

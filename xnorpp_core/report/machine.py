@@ -36,7 +36,9 @@ def machine_label(env, threads=None):
     if not env:
         return "an unrecorded machine"
     device = str(env.get("device", "cpu"))
-    where = f"GPU {env['gpu']} (CUDA {env.get('cuda')}), host CPU {cpu_label(env)}" if env.get("gpu") else cpu_label(env)
+    where = cpu_label(env)
+    if env.get("gpu"):
+        where = f"GPU {env['gpu']} (CUDA {env.get('cuda')}), host CPU {where}"
     threads = env.get("torch_threads") if threads is None else threads
     cores = env.get("cpu_count")
     parts = [where]
