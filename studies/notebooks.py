@@ -1,6 +1,6 @@
 """Run the papermill notebooks: the training grids of Tables 1 and 3, Table 2, Figure 1, then the tables.
 
-    python -m studies.notebooks table1|table3|all [--data PATH] [--epochs N] [--nproc N] [--force] [--out DIR]
+    python -m studies.notebooks table1|table3|all [--data PATH] [--seeds N ...] [--epochs N] [--threads N] [--out DIR]
 
 Grids (``xnorpp_core.report.tables.GRIDS``, the paper's rows this toolkit can train):
 
@@ -9,20 +9,25 @@ Grids (``xnorpp_core.report.tables.GRIDS``, the paper's rows this toolkit can tr
     all      both grids; then the Table 2 study (notebooks/reconstruction.ipynb) and Figure 1
              (studies.speedup) unless their results exist (or --force)
 
-Each row of a grid executes ``notebooks/train.ipynb`` with papermill into
-``OUT/runs/<grid>/<arch>_<method>.ipynb`` (``OUT``: ``--out``, default results/); the row's run folder
-``OUT/runs/<grid>/<arch>_<method>/`` holds metrics.csv, config.json,
-summary.json (and checkpoint.pt, ignored by git). A finished row (its
-summary.json written, its executed notebook free of errors, run with the same
-parameters) is skipped unless ``--force``; an interrupted row resumes from its
-checkpoint; a finished row asked for with other parameters is an error. Last,
-``notebooks/tables.ipynb`` renders Tables 1-3 and Figure 1 beside the paper's
-numbers into ``OUT/tables/`` (executed notebook: ``OUT/tables/tables.ipynb``); with ``all``,
-Table 2 goes to ``OUT/reconstruction/`` and Figure 1 to ``OUT/speedup/``.
+Each row of a grid is trained once per seed: every (row, seed) executes
+``notebooks/train.ipynb`` with papermill into ``OUT/runs/<arch>_<method>/seed<N>.ipynb``
+(ignored by git: the plots make them bulky) and its run folder
+``OUT/runs/<arch>_<method>/seed<N>/`` holds metrics.csv, config.json,
+summary.json (and checkpoint.pt, ignored by git). A row shared by both grids
+(ResNet-18 XNOR-Net and Case 4) is trained once. A finished run (summary.json
+written, config.json matching the request) is skipped unless ``--force``; an
+interrupted run resumes from its checkpoint; a finished run asked for with other
+parameters is an error. Last, ``notebooks/tables.ipynb`` renders Tables 1-3 and
+Figure 1 beside the paper's numbers into ``OUT/tables/`` (executed notebook:
+``OUT/tables/tables.ipynb``).
 
-Without ``--data`` the rows train on the embedded digits for ``EMBEDDED_EPOCHS``
-epochs (both grids: 10 to 45 minutes on a 2-core CPU, quiet or shared); with ``--data`` on
-the ImageFolder tree with the paper's recipe (80 epochs), e.g. on 8 GPUs:
+Without ``--data`` every row trains on the embedded digits with ``EMBEDDED_SEEDS``
+seeds for ``EMBEDDED_EPOCHS`` epochs, the learning rate divided by 10 every
+``EMBEDDED_LR_STEP`` epoch: shorter than the digits recipe (9 epochs, a step of 3),
+whose 5 seeds of every row of both grids would take several hours of one CPU core
+(one digits epoch of ResNet-18 takes tens of seconds on one core, AlexNet more);
+with ``--data`` on the ImageFolder tree with the paper's recipe (80 epochs) and one
+seed, e.g. on 8 GPUs:
 
     python -m studies.notebooks all --data /data/imagenet --nproc 8 --device cuda
 
@@ -54,32 +59,42 @@ NOTEBOOKS = REPO / "notebooks"
 PROG = "python -m studies.notebooks"
 KERNEL = "python3"
 EMBEDDED_EPOCHS = 2
+EMBEDDED_LR_STEP = 1
+EMBEDDED_SEEDS = (0, 1, 2, 3, 4)
 RUN_FILES = ("checkpoint.pt", "metrics.csv", "config.json", "summary.json")
-# Parameters that may differ between a finished row and a new request without retraining it.
-RUN_ONLY = ("resume", "quiet", "device", "workers")
+# Parameters compared with a finished run's config.json (the others do not change the experiment).
+EXPERIMENT = ("arch", "method", "alexnet_widths", "data", "epochs", "batch_size", "lr", "weight_decay", "lr_step",
+              "seed", "limit_batches")
 
-__all__ = ["GridConfig", "cli_flags", "run_training", "check_parameters", "execute", "row_parameters", "main"]
+__all__ = ["GridConfig", "cli_flags", "run_training", "check_parameters", "execute", "row_parameters", "unique_rows",
+           "main"]
 
 
 @dataclasses.dataclass(frozen=True)
 class GridConfig:
-    """The options of the grids' rows (checked by ``TrainConfig`` and ``_validate``)."""
+    """The options of the grids' runs (checked by ``TrainConfig`` and ``_validate``)."""
 
+    archs: tuple[str, ...] = opt(("resnet18", "alexnet"), "train only the rows of these architectures",
+                                 choices=("resnet18", "alexnet"))
     data: str | None = opt(None, "ImageFolder root with train/ and val/ class folders (default: the embedded "
                                  "digits)")
-    epochs: int | None = opt(None, f"epochs per row (default: {EMBEDDED_EPOCHS} on the embedded digits, the "
+    epochs: int | None = opt(None, f"epochs per run (default: {EMBEDDED_EPOCHS} on the embedded digits, the "
                                    "paper's 80 on --data)")
     batch_size: int | None = opt(None, "global batch size (default: the recipe's)")
     lr: float | None = opt(None, "Adam learning rate (default: the paper's 1e-3)")
     weight_decay: float | None = opt(None, "Adam weight decay (default: the paper's 1e-5)")
-    lr_step: int | None = opt(None, "learning rate / 10 every N epochs (default: the recipe's)")
-    seed: int = opt(0, "seed of every row")
+    lr_step: int | None = opt(None, f"learning rate / 10 every N epochs (default: {EMBEDDED_LR_STEP} on the "
+                                    "embedded digits with the default epochs, else the recipe's)")
+    seeds: tuple[int, ...] | None = opt(None, f"seeds of every row (default: {' '.join(map(str, EMBEDDED_SEEDS))} "
+                                              "on the embedded digits, 0 on --data)")
+    threads: int | None = opt(None, "CPU threads per run (OMP_NUM_THREADS of the notebook kernels; default: "
+                                    "torch's)")
     limit_batches: int | None = opt(None, "at most N batches per epoch (smoke runs)")
     nproc: int = opt(1, "processes per row: more than 1 runs torchrun")
-    device: str = opt("auto", "device of the rows; auto: cuda when available", choices=DEVICE_CHOICES)
+    device: str = opt("auto", "device of every run; auto: cuda when available", choices=DEVICE_CHOICES)
     workers: int | None = opt(None, "data-loader workers per process (default: the recipe's)")
     trials: int = opt(100, "Table 2 trials, with 'all'")
-    force: bool = opt(False, "retrain finished rows, rerun Table 2 and Figure 1")
+    force: bool = opt(False, "retrain finished runs, rerun Table 2 and Figure 1")
 
 
 # ---------------------------------------------------------------- used inside the notebooks
@@ -159,51 +174,50 @@ def execute(notebook, output, parameters):
             partial.unlink()
 
 
-def _executed(path):
-    """The papermill record of an executed notebook: (parameters, exception), or None."""
-    if not path.exists():
-        return None
-    record = nbformat.read(path, as_version=4).metadata.get("papermill", {})
-    return record.get("parameters", {}), record.get("exception")
-
-
 # ---------------------------------------------------------------- the grids
 def _relative(path):
     path = Path(path).resolve()
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def row_parameters(arch, method, out, args):
-    """The parameters of notebooks/train.ipynb for one row of a grid.
+def row_parameters(arch, method, seed, out, args):
+    """The parameters of notebooks/train.ipynb for one (row, seed) of a grid.
 
-    AlexNet rows name their widths (the paper's), so that a finished row of other widths is refused, not skipped.
+    AlexNet rows name their widths (the paper's), so that a finished run of other widths is refused, not skipped.
     """
-    epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if args.data is None else None)
+    embedded = args.data is None
+    epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if embedded else None)
+    lr_step = args.lr_step if args.lr_step is not None else (EMBEDDED_LR_STEP if embedded and args.epochs is None
+                                                             else None)
     return {"arch": arch, "method": method, "alexnet_widths": "paper" if arch == "alexnet" else None,
             "data": args.data, "epochs": epochs, "batch_size": args.batch_size,
-            "lr": args.lr, "weight_decay": args.weight_decay, "lr_step": args.lr_step, "seed": args.seed,
+            "lr": args.lr, "weight_decay": args.weight_decay, "lr_step": lr_step, "seed": seed,
             "limit_batches": args.limit_batches, "nproc": args.nproc, "device": args.device,
             "workers": args.workers, "out": _relative(out), "resume": False, "quiet": False}
 
 
-def _differences(old, new):
-    return [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if k not in RUN_ONLY and old.get(k) != new[k]]
+def unique_rows(grids):
+    """The (arch, method) rows of ``grids`` (names in ``GRIDS``), each once, in the grids' order."""
+    return tuple(dict.fromkeys(row for grid in grids for row in GRIDS[grid]))
 
 
-def _plan_row(grid, arch, method, args):
-    """(notebook path, run folder, parameters, action) of one row; action is 'skip', 'train' or 'resume'."""
-    row = f"{arch}_{method}"
-    folder = args.results / "runs" / grid / row
+def _differences(config, params):
+    """What a finished run's ``config.json`` and the requested parameters disagree on (unset parameters agree)."""
+    return [f"{k} {config.get(k)!r} -> {params[k]!r}" for k in EXPERIMENT
+            if params[k] is not None and config.get(k) != params[k]]
+
+
+def _plan_run(arch, method, seed, args):
+    """(notebook path, run folder, parameters, action) of one run; action is 'skip', 'train' or 'resume'."""
+    folder = args.results / "runs" / f"{arch}_{method}" / f"seed{seed}"
     notebook = folder.with_suffix(".ipynb")
-    params = row_parameters(arch, method, folder, args)
-    record = None if args.force else _executed(notebook)
-    if record is not None:
-        changed = _differences(record[0], params)
+    params = row_parameters(arch, method, seed, folder, args)
+    if not args.force and (folder / "summary.json").exists() and (folder / "config.json").exists():
+        changed = _differences(json.loads((folder / "config.json").read_text()), params)
         if changed:
-            fail(PROG, f"{_relative(notebook)} was run with other parameters ({'; '.join(changed)}): "
+            fail(PROG, f"{_relative(folder)} was trained with other parameters ({'; '.join(changed)}): "
                        "pass --force to retrain it, or --out for another folder")
-        if record[1] is None and (folder / "summary.json").exists():
-            return notebook, folder, params, "skip"
+        return notebook, folder, params, "skip"
     if not args.force and (folder / "checkpoint.pt").exists():
         return notebook, folder, {**params, "resume": True}, "resume"
     return notebook, folder, params, "train"
@@ -215,6 +229,13 @@ def _validate(args):
         fail(PROG, f"--nproc must be a positive integer, got {args.nproc}")
     if args.trials < 1:
         fail(PROG, f"--trials must be a positive integer, got {args.trials}")
+    if args.threads is not None and args.threads < 1:
+        fail(PROG, f"--threads must be a positive integer, got {args.threads}")
+    if args.seeds is None:
+        args.seeds = list(EMBEDDED_SEEDS) if args.data is None else [0]
+    args.seeds = list(args.seeds)
+    if len(set(args.seeds)) != len(args.seeds):
+        fail(PROG, f"--seeds repeats a seed: {' '.join(map(str, args.seeds))}")
     if args.data is not None:
         data = Path(args.data)
         missing = [s for s in ("train", "val") if not (data / s).is_dir()]
@@ -225,7 +246,7 @@ def _validate(args):
     args.results = check_out(PROG, args.out).resolve()
     if args.device == "cuda":
         check_device(PROG, "cuda")
-    params = row_parameters("resnet18", "case4", args.results, args)
+    params = row_parameters("resnet18", "case4", args.seeds[0], args.results, args)
     try:
         TrainConfig(**{k: v for k, v in params.items() if k != "nproc" and v is not None})
     except ValueError as e:
@@ -247,11 +268,14 @@ def parse_args(argv=None):
 
 def _run_rows(args):
     grids = ("table1", "table3") if args.grid == "all" else (args.grid,)
-    plan = [(grid, *_plan_row(grid, arch, method, args)) for grid in grids for arch, method in GRIDS[grid]]
-    for grid, notebook, folder, params, action in tqdm(plan, desc="rows", disable=None):
-        name = f"{grid}/{folder.name}"
+    plan = [_plan_run(arch, method, seed, args) for arch, method in unique_rows(grids)
+            if arch in args.archs for seed in args.seeds]
+    if args.threads is not None:  # inherited by the notebook kernels, read by torch at start-up
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    for notebook, folder, params, action in tqdm(plan, desc="runs", disable=None):
+        name = f"{folder.parent.name}/{folder.name}"
         if action == "skip":
-            tqdm.write(f"{name}: finished, skipped ({_relative(notebook)})")
+            tqdm.write(f"{name}: finished, skipped ({_relative(folder)})")
             continue
         tqdm.write(f"{name}: {'resuming' if action == 'resume' else 'training'} -> {_relative(notebook)}")
         if args.force:  # start over: the entry point refuses to overwrite a checkpoint

@@ -1,7 +1,8 @@
 """The papermill notebooks and their runner, ``python -m studies.notebooks``, on tiny parameters.
 
-One module-scoped run of ``all`` with one row per grid (one epoch, one batch of 8) executes every
-notebook once: train.ipynb twice, reconstruction.ipynb (2 trials) and tables.ipynb.
+One module-scoped run of ``all`` with one seed and two rows (one epoch, one batch of 8; ResNet-18
+Case 4 in both grids, trained once) executes every notebook once: train.ipynb twice,
+reconstruction.ipynb (2 trials) and tables.ipynb.
 """
 
 import json
@@ -16,8 +17,8 @@ from studies import notebooks as runner
 from xnorpp_core.report import tables
 from xnorpp_core.training import METRICS_COLUMNS, TrainConfig, TrainingError
 
-TINY = ["--epochs", "1", "--limit-batches", "1", "--batch-size", "8", "--trials", "2"]
-ROWS = {"table1": (("resnet18", "case4"),), "table3": (("alexnet", "xnor"),)}
+TINY = ["--epochs", "1", "--limit-batches", "1", "--batch-size", "8", "--trials", "2", "--seeds", "0"]
+ROWS = {"table1": (("resnet18", "case4"),), "table3": (("alexnet", "xnor"), ("resnet18", "case4"))}
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +43,19 @@ def outputs(path, kind):
 
 
 def test_every_row_has_its_notebook_and_metrics(results):
-    for grid, rows in ROWS.items():
-        for arch, method in rows:
-            folder = results / "runs" / grid / f"{arch}_{method}"
-            notebook = folder.with_suffix(".ipynb")
-            assert errors(notebook) == []
-            assert outputs(notebook, "image/png"), "no training curves"
-            params = nbformat.read(notebook, as_version=4).metadata.papermill.parameters
-            assert (params["arch"], params["method"], params["epochs"], params["limit_batches"]) == (arch, method, 1, 1)
-            metrics = pd.read_csv(folder / "metrics.csv")
-            assert list(metrics.columns) == list(METRICS_COLUMNS) and len(metrics) == 1
-            summary = json.loads((folder / "summary.json").read_text())
-            assert summary["final"]["epoch"] == 1 and summary["protocol"]["config"]["method"] == method
+    assert sorted(p.name for p in (results / "runs").iterdir()) == ["alexnet_xnor", "resnet18_case4"]
+    for arch, method in dict.fromkeys(row for rows in ROWS.values() for row in rows):
+        folder = results / "runs" / f"{arch}_{method}" / "seed0"
+        assert [p.name for p in folder.parent.iterdir() if p.is_dir()] == ["seed0"]
+        notebook = folder.with_suffix(".ipynb")
+        assert errors(notebook) == []
+        assert outputs(notebook, "image/png"), "no training curves"
+        params = nbformat.read(notebook, as_version=4).metadata.papermill.parameters
+        assert (params["arch"], params["method"], params["epochs"], params["limit_batches"]) == (arch, method, 1, 1)
+        metrics = pd.read_csv(folder / "metrics.csv")
+        assert list(metrics.columns) == list(METRICS_COLUMNS) and len(metrics) == 1
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["final"]["epoch"] == 1 and summary["protocol"]["config"]["method"] == method
 
 
 def test_table2_notebook(results):
@@ -73,41 +75,43 @@ def test_tables_notebook_writes_every_table(results):
     assert (out / "figure1.png").stat().st_size > 0 and (results / "speedup" / "speedup.csv").exists()
     runs = pd.read_csv(out / "runs.csv")
     assert list(runs.columns) == list(tables.RUN_COLUMNS)
-    assert sorted(zip(runs.grid, runs.arch, runs.method)) == [("table1", "resnet18", "case4"),
-                                                               ("table3", "alexnet", "xnor")]
+    assert sorted(zip(runs.arch, runs.method, runs.seed)) == [("alexnet", "xnor", 0), ("resnet18", "case4", 0)]
     assert set(runs.dataset) == {"embedded digits"} and set(runs.val_images) == {8}
     table1 = (out / "table1.md").read_text()
     row = "| Case 4: α ⊗ β ⊗ γ (ours) | α ∈ R^o, β ∈ R^h_out, γ ∈ R^w_out | embedded digits | 1 "
     assert row in table1
     assert "| XNOR-Net (α, K)          | analytic α, K (Eq. 2)             | — (not run)" in table1
     assert "0.766 ±" not in (out / "table2.md").read_text()  # measured, 2 trials: not the fixture's numbers
+    table3 = (out / "table3.md").read_text()  # the shared row, trained once, appears in both tables
+    assert "| ResNet-18      | Case 4: α ⊗ β ⊗ γ (ours) | embedded digits" in table3
 
 
 def test_finished_rows_are_skipped_and_changed_ones_refused(results, capsys, monkeypatch):
     for grid, rows in ROWS.items():
         monkeypatch.setitem(tables.GRIDS, grid, rows)
-    before = (results / "runs" / "table1" / "resnet18_case4" / "metrics.csv").stat().st_mtime_ns
+    run = results / "runs" / "resnet18_case4" / "seed0"
+    before = (run / "metrics.csv").stat().st_mtime_ns
     args = runner.parse_args(["table1", "--out", str(results)] + TINY)
-    plan = runner._plan_row("table1", "resnet18", "case4", args)
+    plan = runner._plan_run("resnet18", "case4", 0, args)
     assert plan[-1] == "skip"
     with pytest.raises(SystemExit) as exit_:
         runner.main(["table1", "--out", str(results), "--lr", "0.01"] + TINY)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "was run with other parameters (lr None -> 0.01)" in err and "--force" in err
-    assert (results / "runs" / "table1" / "resnet18_case4" / "metrics.csv").stat().st_mtime_ns == before
-    # An interrupted row (checkpoint, no summary) resumes.
-    (results / "runs" / "table1" / "resnet18_case4" / "summary.json").rename(results / "summary.bak")
+    assert "was trained with other parameters (lr 0.001 -> 0.01)" in err and "--force" in err
+    assert (run / "metrics.csv").stat().st_mtime_ns == before
+    # An interrupted run (checkpoint, no summary) resumes.
+    (run / "summary.json").rename(results / "summary.bak")
     try:
-        assert runner._plan_row("table1", "resnet18", "case4", args)[2]["resume"] is True
+        assert runner._plan_run("resnet18", "case4", 0, args)[2]["resume"] is True
     finally:
-        (results / "summary.bak").rename(results / "runs" / "table1" / "resnet18_case4" / "summary.json")
+        (results / "summary.bak").rename(run / "summary.json")
 
 
 def test_runner_parameters_are_the_notebooks_parameters(tmp_path):
     args = runner.parse_args(["all", "--out", str(tmp_path)])
     declared = papermill.inspect_notebook(str(runner.NOTEBOOKS / "train.ipynb"))
-    assert set(runner.row_parameters("resnet18", "xnor", tmp_path, args)) == set(declared)
+    assert set(runner.row_parameters("resnet18", "xnor", 0, tmp_path, args)) == set(declared)
     assert set(papermill.inspect_notebook(str(runner.NOTEBOOKS / "tables.ipynb"))) == {"results", "out"}
     reconstruction = papermill.inspect_notebook(str(runner.NOTEBOOKS / "reconstruction.ipynb"))
     assert {"trials", "device", "out"} <= set(reconstruction)
@@ -117,6 +121,22 @@ def test_runner_parameters_are_the_notebooks_parameters(tmp_path):
         assert len(cell) == 1 and nb.metadata.kernelspec.name == "python3"
         assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
     assert not any(tmp_path.iterdir())
+
+
+def test_seeds_epochs_and_shared_rows(tmp_path):
+    digits = runner.parse_args(["all", "--out", str(tmp_path)])
+    assert digits.seeds == list(runner.EMBEDDED_SEEDS) and len(digits.seeds) >= 5
+    params = runner.row_parameters("resnet18", "xnor", 3, tmp_path, digits)
+    assert (params["seed"], params["epochs"], params["lr_step"]) == (3, runner.EMBEDDED_EPOCHS,
+                                                                     runner.EMBEDDED_LR_STEP)
+    for split in ("train", "val"):
+        (tmp_path / "imagenet" / split).mkdir(parents=True)
+    imagenet = runner.parse_args(["all", "--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "r")])
+    params = runner.row_parameters("resnet18", "xnor", 0, tmp_path, imagenet)
+    assert imagenet.seeds == [0] and params["epochs"] is None and params["lr_step"] is None  # the paper's recipe
+    rows = runner.unique_rows(("table1", "table3"))
+    assert len(rows) == len(set(rows)) == len(set(tables.GRIDS["table1"]) | set(tables.GRIDS["table3"]))
+    assert runner.unique_rows(("table3",)) == tables.GRIDS["table3"]
 
 
 def test_unknown_parameter_is_an_error(tmp_path):
@@ -147,6 +167,8 @@ def test_run_training_failure_is_an_exception(tmp_path):
     (["table3", "--lr", "-1"], "lr must be positive"),
     (["all", "--data", "/no/such/folder"], "no train/ or val/ folder"),
     (["all", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["all", "--seeds", "1", "1"], "--seeds repeats a seed: 1 1"),
+    (["all", "--threads", "0"], "--threads must be a positive integer"),
 ])
 def test_bad_options_exit_2_writing_nothing(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:

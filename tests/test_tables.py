@@ -47,27 +47,44 @@ def cells(table, key_column, key):
     return view[view[key_column] == key].iloc[0]
 
 
+T_975_DF4 = 2.7764451051977987  # Student's t 0.975 quantile, 4 degrees of freedom (printed tables: 2.776)
+
+
 def test_table1_cells_by_hand(runs):
     t = tables.table1(runs)
     assert list(t.view.map(str)["method"]) == ["XNOR-Net (α, K)", "Case 1: α", "Case 2: α", "Case 3: α ⊗ β",
                                                "Case 4: α ⊗ β ⊗ γ (ours)"]
     case1 = cells(t, "method", "Case 1: α")
-    assert (case1["measured on"], case1["top-1 (ours)"], case1["top-5 (ours)"]) == ("embedded digits", "85.6", "98.7")
-    assert case1["top-1 − XNOR (ours)"] == "+5.3"  # 85.6 - 80.3, both 4 epochs on the digits
+    assert (case1["measured on"], case1["seeds"], case1["epochs"]) == ("embedded digits", "5", "3")
+    # mean of 85.0 86.5 84.0 85.0 87.5 = 85.6; sample std = sqrt(7.7 / 4) = 1.387
+    assert (case1["top-1 (ours)"], case1["top-5 (ours)"]) == ("85.6 ± 1.4", "98.7 ± 0.5")
+    # paired differences to XNOR-Net (80.0 81.0 79.5 80.5 82.0): 5.0 5.5 4.5 4.5 5.5, mean 5.0, std 0.5
+    half = T_975_DF4 * 0.5 / 5 ** 0.5  # 0.62
+    assert case1["top-1 − XNOR (ours, 95% CI)"] == f"+5.0 [{5 - half:+.1f}, {5 + half:+.1f}]" == "+5.0 [+4.4, +5.6]"
+    assert case1["ordering (ours)"] == "above XNOR-Net"
     assert case1["top-1 − XNOR (paper)"] == "+4.3"  # 55.5 - 51.2
     assert (case1["top-1 (paper, ImageNet)"], case1["top-5 (paper, ImageNet)"]) == ("55.5", "78.5")
-    # Case 2 was not run: marked, and no measured cell is filled (least of all from the paper).
+    # Case 2: differences +2 -1 +1 -2 +0.5 straddle zero: no ordering.
     case2 = cells(t, "method", "Case 2: α")
-    assert case2["measured on"] == "— (not run)"
-    assert case2["top-1 (ours)"] == case2["top-5 (ours)"] == case2["top-1 − XNOR (ours)"] == "—"
-    assert case2["top-1 (paper, ImageNet)"] == "56.1"
-    # No gap across epochs (Case 3: 3 epochs) or datasets (Case 4: ImageNet against the digits).
-    assert cells(t, "method", "Case 3: α ⊗ β")["top-1 − XNOR (ours)"] == "—"
+    assert case2["ordering (ours)"] == "not separable on the embedded digits"
+    # No difference across epochs (Case 3: 2 epochs) or datasets (Case 4: ImageNet against the digits).
+    assert cells(t, "method", "Case 3: α ⊗ β")["top-1 − XNOR (ours, 95% CI)"] == "—"
     case4 = cells(t, "method", "Case 4: α ⊗ β ⊗ γ (ours)")
-    assert (case4["measured on"], case4["top-1 (ours)"], case4["top-1 − XNOR (ours)"]) == ("ImageNet", "57.3", "—")
+    assert (case4["measured on"], case4["top-1 (ours)"], case4["top-1 − XNOR (ours, 95% CI)"]) == (
+        "ImageNet", "57.3", "—")
     notes = " ".join(t.notes)
+    assert "360 validation images, one image is 0.278 points" in notes and "3 or 5 seed(s) per row" in notes
+    assert "Trained on Intel(R) Xeon(R) Processor" in notes and "1 thread of 2 cores" in notes
+
+
+def test_table1_marks_rows_not_run(runs):
+    view = tables.table1(runs[runs.method != "case2"]).view.map(str).set_index("method")
+    case2 = view.loc["Case 2: α"]
+    assert case2["measured on"] == "— (not run)"
+    assert case2["top-1 (ours)"] == case2["top-5 (ours)"] == case2["top-1 − XNOR (ours, 95% CI)"] == "—"
+    assert case2["top-1 (paper, ImageNet)"] == "56.1"  # a measured cell is never filled from the paper
+    notes = " ".join(tables.table1(runs[runs.method != "case2"]).notes)
     assert "Not run yet: ResNet-18 Case 2: α" in notes and "python -m studies.notebooks table1" in notes
-    assert "360 validation images, one image is 0.278 points" in notes
 
 
 def test_table3_rows_and_gaps(runs):
@@ -76,14 +93,24 @@ def test_table3_rows_and_gaps(runs):
     expected = [(tables.ARCH_LABELS[a], tables.METHOD_LABELS[m].md) for a, ms in paper.TABLE3.items() for m in ms]
     assert list(zip(view["architecture"], view["method"])) == expected
     alex = view[view.architecture == "AlexNet"].set_index("method")
-    assert alex.loc["BNN (direct sign)", "top-1 − XNOR (ours)"] == "-3.9"  # 40.1 - 44.0
-    assert alex.loc["Case 4: α ⊗ β ⊗ γ (ours)", "top-1 − XNOR (ours)"] == "+3.2"  # 47.2 - 44.0
+    assert alex.loc["BNN (direct sign)", "top-1 − XNOR (ours, 95% CI)"] == "-3.9 (one seed)"  # 40.1 - 44.0
+    assert alex.loc["BNN (direct sign)", "ordering (ours)"] == "one seed: no interval"
+    case4 = alex.loc["Case 4: α ⊗ β ⊗ γ (ours)"]
+    assert case4["top-1 − XNOR (ours, 95% CI)"] == "+3.2 (one seed)"  # 47.2 - 44.0
     assert alex.loc["Real-valued", "measured on"] == "— (not run)"
     res = view[view.architecture == "ResNet-18"].set_index("method")
     assert res.loc["Bethge et al.", "measured on"] == "paper only (not in this toolkit)"
     assert res.loc["Bethge et al.", "top-1 (paper, ImageNet)"] == "54.4"
-    assert res.loc["Real-valued", "top-1 (ours)"] == "97.2"
-    assert res.loc["Real-valued", "top-1 − XNOR (ours)"] == "—"  # ResNet-18 XNOR-Net was not run
+    assert res.loc["Real-valued", "top-1 (ours)"] == "97.3 ± 0.4"
+    assert res.loc["BNN (direct sign)", "ordering (ours)"] == "below XNOR-Net"
+
+
+def test_row_statistics_feed_the_report(runs):
+    stats = {(r["arch"], r["method"]): r for r in tables.row_statistics(runs, "table1")}
+    case1 = stats["resnet18", "case1"]
+    assert case1["n"] == case1["diff_n"] == 5 and case1["diff"] == pytest.approx(5.0)
+    assert case1["low"] == pytest.approx(5 - T_975_DF4 * 0.5 / 5 ** 0.5)
+    assert stats["resnet18", "case3"]["diff_n"] == 0 and stats["resnet18", "xnor"]["ordering"] is None
 
 
 def test_table2_marks_missing_and_unreported_rows():
@@ -124,11 +151,13 @@ def test_grids_are_the_papers_trainable_rows():
                                            for m in ("direct", "xnor", "case4", "real"))
 
 
-def write_run(folder, method, history, data=None, limit_batches=None):
+def write_run(folder, method, history, data=None, limit_batches=None, seed=0):
     folder.mkdir(parents=True)
-    config = {"arch": "resnet18", "method": method, "data": data, "batch_size": 64, "limit_batches": limit_batches}
+    config = {"arch": "resnet18", "method": method, "data": data, "batch_size": 64, "limit_batches": limit_batches,
+              "seed": seed, "lr_step": 1}
     best = max(history, key=lambda r: r["val_top1"])
-    summary = {"final": history[-1], "best": best, "protocol": {"dataset": {"val": 360}}}
+    env = {"cpu": "Some CPU", "torch_threads": 1, "cpu_count": 2, "versions": {"torch": "2.0"}, "python": "3.11"}
+    summary = {"final": history[-1], "best": best, "protocol": {"dataset": {"val": 360}}, "environment": env}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "summary.json").write_text(json.dumps(summary))
 
@@ -136,22 +165,24 @@ def write_run(folder, method, history, data=None, limit_batches=None):
 def test_collect_runs(tmp_path):
     history = [{"epoch": 1, "val_top1": 70.0, "val_top5": 95.0}, {"epoch": 2, "val_top1": 80.0, "val_top5": 97.0},
                {"epoch": 3, "val_top1": 75.0, "val_top5": 98.0}]
-    write_run(tmp_path / "table1" / "resnet18_xnor", "xnor", history)
-    write_run(tmp_path / "table3" / "resnet18_real", "real", history[:1], data="/d/imagenet", limit_batches=2)
-    (tmp_path / "table1" / "resnet18_case1").mkdir()  # unfinished: no summary.json
+    write_run(tmp_path / "resnet18_xnor" / "seed3", "xnor", history, seed=3)
+    write_run(tmp_path / "resnet18_real" / "seed0", "real", history[:1], data="/d/imagenet", limit_batches=2)
+    (tmp_path / "resnet18_case1" / "seed0").mkdir(parents=True)  # unfinished: no summary.json
     runs = tables.collect_runs(tmp_path)
     assert list(runs.columns) == list(tables.RUN_COLUMNS)
-    first = runs.iloc[0].to_dict()
-    assert first == {"grid": "table1", "row": "resnet18_xnor", "arch": "resnet18", "method": "xnor",
-                     "dataset": "embedded digits", "val_images": 360, "epochs": 3, "val_top1": 75.0,
-                     "val_top5": 98.0, "best_val_top1": 80.0, "best_epoch": 2}
-    assert runs.iloc[1][["dataset", "val_images", "epochs"]].tolist() == ["ImageNet", 128, 1]
+    assert len(runs) == 2
+    xnor = runs[runs.method == "xnor"].iloc[0].to_dict()
+    assert xnor == {"row": "resnet18_xnor", "arch": "resnet18", "method": "xnor", "seed": 3,
+                    "dataset": "embedded digits", "val_images": 360, "epochs": 3, "lr_step": 1, "val_top1": 75.0,
+                    "val_top5": 98.0, "best_val_top1": 80.0, "best_epoch": 2,
+                    "machine": "Some CPU, 1 thread of 2 cores, torch 2.0, Python 3.11"}
+    assert runs[runs.method == "real"].iloc[0][["dataset", "val_images", "epochs"]].tolist() == ["ImageNet", 128, 1]
     assert tables.collect_runs(tmp_path / "nothing").empty
 
 
 def test_collect_runs_refuses_duplicates(runs):
     doubled = pd.concat([runs, runs.iloc[:1]])
-    with pytest.raises(ValueError, match="2 runs of resnet18/xnor"):
+    with pytest.raises(ValueError, match="6 runs of resnet18/xnor"):
         tables.table1(doubled)
 
 

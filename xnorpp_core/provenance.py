@@ -17,20 +17,65 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "atomic_write", "write_json", "write_csv", "save_figure", "markdown_cell", "markdown_table",
-           "check_writable_folder"]
+__all__ = ["environment", "cpu_details", "atomic_write", "write_json", "write_csv", "save_figure", "markdown_cell",
+           "markdown_table", "check_writable_folder"]
 
 _PACKAGES = ("xnorpp", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn", "papermill")
 
 
-def _cpu_model():
+# Instruction-set extensions that decide the speed of the float and the packed binary kernels.
+ISA_FLAGS = ("sse4_2", "popcnt", "avx", "avx2", "fma", "bmi2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bitalg", "avx512_vpopcntdq", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",
+             "asimd", "sve")
+
+
+def _cpuinfo(text=None):
+    """The first processor's ``key: value`` lines of /proc/cpuinfo (empty where there is none)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    fields = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _cpu_model(info=None):
+    info = _cpuinfo() if info is None else info
+    return info.get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_details(cpuinfo_text=None):
+    """What identifies the CPU beyond its model name (a virtual machine may report only "Intel Xeon").
+
+    ``vendor``, ``family``, ``model``, ``stepping`` (integers where /proc/cpuinfo gives them),
+    ``isa``: the ``ISA_FLAGS`` the CPU has, and ``torch_capability``: the vector instruction set
+    torch's CPU kernels dispatch to (e.g. ``AVX512``).
+    """
+    info = _cpuinfo(cpuinfo_text)
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+
+    def number(key):
+        value = info.get(key)
+        try:
+            return int(value, 0)
+        except (TypeError, ValueError):
+            return value
+
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        capability = None
+    return {"vendor": info.get("vendor_id") or info.get("CPU implementer"), "family": number("cpu family"),
+            "model": number("model"), "stepping": number("stepping"),
+            "isa": [f for f in ISA_FLAGS if f in flags], "torch_capability": capability}
 
 
 def environment(device="cpu"):
@@ -46,6 +91,7 @@ def environment(device="cpu"):
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "cpu_details": cpu_details(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),

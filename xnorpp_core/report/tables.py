@@ -2,10 +2,13 @@
 
 Inputs are tidy frames read from ``results/``:
 
-- ``runs``: one row per finished training run (``RUN_COLUMNS``; ``collect_runs``
-  builds it from the run folders), for Table 1 (binarized ResNet-18, XNOR-Net
-  against Cases 1-4) and Table 3 (AlexNet and ResNet-18: BNN, XNOR-Net, ours =
-  Case 4, real-valued);
+- ``runs``: one row per finished training run, i.e. per (architecture, method,
+  seed) (``RUN_COLUMNS``; ``collect_runs`` builds it from the run folders), for
+  Table 1 (binarized ResNet-18, XNOR-Net against Cases 1-4) and Table 3 (AlexNet
+  and ResNet-18: BNN, XNOR-Net, ours = Case 4, real-valued). A row of a table
+  gives the mean ± std over its seeds and its paired difference to XNOR-Net on
+  the same seeds with a 95% t interval (``xnorpp_core.report.seeds``); the
+  ordering column states an ordering only where that interval excludes zero;
 - the Table 2 study's ``table2.csv`` (``xnorpp_core.reconstruction.table2.summarize``).
 
 Every row says what it was measured on (``dataset``: the embedded digits, or
@@ -14,9 +17,9 @@ that has no measurement here is kept and marked, never dropped. The paper's
 numbers come from ``xnorpp_core.paper`` only; a measured cell is never filled
 from it. Accuracies are in percent.
 
-Gaps to XNOR-Net (``top-1 - XNOR``) are only given between rows measured on
-the same dataset for the same number of epochs: absolute accuracies on the
-embedded digits say nothing about ImageNet, the ordering and the gaps might.
+Differences to XNOR-Net (``top-1 - XNOR``) are only given between rows measured
+on the same dataset for the same number of epochs, on their common seeds:
+absolute accuracies on the embedded digits say nothing about ImageNet.
 """
 
 import json
@@ -26,20 +29,22 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paper
+from . import seeds
+from .machine import machine_label
 from ..provenance import atomic_write, markdown_table
 from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from ..reconstruction.table2 import display as table2_display
 
 __all__ = ["GRIDS", "RUN_COLUMNS", "EMBEDDED", "Cell", "Table", "collect_runs", "dataset_label", "read_table2",
-           "table1", "table2", "table3", "figure1_headline", "mark_printed_speedups", "write_table"]
+           "row_statistics", "table1", "table2", "table3", "figure1_headline", "mark_printed_speedups", "write_table"]
 
 # The rows the toolkit can train for each table: the paper's rows minus other people's methods.
 GRIDS = {
     "table1": tuple(("resnet18", m) for m in paper.TABLE1),
     "table3": tuple((arch, m) for arch, rows in paper.TABLE3.items() for m in rows if m != "bethge"),
 }
-RUN_COLUMNS = ("grid", "row", "arch", "method", "dataset", "val_images", "epochs", "val_top1", "val_top5",
-               "best_val_top1", "best_epoch")
+RUN_COLUMNS = ("row", "arch", "method", "seed", "dataset", "val_images", "epochs", "lr_step", "val_top1",
+               "val_top5", "best_val_top1", "best_epoch", "machine")
 EMBEDDED = "embedded digits"
 MISSING = "—"
 ARCH_LABELS = {"alexnet": "AlexNet", "resnet18": "ResNet-18"}
@@ -149,9 +154,10 @@ def dataset_label(data):
 
 
 def collect_runs(runs_root):
-    """The tidy ``runs`` frame from ``runs_root/<grid>/<row>/{config,summary}.json``.
+    """The tidy ``runs`` frame from ``runs_root/<arch>_<method>/seed<N>/{config,summary}.json``.
 
-    A row folder without ``summary.json`` (not finished) is left out.
+    A run folder without ``summary.json`` (not finished) is left out. ``machine`` names the CPU (or
+    GPU), the thread count and the versions the run was trained with (``machine_label``).
     """
     rows = []
     for summary_path in sorted(Path(runs_root).glob("*/*/summary.json")):
@@ -159,11 +165,13 @@ def collect_runs(runs_root):
         summary = json.loads(summary_path.read_text())
         config = json.loads((folder / "config.json").read_text())
         final, best = summary["final"], summary["best"]
-        rows.append({"grid": folder.parent.name, "row": folder.name, "arch": config["arch"],
-                     "method": config["method"], "dataset": dataset_label(config.get("data")),
+        rows.append({"row": folder.parent.name, "arch": config["arch"], "method": config["method"],
+                     "seed": int(config.get("seed", 0)), "dataset": dataset_label(config.get("data")),
                      "val_images": _val_images(summary["protocol"]["dataset"]["val"], config),
-                     "epochs": int(final["epoch"]), "val_top1": final["val_top1"], "val_top5": final["val_top5"],
-                     "best_val_top1": best["val_top1"], "best_epoch": int(best["epoch"])})
+                     "epochs": int(final["epoch"]), "lr_step": config.get("lr_step"),
+                     "val_top1": final["val_top1"], "val_top5": final["val_top5"],
+                     "best_val_top1": best["val_top1"], "best_epoch": int(best["epoch"]),
+                     "machine": machine_label(summary.get("environment", {}))})
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
 
@@ -181,45 +189,87 @@ def _gap(v):
     return MISSING if v is None or pd.isna(v) else f"{v:+.1f}"
 
 
-def _lookup(runs, grid, arch, method):
-    hit = runs[(runs.grid == grid) & (runs.arch == arch) & (runs.method == method)]
-    if len(hit) > 1:
-        raise ValueError(f"{len(hit)} runs of {arch}/{method} in grid {grid}; expected at most one")
-    return None if hit.empty else hit.iloc[0]
+def _runs_of(runs, arch, method):
+    """The runs of one row: one per seed, all on one dataset and epoch count (else ``ValueError``)."""
+    hit = runs[(runs.arch == arch) & (runs.method == method)]
+    if hit.seed.duplicated().any() or len(set(zip(hit.dataset, hit.epochs))) > 1:
+        raise ValueError(f"{len(hit)} runs of {arch}/{method}: expected one per seed, on one dataset and "
+                         "epoch count")
+    return hit
 
 
-def _measured_cells(runs, grid, arch, method, paper_row, paper_xnor):
-    """The measured, paper and gap-to-XNOR cells of one (arch, method) row."""
-    run, xnor = _lookup(runs, grid, arch, method), _lookup(runs, grid, arch, "xnor")
-    same = run is not None and xnor is not None and (run.dataset, run.epochs) == (xnor.dataset, xnor.epochs)
+def _compare(runs, arch, method):
+    """(runs of the row, their paired difference to XNOR-Net's runs on the same dataset, epochs and seeds)."""
+    hit, xnor = _runs_of(runs, arch, method), _runs_of(runs, arch, "xnor")
+    same = (method != "xnor" and not hit.empty and not xnor.empty
+            and (hit.dataset.iloc[0], hit.epochs.iloc[0]) == (xnor.dataset.iloc[0], xnor.epochs.iloc[0]))
+    if not same:
+        return hit, seeds.paired({}, {})
+    return hit, seeds.paired(dict(zip(hit.seed, hit.val_top1)), dict(zip(xnor.seed, xnor.val_top1)))
+
+
+def _measured_cells(runs, arch, method, paper_row, paper_xnor):
+    """The measured, paper and paired-difference-to-XNOR cells of one (arch, method) row."""
+    hit, diff = _compare(runs, arch, method)
     p1, p5 = paper_row
     cells = {
-        "measured on": MISSING + " (not run)" if run is None else run.dataset,
-        "epochs": MISSING if run is None else str(run.epochs),
-        "top-1 (ours)": _pct(None if run is None else run.val_top1),
-        "top-5 (ours)": _pct(None if run is None else run.val_top5),
+        "measured on": MISSING + " (not run)" if hit.empty else hit.dataset.iloc[0],
+        "epochs": MISSING if hit.empty else str(hit.epochs.iloc[0]),
+        "seeds": MISSING if hit.empty else str(len(hit)),
+        "top-1 (ours)": seeds.spread(hit.val_top1).text(),
+        "top-5 (ours)": seeds.spread(hit.val_top5).text(),
         "top-1 (paper, ImageNet)": _pct(p1),
         "top-5 (paper, ImageNet)": _pct(p5),
-        "top-1 − XNOR (ours)": _gap(run.val_top1 - xnor.val_top1 if same else None),
+        "top-1 − XNOR (ours, 95% CI)": diff.text(),
+        "ordering (ours)": seeds.ordering(diff, hit.dataset.iloc[0]) if diff.n else MISSING,
         "top-1 − XNOR (paper)": _gap(p1 - paper_xnor[0]),
     }
     if method == "xnor":
         cells["top-1 − XNOR (paper)"] = "baseline"
-        cells["top-1 − XNOR (ours)"] = MISSING if run is None else "baseline"
+        cells["top-1 − XNOR (ours, 95% CI)"] = cells["ordering (ours)"] = MISSING if hit.empty else "baseline"
     return cells
 
 
+def row_statistics(runs, grid):
+    """One record per trainable row of ``grid``: seeds, mean/std top-1, paired difference to XNOR-Net.
+
+    Keys: arch, method, dataset, epochs, n, mean, std, diff_n, diff, low, high, ordering
+    (NaN / None where the row or its baseline was not run). The report's sentences read these.
+    """
+    out = []
+    for arch, method in GRIDS[grid]:
+        hit, d = _compare(runs, arch, method)
+        s = seeds.spread(hit.val_top1)
+        out.append({"arch": arch, "method": method, "dataset": None if hit.empty else hit.dataset.iloc[0],
+                    "epochs": None if hit.empty else int(hit.epochs.iloc[0]), "n": s.n, "mean": s.mean,
+                    "std": s.std, "diff_n": d.n, "diff": d.mean, "low": d.low, "high": d.high,
+                    "ordering": seeds.ordering(d, hit.dataset.iloc[0]) if d.n else None})
+    return out
+
+
 def _notes(runs, grid):
-    """What the rows of ``grid`` were measured on, and which are missing."""
-    mine = runs[runs.grid == grid]
+    """What the rows of ``grid`` were measured on, with how many seeds, on which machine; which are missing."""
+    rows = GRIDS[grid]
+    mine = runs[[(a, m) in rows for a, m in zip(runs.arch, runs.method)]]
     notes = []
     if EMBEDDED in set(mine.dataset):
         notes.append(f"Rows measured on the {EMBEDDED} (scikit-learn's 8x8 handwritten digits, upscaled, 10 "
                      "classes) check the code path on a CPU: their absolute accuracies say nothing about ImageNet.")
+        digits = mine[mine.dataset == EMBEDDED]
+        for epochs, step in sorted(set(zip(digits.epochs, digits.lr_step))):
+            notes.append(f"On the {EMBEDDED}: {epochs} epochs, learning rate divided by 10 every {step} epoch(s) "
+                         "(the digits recipe, `xnorpp_core.training.RECIPES`, trains 9 epochs with a step of 3; "
+                         "the grids are shortened so that every row can be trained with several seeds on a CPU).")
     for dataset, images in sorted(set(zip(mine.dataset, mine.val_images))):
+        counts = sorted(set(mine[mine.dataset == dataset].groupby(["arch", "method"]).size()))
         notes.append(f"{dataset}: {images} validation images, one image is {100 / images:.3g} points of "
-                     "accuracy; one seed per row.")
-    missing = [f"{ARCH_LABELS[a]} {METHOD_LABELS[m].md}" for a, m in GRIDS[grid] if _lookup(runs, grid, a, m) is None]
+                     f"accuracy; {' or '.join(map(str, counts))} seed(s) per row; ours: mean ± std over seeds of "
+                     "the last epoch's accuracy.")
+    notes.append("top-1 − XNOR (ours, 95% CI): mean over seeds of the paired difference to XNOR-Net trained with "
+                 "the same seed, with its 95% Student-t interval; an ordering is stated only where the interval "
+                 "excludes zero.")
+    notes += [f"Trained on {machine}." for machine in sorted(set(mine.machine))]
+    missing = [f"{ARCH_LABELS[a]} {METHOD_LABELS[m].md}" for a, m in rows if _runs_of(runs, a, m).empty]
     if missing:
         notes.append(f"Not run yet: {', '.join(missing)} (`python -m studies.notebooks {grid}`).")
     return tuple(notes)
@@ -230,11 +280,11 @@ def table1(runs):
     rows = []
     for method, paper_row in paper.TABLE1.items():
         rows.append({"method": METHOD_LABELS[method], "Γ shape": SHAPES[method],
-                     **_measured_cells(runs, "table1", "resnet18", method, paper_row, paper.TABLE1["xnor"])})
+                     **_measured_cells(runs, "resnet18", method, paper_row, paper.TABLE1["xnor"])})
     caption = ("Top-1 and top-5 validation accuracy (%) of a binarized ResNet-18 for each shape of the scale "
-               "factor. ours: the last epoch of our run, measured on the dataset named in its row; paper: "
-               "the paper's Table 1 (ImageNet, 80 epochs). Gaps to XNOR-Net only between runs on the same "
-               "dataset and epochs.")
+               "factor. ours: the last epoch of our runs (mean ± std over seeds), measured on the dataset named "
+               "in its row; paper: the paper's Table 1 (ImageNet, 80 epochs). Differences to XNOR-Net only "
+               "between runs on the same dataset, epochs and seeds.")
     return Table("table1", "Table 1: binarized ResNet-18, XNOR-Net against Cases 1-4", caption,
                  pd.DataFrame(rows), _notes(runs, "table1"))
 
@@ -244,14 +294,14 @@ def table3(runs):
     rows = []
     for arch, methods in paper.TABLE3.items():
         for method, paper_row in methods.items():
-            cells = _measured_cells(runs, "table3", arch, method, paper_row, methods["xnor"])
+            cells = _measured_cells(runs, arch, method, paper_row, methods["xnor"])
             if method == "bethge":
                 cells["measured on"] = "paper only (not in this toolkit)"
             rows.append({"architecture": ARCH_LABELS[arch], "method": METHOD_LABELS[method], **cells})
     caption = ("Top-1 and top-5 validation accuracy (%) of binarized AlexNet and ResNet-18. ours: the last "
-               "epoch of our run, measured on the dataset named in its row; paper: the paper's Table 3 "
-               "(ImageNet). Ours is Case 4. Gaps to XNOR-Net only between runs of the same architecture on "
-               "the same dataset and epochs.")
+               "epoch of our runs (mean ± std over seeds), measured on the dataset named in its row; paper: the "
+               "paper's Table 3 (ImageNet). Ours is Case 4. Differences to XNOR-Net only between runs of the "
+               "same architecture on the same dataset, epochs and seeds.")
     return Table("table3", "Table 3: binarized AlexNet and ResNet-18 against the state of the art", caption,
                  pd.DataFrame(rows), _notes(runs, "table3"))
 
