@@ -12,7 +12,7 @@ in README.md and docs/*.md (``xnorpp_core.report.generated.BLOCKS`` names them).
 import sys
 from pathlib import Path
 
-from studies._cli import ArgumentParser, fail
+from studies._cli import fail, make_parser
 from xnorpp_core.provenance import atomic_write
 from xnorpp_core.report.findings import ReportError
 from xnorpp_core.report.generated import render, stale
@@ -22,8 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def build_parser():
-    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                            epilog="Outputs: results/REPORT.md and the generated blocks of README.md and docs/*.md.")
+    parser = make_parser(PROG, __doc__)
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 naming every generated block that differs from the result files")
     parser.add_argument("--repo", type=Path, default=REPO,

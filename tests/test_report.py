@@ -80,7 +80,8 @@ def test_table2_verdicts_reverse():
 
 def test_formula_kernel_weights_network_protocol_verdicts_reverse():
     assert findings.verdict_formula(63.69, 63.69).startswith("**matches**")
-    assert "not by rounding" in findings.verdict_formula(63.696, 63.69)
+    assert "truncated, not rounded" in findings.verdict_formula(63.696, 63.69)
+    assert findings.verdict_formula(63.972, 63.98).startswith("**differs in the last printed digit**")
     assert findings.verdict_formula(60.0, 63.69).startswith("**differs**")
     assert findings.verdict_kernel(60.0, 64.0).startswith("**reaches**")
     assert findings.verdict_kernel(13.3, 64.0).startswith("**faster, below")
