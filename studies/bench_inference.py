@@ -56,6 +56,7 @@ from xnorpp_core.models import ARCHS, build_model, fuse_model  # noqa: E402
 from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, backend_info  # noqa: E402
 from xnorpp_core.packed.network import CATEGORIES, PackedNetwork, fused_emulation  # noqa: E402
 from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json  # noqa: E402
+from xnorpp_core.report.machine import cpu_label  # noqa: E402
 from xnorpp_core.scales import LearnedScale  # noqa: E402
 
 PROG = "python -m studies.bench_inference"
@@ -93,21 +94,6 @@ class BenchInferenceConfig:
             raise ValueError(f"check_inputs must be >= 0, got {self.check_inputs}")
         if self.backend not in ("auto", *BACKENDS):
             raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {self.backend!r}")
-
-
-def cpu_name():
-    """The CPU as a reader can look it up: model name, family/model, whether it has AVX-512 VPOPCNTDQ, VM or not."""
-    info = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return environment()["cpu"]
-    flags = info.get("flags", "").split()
-    return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, "
-            f"AVX-512 VPOPCNTDQ {'yes' if 'avx512_vpopcntdq' in flags else 'no'}"
-            f"{', virtual machine' if 'hypervisor' in flags else ''})")
 
 
 def trained_like(model, generator):
@@ -273,7 +259,7 @@ def main(argv=None):
         info = backend_info(cfg.backend)
     except RuntimeError as err:
         fail(PROG, str(err))
-    cpu, load_before = cpu_name(), os.getloadavg()
+    cpu, load_before = cpu_label(environment()), os.getloadavg()
     print(f"packed backend: {info.name} (AVX-512: {info.simd}; {info.reason}); CPU: {cpu}; "
           f"load average {load_before[0]:.2f}", file=sys.stderr)
     torch.manual_seed(cfg.seed)

@@ -52,12 +52,12 @@ from tqdm import tqdm  # noqa: E402
 
 from studies._cli import (add_config_flags, add_out_flag, check_out, config_from_args, fail,  # noqa: E402
                           make_parser, opt)
-from studies.bench_inference import cpu_name  # noqa: E402
 from xnorpp_core.layers import BinaryConv2d  # noqa: E402
 from xnorpp_core.models import binary_resnet18  # noqa: E402
 from xnorpp_core.packed import (BACKENDS, SUPPORTED_METHODS, PackedBinaryConv2d, backend_info, pack_model,  # noqa: E402
                                 pack_signs, storage_bytes)
 from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json  # noqa: E402
+from xnorpp_core.report.machine import cpu_label  # noqa: E402
 from xnorpp_core.scales import LearnedScale  # noqa: E402
 from xnorpp_core.speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor  # noqa: E402
 
@@ -265,7 +265,7 @@ def main(argv=None):
         info = backend_info(cfg.backend)
     except RuntimeError as err:
         fail(PROG, str(err))
-    cpu, load_before = cpu_name(), os.getloadavg()
+    cpu, load_before = cpu_label(environment()), os.getloadavg()
     print(f"packed backend: {info.name} (AVX-512: {info.simd}; {info.reason}); CPU: {cpu}", file=sys.stderr)
 
     steps = len(cfg.threads) * 7 * len(layer_shapes(cfg.layers)) * len(cfg.methods)

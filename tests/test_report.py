@@ -1,6 +1,7 @@
 """The generated report: --check on the repository, a stale block after a CSV is edited, verdicts that
 follow the numbers, and the hardware record."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -148,3 +149,13 @@ def test_machine_label():
     assert cpu_label({"cpu": "AMD EPYC"}) == "AMD EPYC" and machine_label({}) == "an unrecorded machine"
     gpu = machine_label({**env, "device": "cuda", "gpu": "NVIDIA H200", "cuda": "13.0"})
     assert gpu.startswith("GPU NVIDIA H200 (CUDA 13.0), host CPU Intel") and "thread" not in gpu
+
+
+def test_timings_beside_a_busy_machine_are_flagged(tmp_path):
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"load_average_before": [0.8, 1, 1], "environment": {"cpu_count": 2}}))
+    assert findings._busy(run, [1]) == ""  # one thread beside 0.8 of load: a core stays free
+    assert "2 threads beside a load average of 0.8 on 2 cores" in findings._busy(run, [1, 2])
+    run.write_text(json.dumps({"load_average_before": [0.1, 1, 1], "environment": {"cpu_count": 2}}))
+    assert findings._busy(run, [1, 2]) == ""
+    assert findings._busy(tmp_path / "absent.json", [2]) == ""

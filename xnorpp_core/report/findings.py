@@ -123,6 +123,18 @@ def verdict_network(low, high, layer=None):
     return text
 
 
+def _busy(run_json, threads):
+    """A note naming the thread counts that ran on more threads than the cores other processes left idle (the
+    1-minute load average before the run, rounded, from its ``run.json``); empty when none did."""
+    record = json.loads(Path(run_json).read_text()) if Path(run_json).exists() else {}
+    load, cores = record.get("load_average_before"), record.get("environment", {}).get("cpu_count")
+    busy = sorted({int(t) for t in threads if load and cores and round(load[0]) + int(t) > cores})
+    if not busy:
+        return ""
+    return (f" ({' and '.join(map(str, busy))} thread{'s' if busy != [1] else ''} beside a load average of "
+            f"{load[0]:.1f} on {cores} cores: disturbed timings)")
+
+
 def _threads(values):
     """``1`` or ``"1 and 2"``: the thread counts of a benchmark's rows."""
     values = sorted({int(v) for v in values})
@@ -226,7 +238,8 @@ def read_kernel(results):
         lines.append((int(row["threads"]), float(row["speedup"]), float(row["eq9"])))
     if lines:
         threads, measured, predicted = lines[0]
-        ours = "; ".join(f"{s:.1f}x on {t} thread{'s' if t > 1 else ''}" for t, s, _ in lines)
+        ours = "; ".join(f"{s:.1f}x on {t} thread{'s' if t > 1 else ''}" for t, s, _ in lines) \
+            + _busy(folder / "run.json", [t for t, _, _ in lines])
         out.append(Finding("Packed binary convolution, measured (256->256, 3x3, 14x14, packing included)",
                            paper_text, ours, verdict_kernel(measured, predicted),
                            (str(folder / "kernel_bench.md"), str(folder / "kernel_bench.csv")), command,
@@ -248,7 +261,7 @@ def read_kernel(results):
         parts = [f"{r['method']} batch {int(r['batch'])}, {int(r['threads'])} thread(s): "
                  f"{r['speedup_vs_best_real']:.1f}x" for _, r in m.iterrows()]
         out.append(Finding("Whole binary ResNet-18, packed, against the real-valued one at its best",
-                           "not measured in the paper", "; ".join(parts),
+                           "not measured in the paper", "; ".join(parts) + _busy(net / "run.json", m["threads"]),
                            verdict_network(float(speed.min()), float(speed.max()),
                                            float(layer["speedup"].min()) if len(layer) else None),
                            (str(net / "summary.md"), str(net / "speedup.csv")), "python -m studies.bench_inference",
