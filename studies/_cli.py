@@ -17,6 +17,7 @@ Flag names, one per concept in every study: --out, --batch-size, --method / --me
 import argparse
 import dataclasses
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -105,14 +106,16 @@ def check_device(prog, device):
 
 
 def _value_type(annotation, default):
-    """``int`` for ``int`` or ``int | None``; for a tuple the element type (from ``tuple[int, ...]`` or the
+    """``int`` for ``int`` or ``int | None``; for a tuple (or ``tuple | None``) the element type (from ``tuple[int, ...]`` or the
     default's values) and ``True`` as the second item."""
+    optional = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(optional) == 1:
+        annotation = optional[0]  # ``X | None``: the flag parses X
     if typing.get_origin(annotation) is tuple or annotation is tuple:
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
         element = args[0] if args else (type(default[0]) if default else str)
         return element, True
-    types = [t for t in typing.get_args(annotation) if t is not type(None)] or [annotation]
-    return types[0], False
+    return annotation, False
 
 
 def _default(f):

@@ -250,7 +250,8 @@ def row_statistics(runs, grid):
 def _notes(runs, grid):
     """What the rows of ``grid`` were measured on, with how many seeds, on which machine; which are missing."""
     rows = GRIDS[grid]
-    mine = runs[[(a, m) in rows for a, m in zip(runs.arch, runs.method)]]
+    mine = runs[pd.Series([(a, m) in rows for a, m in zip(runs.arch, runs.method)], index=runs.index,
+                          dtype=bool)]  # a Series: an empty list would select columns
     notes = []
     if EMBEDDED in set(mine.dataset):
         notes.append(f"Rows measured on the {EMBEDDED} (scikit-learn's 8x8 handwritten digits, upscaled, 10 "
