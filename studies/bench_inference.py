@@ -38,7 +38,6 @@ import sys
 import textwrap
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import matplotlib
 
@@ -55,7 +54,8 @@ from studies._cli import (add_config_flags, add_out_flag, check_out, config_from
 from xnorpp_core.models import ARCHS, build_model, fuse_model  # noqa: E402
 from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, backend_info  # noqa: E402
 from xnorpp_core.packed.network import CATEGORIES, PackedNetwork, fused_emulation  # noqa: E402
-from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json  # noqa: E402
+from xnorpp_core.provenance import (atomic_write, environment, markdown_table, save_figure, write_csv,  # noqa: E402
+                                    write_json)
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
 from xnorpp_core.scales import LearnedScale  # noqa: E402
 
@@ -234,7 +234,7 @@ def plot_breakdown(speed, breakdown, cpu):
 
 
 def _markdown(frame, columns, cpu, floatfmt=".3g"):
-    return f"CPU: {cpu}\n\n" + frame[columns].to_markdown(index=False, floatfmt=floatfmt) + "\n"
+    return f"CPU: {cpu}\n\n" + markdown_table(frame[columns], floatfmt=floatfmt) + "\n"
 
 
 def main(argv=None):

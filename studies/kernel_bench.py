@@ -56,7 +56,8 @@ from xnorpp_core.layers import BinaryConv2d  # noqa: E402
 from xnorpp_core.models import binary_resnet18  # noqa: E402
 from xnorpp_core.packed import (BACKENDS, SUPPORTED_METHODS, PackedBinaryConv2d, backend_info, pack_model,  # noqa: E402
                                 pack_signs, storage_bytes)
-from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json  # noqa: E402
+from xnorpp_core.provenance import (atomic_write, environment, markdown_table, save_figure, write_csv,  # noqa: E402
+                                    write_json)
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
 from xnorpp_core.scales import LearnedScale  # noqa: E402
 from xnorpp_core.speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor  # noqa: E402
@@ -247,7 +248,7 @@ def plot_speedup(table, backend_name, cpu):
 
 
 def _markdown(frame, columns, cpu, floatfmt=".3g"):
-    return f"CPU: {cpu}\n\n" + frame[columns].to_markdown(index=False, floatfmt=floatfmt) + "\n"
+    return f"CPU: {cpu}\n\n" + markdown_table(frame[columns], floatfmt=floatfmt) + "\n"
 
 
 def main(argv=None):

@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
-import torch.nn as nn
 
 from studies import evaluate, export
+from studies.bench_inference import trained_like
 from xnorpp_core import packed
 from xnorpp_core.models import build_model
 from xnorpp_core.packed.model_file import (FORMAT, ModelFileError, export_bytes, load_model, load_network,
@@ -20,17 +20,7 @@ KWARGS = {"num_classes": 10, "input_size": 12, "pad_mode": "zero", "small_input"
 
 
 def _model(method, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    model = build_model("resnet18", method, **KWARGS)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-            if isinstance(m, LearnedScale):
-                for p in m.parameters():
-                    p.mul_(torch.rand(p.shape, generator=g) + 0.5)
-    return model.eval()
+    return trained_like(build_model("resnet18", method, **KWARGS), torch.Generator().manual_seed(seed))
 
 
 def test_unpack_weight_inverts_pack_weight():

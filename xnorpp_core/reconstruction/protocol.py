@@ -39,7 +39,6 @@ pair of axes in ``crosses``.
 
 import itertools
 import math
-import zlib
 from dataclasses import asdict, dataclass, field, fields
 
 import torch

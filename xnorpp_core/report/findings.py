@@ -333,7 +333,7 @@ def read_train_step(results):
         slowest = binary.idxmax()
         out.append(Finding(f"Training step, binary ResNet-18 against real ({device})", "not measured in the paper",
                            f"{binary.min():.2f}x to {binary.max():.2f}x the real step (slowest: {slowest})",
-                           f"every method within 1.25x of the real step" if binary.max() <= 1.25 else
+                           "every method within 1.25x of the real step" if binary.max() <= 1.25 else
                            f"{', '.join(binary[binary > 1.25].index)} above 1.25x the real step",
                            (str(folder / "benchmark.md"),), f"python -m studies.bench_train --device {device}",
                            machine_label(_env(folder / "run.json"))))

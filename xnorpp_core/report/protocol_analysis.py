@@ -19,12 +19,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from ..reconstruction.expectations import BEST_SCALE_REL_ERROR_GAUSSIAN  # noqa: E402
 from ..paper import TABLE2  # noqa: E402
 from ..reconstruction.evidence import NEAR_BEST  # noqa: E402
 from ..reconstruction.protocol import AXES, GAP_FLOOR, LEARNED  # noqa: E402
+from .seeds import t_half_width  # noqa: E402
 
 __all__ = ["cells_table", "figures", "analysis"]
 
@@ -86,7 +86,7 @@ def _side_of_one(t, claim_id, column="xnor_over_case1"):
     trials = int(t.sweep.trials.iloc[0])
     if trials < 2 or math.isnan(std):
         return 0
-    half = stats.t.ppf(0.975, trials - 1) * std / math.sqrt(trials)
+    half = t_half_width(std, trials, confidence=0.95)
     return 1 if mean - half > 1 else -1 if mean + half < 1 else 0
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Spread", "Paired", "spread", "paired", "ordering", "CONFIDENCE"]
+__all__ = ["Spread", "Paired", "spread", "paired", "t_half_width", "ordering", "CONFIDENCE"]
 
 CONFIDENCE = 0.95
 
@@ -70,6 +70,12 @@ def spread(values):
     return Spread(a.size, float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan)
 
 
+def t_half_width(std, n, confidence=CONFIDENCE):
+    """Half-width of the two-sided ``confidence`` Student-t interval of a mean of ``n`` values with sample
+    standard deviation ``std``."""
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
+
+
 def paired(values, baseline):
     """``Paired`` difference ``values - baseline``, two dicts seed -> accuracy, on their common seeds."""
     seeds = sorted(set(values) & set(baseline))
@@ -79,7 +85,7 @@ def paired(values, baseline):
     mean = float(d.mean())
     if d.size == 1:
         return Paired(1, mean, math.nan, math.nan)
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    half = t_half_width(d.std(ddof=1), d.size)
     return Paired(int(d.size), mean, mean - half, mean + half)
 
 
