@@ -32,6 +32,7 @@ setting), ``speedup.csv``, ``breakdown.csv``, ``exactness.csv``, ``summary.md``
 average before and after, versions, hardware).
 """
 
+import copy
 import itertools
 import os
 import sys
@@ -143,7 +144,7 @@ def bench(cfg, info, progress):
     binary = {m: trained_like(build_model(cfg.arch, m, 1000, size), g) for m in cfg.methods}
     models = dict(real)
     for m, model in binary.items():
-        models[f"emulated_{m}"] = fuse_model(model)
+        models[f"emulated_{m}"] = fuse_model(copy.deepcopy(model))
         models[f"packed_{m}"] = PackedNetwork(model, info.name)
     timing, breakdown = [], []
     previous = torch.get_num_threads()
@@ -260,7 +261,7 @@ def main(argv=None):
     except RuntimeError as err:
         fail(PROG, str(err))
     cpu, load_before = cpu_label(environment()), os.getloadavg()
-    print(f"packed backend: {info.name} (AVX-512: {info.simd}; {info.reason}); CPU: {cpu}; "
+    print(f"packed backend: {info.name} ({info.path}; {info.reason}); CPU: {cpu}; "
           f"load average {load_before[0]:.2f}", file=sys.stderr)
     torch.manual_seed(cfg.seed)
     steps = len(cfg.threads) * len(cfg.batch_sizes) * cfg.repeats + len(cfg.methods) * -(-cfg.check_inputs // 8)
@@ -278,7 +279,7 @@ def main(argv=None):
     per_part = per_part[list(CATEGORIES)].reset_index()
     summary = [f"# Whole-network inference: packed binary {cfg.arch} against the real one", "",
                f"Load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
-               f"backend {info.name}, AVX-512 path {info.simd}.", "",
+               f"backend {info.name}: {info.path}.", "",
                "## Speed-up (fastest call; median-call ratio beside it)", "",
                _markdown(speed, ["method", "threads", "batch", "packed_ms", "best_real", "best_real_ms",
                                  "speedup_vs_best_real", "speedup_vs_best_real_median", "emulated_ms",

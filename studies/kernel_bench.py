@@ -55,7 +55,7 @@ from studies._cli import (add_config_flags, add_out_flag, check_out, config_from
 from xnorpp_core.layers import BinaryConv2d  # noqa: E402
 from xnorpp_core.models import binary_resnet18  # noqa: E402
 from xnorpp_core.packed import (BACKENDS, SUPPORTED_METHODS, PackedBinaryConv2d, backend_info, pack_model,  # noqa: E402
-                                pack_signs, storage_bytes)
+                                storage_bytes)
 from xnorpp_core.provenance import (atomic_write, environment, markdown_table, save_figure, write_csv,  # noqa: E402
                                     write_json)
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
@@ -162,12 +162,12 @@ def bench_layers(cfg, backend, progress):
             per_channel.weight.copy_(layer.weight)
         packed_channel = PackedBinaryConv2d.from_binary_conv(per_channel, backend)
         x_cl, w = x.contiguous(memory_format=torch.channels_last), layer.weight.detach()
-        w_cl, xb = w.contiguous(memory_format=torch.channels_last), pack_signs(x, p, backend)
+        w_cl, xb = w.contiguous(memory_format=torch.channels_last), packed.pack_input(x)
         calls = {"float_nchw": lambda: F.conv2d(x, w, None, s, p),
                  "float_cl": lambda: F.conv2d(x_cl, w_cl, None, s, p),
                  "emulated": lambda: layer(x),
                  "packed": lambda: packed(x),
-                 "pack": lambda: pack_signs(x, p, backend),
+                 "pack": lambda: packed.pack_input(x),
                  "conv": lambda: packed.forward_packed(xb, (size, size)),
                  "conv_channel_gamma": lambda: packed_channel.forward_packed(xb, (size, size))}
         for threads in cfg.threads:
@@ -267,7 +267,7 @@ def main(argv=None):
     except RuntimeError as err:
         fail(PROG, str(err))
     cpu, load_before = cpu_label(environment()), os.getloadavg()
-    print(f"packed backend: {info.name} (AVX-512: {info.simd}; {info.reason}); CPU: {cpu}", file=sys.stderr)
+    print(f"packed backend: {info.name} ({info.path}; {info.reason}); CPU: {cpu}", file=sys.stderr)
 
     steps = len(cfg.threads) * 7 * len(layer_shapes(cfg.layers)) * len(cfg.methods)
     with tqdm(total=steps, desc="kernel_bench", disable=None) as progress:
@@ -306,7 +306,7 @@ def main(argv=None):
                                       "compression_vs_float", "packed_binary_weights", "compression_binary_weights",
                                       "float_scales", "packed_scales", "other"], cpu, floatfmt=".4g")]
     command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
-    summary += ["", f"Backend: {info.name}, AVX-512 {info.simd} ({info.reason}). Command: `{command}`"]
+    summary += ["", f"Backend: {info.name}, {info.path} ({info.reason}). Command: `{command}`"]
     atomic_write(out / "kernel_bench_summary.md", "\n".join(summary) + "\n")
     write_json(out / "run.json", {"command": command, "config": asdict(cfg), "backend": asdict(info), "cpu": cpu,
                                   "load_average_before": load_before, "load_average_after": load_after,

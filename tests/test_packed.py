@@ -272,7 +272,7 @@ def test_the_compiled_kernel_checks_the_output_size_itself():
         module = packed._compiled()[0] or pytest.skip("no compiled kernel")
     except RuntimeError as err:
         pytest.skip(str(err))
-    layer = PackedBinaryConv2d.from_binary_conv(BinaryConv2d(64, 8, 3, method="direct"), "cpp")
+    layer = PackedBinaryConv2d.from_binary_conv(BinaryConv2d(64, 8, 3, method="direct"), "cpp_popcount")
     xb = pack_signs(torch.randn(1, 64, 1, 1), 0, "cpp")
     for h_out in (-1, 0):  # what (1 - 3) // 1 + 1 and (2 - 3) // 1 + 1 give
         with pytest.raises(RuntimeError, match="smaller than the kernel"):

@@ -142,8 +142,12 @@ def test_packed_resnet_logits_equal_the_fused_emulation(backend, method, pad_mod
     x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(net(x), fused_emulation(model)(x))
-    kinds = [(b.source[0], b.bits is not None, b.relu, b.residual is not None) for b in net.binaries]
-    assert kinds == [("float", True, False, False), ("bits", False, True, True)] * 4  # every block folded and fused
+    kinds = [(b.source[0], b.folded, b.relu, b.residual is not None) for b in net.binaries]
+    # every block folded and fused; on the int8 tiles each block's output is also packed for the next block
+    first = [("float", True, False, False), ("bits", False, True, True)]
+    rest = [("bits" if net.amx else "float", True, False, False), ("bits", False, True, True)]
+    assert kinds == first + rest * 3
+    assert [b.emit is not None for b in net.binaries[1::2]] == [net.amx] * 3 + [False]
 
 
 def test_packed_resnet18_logits_equal_the_fused_emulation():
@@ -163,7 +167,7 @@ def test_packed_alexnet_logits_equal_the_fused_emulation(method, pad_mode):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         assert torch.equal(net(x), fused_emulation(model)(x))
-    assert sum(b.bits is not None for b in net.binaries) >= 2  # at least conv3 -> conv4 and fc6 -> fc7 folded
+    assert sum(b.folded for b in net.binaries) >= 2  # at least conv3 -> conv4 and fc6 -> fc7 folded
 
 
 def test_fused_emulation_predicts_as_the_model():

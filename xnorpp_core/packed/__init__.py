@@ -27,8 +27,13 @@ Backends (``BACKENDS``):
 - ``"cpp"``: the compiled, multi-threaded kernel ``csrc/packed_conv.cpp``,
   built with ``torch.utils.cpp_extension`` on first use (about half a minute)
   into torch's extension cache (``TORCH_EXTENSIONS_DIR``). The build is
-  portable (no ``-march=native``): it takes its AVX-512 VPOPCNTDQ path when a
-  run-time CPU check finds the instructions, its portable loops elsewhere;
+  portable (no ``-march=native``): run-time checks choose its fastest path.
+  On a CPU with AMX-INT8 tiles (Intel Xeon since Sapphire Rapids, on Linux)
+  the signs are stored one byte each (+1 / -1) and the tile multiply-add
+  computes the same exact integer sums, for layers with equal strides of 1
+  or 2; elsewhere it takes the XNOR-popcount path below;
+- ``"cpp_popcount"``: the same build, XNOR-popcount on bits only: AVX-512
+  VPOPCNTDQ when the CPU has it, portable loops otherwise;
 - ``"cpp_generic"``: the same build, portable loops only (what a CPU without
   AVX-512 VPOPCNTDQ runs);
 - ``"numpy"``: the same packed arithmetic in numpy (``np.packbits``, a popcount
@@ -70,12 +75,12 @@ import torch.nn.functional as F
 
 from ..layers import BinaryConv2d, conv_output_size
 from ..models import fuse_model
-from ..scales import FusedScale, LearnedScale, xnor_weight_scale
+from ..scales import Case3Scale, Case4Scale, FusedScale, LearnedScale, xnor_weight_scale
 
-__all__ = ["BACKENDS", "ENV_VAR", "SUPPORTED_METHODS", "BackendInfo", "backend_info", "pack_signs",
+__all__ = ["BACKENDS", "ENV_VAR", "SUPPORTED_METHODS", "BackendInfo", "backend_info", "pack_signs", "amx_weights",
            "pack_weight", "PackedBinaryConv2d", "pack_model", "storage_bytes"]
 
-BACKENDS = ("cpp", "cpp_generic", "numpy")
+BACKENDS = ("cpp", "cpp_popcount", "cpp_generic", "numpy")
 ENV_VAR = "XNORPP_PACKED_BACKEND"
 SUPPORTED_METHODS = ("direct", "xnor_alpha", "case1", "case2", "case3", "case4")
 _SOURCE = Path(__file__).parent / "csrc" / "packed_conv.cpp"
@@ -87,11 +92,22 @@ _CFLAGS = ["-O3", "-fopenmp"] + (["-mpopcnt"] if _X86 else [])
 
 @dataclass(frozen=True)
 class BackendInfo:
-    """Which backend runs (``name``), whether it takes the AVX-512 path (``simd``), and why."""
+    """Which backend runs (``name``), whether it takes the AVX-512 path (``simd``) and the AMX int8 tiles
+    (``amx``), and why."""
 
     name: str
     simd: bool
     reason: str
+    amx: bool = False
+
+    @property
+    def path(self):
+        """The arithmetic this backend runs, in words."""
+        if self.name == "numpy":
+            return "XNOR-popcount in numpy"
+        if self.amx:
+            return "int8 tiles (AMX-INT8), XNOR-popcount (AVX-512 VPOPCNTDQ) where a layer's strides do not fit them"
+        return "XNOR-popcount, " + ("AVX-512 VPOPCNTDQ" if self.simd else "portable loops")
 
 
 def _ninja_path():
@@ -147,7 +163,9 @@ def backend_info(requested=None):
     a warning, once, naming the build error) when it does not. ``"cpp"`` and
     ``"cpp_generic"`` raise ``RuntimeError`` when the kernel does not build.
     ``simd`` is the run-time check: the CPU has AVX-512 VPOPCNTDQ (and F, BW,
-    DQ, VL), which ``cpp`` then uses; ``cpp_generic`` never does.
+    DQ, VL), which ``cpp`` and ``cpp_popcount`` then use; ``cpp_generic`` never
+    does. ``amx``: the CPU has AMX-INT8 and the operating system grants the
+    tile state, which only ``cpp`` then uses.
     """
     if requested in (None, "auto"):
         requested = os.environ.get(ENV_VAR) or "auto"
@@ -159,7 +177,10 @@ def backend_info(requested=None):
     if module is not None:
         if requested == "cpp_generic":
             return BackendInfo("cpp_generic", False, "requested")
-        return BackendInfo("cpp", bool(module.simd_available()), "requested" if requested == "cpp" else "compiled")
+        if requested == "cpp_popcount":
+            return BackendInfo("cpp_popcount", bool(module.simd_available()), "requested")
+        return BackendInfo("cpp", bool(module.simd_available()), "requested" if requested == "cpp" else "compiled",
+                           bool(module.amx_available()))
     if requested != "auto":
         raise RuntimeError(f"the packed C++ kernel did not build: {error}")
     _warn_fallback(error)
@@ -236,6 +257,56 @@ def kernel_weights(weight_bits):
     return F.pad(wt, (0, -(-o // tile) * tile - o)).contiguous()
 
 
+def amx_weights(weight_bits, channels):
+    """The int8 tile kernel's weight operand (``csrc/packed_conv.cpp``, ``amx_conv``) from packed weights
+    ``(o, kh, kw, cw)``: signs as +1 / -1 bytes, 0 for the unused channels and outputs; per tap, block of 64
+    channels and 16 outputs, a 16 x 64 byte tile whose row ``r`` holds channels ``4 r .. 4 r + 3`` output by
+    output; ``(o_pad / 32, kh kw, cw, 2, 16, 16, 4)``, each 32 outputs' tiles in the kernel's reading order.
+    Above ``_AMX_TILE_BYTES``, with a multiple of 64 channels, each 64-byte row as a 64-bit mask instead
+    (``(o_pad / 32, kh kw, cw, 2, 16)`` int64), which the kernel expands: 8 times less memory to read."""
+    o, kh, kw, cw = weight_bits.shape
+    o_pad = -(-o // 32) * 32
+    bits = (weight_bits[..., None] >> torch.arange(64)) & 1  # (o, kh, kw, cw, 64)
+    w8 = (2 * bits - 1).to(torch.int8).reshape(o, kh * kw, 64 * cw)
+    w8[..., channels:] = 0
+    w8 = F.pad(w8, (0, 0, 0, 0, 0, o_pad - o))  # (o_pad, taps, cp)
+    w8 = w8.reshape(o_pad // 32, 2, 16, kh * kw, cw, 16, 4)  # (pair, half, output, tap, block, row, byte)
+    w8 = w8.permute(0, 3, 4, 1, 5, 2, 6).contiguous()
+    if channels % 64 or w8.numel() <= _AMX_TILE_BYTES:
+        return w8
+    bits = (w8.reshape(-1, 64) > 0).long()  # row masks: bit j = byte j is +1
+    words = (bits << torch.arange(64)).sum(-1)  # wraps into the sign bit for j = 63, as int64 does
+    return words.reshape(*w8.shape[:-3], 16).contiguous()
+
+
+@torch.no_grad()
+def _gamma_factors(scale, gamma):
+    """Cases 3-4: ``(alpha (1, o), beta (P,) or (h_out,), gamma (w_out,) or None)``, from which the int8 tile
+    kernel recomputes each element of the fused ``gamma`` ``(P, o)`` with the same products in the same order
+    (so it need not read the dense tensor); None when not a Case 3-4 scale or the products differ."""
+    if not isinstance(scale, (Case3Scale, Case4Scale)) or scale.batch or gamma is None or gamma.shape[0] == 1:
+        return None
+    o, (h, w) = scale.out_channels, scale.out_size
+    alpha, beta = scale.alpha.detach().float(), scale.beta.detach().float()  # (o, 1, 1); (1, h, w) or (1, h, 1)
+    dense = alpha * beta
+    x = None
+    if isinstance(scale, Case4Scale):
+        x = scale.gamma.detach().float()  # (1, 1, w)
+        dense = dense * x
+        x = x.reshape(w).contiguous()
+    if not torch.equal(dense.reshape(o, h * w).t(), gamma):
+        return None
+    return alpha.reshape(1, o).contiguous(), beta.reshape(-1).contiguous(), x
+
+
+_AMX_TILE_BYTES = 256 << 10  # weights up to this size stay int8 tiles (in L2); larger ones as row masks
+
+
+def amx_capable(stride):
+    """Whether the int8 tile kernel takes a layer of this stride (equal strides of 1 or 2)."""
+    return stride[0] == stride[1] and stride[0] in (1, 2)
+
+
 def _sign_sums(wbits, channels):
     """``S[o, tap] = sum_c sign(W[o, c, tap]) = 2 popcount(w[o, tap]) - c`` from the packed weights."""
     ones = _popcount(wbits.numpy().view(np.uint64)).sum(-1).astype(np.int64)  # (o, kh, kw)
@@ -252,6 +323,8 @@ class PackedBinaryConv2d(nn.Module):
     channels-last memory format, equal to the layer's float emulation.
     ``input_size``, when given, is the only input size accepted (a learned
     Gamma of a layer built for that size, as ``BinaryConv2d`` checks).
+    ``forward`` is ``forward_packed(pack_input(x), size)``: words of bits, or
+    sign bytes where the backend runs the AMX int8 tiles (``amx``).
     """
 
     def __init__(self, weight_bits, channels, stride, padding, pad_mode, gamma=None, bias=None,
@@ -264,6 +337,8 @@ class PackedBinaryConv2d(nn.Module):
         self.out_channels, self.kernel_size = weight_bits.shape[0], tuple(weight_bits.shape[1:3])
         self.input_size = input_size
         self.backend = backend_info(backend)
+        self.amx = self.backend.amx and amx_capable(stride)
+        self.gamma_factors = None  # set by from_binary_conv for Cases 3-4 (_gamma_factors)
         self._corr, self._kernel_weight = {}, None
 
     def _cache_key(self):
@@ -298,8 +373,10 @@ class PackedBinaryConv2d(nn.Module):
         gamma = None if gamma is None else gamma.detach().float().contiguous()
         fixed_size = layer.input_size if layer.scale is not None else None  # as BinaryConv2d.forward checks
         bias = None if layer.bias is None else layer.bias.detach().float().clone()
-        return cls(pack_weight(layer.weight, backend), layer.in_channels, layer.stride, layer.padding,
-                   layer.pad_mode, gamma, bias, fixed_size, backend)
+        packed = cls(pack_weight(layer.weight, backend), layer.in_channels, layer.stride, layer.padding,
+                     layer.pad_mode, gamma, bias, fixed_size, backend)
+        packed.gamma_factors = _gamma_factors(layer.scale, gamma)
+        return packed
 
     def extra_repr(self):
         return (f"{self.channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -330,8 +407,10 @@ class PackedBinaryConv2d(nn.Module):
 
     def _kernel_weights(self):
         """The compiled kernel's operand: ``(kh kw cw, o_pad)`` words, output channels innermost."""
-        if self._kernel_weight is None or self._kernel_weight[0] != self._cache_key():
-            self._kernel_weight = self._cache_key(), kernel_weights(self.weight_bits)
+        key = self._cache_key(), self.amx
+        if self._kernel_weight is None or self._kernel_weight[0] != key:
+            w = amx_weights(self.weight_bits, self.channels) if self.amx else kernel_weights(self.weight_bits)
+            self._kernel_weight = key, w
         return self._kernel_weight[1]
 
     @torch.no_grad()
@@ -343,21 +422,45 @@ class PackedBinaryConv2d(nn.Module):
             raise ValueError(f"layer was built for {self.input_size[0]}x{self.input_size[1]} inputs, "
                              f"got {size[0]}x{size[1]}")
         self.out_size(size)  # an input smaller than the kernel is an error before any work
-        xb = pack_signs(x, self.padding, self.backend.name)  # (N, Hp, Wp, cw) words
-        return self.forward_packed(xb, size)
+        return self.forward_packed(self.pack_input(x), size)
 
-    @torch.no_grad()
+    def pack_input(self, x):
+        """The packed form of ``sign(x)`` ``(N, c, H, W)`` with this layer's padding: ``pack_signs``'s words,
+        or sign bytes ``(N Hp Wp + tail, cp)`` int8 for the AMX int8 tiles."""
+        if self.amx:
+            return _compiled()[0].pack_signs_i8(x.detach(), *self.padding, None, None, self.border)
+        return pack_signs(x, self.padding, self.backend.name)
+
+    def amx_gamma(self):
+        """``(gamma, gamma_y, gamma_x)`` as ``amx_conv`` takes them: the factors of Cases 3-4, else the fused
+        ``gamma`` alone. ``amx_conv`` then also wants the next layer's ``(scale, thr, padding, border)``."""
+        if self.gamma_factors is not None:
+            return self.gamma_factors
+        return self.gamma, None, None
+
+    @property
+    def border(self):
+        """The value of the int8 tiles' border: the padding itself (0 for pad_mode "zero", else -1)."""
+        return 0 if self.pad_mode == "zero" else -1
+
     def forward_packed(self, xb, input_size):
-        """The convolution of an already packed input ``xb`` (``pack_signs`` with this layer's padding)."""
+        """The convolution of an already packed input ``xb`` (``pack_input``)."""
         h_out, w_out = self.out_size(input_size)
-        corr = self._correction(tuple(input_size))
-        if self.backend.name == "numpy":
+        if self.amx:  # the border holds the padding: no correction
+            (h, w), (ph, pw) = input_size, self.padding
+            n = (xb.shape[0] - _compiled()[0].amx_tail_rows) // ((h + 2 * ph) * (w + 2 * pw))
+            y = _compiled()[0].amx_conv(xb, self._kernel_weights(), n, h + 2 * ph, w + 2 * pw, self.channels,
+                                        self.out_channels, *self.kernel_size, *self.stride, h_out, w_out,
+                                        *self.amx_gamma(), False, None, None, None, 0, 0, -1, True)[0]  # (N, P, o)
+        elif self.backend.name == "numpy":
+            corr = self._correction(tuple(input_size))
             y = _conv_numpy(xb, self.weight_bits, self.channels, self.stride, (h_out, w_out), corr, self.gamma)
         else:
+            corr = self._correction(tuple(input_size))
             y = _compiled()[0].packed_conv(xb, self._kernel_weights(), self.channels, self.out_channels,
                                            *self.kernel_size, *self.stride, h_out, w_out, corr, self.gamma,
                                            False, None, self.backend.simd)  # (N, P, o)
-        y = y.view(xb.shape[0], h_out, w_out, self.out_channels).permute(0, 3, 1, 2)  # (N, o, h_out, w_out)
+        y = y.view(y.shape[0], h_out, w_out, self.out_channels).permute(0, 3, 1, 2)  # (N, o, h_out, w_out)
         if self.bias is not None:
             y = y + self.bias[:, None, None]
         return y

@@ -46,7 +46,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..layers import BinaryConv2d
 from ..models import fuse_model
-from . import (PackedBinaryConv2d, _compiled, _conv_numpy, _pack_numpy, backend_info, kernel_weights)
+from . import PackedBinaryConv2d, _compiled, _conv_numpy, _gamma_factors, _pack_numpy, amx_capable, backend_info
 
 __all__ = ["CATEGORIES", "fused_emulation", "PackedNetwork", "count_thresholds", "float_thresholds"]
 
@@ -70,6 +70,24 @@ def _is_real_conv(m):
     return type(m) is nn.Conv2d or (isinstance(m, BinaryConv2d) and m.method == "real")
 
 
+class _Subsampled(nn.Conv2d):
+    """A strided 1x1 convolution (no padding) as a stride-1 one on every ``step``-th pixel: the same products
+    and sums, which oneDNN runs faster on one core."""
+
+    def __init__(self, conv):
+        super().__init__(conv.in_channels, conv.out_channels, 1, bias=conv.bias is not None)
+        self.step, self.weight, self.bias = conv.stride, conv.weight, conv.bias
+
+    def forward(self, x):
+        x = x[:, :, ::self.step[0], ::self.step[1]].contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+def _subsampling(m):
+    return (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.padding == (0, 0)
+            and m.groups == 1 and m.dilation == (1, 1))
+
+
 class _ChannelsLast(nn.Module):
     """Runs ``graph`` on a channels-last copy of the input."""
 
@@ -84,8 +102,9 @@ class _ChannelsLast(nn.Module):
 @torch.no_grad()
 def fused_emulation(model):
     """The fused float-emulated network: an eval copy of ``model`` with learned Gammas fused, each real
-    convolution's following ``BatchNorm2d`` folded into it, in channels-last memory format (binary
-    layers keep their weights' layout)."""
+    convolution's following ``BatchNorm2d`` folded into it, each strided 1x1 real convolution run on the
+    pixels it reads (``_Subsampled``), in channels-last memory format (binary layers keep their weights'
+    layout)."""
     gm = _trace(fuse_model(copy.deepcopy(model)).eval())
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
@@ -98,6 +117,10 @@ def fused_emulation(model):
                         fuse_conv_bn_eval(modules[prev.target], modules[node.target]))
                 node.replace_all_uses_with(prev)
                 gm.graph.erase_node(node)
+    for name, m in list(gm.named_modules()):
+        if _subsampling(m):
+            parent, _, leaf = name.rpartition(".")
+            setattr(gm.get_submodule(parent) if parent else gm, leaf, _Subsampled(m))
     gm.graph.lint()
     gm.recompile()
     gm = gm.to(memory_format=torch.channels_last)
@@ -194,11 +217,27 @@ def _popcount_bounds(kind, t, n_bits, corr, o_pad):
     rising = torch.div(base, 2, rounding_mode="floor")  # count >= t  <=>  v <= floor((n + corr - t) / 2)
     falling = -torch.div(-base, 2, rounding_mode="floor") - 1  # count <= t  <=>  not v <= ceil(...) - 1
     bound = torch.where(kind == 2, rising, torch.where(kind == 3, falling, torch.where(kind == 1, 1 << 30, -1)))
-    flip = kind == 3
+    return _bound_tensors(bound.clamp(-1, 1 << 30), kind == 3, o_pad, -1)
+
+
+def _count_bounds(kind, t, o_pad):
+    """``bit = (count >= bound) xor flip`` on the count itself (the int8 tiles, whose border holds the padding).
+
+    ``kind, t`` ``(o, P)`` from ``count_thresholds``; returns ``bound``, ``flip`` as ``_popcount_bounds``.
+    """
+    kind, t = kind.t(), t.t()  # (P, o)
+    never, always = 1 << 30, -(1 << 30)
+    bound = torch.where(kind == 2, t, torch.where(kind == 3, t + 1, torch.where(kind == 1, always, never)))
+    return _bound_tensors(bound, kind == 3, o_pad, never)  # count <= t  <=>  not count >= t + 1
+
+
+def _bound_tensors(bound, flip, o_pad, unused):
+    """``bound`` ``(P, o)`` and ``flip`` ``(P, o)`` bool as the kernels take them: one row when every position
+    agrees, ``o_pad`` columns (``unused`` bound, no flip, for the padding), ``flip`` as 32-bit masks."""
     if bool((bound == bound[:1]).all()) and bool((flip == flip[:1]).all()):
         bound, flip = bound[:1], flip[:1]
     pad = o_pad - bound.shape[1]
-    bound = torch.cat([bound.clamp(-1, 1 << 30), bound.new_full((bound.shape[0], pad), -1)], 1)
+    bound = torch.cat([bound, bound.new_full((bound.shape[0], pad), unused)], 1)
     flip = torch.cat([flip, flip.new_zeros((flip.shape[0], pad))], 1).reshape(flip.shape[0], -1, 32).long()
     words = (flip << torch.arange(32)).sum(-1)  # (rows, o_pad / 32), bit q = channel 32 k + q
     return bound.to(torch.int32).contiguous(), torch.where(words >= 1 << 31, words - (1 << 32), words).to(
@@ -221,6 +260,13 @@ class _Binary:
         self.source = None  # ("bits", producer) or ("float", node, s, t)
         self.bits = None  # (consumer, bound, flip) when this layer writes the consumer's packed input
         self.relu, self.residual, self.out = False, None, node
+        self.emit = None  # (consumer, s, t): the int8 tiles' float output also packed for consumer
+        self.signs_only = False  # with emit: the float output is not kept (only its signs are used)
+
+    @property
+    def folded(self):
+        """Whether the layer writes the next binary layer's packed input itself, keeping no float output."""
+        return self.bits is not None or self.signs_only
 
     def scale(self, counts):
         """The float layer's output for ``counts`` ``(1, o, h, w)``: times Gamma, as ``BinaryConv2d`` does."""
@@ -229,6 +275,21 @@ class _Binary:
         o, (h, w) = self.layer.out_channels, self.out_size
         gamma = self.layer.gamma.t().reshape(o, *((h, w) if self.layer.gamma.shape[0] > 1 else (1, 1)))
         return counts * gamma
+
+
+class _Pool:
+    """A ``MaxPool2d`` (after a ``ReLU`` when ``relu``) in one pass, whose output may also be packed for a
+    binary layer (``emit``, as ``_Binary.emit``)."""
+
+    def __init__(self, node, module, source, relu):
+        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+        self.node, self.source, self.relu, self.emit = node, source, relu, None
+        self.args = (*pair(module.kernel_size), *pair(module.stride or module.kernel_size), *pair(module.padding))
+
+    @staticmethod
+    def fusable(m):
+        return (isinstance(m, nn.MaxPool2d) and not m.ceil_mode and not m.return_indices
+                and m.dilation in (1, (1, 1)))
 
 
 class PackedNetwork(nn.Module):
@@ -252,11 +313,11 @@ class PackedNetwork(nn.Module):
         ShapeProp(gm).propagate(torch.zeros(1, in_channels, *self.input_size).contiguous(
             memory_format=torch.channels_last))
         self.in_channels = in_channels
-        self._plan(gm)
+        self._plan(gm, model)
 
     # ---------------------------------------------------------------- planning
 
-    def _plan(self, gm):
+    def _plan(self, gm, model):
         mods = dict(gm.named_modules())
         nodes = list(gm.graph.nodes)
         order = {n: i for i, n in enumerate(nodes)}
@@ -272,25 +333,41 @@ class PackedNetwork(nn.Module):
                     for n in nodes if isinstance(mod(n), BinaryConv2d) and mod(n).method != "real"}
         if not binaries:
             raise ValueError("the model has no binary convolution to pack")
+        for n, b in binaries.items():  # Cases 3-4: Gamma's factors, from the unfused model
+            b.layer.gamma_factors = _gamma_factors(getattr(model.get_submodule(n.target), "scale", None),
+                                                   b.layer.gamma)
+        # AMX int8 tiles for all binary layers or none: the two paths pass their signs in different layouts.
+        self.amx = self.backend.amx and all(amx_capable(b.layer.stride) for b in binaries.values())
+        for b in binaries.values():
+            b.layer.amx = self.amx
         skip = set()
+        a_per_element = lambda a: a.layer.gamma is not None and a.layer.gamma.shape[0] > 1  # noqa: E731
         for node, b in binaries.items():  # where each binary layer's input bits come from
             chain, u = [], node.args[0]
             while monotone(u) and len(u.users) == 1:
                 chain.insert(0, u)
                 u = u.args[0]
             skip.update(chain)
-            if u in binaries and len(u.users) == 1:
+            if u in binaries and len(u.users) == 1 and self.amx and a_per_element(binaries[u]):
+                # int8 tiles, Gamma per element: the float output's own sign, one threshold per channel
+                a = binaries[u]
+                s, t = float_thresholds([mod(c) for c in chain], (a.layer.out_channels, *a.out_size))
+                a.emit, a.signs_only, b.source = (b, s, t), True, ("bits", a)
+            elif u in binaries and len(u.users) == 1:
                 a = binaries[u]
                 kind, t = count_thresholds(a.scale, [mod(c) for c in chain], a.n_bits,
                                            (a.layer.out_channels, *a.out_size))
                 o_pad = self._o_pad(a.layer.out_channels)
-                bound, flip = _popcount_bounds(kind.flatten(1), t.flatten(1), a.n_bits, a.corr, o_pad)
+                if self.amx:
+                    bound, flip = _count_bounds(kind.flatten(1), t.flatten(1), o_pad)
+                else:
+                    bound, flip = _popcount_bounds(kind.flatten(1), t.flatten(1), a.n_bits, a.corr, o_pad)
                 a.bits, b.source = (b, bound, flip), ("bits", a)
             else:
                 s, t = float_thresholds([mod(c) for c in chain], shape(u)[1:])
                 b.source = ("float", u, s, t)
         for node, b in binaries.items():  # fused ReLU and residual addition of float outputs
-            if b.bits is not None:
+            if b.bits is not None or b.signs_only:
                 continue
             out = node
             if len(out.users) == 1 and isinstance(mod(next(iter(out.users))), nn.ReLU):
@@ -304,6 +381,21 @@ class PackedNetwork(nn.Module):
                     b.residual, out = other, user
                     skip.add(out)
             b.out = out
+        pools = {}
+        if self.amx:  # ReLU -> max pooling in one pass (the stem's)
+            for n in nodes:
+                if _Pool.fusable(mod(n)):
+                    u = n.args[0]
+                    relu = isinstance(mod(u), nn.ReLU) and len(u.users) == 1 and u not in skip
+                    pools[n] = _Pool(n, mod(n), u.args[0] if relu else u, relu)
+                    if relu:
+                        skip.add(u)
+        if self.amx:  # a float output is packed for the next binary layer in the kernel's output loop
+            by_out = {**pools, **{b.out: b for b in binaries.values() if b.bits is None and not b.signs_only}}
+            for c in binaries.values():
+                a = by_out.get(c.source[1]) if c.source[0] == "float" else None
+                if a is not None and a.emit is None:
+                    a.emit, c.source = (c, *c.source[2:]), ("bits", a)
         first, last = min(order[n] for n in binaries), max(order[n] for n in binaries)
         self._steps = []
         for n in nodes:
@@ -311,6 +403,8 @@ class PackedNetwork(nn.Module):
                 continue
             if n in binaries:
                 self._steps.append(("binary_convs", binaries[n]))
+            elif n in pools:
+                self._steps.append(("stem" if order[n] < first else "glue", pools[n]))
             elif n.op != "placeholder":
                 where = "stem" if order[n] < first else "classifier" if order[n] > last else (
                     "shortcuts" if isinstance(mod(n), nn.Conv2d) else "glue")
@@ -319,6 +413,8 @@ class PackedNetwork(nn.Module):
         self._output = next(n for n in nodes if n.op == "output").args[0]
         self._mods = mods
         self.binaries = list(binaries.values())
+        if self.amx:
+            self._amx_calls()
 
     def _o_pad(self, o):
         if self.backend.name == "numpy":
@@ -331,17 +427,19 @@ class PackedNetwork(nn.Module):
     def _pack(self, x, b):
         """Packed input of ``b`` from the float ``x`` through its float thresholds."""
         _, _, s, t = b.source
+        if self.amx:
+            return _compiled()[0].pack_signs_i8(x, *b.layer.padding, s, t, b.layer.border)
         if self.backend.name == "numpy":
             bit = s[:, None, None] * x > t[:, None, None]
             return _pack_numpy(torch.where(bit, 1.0, -1.0), *b.layer.padding)
         return _compiled()[0].pack_signs(x, *b.layer.padding, s, t, self.backend.simd)
 
-    def _conv(self, xb, b, env):
+    def _conv(self, xb, b, env, n, packed):
         layer, (h, w) = b.layer, b.out_size
-        n, o = xb.shape[0], layer.out_channels
+        o = layer.out_channels
         residual = None
         if b.residual is not None:
-            residual = env[b.residual].permute(0, 2, 3, 1).contiguous().view(n, h * w, o)  # (N, P, o)
+            residual = env[b.residual].permute(0, 2, 3, 1).reshape(n, h * w, o)  # (N, P, o): a view when NHWC
         if self.backend.name == "numpy":
             count = _conv_numpy(xb, layer.weight_bits, layer.channels, layer.stride, (h, w), None, None)  # (N, P, o)
             if b.bits is not None:
@@ -357,17 +455,40 @@ class PackedNetwork(nn.Module):
             y = residual + y if residual is not None else y
         else:
             k = _compiled()[0]
-            args = (xb, self._weights(layer), layer.channels, o, *layer.kernel_size, *layer.stride, h, w)
+            if self.amx:
+                return self._conv_amx(k, xb, b, residual, n, packed)
+            args = (xb, layer._kernel_weights(), layer.channels, o, *layer.kernel_size, *layer.stride, h, w)
             if b.bits is not None:
                 consumer, bound, flip = b.bits
                 return k.packed_conv_bits(*args, bound, flip, *consumer.layer.padding, self.backend.simd)
             y = k.packed_conv(*args, b.corr, layer.gamma, b.relu, residual, self.backend.simd)
         return y.view(n, h, w, o).permute(0, 3, 1, 2)  # (N, o, h, w), channels-last memory
 
-    def _weights(self, layer):
-        if layer._kernel_weight is None:
-            layer._kernel_weight = layer._cache_key(), kernel_weights(layer.weight_bits)
-        return layer._kernel_weight[1]
+    def _conv_amx(self, k, xb, b, residual, n, packed):
+        """``_conv`` on the int8 tiles: sign bytes for the next layer (``b.bits`` or ``b.signs_only``) and/or
+        the float output; the call's fixed arguments are prepared once (``_amx_calls``)."""
+        if b.bits is not None:
+            return k.amx_conv_signs(xb, b.layer._kernel_weights(), n, *b.amx_call)
+        head, tail = b.amx_call
+        y, signs = k.amx_conv(xb, b.layer._kernel_weights(), n, *head, residual, *tail)
+        if b.emit is not None:
+            packed[b.emit[0]] = signs
+        h, w = b.out_size
+        return None if b.signs_only else y.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+    def _amx_calls(self):
+        """Each binary layer's fixed ``amx_conv`` / ``amx_conv_signs`` arguments (after the input and weights)."""
+        for b in self.binaries:
+            layer, (hi, wi), (ph, pw) = b.layer, b.in_size, b.layer.padding
+            geometry = (hi + 2 * ph, wi + 2 * pw, layer.channels, layer.out_channels, *layer.kernel_size,
+                        *layer.stride, *b.out_size)
+            if b.bits is not None:
+                consumer, bound, flip = b.bits
+                b.amx_call = (*geometry, bound, flip, *consumer.layer.padding, consumer.layer.border)
+                continue
+            consumer, s, t = b.emit or (None, None, None)
+            nxt = (s, t, *consumer.layer.padding, consumer.layer.border) if consumer else (None, None, 0, 0, -1)
+            b.amx_call = (*geometry, *layer.amx_gamma(), b.relu), (*nxt, not b.signs_only)
 
     @torch.no_grad()
     def forward(self, x, timings=None):
@@ -390,11 +511,19 @@ class PackedNetwork(nn.Module):
                         t0 = t1
                 else:
                     xb = packed.pop(step)
-                y = self._conv(xb, step, env)
+                y = self._conv(xb, step, env, x.shape[0], packed)
                 if step.bits is not None:
                     packed[step.bits[0]] = y
-                else:
+                elif not step.signs_only:
                     env[step.out] = y
+            elif isinstance(step, _Pool):
+                consumer, s, t = step.emit or (None, None, None)
+                pad = consumer.layer.padding if consumer else (0, 0)
+                env[step.node], signs = _compiled()[0].max_pool_signs(
+                    env[step.source].contiguous(memory_format=torch.channels_last), *step.args, step.relu, s, t,
+                    *pad, consumer.layer.border if consumer else -1)
+                if consumer:
+                    packed[consumer] = signs
             else:
                 env[step] = self._run(step, env)
             if timings is not None:

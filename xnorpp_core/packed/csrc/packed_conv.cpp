@@ -25,6 +25,33 @@
 //
 // Border words are 0, i.e. sign -1, so the count is that of pad_mode
 // "minus_one"; pad_mode "zero" is obtained by the caller's corr (or bound).
+//
+// Int8 tiles (AMX), the same convolution on CPUs with AMX-INT8: signs stored one
+// byte each (+1 / -1), the counts sum_i a_i b_i computed by the tile multiply-add
+// TDPBSSD (16 x 64 by 64 x 16 bytes, exact int32 sums). The border holds the pad
+// value itself (-1, or 0 for pad_mode "zero"), so no correction is needed:
+// pack_signs_i8(x, ph, pw, scale, thr, border): as pack_signs, -> (N Hp Wp + TAIL, cp)
+//     int8, cp = 64 ceil(C / 64), rows = padded pixels (n, y, x) in order; border and the
+//     TAIL spare rows hold border; unused channels hold any sign (their weights are 0).
+// amx_conv(xi, wi, N, Hp, Wp, ..., gamma, gamma_y, gamma_x, relu, residual, next_scale,
+//     next_thr, out_ph, out_pw, out_border, write_y) -> [y, signs]: y (N, h_out w_out, o) float32 =
+//     count * gamma (Gamma of Cases 3-4 from its factors: (gamma[o] gamma_y[y or p]) gamma_x[x]),
+//     then max(y, 0) if relu, then residual + y (as packed_conv); with next_scale and
+//     next_thr also the next layer's input signs of y (as pack_signs_i8), else an undefined
+//     tensor; y only when write_y (else undefined: the signs alone); wi int8: for tap t,
+//     channel block cb and 16 outputs ob, a 1 KB tile whose row r holds, output by
+//     output, the weights of channels 64 cb + 4 r .. 64 cb + 4 r + 3; laid out
+//     (o_pad / 32, kh kw, cp / 64, 2, 16, 16, 4), so that the tiles of 32 outputs follow
+//     each other in the order the kernel reads them.
+// Instead of int8 tiles, wi may hold row masks, int64 (o_pad / 32, kh kw, cp / 64, 2, 16): bit j of a row's
+//     mask is the sign of its byte j (so 16 bytes of weights per 128), for layers of a multiple of 64 channels.
+// amx_conv_signs(xi, wi, N, Hp, Wp, ..., bound, flip, out_ph, out_pw, out_border) ->
+//     the next binary layer's input in pack_signs_i8's layout, bit = (count >= bound)
+//     xor flip, with bound and flip shaped as for packed_conv_bits.
+// A tile row is one output pixel (y, x), which reads the input at s (y Wp + x) + ky Wp + kx:
+// for stride s = sh = sw, 16 pixels of one row, or of the rows padded to Wp columns,
+// are an arithmetic sequence, one strided tile load (AmxGeometry). Strides 1 and 2; the
+// last image's tiles read up to TAIL rows past it, which are checked.
 // Multi-threaded with at::parallel_for (torch.set_num_threads applies).
 //
 // Portability: the file is built for the compiler's default target (plus POPCNT
@@ -39,14 +66,27 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <vector>
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #define XNORPP_AVX512 1
 #define XNORPP_AVX512_FN __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vpopcntdq")))
+#define XNORPP_AMX_FN __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512dq,avx512vl")))
 #else
 #define XNORPP_AVX512 0
+#endif
+
+#if XNORPP_AVX512 && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define XNORPP_AMX 1
+#else
+#define XNORPP_AMX 0
 #endif
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "bit outputs are written as 32-bit halves of words");
@@ -72,6 +112,23 @@ bool cpu_has_avx512() {
 
 bool simd_available() {
   static const bool has = cpu_has_avx512();
+  return has;
+}
+
+bool cpu_has_amx() {
+#if XNORPP_AMX
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  if (!((d >> 24) & 1) || !((d >> 25) & 1) || !simd_available()) return false;  // AMX-TILE, AMX-INT8; AVX-512 epilogue
+  // Linux hands out the 8 KB tile state per process on request (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+  return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+  return false;
+#endif
+}
+
+bool amx_available() {
+  static const bool has = cpu_has_amx();
   return has;
 }
 
@@ -139,21 +196,25 @@ XNORPP_AVX512_FN void pack_block_avx512(const float* s, int64_t sC, int64_t c0, 
 }
 #endif
 
-torch::Tensor pack_signs(torch::Tensor x, int64_t ph, int64_t pw, c10::optional<torch::Tensor> scale,
-                         c10::optional<torch::Tensor> thr, bool simd) {
+// Checks x and the optional threshold of pack_signs / pack_signs_i8.
+Threshold check_pack(const torch::Tensor& x, int64_t ph, int64_t pw, const c10::optional<torch::Tensor>& scale,
+                     const c10::optional<torch::Tensor>& thr) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu(),
               "pack_signs: x must be a 4-d float32 CPU tensor (N, C, H, W)");
   TORCH_CHECK(ph >= 0 && pw >= 0, "pack_signs: negative padding");
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  Threshold th{nullptr, nullptr};
   const bool has_scale = scale && scale->defined(), has_thr = thr && thr->defined();
   TORCH_CHECK(has_scale == has_thr, "pack_signs: scale and thr go together");
-  if (has_scale) {
-    for (const auto& t : {*scale, *thr})
-      TORCH_CHECK(t.dim() == 1 && t.size(0) == C && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-                  "pack_signs: scale and thr must be contiguous float32 (C,)");
-    th = {scale->data_ptr<float>(), thr->data_ptr<float>()};
-  }
+  if (!has_scale) return {nullptr, nullptr};
+  for (const auto& t : {*scale, *thr})
+    TORCH_CHECK(t.dim() == 1 && t.size(0) == x.size(1) && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+                "pack_signs: scale and thr must be contiguous float32 (C,)");
+  return {scale->data_ptr<float>(), thr->data_ptr<float>()};
+}
+
+torch::Tensor pack_signs(torch::Tensor x, int64_t ph, int64_t pw, c10::optional<torch::Tensor> scale,
+                         c10::optional<torch::Tensor> thr, bool simd) {
+  const Threshold th = check_pack(x, ph, pw, scale, thr);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   simd = simd && simd_available();
   const int64_t sN = x.stride(0), sC = x.stride(1), sH = x.stride(2), sW = x.stride(3);
   const int64_t cw = (C + 63) / 64, Hp = H + 2 * ph, Wp = W + 2 * pw;
@@ -219,7 +280,16 @@ struct Epilogue {
   const int32_t* flip;     // (bound_rows, o_pad / 32)
   int64_t bound_rows;
   u32* bits;               // (N, out_Hp, out_Wp, 2 out_cw) halves of words
-  int64_t out_Hp, out_Wp, out_halves, out_ph, out_pw;
+  int64_t out_Hp, out_Wp, out_ph, out_pw;
+  int64_t out_units;       // per output pixel: 32-bit halves of words (bits) or bytes (sign bytes)
+  // sign bytes (int8 tiles): of the counts (y null) or of y, bit = scale y > thr
+  int8_t* bytes;           // (N out_Hp out_Wp + TAIL, out_units)
+  const float* scale;      // (o,)
+  const float* thr;        // (o,)
+  // Gamma from its factors (int8 tiles): gamma (1, o) times gamma_y[y] (or [p]), then times gamma_x[x]
+  const float* gamma_y;    // (h_out,) or, when gamma_y_pixel, (h_out w_out,); or null
+  bool gamma_y_pixel;
+  const float* gamma_x;    // (w_out,) or null
 };
 
 // One tile: PB output pixels of image n (a short tile repeats its last pixel) and OB channels from o0.
@@ -246,7 +316,7 @@ Tile make_tile(const Geometry& g, int64_t n, int64_t p0, int64_t o0) {
 
 // Where pixel j's 32 bits of channels o0 .. o0 + 31 go.
 inline u32* bits_at(const Epilogue& e, const Tile& t, int64_t j) {
-  return e.bits + ((t.n * e.out_Hp + t.py[j] + e.out_ph) * e.out_Wp + t.px[j] + e.out_pw) * e.out_halves + t.o0 / OB;
+  return e.bits + ((t.n * e.out_Hp + t.py[j] + e.out_ph) * e.out_Wp + t.px[j] + e.out_pw) * e.out_units + t.o0 / OB;
 }
 
 // Portable epilogue of one pixel: acc[q] popcounts of channels o0 + q.
@@ -447,13 +517,518 @@ torch::Tensor packed_conv_bits(torch::Tensor xb, torch::Tensor wt, int64_t chann
   e.bits = reinterpret_cast<u32*>(out.data_ptr<int64_t>());
   e.out_Hp = h_out + 2 * out_ph;
   e.out_Wp = w_out + 2 * out_pw;
-  e.out_halves = 2 * cw_out;
+  e.out_units = 2 * cw_out;
   e.out_ph = out_ph;
   e.out_pw = out_pw;
   // A tile of channels o0 .. o0 + 31 writes half (o0 / 32) of a pixel's words: inside the row when o0 < o.
-  TORCH_CHECK(g.o_pad / OB <= e.out_halves, "packed_conv_bits: o_pad too large for the output words");
+  TORCH_CHECK(g.o_pad / OB <= e.out_units, "packed_conv_bits: o_pad too large for the output words");
   if (N > 0) run_tiles(xb, wt, g, e, simd);
   return out;
+}
+
+// ------------------------------------------------------------ int8 tiles (AMX)
+
+constexpr int64_t TAIL = 64;  // spare rows after the last image (a stride-2 tile reads at most 62 past it)
+
+#if XNORPP_AMX
+// +1 / -1 bytes of 16 channels from a 16-bit mask.
+XNORPP_AMX_FN inline __m128i sign_bytes(__mmask16 m) {
+  return _mm_mask_blend_epi8(m, _mm_set1_epi8(-1), _mm_set1_epi8(1));
+}
+
+// Sign bytes of the 16 channels c0 .. c0 + 15 of one pixel (channels innermost).
+XNORPP_AMX_FN inline void pack_bytes16(const float* s, int64_t c0, const Threshold& th, int8_t* d) {
+  __m512 x = _mm512_loadu_ps(s), t = _mm512_setzero_ps();
+  if (th.scale) {
+    x = _mm512_mul_ps(x, _mm512_loadu_ps(th.scale + c0));
+    t = _mm512_loadu_ps(th.thr + c0);
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(d), sign_bytes(_mm512_cmp_ps_mask(x, t, _CMP_GT_OQ)));
+}
+#endif
+
+#if XNORPP_AVX512
+// Sign bytes of np pixels from their words of 64 channels (bit = +1): d[j] gets 64 bytes from bits[j].
+XNORPP_AVX512_FN void expand_words(const u64* bits, int64_t np, int64_t stride, int8_t* d) {
+  const __m512i minus = _mm512_set1_epi8(-1), plus = _mm512_set1_epi8(1);
+  for (int64_t j = 0; j < np; ++j)
+    _mm512_storeu_si512(d + j * stride, _mm512_mask_blend_epi8(static_cast<__mmask64>(bits[j]), minus, plus));
+}
+#endif
+
+torch::Tensor pack_signs_i8(torch::Tensor x, int64_t ph, int64_t pw, c10::optional<torch::Tensor> scale,
+                            c10::optional<torch::Tensor> thr, int64_t border) {
+  const Threshold th = check_pack(x, ph, pw, scale, thr);
+  TORCH_CHECK(border == -1 || border == 0, "pack_signs_i8: border must be -1 or 0");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t cp = (C + 63) / 64 * 64, Hp = H + 2 * ph, Wp = W + 2 * pw;
+  auto out = torch::full({N * Hp * Wp + TAIL, cp}, border, x.options().dtype(torch::kInt8));
+  if (x.numel() == 0) return out;
+  const bool simd = amx_available();
+  const int64_t sN = x.stride(0), sC = x.stride(1), sH = x.stride(2), sW = x.stride(3);
+  const float* src = x.data_ptr<float>();
+  int8_t* dst = out.data_ptr<int8_t>();
+  at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / H, y = r % H;
+#if XNORPP_AVX512
+      if (simd && sC != 1 && sW == 1) {  // channel planes: bits of 64 channels per pixel, then their bytes
+        int8_t* drow = dst + ((n * Hp + y + ph) * Wp + pw) * cp;
+        for (int64_t c0 = 0; c0 < C; c0 += 64)
+          for (int64_t p0 = 0; p0 < W; p0 += 64) {
+            const int64_t nb = std::min<int64_t>(64, C - c0), np = std::min<int64_t>(64, W - p0);
+            u64 bits[64] = {0};
+            pack_block_avx512(src + n * sN + y * sH + c0 * sC + p0, sC, c0, nb, np, bits, th);
+            expand_words(bits, np, cp, drow + p0 * cp + c0);  // channels past C: weights 0, any byte
+          }
+        continue;
+      }
+#endif
+      for (int64_t px = 0; px < W; ++px) {
+        const float* s = src + n * sN + y * sH + px * sW;
+        int8_t* d = dst + ((n * Hp + y + ph) * Wp + px + pw) * cp;
+        int64_t c = 0;
+#if XNORPP_AMX
+        if (simd && sC == 1)
+          for (; c + 16 <= C; c += 16) pack_bytes16(s + c, c, th, d + c);
+#endif
+        for (; c < C; ++c) d[c] = th.bit(s[c * sC], c) ? 1 : -1;
+      }
+    }
+  });
+  return out;
+}
+
+// Tiles of 16 output pixels, two per block. Pixel rows (per_row): tile j is pixels x0 .. x0 + 15 of output
+// row y, x0 = 16 (j % per_row), for strided layers, whose pixel rows are otherwise half dropped. Otherwise
+// tile j is pixels 16 j .. 16 j + 15 of the rows padded to Wp columns (the x >= w_out ones are dropped).
+struct AmxGeometry {
+  int64_t N, Hp, Wp, cp, cb, kh, kw, s, h_out, w_out, P, o, o_pad, n_bits, nb;
+  int64_t per_row;  // tiles per output row in pixel-row tiling, else 0
+  int64_t tiles, n_mb;  // tiles per image; blocks per image (the last may hold a repeat of the last tile)
+};
+
+// Output pixel (y, x) where tile j starts.
+inline void tile_start(const AmxGeometry& g, int64_t j, int64_t& y, int64_t& x) {
+  if (g.per_row) {
+    y = j / g.per_row, x = 16 * (j % g.per_row);
+  } else {
+    y = 16 * j / g.Wp, x = 16 * j % g.Wp;
+  }
+}
+
+AmxGeometry check_amx(const torch::Tensor& xi, const torch::Tensor& wi, int64_t N, int64_t Hp, int64_t Wp,
+                      int64_t channels, int64_t out_channels, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                      int64_t h_out, int64_t w_out) {
+  TORCH_CHECK(amx_available(), "amx_conv: this CPU (or the operating system) does not offer AMX-INT8 tiles");
+  TORCH_CHECK(xi.dim() == 2 && xi.scalar_type() == torch::kInt8 && xi.is_contiguous() && xi.device().is_cpu(),
+              "amx_conv: xi must be contiguous int8 (rows, cp)");
+  TORCH_CHECK((wi.scalar_type() == torch::kInt8 || wi.scalar_type() == torch::kInt64) && wi.is_contiguous() &&
+                  wi.device().is_cpu(),
+              "amx_conv: wi must be contiguous int8 (tiles) or int64 (row masks)");
+  TORCH_CHECK(N >= 0 && Hp >= 1 && Wp >= 1 && channels >= 1 && out_channels >= 1 && kh >= 1 && kw >= 1,
+              "amx_conv: sizes must be positive");
+  TORCH_CHECK(sh == sw && (sh == 1 || sh == 2), "amx_conv: equal strides of 1 or 2 only");
+  TORCH_CHECK(h_out >= 1 && w_out >= 1 && (h_out - 1) * sh + kh <= Hp && (w_out - 1) * sw + kw <= Wp,
+              "amx_conv: output size does not fit the input");
+  AmxGeometry g{};
+  g.N = N, g.Hp = Hp, g.Wp = Wp, g.cp = xi.size(1), g.cb = g.cp / 64, g.kh = kh, g.kw = kw, g.s = sh;
+  g.h_out = h_out, g.w_out = w_out, g.P = h_out * w_out, g.o = out_channels;
+  g.o_pad = (out_channels + OB - 1) / OB * OB, g.nb = g.o_pad / 16, g.n_bits = channels * kh * kw;
+  const int64_t padded = ((h_out - 1) * Wp + w_out + 15) / 16, per_row = (w_out + 15) / 16;
+  g.per_row = h_out * per_row < padded ? per_row : 0;  // fewer tiles: pixel rows (strided layers)
+  g.tiles = g.per_row ? h_out * per_row : padded, g.n_mb = (g.tiles + 1) / 2;
+  TORCH_CHECK(g.cp == (channels + 63) / 64 * 64, "amx_conv: xi has ", g.cp, " columns, expected 64 ceil(c / 64)");
+  const int64_t rows = kh * kw * g.cb * g.nb * 16;  // 64-byte tile rows
+  TORCH_CHECK(wi.numel() * wi.element_size() == rows * (wi.scalar_type() == torch::kInt8 ? 64 : 8),
+              "amx_conv: wi has ", wi.numel(), " elements, expected ", rows * (wi.scalar_type() == torch::kInt8 ? 64 : 1));
+  TORCH_CHECK(wi.scalar_type() == torch::kInt8 || channels % 64 == 0,
+              "amx_conv: row masks need a multiple of 64 channels (they have no zero weights)");
+  // Rows read by the last image's last tile (a repeat of the last one completes a block in pixel-row tiling).
+  int64_t y_last, x_last;
+  tile_start(g, g.per_row ? g.tiles - 1 : 2 * g.n_mb - 1, y_last, x_last);
+  const int64_t need = N == 0 ? 0 : (N - 1) * Hp * Wp + g.s * (y_last * Wp + x_last + 15) + (kh - 1) * Wp + kw;
+  TORCH_CHECK(xi.size(0) >= std::max(need, N * Hp * Wp), "amx_conv: xi has ", xi.size(0), " rows, the tiles read ",
+              need);
+  return g;
+}
+
+#if XNORPP_AMX
+struct TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Eight tiles of 16 rows x 64 bytes: 0-3 accumulators (16 x 16 int32), 4-5 inputs, 6-7 weights.
+XNORPP_AMX_FN void amx_configure() {
+  TileConfig cfg{};
+  cfg.palette = 1;
+  for (int i = 0; i < 8; ++i) {
+    cfg.rows[i] = 16;
+    cfg.colsb[i] = 64;
+  }
+  asm volatile("" : : "r"(&cfg) : "memory");  // GCC does not see ldtilecfg read cfg: keep its stores
+  _tile_loadconfig(&cfg);
+}
+
+XNORPP_AMX_FN void amx_release() { _tile_release(); }
+
+// Weight tiles from row masks: byte j of a row is +1 where bit j is set, else -1 (rows of 64 bytes).
+XNORPP_AMX_FN void expand_rows(const u64* masks, int64_t rows, int8_t* out) {
+  const __m512i minus = _mm512_set1_epi8(-1), plus = _mm512_set1_epi8(1);
+  for (int64_t i = 0; i < rows; ++i)
+    _mm512_store_si512(out + 64 * i, _mm512_mask_blend_epi8(static_cast<__mmask64>(masks[i]), minus, plus));
+}
+
+// A block whose counts wait in memory for their epilogue: image n, two tiles of 16 pixels, output channels
+// 32 ob .. 32 ob + 31; row r (pixel y, x) is next.
+struct Pending {
+  const int32_t* acc;  // 32 x 32 counts
+  int64_t n, ob, r;
+  int64_t y[2], x[2];  // the next pixel of each tile
+  bool real[2];        // false for a repeated tile
+};
+
+Pending pending(const AmxGeometry& g, const int32_t* acc, int64_t n, int64_t mb, int64_t ob) {
+  Pending q{acc, n, ob, 0, {0, 0}, {0, 0}, {true, 2 * mb + 1 < g.tiles}};
+  tile_start(g, 2 * mb, q.y[0], q.x[0]);
+  tile_start(g, q.real[1] || !g.per_row ? 2 * mb + 1 : 2 * mb, q.y[1], q.x[1]);
+  return q;
+}
+
+// The epilogue of up to `rows` rows of block q (row r: pixel r % 16 of tile r / 16): sign bytes
+// (count >= bound) xor flip when e.bound is set;
+// otherwise float outputs y as packed_conv, written when e.y is set, and, when e.scale is set, the next
+// layer's sign bytes of them (scale y > thr).
+XNORPP_AMX_FN void epilogue_rows(const AmxGeometry& g, const Epilogue& e, Pending& q, int64_t rows) {
+  const int64_t o0 = 32 * q.ob;
+  const __m512 zero = _mm512_setzero_ps();
+  const int64_t wrap = g.per_row ? -1 : g.Wp;  // pixel-row tiles never wrap
+  for (int64_t end = std::min<int64_t>(32, q.r + rows); q.r < end; ++q.r) {
+    const int64_t t = q.r >> 4, y = q.y[t], x = q.x[t];
+    if (++q.x[t] == wrap) {
+      q.x[t] = 0;
+      ++q.y[t];
+    }
+    if (!q.real[t] || x >= g.w_out || y >= g.h_out) continue;  // a dropped row (padding, past the end, repeat)
+    const int64_t p = y * g.w_out + x, n = q.n;
+    const int32_t* dot = q.acc + 32 * q.r;
+    int8_t* d = e.bytes ? e.bytes + ((n * e.out_Hp + y + e.out_ph) * e.out_Wp + x + e.out_pw) * e.out_units + o0
+                        : nullptr;  // 32 bytes: o0 + 32 <= o_pad <= out_units
+    if (e.bound) {
+      const int64_t row = e.bound_rows == 1 ? 0 : p;
+      const int32_t* bd = e.bound + row * g.o_pad + o0;
+      const u32 flip = static_cast<u32>(e.flip[row * (g.o_pad / OB) + q.ob]);
+      for (int h = 0; h < 2; ++h) {
+        const __mmask16 m = _mm512_cmpge_epi32_mask(_mm512_loadu_si512(dot + 16 * h), _mm512_loadu_si512(bd + 16 * h)) ^
+                            static_cast<__mmask16>(flip >> (16 * h));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 16 * h), sign_bytes(m));
+      }
+      continue;
+    }
+    float* yo = e.y ? e.y + (n * g.P + p) * g.o + o0 : nullptr;
+    const float* gamma = e.gamma ? e.gamma + (e.gamma_rows == 1 ? 0 : p) * g.o + o0 : nullptr;
+    const float* res = e.residual ? e.residual + (n * g.P + p) * g.o + o0 : nullptr;
+    const __m512 gy = _mm512_set1_ps(e.gamma_y ? e.gamma_y[e.gamma_y_pixel ? p : y] : 1.0f);
+    const __m512 gx = _mm512_set1_ps(e.gamma_x ? e.gamma_x[x] : 1.0f);
+    for (int64_t h = 0; h < 2 && o0 + 16 * h < g.o; ++h) {
+      const int64_t left = g.o - o0 - 16 * h;
+      const __mmask16 m = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+      __m512 v = _mm512_cvtepi32_ps(_mm512_loadu_si512(dot + 16 * h));  // exact: |count| < 2^24
+      if (gamma) {
+        __m512 gv = _mm512_maskz_loadu_ps(m, gamma + 16 * h);
+        if (e.gamma_y) gv = _mm512_mul_ps(gv, gy);  // Gamma's own products, in its order: (alpha beta) gamma
+        if (e.gamma_x) gv = _mm512_mul_ps(gv, gx);
+        v = _mm512_mul_ps(v, gv);  // one multiply (Eq. 9)
+      }
+      if (e.relu) v = _mm512_max_ps(v, zero);
+      if (res) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, res + 16 * h), v);
+      if (yo) _mm512_mask_storeu_ps(yo + 16 * h, m, v);
+      if (e.scale) {  // as pack_signs_i8 with a threshold: scale y > thr
+        const __m512 sv = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, e.scale + o0 + 16 * h));
+        const __mmask16 b = _mm512_mask_cmp_ps_mask(m, sv, _mm512_maskz_loadu_ps(m, e.thr + o0 + 16 * h), _CMP_GT_OQ);
+        _mm_mask_storeu_epi8(d + 16 * h, m, sign_bytes(b));
+      }
+    }
+  }
+}
+
+// The 32 x 32 int32 counts of block mb (two tiles of 16 pixels) of image n and the 32 channels whose weight tiles
+// (kh kw cp / 64 pairs) start at wi, into acc: tiles 0-3 accumulate, 4-5 hold two 16-pixel input tiles,
+// 6-7 two 16-channel weight tiles. Between its tile multiply-adds, which run in the background, the
+// vector units do the epilogue of the previous block (prev), a slice after each.
+XNORPP_AMX_FN void amx_block(const int8_t* xi, const int8_t* wi, const AmxGeometry& g, int64_t n, int64_t mb,
+                             int32_t* acc, const Epilogue& e, Pending& prev) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  const int64_t stride = g.s * g.cp, slice = (32 + 4 * g.kh * g.kw * g.cb - 1) / (4 * g.kh * g.kw * g.cb);
+  const int8_t* img = xi + n * g.Hp * g.Wp * g.cp;
+  int64_t y0, x0, y1, x1;  // where the two tiles start (a repeated last tile reads what the last one reads)
+  tile_start(g, 2 * mb, y0, x0);
+  tile_start(g, 2 * mb + 1 < g.tiles || !g.per_row ? 2 * mb + 1 : 2 * mb, y1, x1);
+  const int64_t second = g.s * ((y1 - y0) * g.Wp + x1 - x0) * g.cp;  // from the first tile's inputs
+  for (int64_t ky = 0; ky < g.kh; ++ky)
+    for (int64_t kx = 0; kx < g.kw; ++kx) {
+      const int8_t* a = img + (g.s * (y0 * g.Wp + x0) + ky * g.Wp + kx) * g.cp;
+      const int8_t* b = wi + (ky * g.kw + kx) * g.cb * 2048;
+      for (int64_t c = 0; c < g.cb; ++c) {
+        const int8_t* ac = a + 64 * c;
+        const int8_t* bc = b + c * 2048;
+        _tile_loadd(4, ac, stride);
+        _tile_loadd(6, bc, 64);
+        _tile_dpbssd(0, 4, 6);
+        if (prev.acc) epilogue_rows(g, e, prev, slice);
+        _tile_loadd(7, bc + 1024, 64);
+        _tile_dpbssd(1, 4, 7);
+        if (prev.acc) epilogue_rows(g, e, prev, slice);
+        _tile_loadd(5, ac + second, stride);
+        _tile_dpbssd(2, 5, 6);
+        if (prev.acc) epilogue_rows(g, e, prev, slice);
+        _tile_dpbssd(3, 5, 7);
+        if (prev.acc) epilogue_rows(g, e, prev, slice);
+      }
+    }
+  if (prev.acc) epilogue_rows(g, e, prev, 32);
+  _tile_stored(0, acc, 128);
+  _tile_stored(1, acc + 16, 128);
+  _tile_stored(2, acc + 16 * 32, 128);
+  _tile_stored(3, acc + 16 * 32 + 16, 128);
+}
+#endif
+
+void run_amx(const torch::Tensor& xi, const torch::Tensor& wi, const AmxGeometry& g, const Epilogue& e) {
+#if XNORPP_AMX
+  const int8_t* xp = xi.data_ptr<int8_t>();
+  const bool masks = wi.scalar_type() == torch::kInt64;
+  const int64_t n_ob = g.o_pad / OB, n_m = g.N * g.n_mb, pair = g.kh * g.kw * g.cb * 32;  // rows per 32 channels
+  // Output-channel blocks outermost keeps a thread's weights in cache while it sweeps the pixels; with few
+  // weights (they stay in L2 anyway), pixel blocks outermost reuse each block's inputs and output rows.
+  // Row masks (one bit per weight, 8 times less to read) are expanded per 32 channels into the thread's buffer.
+  const bool pixels_outer = !masks && g.kh * g.kw * g.cp * g.o_pad <= (256 << 10);
+  at::parallel_for(0, n_ob * n_m, 1, [&](int64_t begin, int64_t end) {
+    amx_configure();  // per thread: the tile state is the thread's
+    alignas(64) int32_t acc[2][32 * 32];  // this block's counts and the previous one's, awaiting its epilogue
+    thread_local std::vector<int8_t> buffer;  // kept between calls: no allocation per layer
+    if (masks && buffer.size() < static_cast<size_t>(64 * pair + 64)) buffer.resize(64 * pair + 64);
+    int8_t* tiles = masks ? reinterpret_cast<int8_t*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t(63))
+                          : nullptr;
+    int64_t expanded = -1;
+    Pending prev{};
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t ob = pixels_outer ? t % n_ob : t / n_m, r = pixels_outer ? t / n_ob : t % n_m;
+      const int64_t n = r / g.n_mb, mb = r % g.n_mb;
+      if (masks && ob != expanded) {
+        expand_rows(reinterpret_cast<const u64*>(wi.data_ptr<int64_t>()) + ob * pair, pair, tiles);
+        expanded = ob;
+      }
+      int32_t* out = acc[(t - begin) & 1];
+      amx_block(xp, masks ? tiles : wi.data_ptr<int8_t>() + ob * pair * 64, g, n, mb, out, e, prev);
+      prev = pending(g, out, n, mb, ob);
+    }
+    if (prev.acc) epilogue_rows(g, e, prev, 32);
+    amx_release();
+  });
+#else
+  TORCH_CHECK(false, "amx_conv: not compiled for this platform");
+#endif
+}
+
+// The sign bytes of the next binary layer's input, (N (h_out + 2 out_ph) (w_out + 2 out_pw) + TAIL, cp) int8.
+torch::Tensor next_signs(const AmxGeometry& g, Epilogue& e, int64_t out_ph, int64_t out_pw, int64_t out_border,
+                         const torch::TensorOptions& options) {
+  TORCH_CHECK(out_ph >= 0 && out_pw >= 0, "amx_conv: negative padding of the next layer");
+  TORCH_CHECK(out_border == -1 || out_border == 0, "amx_conv: the next layer's border must be -1 or 0");
+  e.out_Hp = g.h_out + 2 * out_ph;
+  e.out_Wp = g.w_out + 2 * out_pw;
+  e.out_units = (g.o + 63) / 64 * 64;  // bytes per pixel, >= o_pad: a block's 32 bytes fit
+  e.out_ph = out_ph;
+  e.out_pw = out_pw;
+  auto out = torch::full({g.N * e.out_Hp * e.out_Wp + TAIL, e.out_units}, out_border, options.dtype(torch::kInt8));
+  e.bytes = out.data_ptr<int8_t>();
+  return out;
+}
+
+std::vector<torch::Tensor> amx_conv(torch::Tensor xi, torch::Tensor wi, int64_t N, int64_t Hp, int64_t Wp,
+                                    int64_t channels, int64_t out_channels, int64_t kh, int64_t kw, int64_t sh,
+                                    int64_t sw, int64_t h_out, int64_t w_out, c10::optional<torch::Tensor> gamma,
+                                    c10::optional<torch::Tensor> gamma_y, c10::optional<torch::Tensor> gamma_x,
+                                    bool relu, c10::optional<torch::Tensor> residual,
+                                    c10::optional<torch::Tensor> next_scale, c10::optional<torch::Tensor> next_thr,
+                                    int64_t out_ph, int64_t out_pw, int64_t out_border, bool write_y) {
+  const AmxGeometry g = check_amx(xi, wi, N, Hp, Wp, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
+  Epilogue e{};
+  e.relu = relu;
+  e.gamma_rows = 1;
+  if (gamma && gamma->defined()) {
+    TORCH_CHECK(gamma->scalar_type() == torch::kFloat32 && gamma->is_contiguous() && gamma->dim() == 2 &&
+                    gamma->size(1) == g.o && (gamma->size(0) == 1 || gamma->size(0) == g.P),
+                "amx_conv: gamma must be contiguous float32 (1 or h_out * w_out, o)");
+    e.gamma = gamma->data_ptr<float>();
+    e.gamma_rows = gamma->size(0);
+  }
+  for (const auto& f : {gamma_y, gamma_x})
+    TORCH_CHECK(!(f && f->defined()) || (f->scalar_type() == torch::kFloat32 && f->is_contiguous() && f->dim() == 1),
+                "amx_conv: gamma_y and gamma_x must be contiguous float32 vectors");
+  if (gamma_y && gamma_y->defined()) {
+    TORCH_CHECK(e.gamma && e.gamma_rows == 1, "amx_conv: gamma_y multiplies a per-channel gamma (1, o)");
+    TORCH_CHECK(gamma_y->size(0) == g.h_out || gamma_y->size(0) == g.P, "amx_conv: gamma_y must be (h_out,) or (P,)");
+    e.gamma_y = gamma_y->data_ptr<float>();
+    e.gamma_y_pixel = gamma_y->size(0) == g.P && g.P != g.h_out;
+  }
+  if (gamma_x && gamma_x->defined()) {
+    TORCH_CHECK(e.gamma_y && !e.gamma_y_pixel && gamma_x->size(0) == g.w_out,
+                "amx_conv: gamma_x (w_out,) goes with gamma_y (h_out,)");
+    e.gamma_x = gamma_x->data_ptr<float>();
+  }
+  if (residual && residual->defined()) {
+    TORCH_CHECK(residual->scalar_type() == torch::kFloat32 && residual->is_contiguous() &&
+                    residual->numel() == N * g.P * g.o,
+                "amx_conv: residual must be contiguous float32 (N, h_out * w_out, o)");
+    e.residual = residual->data_ptr<float>();
+  }
+  const bool has_scale = next_scale && next_scale->defined(), has_thr = next_thr && next_thr->defined();
+  TORCH_CHECK(has_scale == has_thr, "amx_conv: next_scale and next_thr go together");
+  torch::Tensor signs;
+  if (has_scale) {
+    for (const auto& t : {*next_scale, *next_thr})
+      TORCH_CHECK(t.dim() == 1 && t.size(0) == g.o && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+                  "amx_conv: next_scale and next_thr must be contiguous float32 (o,)");
+    e.scale = next_scale->data_ptr<float>();
+    e.thr = next_thr->data_ptr<float>();
+    signs = next_signs(g, e, out_ph, out_pw, out_border, xi.options());
+  }
+  TORCH_CHECK(write_y || has_scale, "amx_conv: nothing to write (neither y nor the next layer's signs)");
+  torch::Tensor out;
+  if (write_y) {
+    out = torch::empty({N, g.P, g.o}, xi.options().dtype(torch::kFloat32));
+    e.y = out.data_ptr<float>();
+  }
+  if (N > 0) run_amx(xi, wi, g, e);
+  return {out, signs};
+}
+
+torch::Tensor amx_conv_signs(torch::Tensor xi, torch::Tensor wi, int64_t N, int64_t Hp, int64_t Wp,
+                             int64_t channels, int64_t out_channels, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                             int64_t h_out, int64_t w_out, torch::Tensor bound, torch::Tensor flip, int64_t out_ph,
+                             int64_t out_pw, int64_t out_border) {
+  const AmxGeometry g = check_amx(xi, wi, N, Hp, Wp, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
+  TORCH_CHECK(bound.scalar_type() == torch::kInt32 && bound.is_contiguous() && bound.dim() == 2 &&
+                  bound.size(1) == g.o_pad && (bound.size(0) == 1 || bound.size(0) == g.P),
+              "amx_conv_signs: bound must be contiguous int32 (1 or h_out * w_out, o_pad)");
+  TORCH_CHECK(flip.scalar_type() == torch::kInt32 && flip.is_contiguous() && flip.dim() == 2 &&
+                  flip.size(0) == bound.size(0) && flip.size(1) == g.o_pad / OB,
+              "amx_conv_signs: flip must be contiguous int32 (rows of bound, o_pad / 32)");
+  Epilogue e{};
+  e.bound = bound.data_ptr<int32_t>();
+  e.flip = flip.data_ptr<int32_t>();
+  e.bound_rows = bound.size(0);
+  auto out = next_signs(g, e, out_ph, out_pw, out_border, xi.options());
+  if (N > 0) run_amx(xi, wi, g, e);
+  return out;
+}
+
+// ------------------------------------------------------------ fused max pooling
+
+// max_pool_signs(x, kh, kw, sh, sw, ph, pw, relu, scale, thr, out_ph, out_pw, out_border) -> [y, signs]:
+//     torch's max_pool2d (dilation 1, floor mode; the padding never wins) of x (N, C, H, W) float32 in
+//     channels-last memory, of relu(x) when relu (max and relu commute, NaN propagates as in torch), y
+//     channels-last; with scale and thr also the next binary layer's sign bytes of y (as pack_signs_i8),
+//     else an undefined tensor. One pass where torch takes three (ReLU, pooling, packing).
+#if XNORPP_AMX
+// One output pixel: the window rows iy0 .. iy1 - 1 and columns ix0 .. ix1 - 1 of image x (H, W, C).
+XNORPP_AMX_FN void pool_pixel_avx512(const float* x, int64_t W, int64_t C, int64_t iy0, int64_t iy1, int64_t ix0,
+                                     int64_t ix1, bool relu, const float* scale, const float* thr, float* y,
+                                     int8_t* d) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t c = 0; c < C; c += 16) {
+    const int64_t left = C - c;
+    const __mmask16 m = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+    const float* first = x + (iy0 * W + ix0) * C + c;
+    __m512 v = _mm512_maskz_loadu_ps(m, first);
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    for (int64_t iy = iy0; iy < iy1; ++iy)
+      for (int64_t ix = iy == iy0 ? ix0 + 1 : ix0; ix < ix1; ++ix) {
+        const __m512 u = _mm512_maskz_loadu_ps(m, x + (iy * W + ix) * C + c);
+        nan |= _mm512_cmp_ps_mask(u, u, _CMP_UNORD_Q);
+        v = _mm512_max_ps(u, v);  // u > v ? u : v, torch's rule (NaN set below)
+      }
+    if (relu) v = _mm512_max_ps(v, zero);  // NaN-free lanes; NaN ones are set below
+    v = _mm512_mask_blend_ps(nan, v, _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
+    _mm512_mask_storeu_ps(y + c, m, v);
+    if (d) {
+      const __m512 sv = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, scale + c));
+      const __mmask16 b = _mm512_mask_cmp_ps_mask(m, sv, _mm512_maskz_loadu_ps(m, thr + c), _CMP_GT_OQ);
+      _mm_mask_storeu_epi8(d + c, m, sign_bytes(b));
+    }
+  }
+}
+#endif
+
+std::vector<torch::Tensor> max_pool_signs(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                          int64_t ph, int64_t pw, bool relu, c10::optional<torch::Tensor> scale,
+                                          c10::optional<torch::Tensor> thr, int64_t out_ph, int64_t out_pw,
+                                          int64_t out_border) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu() &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "max_pool_signs: x must be a channels-last float32 CPU tensor (N, C, H, W)");
+  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
+              "max_pool_signs: bad kernel, stride or padding");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1;
+  TORCH_CHECK(H + 2 * ph >= kh && W + 2 * pw >= kw, "max_pool_signs: input smaller than the kernel");
+  auto y = torch::empty({N, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  torch::Tensor signs;
+  const float *sc = nullptr, *th = nullptr;
+  int8_t* bytes = nullptr;
+  const int64_t cp = (C + 63) / 64 * 64, oHp = Ho + 2 * out_ph, oWp = Wo + 2 * out_pw;
+  if (scale && scale->defined()) {
+    TORCH_CHECK(thr && thr->defined(), "max_pool_signs: scale and thr go together");
+    for (const auto& t : {*scale, *thr})
+      TORCH_CHECK(t.dim() == 1 && t.size(0) == C && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+                  "max_pool_signs: scale and thr must be contiguous float32 (C,)");
+    TORCH_CHECK(out_ph >= 0 && out_pw >= 0 && (out_border == -1 || out_border == 0),
+                "max_pool_signs: bad padding or border of the next layer");
+    TORCH_CHECK(amx_available(), "max_pool_signs: sign bytes are the AMX int8 tiles' input");
+    signs = torch::full({N * oHp * oWp + TAIL, cp}, out_border, x.options().dtype(torch::kInt8));
+    sc = scale->data_ptr<float>(), th = thr->data_ptr<float>(), bytes = signs.data_ptr<int8_t>();
+  }
+  if (y.numel() == 0) return {y, signs};
+  const float* src = x.data_ptr<float>();
+  float* dst = y.data_ptr<float>();
+  const bool simd = amx_available();  // the AVX-512 loop shares the int8 tiles' sign bytes
+  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / Ho, oy = r % Ho;
+      const int64_t iy0 = std::max<int64_t>(0, oy * sh - ph), iy1 = std::min(H, oy * sh - ph + kh);
+      const float* img = src + n * H * W * C;
+      for (int64_t ox = 0; ox < Wo; ++ox) {
+        const int64_t ix0 = std::max<int64_t>(0, ox * sw - pw), ix1 = std::min(W, ox * sw - pw + kw);
+        float* yo = dst + ((n * Ho + oy) * Wo + ox) * C;
+        int8_t* d = bytes ? bytes + ((n * oHp + oy + out_ph) * oWp + ox + out_pw) * cp : nullptr;
+#if XNORPP_AMX
+        if (simd) {
+          pool_pixel_avx512(img, W, C, iy0, iy1, ix0, ix1, relu, sc, th, yo, d);
+          continue;
+        }
+#endif
+        for (int64_t c = 0; c < C; ++c) {  // window row by row, as torch scans it
+          float v = img[(iy0 * W + ix0) * C + c];
+          for (int64_t iy = iy0; iy < iy1; ++iy)
+            for (int64_t ix = ix0; ix < ix1; ++ix) {
+              const float u = img[(iy * W + ix) * C + c];
+              if (u > v || std::isnan(u)) v = u;
+            }
+          if (relu && !std::isnan(v)) v = v > 0.0f ? v : 0.0f;
+          yo[c] = v;
+          if (d) d[c] = sc[c] * v > th[c] ? 1 : -1;
+        }
+      }
+    }
+  });
+  return {y, signs};
 }
 
 }  // namespace
@@ -463,6 +1038,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("packed_conv", &packed_conv, "XNOR-popcount convolution of packed signs, times Gamma, ReLU, + residual");
   m.def("packed_conv_bits", &packed_conv_bits, "XNOR-popcount convolution thresholded into packed sign bits");
   m.def("simd_available", &simd_available, "whether this CPU runs the AVX-512 VPOPCNTDQ path (run-time check)");
+  m.def("pack_signs_i8", &pack_signs_i8, "sign bytes (+1 / -1) of x (or of a per-channel threshold), int8 tile layout");
+  m.def("amx_conv", &amx_conv, "binary convolution of sign bytes on AMX int8 tiles, times Gamma, ReLU, + residual");
+  m.def("amx_conv_signs", &amx_conv_signs, "binary convolution on AMX int8 tiles thresholded into sign bytes");
+  m.def("amx_available", &amx_available, "whether this CPU and OS run the AMX int8 tile path (run-time check)");
+  m.def("max_pool_signs", &max_pool_signs, "max pooling (of relu(x)) in one pass, with the next layer's sign bytes");
+  m.attr("amx_tail_rows") = TAIL;
   m.attr("simd_compiled") = static_cast<bool>(XNORPP_AVX512);
   m.attr("tile_out_channels") = OB;
 }

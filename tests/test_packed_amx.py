@@ -1,0 +1,203 @@
+"""The int8 tile path (AMX) of the packed kernel, against independent references.
+
+Everything here runs only where the CPU and the operating system offer AMX-INT8
+tiles (``backend_info("cpp").amx``); elsewhere the XNOR-popcount path is the one
+``cpp`` runs, and ``tests/test_packed.py`` covers it.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xnorpp_core import packed
+from xnorpp_core.layers import BinaryConv2d
+from xnorpp_core.packed import PackedBinaryConv2d, amx_weights, backend_info, pack_weight
+from xnorpp_core.packed.network import PackedNetwork
+from xnorpp_core.scales import Case3Scale, Case4Scale
+
+
+def _amx_module():
+    try:
+        info = backend_info("cpp")
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    if not info.amx:
+        pytest.skip("this CPU or operating system offers no AMX-INT8 tiles")
+    return packed._compiled()[0]
+
+
+@pytest.fixture
+def kernel():
+    return _amx_module()
+
+
+def _layer(c, o, k, stride, padding, method, pad_mode, size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    layer = BinaryConv2d(c, o, k, stride, padding, method=method, pad_mode=pad_mode, input_size=size).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) if p is layer.weight else torch.rand(p.shape, generator=g) - 0.3)
+    return layer
+
+
+def _reference(layer, x):
+    """Eq. 3 by float convolution of +-1 signs (exact integers), padded as pad_mode says, times the fused Gamma."""
+    (ph, pw), signs = layer.padding, torch.where(x > 0, 1.0, -1.0)
+    signs = F.pad(signs, (pw, pw, ph, ph), value=0.0 if layer.pad_mode == "zero" else -1.0)
+    count = F.conv2d(signs.double(), torch.where(layer.weight > 0, 1.0, -1.0).double(), stride=layer.stride)
+    packed_layer = PackedBinaryConv2d.from_binary_conv(layer, "numpy")
+    gamma = packed_layer.gamma
+    if gamma is not None:
+        o, (h, w) = layer.out_channels, count.shape[-2:]
+        gamma = gamma.t().reshape(o, *((h, w) if gamma.shape[0] > 1 else (1, 1)))
+    return count.float() * gamma if gamma is not None else count.float()
+
+
+SHAPES = [  # (c, o, kernel, stride, padding, size): partial channel blocks, padded tiles, strides 1 and 2, 5x5
+    (3, 8, 3, 1, 1, 6), (64, 40, 3, 2, 1, 9), (70, 33, 1, 1, 0, 5), (96, 64, 5, 1, 2, 7), (128, 96, 3, 1, 1, 4),
+    (64, 64, 3, 2, 0, 8),
+    (70, 40, 3, 2, 1, 30), (64, 64, 3, 2, 1, 34),  # tiles along pixel rows: an odd and an even number of them
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("method", packed.SUPPORTED_METHODS)
+@pytest.mark.parametrize("pad_mode", ["zero", "minus_one"])
+def test_int8_tiles_equal_the_popcount_kernel_and_the_float_reference(kernel, shape, method, pad_mode):
+    c, o, k, s, p, size = shape
+    layer = _layer(c, o, k, s, p, method, pad_mode, size)
+    x = torch.randn(2, c, size, size, generator=torch.Generator().manual_seed(1))
+    x[x.abs() < 0.2] = 0.0  # sign(0) = -1
+    tiles = PackedBinaryConv2d.from_binary_conv(layer, "cpp")
+    popcount = PackedBinaryConv2d.from_binary_conv(layer, "cpp_popcount")
+    assert tiles.amx and not popcount.amx
+    y = tiles(x)
+    assert torch.equal(y, popcount(x))
+    assert torch.equal(y, _reference(layer, x))
+
+
+@pytest.mark.parametrize("method", ["direct", "case4"])
+def test_row_masks_give_the_same_outputs_as_int8_tiles(kernel, monkeypatch, method):
+    layer = _layer(128, 64, 3, 1, 1, method, "zero", 6)
+    x = torch.randn(3, 128, 6, 6, generator=torch.Generator().manual_seed(2))
+    tiles = PackedBinaryConv2d.from_binary_conv(layer, "cpp")
+    expected = tiles(x)
+    assert tiles._kernel_weights().dtype == torch.int8
+    monkeypatch.setattr(packed, "_AMX_TILE_BYTES", 0)  # every layer of a multiple of 64 channels: row masks
+    masks = PackedBinaryConv2d.from_binary_conv(layer, "cpp")
+    assert masks._kernel_weights().dtype == torch.int64
+    assert torch.equal(masks(x), expected)
+
+
+def test_weight_tiles_and_masks_hold_the_signs_where_the_kernel_reads_them(monkeypatch):
+    o, c, kh, kw = 40, 70, 3, 2
+    w = torch.randn(o, c, kh, kw, generator=torch.Generator().manual_seed(3))
+    tiles = amx_weights(pack_weight(w, "numpy"), c).numpy()  # (o_pad / 32, taps, blocks, 2, 16 rows, 16 outputs, 4)
+    assert tiles.shape == (2, kh * kw, 2, 2, 16, 16, 4)
+    signs = np.where(w.numpy() > 0, 1, -1)
+    for pair, tap, block, half, row, out, byte in np.ndindex(*tiles.shape):
+        oc, ch = 32 * pair + 16 * half + out, 64 * block + 4 * row + byte
+        expected = signs[oc, ch, tap // kw, tap % kw] if oc < o and ch < c else 0
+        assert tiles[pair, tap, block, half, row, out, byte] == expected
+    w = torch.randn(64, 64, kh, kw, generator=torch.Generator().manual_seed(8))  # masks: whole blocks, no padding
+    rows = amx_weights(pack_weight(w, "numpy"), 64)
+    monkeypatch.setattr(packed, "_AMX_TILE_BYTES", 0)
+    masks = amx_weights(pack_weight(w, "numpy"), 64).numpy().view(np.uint64)
+    assert rows.dtype == torch.int8 and masks.shape == (2, kh * kw, 1, 2, 16)
+    rows = rows.numpy().reshape(*masks.shape, 64)
+    bits = (masks[..., None] >> np.arange(64, dtype=np.uint64)) & 1
+    np.testing.assert_array_equal(np.where(bits == 1, 1, -1), rows)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("border", [-1, 0])
+def test_sign_bytes_layout(kernel, channels_last, border):
+    x = torch.randn(2, 70, 3, 67, generator=torch.Generator().manual_seed(4))  # rows wider than 64 pixels
+    x[0, 1, 0, 0] = 0.0
+    scale, thr = torch.where(torch.arange(70) % 3 == 0, -1.0, 1.0), torch.linspace(-0.5, 0.5, 70)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for s, t in [(None, None), (scale, thr)]:
+        out = kernel.pack_signs_i8(x, 1, 2, s, t, border)
+        n, c, h, w = x.shape
+        assert out.shape == (n * (h + 2) * (w + 4) + kernel.amx_tail_rows, 128) and out.dtype == torch.int8
+        bit = x > 0 if s is None else s[:, None, None] * x > t[:, None, None]
+        expected = torch.full((n, h + 2, w + 4, c), border, dtype=torch.int8)
+        expected[:, 1:1 + h, 2:2 + w] = torch.where(bit, 1, -1).permute(0, 2, 3, 1).to(torch.int8)
+        body = out[:n * (h + 2) * (w + 4)].view(n, h + 2, w + 4, 128)
+        assert torch.equal(body[..., :c], expected)
+        assert bool((out[n * (h + 2) * (w + 4):] == border).all())
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("pool", [(3, 2, 1), (3, 2, 0), (2, 2, 1), (3, 1, 1)])
+def test_max_pooling_equals_torchs_with_its_sign_bytes(kernel, relu, pool):
+    k, s, p = pool
+    x = torch.randn(2, 70, 11, 9, generator=torch.Generator().manual_seed(5)).contiguous(
+        memory_format=torch.channels_last)
+    x[0, 3, 2, 2], x[1, 7, 0, 0] = float("nan"), float("-inf")
+    reference = F.max_pool2d(torch.relu(x) if relu else x, k, s, p)
+    scale, thr = torch.where(torch.arange(70) % 2 == 0, -1.0, 1.0), torch.linspace(-0.3, 0.3, 70)
+    y, signs = kernel.max_pool_signs(x, k, k, s, s, p, p, relu, scale, thr, 1, 1, 0)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y.isnan(), reference.isnan()) and bool(y.isnan().any())
+    assert torch.equal(torch.nan_to_num(y), torch.nan_to_num(reference))
+    n, c, h, w = y.shape
+    bytes_ = signs[:n * (h + 2) * (w + 2)].view(n, h + 2, w + 2, 128)[:, 1:1 + h, 1:1 + w, :c].permute(0, 3, 1, 2)
+    bit = scale[:, None, None] * y > thr[:, None, None]
+    assert torch.equal(bytes_, torch.where(bit, 1, -1).to(torch.int8))
+    plain, none = kernel.max_pool_signs(x, k, k, s, s, p, p, relu, None, None, 0, 0, -1)
+    assert torch.equal(torch.nan_to_num(plain), torch.nan_to_num(y)) and none is None
+
+
+def test_the_tile_kernel_refuses_what_it_cannot_read(kernel):
+    layer = PackedBinaryConv2d.from_binary_conv(_layer(64, 32, 3, 1, 1, "direct", "zero", 6), "cpp")
+    xi = layer.pack_input(torch.randn(1, 64, 6, 6))
+    w = layer._kernel_weights()
+    args = (1, 8, 8, 64, 32, 3, 3, 1, 1, 6, 6, None, None, None, False, None, None, None, 0, 0, -1, True)
+    assert kernel.amx_conv(xi, w, *args)[0].shape == (1, 36, 32)
+    with pytest.raises(RuntimeError, match="rows"):  # the tail the last tiles read is missing
+        kernel.amx_conv(xi[:64].contiguous(), w, *args)
+    with pytest.raises(RuntimeError, match="strides"):
+        kernel.amx_conv(xi, w, *args[:7], 3, 3, *args[9:])
+    with pytest.raises(RuntimeError, match="wi has"):
+        kernel.amx_conv(xi, w.flatten()[:1024].contiguous(), *args)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        kernel.amx_conv(xi, w, *args[:9], 7, 7, *args[11:])
+
+
+def test_unequal_or_large_strides_take_the_popcount_path(kernel):
+    layer = _layer(64, 32, 3, (1, 2), 1, "case1", "zero", 8)
+    tiles = PackedBinaryConv2d.from_binary_conv(layer, "cpp")
+    assert not tiles.amx
+    x = torch.randn(1, 64, 8, 8)
+    assert torch.equal(tiles(x), _reference(layer, x))
+
+
+@pytest.mark.parametrize("scale_cls", [Case3Scale, Case4Scale])
+def test_gamma_factors_reproduce_the_fused_gamma_or_are_not_used(scale_cls):
+    scale = scale_cls(24, (5, 7))
+    with torch.no_grad():
+        for p in scale.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(6)))
+    dense = scale.fused().reshape(24, 35).t().contiguous()
+    alpha, beta, gamma = packed._gamma_factors(scale, dense)
+    rebuilt = alpha.t() * beta.reshape(1, -1) if gamma is None else (
+        alpha.t()[:, :, None] * beta[None, :, None] * gamma[None, None, :]).reshape(24, 35)
+    assert torch.equal(rebuilt.reshape(24, 35).t(), dense)
+    other = dense.clone()
+    other[3, 4] = torch.nextafter(other[3, 4], torch.tensor(float("inf")))
+    assert packed._gamma_factors(scale, other) is None
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (1, 2)])
+def test_a_network_runs_on_tiles_only_when_every_binary_layer_can(kernel, stride):
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.BatchNorm2d(64),
+        _layer(64, 64, 3, 1, 1, "case1", "zero", 8), torch.nn.BatchNorm2d(64),
+        _layer(64, 64, 3, stride, 1, "case1", "minus_one", 8), torch.nn.Flatten()).eval()
+    net = PackedNetwork(model, "cpp", input_size=8)
+    assert net.amx == (stride == (1, 1))
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(net(x), net.reference(x))
