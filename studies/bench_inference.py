@@ -4,7 +4,9 @@
                                       [--batch-sizes 1 8] [--repeats 20] [--check-inputs 1000]
 
 For each thread count and batch size, times one call at a time, the models
-interleaved round by round in the same process (each round in a rotated order):
+interleaved round by round in the same process (each round in a rotated order),
+each given the input in the memory format it runs in (channels-last for the
+folded, compiled and packed networks; converted before the clock starts):
 
 - the real-valued network in several forms, all in eval mode under
   ``torch.inference_mode``: ``real_eager`` (our pre-activation ResNet-18 with
@@ -130,7 +132,8 @@ def real_models(cfg, size):
 
 def _time_round(models, x, order, times):
     for name in order:
-        x_in = x.contiguous(memory_format=torch.channels_last) if "folded" in name or "compiled" in name else x
+        channels_last = any(w in name for w in ("folded", "compiled", "packed"))  # the layout they run in
+        x_in = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         t0 = time.perf_counter()
         models[name](x_in)
         times[name].append(time.perf_counter() - t0)
@@ -163,7 +166,7 @@ def bench(cfg, info, progress):
                     _time_round(models, x, names[r % len(names):] + names[:r % len(names)], times)
                     for m in cfg.methods:
                         t = {}
-                        models[f"packed_{m}"](x, timings=t)
+                        models[f"packed_{m}"](x.contiguous(memory_format=torch.channels_last), timings=t)
                         for c in CATEGORIES:
                             parts[m][c].append(t.get(c, 0.0))
                     progress.update()

@@ -1,9 +1,11 @@
-"""The whole binary network on packed bits: thresholds instead of BN -> sign, fused epilogues.
+"""The whole binary network on packed signs: thresholds instead of BN -> sign, fused epilogues.
 
 A binary layer of our models reads ``sign(BN(z))`` (Eq. 1 after a batch norm)
 and writes ``y = count . Gamma`` (Eq. 3), where ``count`` is the exact integer
-XNOR-popcount sum. ``PackedNetwork`` runs a model's graph (``torch.fx``, read
-generically: any order of layers) with three rewrites:
+XNOR-popcount sum (or the same sum from int8 tiles where the backend runs them,
+``backend_info().amx``: then every binary layer passes sign bytes, all or none).
+``PackedNetwork`` runs a model's graph (``torch.fx``, read generically: any
+order of layers) with these rewrites:
 
 1. **Threshold folding.** When a binary layer's output reaches the next binary
    layer only through per-channel monotone layers (``ReLU``, eval ``BatchNorm2d``,
@@ -17,16 +19,23 @@ generically: any order of layers) with three rewrites:
    emulation's ``sign`` wherever torch computes each element the same way
    (its vectorised kernels do). Negative Gamma or BN weight turns
    ``>=`` into ``<=``; ``sign(0) = -1`` is kept (``f(count) = 0`` gives bit 0).
+   On the int8 tiles a Gamma per element is instead applied in the kernel,
+   whose float ``count . Gamma`` is then compared with the per-channel float
+   threshold of item 2 (``signs_only``): no threshold per element to read.
 2. **Float thresholds.** A float activation ``x`` read through such layers
    (a block's input, through its BN) is packed as ``bit = s x > t`` with
    ``s = +-1`` and a float ``t`` per channel, found by bisection over the
    float32 numbers: one pass, no BN output.
+   On the int8 tiles the layer producing ``x`` packs it in its own output
+   loop (``emit``), and so does a ``ReLU -> MaxPool2d`` run as one pass
+   (``_Pool``, the stem's).
 3. **Fused epilogues.** A binary layer whose float output goes to a ``ReLU``
-   and then to a residual addition does both in the kernel's output loop.
+   and then to a residual addition does both in the kernel's output loop; on
+   the int8 tiles with the Gamma of Cases 3-4 recomputed from its factors.
 
 Real layers (stem, shortcuts, classifier) run as torch modules, channels-last,
-with every real convolution's following BN folded into its weights
-(``fused_emulation``). ``fused_emulation(model)`` is also the reference: the
+with every real convolution's following BN folded into its weights and strided
+1x1 convolutions run on the pixels they read (``fused_emulation``). ``fused_emulation(model)`` is also the reference: the
 float-emulated network with the same foldings, whose logits the packed network
 reproduces (``torch.equal``) when no threshold decision differs from torch's
 own rounding.
@@ -334,8 +343,11 @@ class PackedNetwork(nn.Module):
         if not binaries:
             raise ValueError("the model has no binary convolution to pack")
         for n, b in binaries.items():  # Cases 3-4: Gamma's factors, from the unfused model
-            b.layer.gamma_factors = _gamma_factors(getattr(model.get_submodule(n.target), "scale", None),
-                                                   b.layer.gamma)
+            try:
+                scale = getattr(model.get_submodule(n.target), "scale", None)
+            except AttributeError:  # a model whose graph names differ from its modules': the fused Gamma
+                scale = None
+            b.layer.gamma_factors = _gamma_factors(scale, b.layer.gamma)
         # AMX int8 tiles for all binary layers or none: the two paths pass their signs in different layouts.
         self.amx = self.backend.amx and all(amx_capable(b.layer.stride) for b in binaries.values())
         for b in binaries.values():
@@ -415,6 +427,12 @@ class PackedNetwork(nn.Module):
         self.binaries = list(binaries.values())
         if self.amx:
             self._amx_calls()
+        for pool in pools.values():
+            consumer, s, t = pool.emit or (None, None, None)
+            pool.call = (*pool.args, pool.relu, s, t, *(consumer.layer.padding if consumer else (0, 0)),
+                         consumer.layer.border if consumer else -1)
+        # identity modules: their output is their input
+        self._aliases = {n: n.args[0] for n in nodes if isinstance(mod(n), nn.Identity) and n not in skip}
 
     def _o_pad(self, o):
         if self.backend.name == "numpy":
@@ -435,6 +453,8 @@ class PackedNetwork(nn.Module):
         return _compiled()[0].pack_signs(x, *b.layer.padding, s, t, self.backend.simd)
 
     def _conv(self, xb, b, env, n, packed):
+        if self.amx:
+            return self._conv_amx(xb, b, env, n, packed)
         layer, (h, w) = b.layer, b.out_size
         o = layer.out_channels
         residual = None
@@ -455,8 +475,6 @@ class PackedNetwork(nn.Module):
             y = residual + y if residual is not None else y
         else:
             k = _compiled()[0]
-            if self.amx:
-                return self._conv_amx(k, xb, b, residual, n, packed)
             args = (xb, layer._kernel_weights(), layer.channels, o, *layer.kernel_size, *layer.stride, h, w)
             if b.bits is not None:
                 consumer, bound, flip = b.bits
@@ -464,21 +482,25 @@ class PackedNetwork(nn.Module):
             y = k.packed_conv(*args, b.corr, layer.gamma, b.relu, residual, self.backend.simd)
         return y.view(n, h, w, o).permute(0, 3, 1, 2)  # (N, o, h, w), channels-last memory
 
-    def _conv_amx(self, k, xb, b, residual, n, packed):
+    def _conv_amx(self, xb, b, env, n, packed):
         """``_conv`` on the int8 tiles: sign bytes for the next layer (``b.bits`` or ``b.signs_only``) and/or
-        the float output; the call's fixed arguments are prepared once (``_amx_calls``)."""
+        the float output; the call's fixed arguments, weights included, are prepared once (``_amx_calls``)."""
+        k = _compiled()[0]
         if b.bits is not None:
-            return k.amx_conv_signs(xb, b.layer._kernel_weights(), n, *b.amx_call)
+            return k.amx_conv_signs(xb, b.weights, n, *b.amx_call)
+        residual = None if b.residual is None else env[b.residual].permute(0, 2, 3, 1)  # NHWC: contiguous
         head, tail = b.amx_call
-        y, signs = k.amx_conv(xb, b.layer._kernel_weights(), n, *head, residual, *tail)
+        y, signs = k.amx_conv(xb, b.weights, n, *head, residual, *tail)
         if b.emit is not None:
             packed[b.emit[0]] = signs
         h, w = b.out_size
         return None if b.signs_only else y.view(n, h, w, -1).permute(0, 3, 1, 2)
 
     def _amx_calls(self):
-        """Each binary layer's fixed ``amx_conv`` / ``amx_conv_signs`` arguments (after the input and weights)."""
+        """Each binary layer's weights and fixed ``amx_conv`` / ``amx_conv_signs`` arguments (after the input,
+        weights and batch size). The network keeps them: it takes its weights once, when it is built."""
         for b in self.binaries:
+            b.weights = b.layer._kernel_weights()
             layer, (hi, wi), (ph, pw) = b.layer, b.in_size, b.layer.padding
             geometry = (hi + 2 * ph, wi + 2 * pw, layer.channels, layer.out_channels, *layer.kernel_size,
                         *layer.stride, *b.out_size)
@@ -517,13 +539,12 @@ class PackedNetwork(nn.Module):
                 elif not step.signs_only:
                     env[step.out] = y
             elif isinstance(step, _Pool):
-                consumer, s, t = step.emit or (None, None, None)
-                pad = consumer.layer.padding if consumer else (0, 0)
                 env[step.node], signs = _compiled()[0].max_pool_signs(
-                    env[step.source].contiguous(memory_format=torch.channels_last), *step.args, step.relu, s, t,
-                    *pad, consumer.layer.border if consumer else -1)
-                if consumer:
-                    packed[consumer] = signs
+                    env[step.source].contiguous(memory_format=torch.channels_last), *step.call)
+                if step.emit is not None:
+                    packed[step.emit[0]] = signs
+            elif step in self._aliases:
+                env[step] = env[self._aliases[step]]
             else:
                 env[step] = self._run(step, env)
             if timings is not None:

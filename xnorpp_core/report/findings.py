@@ -135,6 +135,13 @@ def _busy(run_json, threads):
             f"{load[0]:.1f} on {cores} cores: disturbed timings)")
 
 
+def _arithmetic(run_json):
+    """Which arithmetic the packed backend of a run used, from its ``run.json``: int8 tiles or XNOR-popcount."""
+    record = json.loads(Path(run_json).read_text()) if Path(run_json).exists() else {}
+    backend = record.get("backend") or {}
+    return "int8 tiles (AMX)" if backend.get("amx") else "XNOR-popcount"
+
+
 def _threads(values):
     """``1`` or ``"1 and 2"``: the thread counts of a benchmark's rows."""
     values = sorted({int(v) for v in values})
@@ -239,7 +246,7 @@ def read_kernel(results):
     if lines:
         threads, measured, predicted = lines[0]
         ours = "; ".join(f"{s:.1f}x on {t} thread{'s' if t > 1 else ''}" for t, s, _ in lines) \
-            + _busy(folder / "run.json", [t for t, _, _ in lines])
+            + f", {_arithmetic(folder / 'run.json')}" + _busy(folder / "run.json", [t for t, _, _ in lines])
         out.append(Finding("Packed binary convolution, measured (256->256, 3x3, 14x14, packing included)",
                            paper_text, ours, verdict_kernel(measured, predicted),
                            (str(folder / "kernel_bench.md"), str(folder / "kernel_bench.csv")), command,
@@ -261,7 +268,8 @@ def read_kernel(results):
         parts = [f"{r['method']} batch {int(r['batch'])}, {int(r['threads'])} thread(s): "
                  f"{r['speedup_vs_best_real']:.1f}x" for _, r in m.iterrows()]
         out.append(Finding("Whole binary ResNet-18, packed, against the real-valued one at its best",
-                           "not measured in the paper", "; ".join(parts) + _busy(net / "run.json", m["threads"]),
+                           "not measured in the paper",
+                           "; ".join(parts) + f"; {_arithmetic(net / 'run.json')}" + _busy(net / "run.json", m["threads"]),
                            verdict_network(float(speed.min()), float(speed.max()),
                                            float(layer["speedup"].min()) if len(layer) else None),
                            (str(net / "summary.md"), str(net / "speedup.csv")), "python -m studies.bench_inference",
