@@ -155,8 +155,8 @@ def bench_layers(cfg, backend, progress):
         with torch.no_grad():
             layer.weight.normal_(generator=g)
         _randomize_scales(layer, g)
-        layer.fuse()
-        packed = PackedBinaryConv2d.from_binary_conv(layer, backend)
+        packed = PackedBinaryConv2d.from_binary_conv(layer, backend)  # from the factors of Cases 3-4, if any
+        layer.fuse()  # the emulated layer in its inference form
         per_channel = BinaryConv2d(c, o, k, s, p, method="case1").eval()  # Gamma (o, 1, 1): no dense read
         with torch.no_grad():
             per_channel.weight.copy_(layer.weight)

@@ -78,19 +78,21 @@ def test_int8_tiles_equal_the_popcount_kernel_and_the_float_reference(kernel, sh
 
 
 @pytest.mark.parametrize("method", ["direct", "case4"])
-def test_row_masks_give_the_same_outputs_as_int8_tiles(kernel, monkeypatch, method):
-    layer = _layer(128, 64, 3, 1, 1, method, "zero", 6)
+@pytest.mark.parametrize("o", [64, 640])  # weights expanded all at once (pixel blocks outermost), or per 32 outputs
+def test_row_masks_give_the_same_outputs_as_int8_tiles(kernel, method, o):
+    layer = _layer(128, o, 3, 1, 1, method, "zero", 6)
     x = torch.randn(3, 128, 6, 6, generator=torch.Generator().manual_seed(2))
-    tiles = PackedBinaryConv2d.from_binary_conv(layer, "cpp")
-    expected = tiles(x)
-    assert tiles._kernel_weights().dtype == torch.int8
-    monkeypatch.setattr(packed, "_AMX_TILE_BYTES", 0)  # every layer of a multiple of 64 channels: row masks
     masks = PackedBinaryConv2d.from_binary_conv(layer, "cpp")
-    assert masks._kernel_weights().dtype == torch.int64
-    assert torch.equal(masks(x), expected)
+    assert masks._kernel_weights().dtype == torch.int64  # the default for a multiple of 64 channels
+    tiles = amx_weights(masks.weight_bits, 128, masks=False)
+    y = kernel.amx_conv(masks.pack_input(x), tiles, 3, 8, 8, 128, o, 3, 3, 1, 1, 6, 6, *masks.amx_gamma(), False,
+                        None, None, None, 0, 0, -1, True)[0]
+    assert torch.equal(masks(x), y.view(3, 6, 6, o).permute(0, 3, 1, 2))
+    with pytest.raises(ValueError, match="multiple of 64"):
+        amx_weights(pack_weight(torch.randn(8, 70, 3, 3), "numpy"), 70, masks=True)
 
 
-def test_weight_tiles_and_masks_hold_the_signs_where_the_kernel_reads_them(monkeypatch):
+def test_weight_tiles_and_masks_hold_the_signs_where_the_kernel_reads_them():
     o, c, kh, kw = 40, 70, 3, 2
     w = torch.randn(o, c, kh, kw, generator=torch.Generator().manual_seed(3))
     tiles = amx_weights(pack_weight(w, "numpy"), c).numpy()  # (o_pad / 32, taps, blocks, 2, 16 rows, 16 outputs, 4)
@@ -101,8 +103,7 @@ def test_weight_tiles_and_masks_hold_the_signs_where_the_kernel_reads_them(monke
         expected = signs[oc, ch, tap // kw, tap % kw] if oc < o and ch < c else 0
         assert tiles[pair, tap, block, half, row, out, byte] == expected
     w = torch.randn(64, 64, kh, kw, generator=torch.Generator().manual_seed(8))  # masks: whole blocks, no padding
-    rows = amx_weights(pack_weight(w, "numpy"), 64)
-    monkeypatch.setattr(packed, "_AMX_TILE_BYTES", 0)
+    rows = amx_weights(pack_weight(w, "numpy"), 64, masks=False)
     masks = amx_weights(pack_weight(w, "numpy"), 64).numpy().view(np.uint64)
     assert rows.dtype == torch.int8 and masks.shape == (2, kh * kw, 1, 2, 16)
     rows = rows.numpy().reshape(*masks.shape, 64)
@@ -162,7 +163,7 @@ def test_the_tile_kernel_refuses_what_it_cannot_read(kernel):
     with pytest.raises(RuntimeError, match="strides"):
         kernel.amx_conv(xi, w, *args[:7], 3, 3, *args[9:])
     with pytest.raises(RuntimeError, match="wi has"):
-        kernel.amx_conv(xi, w.flatten()[:1024].contiguous(), *args)
+        kernel.amx_conv(xi, w.flatten()[:10].contiguous(), *args)
     with pytest.raises(RuntimeError, match="does not fit"):
         kernel.amx_conv(xi, w, *args[:9], 7, 7, *args[11:])
 

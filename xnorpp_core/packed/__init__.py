@@ -257,13 +257,16 @@ def kernel_weights(weight_bits):
     return F.pad(wt, (0, -(-o // tile) * tile - o)).contiguous()
 
 
-def amx_weights(weight_bits, channels):
+def amx_weights(weight_bits, channels, masks=None):
     """The int8 tile kernel's weight operand (``csrc/packed_conv.cpp``, ``amx_conv``) from packed weights
     ``(o, kh, kw, cw)``: signs as +1 / -1 bytes, 0 for the unused channels and outputs; per tap, block of 64
     channels and 16 outputs, a 16 x 64 byte tile whose row ``r`` holds channels ``4 r .. 4 r + 3`` output by
     output; ``(o_pad / 32, kh kw, cw, 2, 16, 16, 4)``, each 32 outputs' tiles in the kernel's reading order.
-    Above ``_AMX_TILE_BYTES``, with a multiple of 64 channels, each 64-byte row as a 64-bit mask instead
+    With ``masks`` (the default for a multiple of 64 channels), each 64-byte row as a 64-bit mask instead
     (``(o_pad / 32, kh kw, cw, 2, 16)`` int64), which the kernel expands: 8 times less memory to read."""
+    masks = channels % 64 == 0 if masks is None else masks
+    if masks and channels % 64:
+        raise ValueError(f"row masks need a multiple of 64 channels (they have no zero weights), got {channels}")
     o, kh, kw, cw = weight_bits.shape
     o_pad = -(-o // 32) * 32
     bits = (weight_bits[..., None] >> torch.arange(64)) & 1  # (o, kh, kw, cw, 64)
@@ -272,7 +275,7 @@ def amx_weights(weight_bits, channels):
     w8 = F.pad(w8, (0, 0, 0, 0, 0, o_pad - o))  # (o_pad, taps, cp)
     w8 = w8.reshape(o_pad // 32, 2, 16, kh * kw, cw, 16, 4)  # (pair, half, output, tap, block, row, byte)
     w8 = w8.permute(0, 3, 4, 1, 5, 2, 6).contiguous()
-    if channels % 64 or w8.numel() <= _AMX_TILE_BYTES:
+    if not masks:
         return w8
     bits = (w8.reshape(-1, 64) > 0).long()  # row masks: bit j = byte j is +1
     words = (bits << torch.arange(64)).sum(-1)  # wraps into the sign bit for j = 63, as int64 does
@@ -297,9 +300,6 @@ def _gamma_factors(scale, gamma):
     if not torch.equal(dense.reshape(o, h * w).t(), gamma):
         return None
     return alpha.reshape(1, o).contiguous(), beta.reshape(-1).contiguous(), x
-
-
-_AMX_TILE_BYTES = 256 << 10  # weights up to this size stay int8 tiles (in L2); larger ones as row masks
 
 
 def amx_capable(stride):
@@ -339,7 +339,7 @@ class PackedBinaryConv2d(nn.Module):
         self.backend = backend_info(backend)
         self.amx = self.backend.amx and amx_capable(stride)
         self.gamma_factors = None  # set by from_binary_conv for Cases 3-4 (_gamma_factors)
-        self._corr, self._kernel_weight = {}, None
+        self._corr, self._kernel_weight, self._out_sizes = {}, None, {}
 
     def _cache_key(self):
         """Caches derived from the weight bits are keyed on the tensor and its version (in-place edits)."""
@@ -384,10 +384,13 @@ class PackedBinaryConv2d(nn.Module):
 
     def out_size(self, input_size):
         """``(h_out, w_out)`` for ``input_size``; ``ValueError`` when the input is smaller than the kernel."""
-        out = conv_output_size(input_size, self.kernel_size, self.stride, self.padding)
-        if min(out) < 1:
-            raise ValueError(f"input {input_size[0]}x{input_size[1]} is smaller than the {self.kernel_size[0]}x"
-                             f"{self.kernel_size[1]} kernel with padding {self.padding}: no output")
+        out = self._out_sizes.get(tuple(input_size))
+        if out is None:
+            out = conv_output_size(input_size, self.kernel_size, self.stride, self.padding)
+            if min(out) < 1:
+                raise ValueError(f"input {input_size[0]}x{input_size[1]} is smaller than the {self.kernel_size[0]}x"
+                                 f"{self.kernel_size[1]} kernel with padding {self.padding}: no output")
+            self._out_sizes[tuple(input_size)] = out
         return out
 
     def _correction(self, input_size):

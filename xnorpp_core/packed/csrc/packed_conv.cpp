@@ -806,13 +806,15 @@ void run_amx(const torch::Tensor& xi, const torch::Tensor& wi, const AmxGeometry
   const int64_t n_ob = g.o_pad / OB, n_m = g.N * g.n_mb, pair = g.kh * g.kw * g.cb * 32;  // rows per 32 channels
   // Output-channel blocks outermost keeps a thread's weights in cache while it sweeps the pixels; with few
   // weights (they stay in L2 anyway), pixel blocks outermost reuse each block's inputs and output rows.
-  // Row masks (one bit per weight, 8 times less to read) are expanded per 32 channels into the thread's buffer.
-  const bool pixels_outer = !masks && g.kh * g.kw * g.cp * g.o_pad <= (256 << 10);
+  // Row masks (one bit per weight, 8 times less to read) are expanded into the thread's buffer: all of them
+  // at once when they are few, else 32 channels at a time.
+  const bool pixels_outer = g.kh * g.kw * g.cp * g.o_pad <= (256 << 10);
+  const int64_t span = pixels_outer ? n_ob * pair : pair;  // rows expanded at once
   at::parallel_for(0, n_ob * n_m, 1, [&](int64_t begin, int64_t end) {
     amx_configure();  // per thread: the tile state is the thread's
     alignas(64) int32_t acc[2][32 * 32];  // this block's counts and the previous one's, awaiting its epilogue
     thread_local std::vector<int8_t> buffer;  // kept between calls: no allocation per layer
-    if (masks && buffer.size() < static_cast<size_t>(64 * pair + 64)) buffer.resize(64 * pair + 64);
+    if (masks && buffer.size() < static_cast<size_t>(64 * span + 64)) buffer.resize(64 * span + 64);
     int8_t* tiles = masks ? reinterpret_cast<int8_t*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t(63))
                           : nullptr;
     int64_t expanded = -1;
@@ -820,12 +822,14 @@ void run_amx(const torch::Tensor& xi, const torch::Tensor& wi, const AmxGeometry
     for (int64_t t = begin; t < end; ++t) {
       const int64_t ob = pixels_outer ? t % n_ob : t / n_m, r = pixels_outer ? t / n_ob : t % n_m;
       const int64_t n = r / g.n_mb, mb = r % g.n_mb;
-      if (masks && ob != expanded) {
-        expand_rows(reinterpret_cast<const u64*>(wi.data_ptr<int64_t>()) + ob * pair, pair, tiles);
-        expanded = ob;
+      const int64_t first = pixels_outer ? 0 : ob;  // the first output block in the buffer
+      if (masks && first != expanded) {
+        expand_rows(reinterpret_cast<const u64*>(wi.data_ptr<int64_t>()) + first * pair, span, tiles);
+        expanded = first;
       }
       int32_t* out = acc[(t - begin) & 1];
-      amx_block(xp, masks ? tiles : wi.data_ptr<int8_t>() + ob * pair * 64, g, n, mb, out, e, prev);
+      const int8_t* w = masks ? tiles + (ob - first) * pair * 64 : wi.data_ptr<int8_t>() + ob * pair * 64;
+      amx_block(xp, w, g, n, mb, out, e, prev);
       prev = pending(g, out, n, mb, ob);
     }
     if (prev.acc) epilogue_rows(g, e, prev, 32);
