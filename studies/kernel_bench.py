@@ -1,19 +1,20 @@
-"""The bit-packed binary convolution on this CPU, measured beside Eq. 8/9 (Section 4.3).
+"""The packed binary convolution on this CPU, measured beside Eq. 8/9 (Section 4.3).
 
     python -m studies.kernel_bench [--threads 1 2] [--methods case4] [--batch-size 1] [--min-run-time 0.5]
 
 For every binary convolution shape of ResNet-18 at 224x224 (the paper's
 256 -> 256 3x3 layer at 14x14 is one of them), on each thread count, times
-call by call (``*_ms``: the fastest call, the least disturbed by other
-processes; ``*_median_ms``: the median call):
+call by call, the functions below taking turns in rounds of a few calls each
+(``_time``; ``*_ms``: the fastest call, the least disturbed by other processes;
+``*_median_ms``: the median call):
 
 - ``float_ms``: torch's float32 ``F.conv2d`` (the faster of NCHW and
   channels-last, both kept as ``float_nchw_ms``, ``float_cl_ms``);
 - ``emulated_ms``: the float emulation, ``BinaryConv2d`` fused (sign, float
   conv of +-1, times Gamma; it binarizes its float weights on every call),
   as PyTorch binary-network code runs it;
-- ``packed_ms``: ``PackedBinaryConv2d`` (pack sign(I), XNOR-popcount, times
-  Gamma), and its two parts ``pack_ms`` (packing the input alone) and
+- ``packed_ms``: ``PackedBinaryConv2d`` (pack sign(I), XNOR-popcount or the
+  int8 tiles, times Gamma), and its two parts ``pack_ms`` (packing the input alone) and
   ``conv_ms`` (the convolution of an already packed input); ``conv_channel_gamma_ms``
   is the latter with a per-channel Gamma (Case 1), which does not read a
   dense ``(o, h_out, w_out)`` Gamma;
@@ -73,7 +74,7 @@ class KernelBenchConfig:
     threads: tuple = opt((1, 2), "torch thread counts, each timed in turn")
     methods: tuple = opt(("case4",), "scales of the binary layers", choices=SUPPORTED_METHODS)
     batch_size: int = opt(1, "images per layer call")
-    min_run_time: float = opt(0.5, "seconds of calls per measurement")
+    min_run_time: float = opt(0.5, "seconds of calls per function and measurement (calls interleaved)")
     backend: str = opt("auto", "packed kernel backend (auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)",
                        choices=("auto", *BACKENDS))
     layers: str = opt("all", "all (ResNet-18's binary layers and the paper's) or paper", choices=("all", "paper"))
@@ -114,27 +115,36 @@ def _randomize_scales(model, generator):
     return model
 
 
-def _time(fn, threads, min_run_time):
-    """Fastest and median time in ms of single calls of ``fn`` with ``threads`` torch threads.
+REPEATS = 3  # timed calls per function and round
 
-    Calls are timed one by one for at least ``min_run_time`` seconds (and 10
-    calls), after 3 warm-up calls. The fastest call is the one least disturbed
-    by other processes (as ``timeit`` advises), so speed-ups use it; on a quiet
-    machine the fastest and the median agree closely.
+
+def _time(calls, threads, min_run_time):
+    """``{name: (fastest, median)}`` time in ms of single calls of each function of ``calls``, with ``threads``
+    torch threads.
+
+    The functions take turns in rounds, so that a slower spell of the machine
+    falls on all of them alike: in each round each function is called once
+    untimed (its data back in cache, as when it is called repeatedly) and then
+    ``REPEATS`` times, each call timed. Rounds go on for at least ``min_run_time``
+    seconds per function (and 10 rounds). The fastest call is the one least
+    disturbed by other processes (as ``timeit`` advises), so speed-ups use it;
+    on a quiet machine the fastest and the median agree closely.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for _ in range(3):
-            fn()
-        times, start = [], time.perf_counter()
-        while len(times) < 10 or time.perf_counter() - start < min_run_time:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+        times, start, rounds = {name: [] for name in calls}, time.perf_counter(), 0
+        while rounds < 10 or time.perf_counter() - start < min_run_time * len(calls):
+            for name, fn in calls.items():
+                fn()
+                for _ in range(REPEATS):
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - t0)
+            rounds += 1
     finally:
         torch.set_num_threads(previous)
-    return min(times) * 1e3, float(np.median(times)) * 1e3
+    return {name: (min(t) * 1e3, float(np.median(t)) * 1e3) for name, t in times.items()}
 
 
 def layer_shapes(which):
@@ -176,8 +186,8 @@ def bench_layers(cfg, backend, progress):
                    "in_resnet18": count, "paper_layer": (c, o, k, s, p, size) == PAPER_LAYER,
                    "words_per_output": k * k * -(-c // 64), "threads": threads}
             with torch.no_grad():
-                for name, fn in calls.items():
-                    row[f"{name}_ms"], row[f"{name}_median_ms"] = _time(fn, threads, cfg.min_run_time)
+                for name, (fastest, median) in _time(calls, threads, cfg.min_run_time).items():
+                    row[f"{name}_ms"], row[f"{name}_median_ms"] = fastest, median
                     progress.update()
             row["float_ms"] = min(row["float_nchw_ms"], row["float_cl_ms"])
             row["float_median_ms"] = min(row["float_nchw_median_ms"], row["float_cl_median_ms"])

@@ -280,9 +280,10 @@ def test_the_compiled_kernel_checks_the_output_size_itself():
                                None, False)
 
 
+@pytest.mark.parametrize("method", ["case2", "case4"])  # case4: the int8 tiles' Gamma factors must go too
 @pytest.mark.parametrize("pad_mode", ["zero", "minus_one"])
-def test_load_state_dict_after_a_call_takes_the_new_weights(backend, pad_mode):
-    old, new = (PackedBinaryConv2d.from_binary_conv(_layer(70, 40, 3, 1, 1, "case2", pad_mode, 5, seed=s), backend)
+def test_load_state_dict_after_a_call_takes_the_new_weights(backend, pad_mode, method):
+    old, new = (PackedBinaryConv2d.from_binary_conv(_layer(70, 40, 3, 1, 1, method, pad_mode, 5, seed=s), backend)
                 for s in (1, 2))
     x = torch.randn(2, 70, 5, 5, generator=torch.Generator().manual_seed(3))
     old(x)  # fills the caches (kernel weights, border correction) from the old weights

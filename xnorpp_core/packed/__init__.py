@@ -348,6 +348,7 @@ class PackedBinaryConv2d(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._corr, self._kernel_weight = {}, None  # derived from the old weights
+        self.gamma_factors = None  # the loaded gamma is used as it is
 
     @classmethod
     @torch.no_grad()
@@ -409,7 +410,8 @@ class PackedBinaryConv2d(nn.Module):
         return self._corr[key]
 
     def _kernel_weights(self):
-        """The compiled kernel's operand: ``(kh kw cw, o_pad)`` words, output channels innermost."""
+        """The compiled kernel's operand: ``(kh kw cw, o_pad)`` words, output channels innermost, or the int8
+        tiles' weights (``amx_weights``)."""
         key = self._cache_key(), self.amx
         if self._kernel_weight is None or self._kernel_weight[0] != key:
             w = amx_weights(self.weight_bits, self.channels) if self.amx else kernel_weights(self.weight_bits)
@@ -450,11 +452,11 @@ class PackedBinaryConv2d(nn.Module):
         """The convolution of an already packed input ``xb`` (``pack_input``)."""
         h_out, w_out = self.out_size(input_size)
         if self.amx:  # the border holds the padding: no correction
-            (h, w), (ph, pw) = input_size, self.padding
-            n = (xb.shape[0] - _compiled()[0].amx_tail_rows) // ((h + 2 * ph) * (w + 2 * pw))
-            y = _compiled()[0].amx_conv(xb, self._kernel_weights(), n, h + 2 * ph, w + 2 * pw, self.channels,
-                                        self.out_channels, *self.kernel_size, *self.stride, h_out, w_out,
-                                        *self.amx_gamma(), False, None, None, None, 0, 0, -1, True)[0]  # (N, P, o)
+            k, (h, w), (ph, pw) = _compiled()[0], input_size, self.padding
+            hp, wp = h + 2 * ph, w + 2 * pw
+            y = k.amx_conv(xb, self._kernel_weights(), (xb.shape[0] - k.amx_tail_rows) // (hp * wp), hp, wp,
+                           self.channels, self.out_channels, *self.kernel_size, *self.stride, h_out, w_out,
+                           *self.amx_gamma(), False, None, None, None, 0, 0, -1, True)[0]  # (N, P, o)
         elif self.backend.name == "numpy":
             corr = self._correction(tuple(input_size))
             y = _conv_numpy(xb, self.weight_bits, self.channels, self.stride, (h_out, w_out), corr, self.gamma)
