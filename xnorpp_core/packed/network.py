@@ -35,7 +35,8 @@ order of layers) with these rewrites:
 
 Real layers (stem, shortcuts, classifier) run as torch modules, channels-last,
 with every real convolution's following BN folded into its weights and strided
-1x1 convolutions run on the pixels they read (``fused_emulation``). ``fused_emulation(model)`` is also the reference: the
+1x1 convolutions run on the pixels they read (``fused_emulation``).
+``fused_emulation(model)`` is also the reference: the
 float-emulated network with the same foldings, whose logits the packed network
 reproduces (``torch.equal``) when no threshold decision differs from torch's
 own rounding.

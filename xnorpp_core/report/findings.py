@@ -269,7 +269,8 @@ def read_kernel(results):
                  f"{r['speedup_vs_best_real']:.1f}x" for _, r in m.iterrows()]
         out.append(Finding("Whole binary ResNet-18, packed, against the real-valued one at its best",
                            "not measured in the paper",
-                           "; ".join(parts) + f"; {_arithmetic(net / 'run.json')}" + _busy(net / "run.json", m["threads"]),
+                           "; ".join(parts) + f"; {_arithmetic(net / 'run.json')}"
+                           + _busy(net / "run.json", m["threads"]),
                            verdict_network(float(speed.min()), float(speed.max()),
                                            float(layer["speedup"].min()) if len(layer) else None),
                            (str(net / "summary.md"), str(net / "speedup.csv")), "python -m studies.bench_inference",

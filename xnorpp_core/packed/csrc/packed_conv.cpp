@@ -641,7 +641,8 @@ AmxGeometry check_amx(const torch::Tensor& xi, const torch::Tensor& wi, int64_t 
   TORCH_CHECK(g.cp == (channels + 63) / 64 * 64, "amx_conv: xi has ", g.cp, " columns, expected 64 ceil(c / 64)");
   const int64_t rows = kh * kw * g.cb * g.nb * 16;  // 64-byte tile rows
   TORCH_CHECK(wi.numel() * wi.element_size() == rows * (wi.scalar_type() == torch::kInt8 ? 64 : 8),
-              "amx_conv: wi has ", wi.numel(), " elements, expected ", rows * (wi.scalar_type() == torch::kInt8 ? 64 : 1));
+              "amx_conv: wi has ", wi.numel(), " elements, expected ",
+              rows * (wi.scalar_type() == torch::kInt8 ? 64 : 1));
   TORCH_CHECK(wi.scalar_type() == torch::kInt8 || channels % 64 == 0,
               "amx_conv: row masks need a multiple of 64 channels (they have no zero weights)");
   // Rows read by the last image's last tile (a repeat of the last one completes a block in pixel-row tiling).
@@ -815,8 +816,8 @@ void run_amx(const torch::Tensor& xi, const torch::Tensor& wi, const AmxGeometry
     alignas(64) int32_t acc[2][32 * 32];  // this block's counts and the previous one's, awaiting its epilogue
     thread_local std::vector<int8_t> buffer;  // kept between calls: no allocation per layer
     if (masks && buffer.size() < static_cast<size_t>(64 * span + 64)) buffer.resize(64 * span + 64);
-    int8_t* tiles = masks ? reinterpret_cast<int8_t*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t(63))
-                          : nullptr;
+    const uintptr_t aligned = (reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t(63);
+    int8_t* tiles = masks ? reinterpret_cast<int8_t*>(aligned) : nullptr;
     int64_t expanded = -1;
     Pending prev{};
     for (int64_t t = begin; t < end; ++t) {
