@@ -292,6 +292,31 @@ struct Epilogue {
   const float* gamma_x;    // (w_out,) or null
 };
 
+// Gamma (1 or P rows, o columns) of a float epilogue, checked: e.gamma and e.gamma_rows (1 when absent).
+void set_gamma(Epilogue& e, const c10::optional<torch::Tensor>& gamma, int64_t P, int64_t o, const char* who) {
+  e.gamma_rows = 1;
+  if (!(gamma && gamma->defined())) return;
+  TORCH_CHECK(gamma->scalar_type() == torch::kFloat32 && gamma->is_contiguous() && gamma->dim() == 2 &&
+                  gamma->size(1) == o && (gamma->size(0) == 1 || gamma->size(0) == P),
+              who, ": gamma must be contiguous float32 (1 or h_out * w_out, o)");
+  e.gamma = gamma->data_ptr<float>();
+  e.gamma_rows = gamma->size(0);
+}
+
+// The thresholds of a sign epilogue (bound (1 or P, o_pad), flip (rows of bound, o_pad / 32)), checked.
+void set_bounds(Epilogue& e, const torch::Tensor& bound, const torch::Tensor& flip, int64_t P, int64_t o_pad,
+                const char* who) {
+  TORCH_CHECK(bound.scalar_type() == torch::kInt32 && bound.is_contiguous() && bound.dim() == 2 &&
+                  bound.size(1) == o_pad && (bound.size(0) == 1 || bound.size(0) == P),
+              who, ": bound must be contiguous int32 (1 or h_out * w_out, o_pad)");
+  TORCH_CHECK(flip.scalar_type() == torch::kInt32 && flip.is_contiguous() && flip.dim() == 2 &&
+                  flip.size(0) == bound.size(0) && flip.size(1) == o_pad / OB,
+              who, ": flip must be contiguous int32 (rows of bound, o_pad / 32)");
+  e.bound = bound.data_ptr<int32_t>();
+  e.flip = flip.data_ptr<int32_t>();
+  e.bound_rows = bound.size(0);
+}
+
 // One tile: PB output pixels of image n (a short tile repeats its last pixel) and OB channels from o0.
 struct Tile {
   int64_t n, p0, np, o0, oe;
@@ -477,14 +502,7 @@ torch::Tensor packed_conv(torch::Tensor xb, torch::Tensor wt, int64_t channels, 
                 "packed_conv: corr must be contiguous int32 (h_out * w_out, o)");
     e.corr = corr->data_ptr<int32_t>();
   }
-  e.gamma_rows = 1;
-  if (gamma && gamma->defined()) {
-    TORCH_CHECK(gamma->scalar_type() == torch::kFloat32 && gamma->is_contiguous() && gamma->dim() == 2 &&
-                    gamma->size(1) == g.o && (gamma->size(0) == 1 || gamma->size(0) == g.P),
-                "packed_conv: gamma must be contiguous float32 (1 or h_out * w_out, o)");
-    e.gamma = gamma->data_ptr<float>();
-    e.gamma_rows = gamma->size(0);
-  }
+  set_gamma(e, gamma, g.P, g.o, "packed_conv");
   if (residual && residual->defined()) {
     TORCH_CHECK(residual->scalar_type() == torch::kFloat32 && residual->is_contiguous() && residual->dim() == 3 &&
                     residual->size(0) == N && residual->size(1) == g.P && residual->size(2) == g.o,
@@ -502,18 +520,10 @@ torch::Tensor packed_conv_bits(torch::Tensor xb, torch::Tensor wt, int64_t chann
                                torch::Tensor bound, torch::Tensor flip, int64_t out_ph, int64_t out_pw, bool simd) {
   const Geometry g = check_conv(xb, wt, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
   TORCH_CHECK(out_ph >= 0 && out_pw >= 0, "packed_conv_bits: negative padding");
-  TORCH_CHECK(bound.scalar_type() == torch::kInt32 && bound.is_contiguous() && bound.dim() == 2 &&
-                  bound.size(1) == g.o_pad && (bound.size(0) == 1 || bound.size(0) == g.P),
-              "packed_conv_bits: bound must be contiguous int32 (1 or h_out * w_out, o_pad)");
-  TORCH_CHECK(flip.scalar_type() == torch::kInt32 && flip.is_contiguous() && flip.dim() == 2 &&
-                  flip.size(0) == bound.size(0) && flip.size(1) == g.o_pad / OB,
-              "packed_conv_bits: flip must be contiguous int32 (rows of bound, o_pad / 32)");
+  Epilogue e{};
+  set_bounds(e, bound, flip, g.P, g.o_pad, "packed_conv_bits");
   const int64_t N = xb.size(0), cw_out = (g.o + 63) / 64;
   auto out = torch::zeros({N, h_out + 2 * out_ph, w_out + 2 * out_pw, cw_out}, xb.options());
-  Epilogue e{};
-  e.bound = bound.data_ptr<int32_t>();
-  e.flip = flip.data_ptr<int32_t>();
-  e.bound_rows = bound.size(0);
   e.bits = reinterpret_cast<u32*>(out.data_ptr<int64_t>());
   e.out_Hp = h_out + 2 * out_ph;
   e.out_Wp = w_out + 2 * out_pw;
@@ -548,7 +558,8 @@ XNORPP_AMX_FN inline void pack_bytes16(const float* s, int64_t c0, const Thresho
 #endif
 
 #if XNORPP_AVX512
-// Sign bytes of np pixels from their words of 64 channels (bit = +1): d[j] gets 64 bytes from bits[j].
+// Sign bytes from words of 64 signs (bit = +1): d + j stride gets the 64 bytes of bits[j] (pixels' channels,
+// or the int8 tiles' weight rows from their masks).
 XNORPP_AVX512_FN void expand_words(const u64* bits, int64_t np, int64_t stride, int8_t* d) {
   const __m512i minus = _mm512_set1_epi8(-1), plus = _mm512_set1_epi8(1);
   for (int64_t j = 0; j < np; ++j)
@@ -674,13 +685,6 @@ XNORPP_AMX_FN void amx_configure() {
 }
 
 XNORPP_AMX_FN void amx_release() { _tile_release(); }
-
-// Weight tiles from row masks: byte j of a row is +1 where bit j is set, else -1 (rows of 64 bytes).
-XNORPP_AMX_FN void expand_rows(const u64* masks, int64_t rows, int8_t* out) {
-  const __m512i minus = _mm512_set1_epi8(-1), plus = _mm512_set1_epi8(1);
-  for (int64_t i = 0; i < rows; ++i)
-    _mm512_store_si512(out + 64 * i, _mm512_mask_blend_epi8(static_cast<__mmask64>(masks[i]), minus, plus));
-}
 
 // A block whose counts wait in memory for their epilogue: image n, two tiles of 16 pixels, output channels
 // 32 ob .. 32 ob + 31; row r (pixel y, x) is next.
@@ -825,7 +829,7 @@ void run_amx(const torch::Tensor& xi, const torch::Tensor& wi, const AmxGeometry
       const int64_t n = r / g.n_mb, mb = r % g.n_mb;
       const int64_t first = pixels_outer ? 0 : ob;  // the first output block in the buffer
       if (masks && first != expanded) {
-        expand_rows(reinterpret_cast<const u64*>(wi.data_ptr<int64_t>()) + first * pair, span, tiles);
+        expand_words(reinterpret_cast<const u64*>(wi.data_ptr<int64_t>()) + first * pair, span, 64, tiles);
         expanded = first;
       }
       int32_t* out = acc[(t - begin) & 1];
@@ -866,14 +870,7 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor xi, torch::Tensor wi, int64_t 
   const AmxGeometry g = check_amx(xi, wi, N, Hp, Wp, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
   Epilogue e{};
   e.relu = relu;
-  e.gamma_rows = 1;
-  if (gamma && gamma->defined()) {
-    TORCH_CHECK(gamma->scalar_type() == torch::kFloat32 && gamma->is_contiguous() && gamma->dim() == 2 &&
-                    gamma->size(1) == g.o && (gamma->size(0) == 1 || gamma->size(0) == g.P),
-                "amx_conv: gamma must be contiguous float32 (1 or h_out * w_out, o)");
-    e.gamma = gamma->data_ptr<float>();
-    e.gamma_rows = gamma->size(0);
-  }
+  set_gamma(e, gamma, g.P, g.o, "amx_conv");
   for (const auto& f : {gamma_y, gamma_x})
     TORCH_CHECK(!(f && f->defined()) || (f->scalar_type() == torch::kFloat32 && f->is_contiguous() && f->dim() == 1),
                 "amx_conv: gamma_y and gamma_x must be contiguous float32 vectors");
@@ -920,16 +917,8 @@ torch::Tensor amx_conv_signs(torch::Tensor xi, torch::Tensor wi, int64_t N, int6
                              int64_t h_out, int64_t w_out, torch::Tensor bound, torch::Tensor flip, int64_t out_ph,
                              int64_t out_pw, int64_t out_border) {
   const AmxGeometry g = check_amx(xi, wi, N, Hp, Wp, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
-  TORCH_CHECK(bound.scalar_type() == torch::kInt32 && bound.is_contiguous() && bound.dim() == 2 &&
-                  bound.size(1) == g.o_pad && (bound.size(0) == 1 || bound.size(0) == g.P),
-              "amx_conv_signs: bound must be contiguous int32 (1 or h_out * w_out, o_pad)");
-  TORCH_CHECK(flip.scalar_type() == torch::kInt32 && flip.is_contiguous() && flip.dim() == 2 &&
-                  flip.size(0) == bound.size(0) && flip.size(1) == g.o_pad / OB,
-              "amx_conv_signs: flip must be contiguous int32 (rows of bound, o_pad / 32)");
   Epilogue e{};
-  e.bound = bound.data_ptr<int32_t>();
-  e.flip = flip.data_ptr<int32_t>();
-  e.bound_rows = bound.size(0);
+  set_bounds(e, bound, flip, g.P, g.o_pad, "amx_conv_signs");
   auto out = next_signs(g, e, out_ph, out_pw, out_border, xi.options());
   if (N > 0) run_amx(xi, wi, g, e);
   return out;
