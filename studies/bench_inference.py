@@ -57,7 +57,7 @@ from studies._cli import (add_config_flags, add_out_flag, check_out, config_from
 from xnorpp_core.models import ARCHS, build_model, fuse_model  # noqa: E402
 from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, backend_info  # noqa: E402
 from xnorpp_core.packed.network import CATEGORIES, PackedNetwork, fused_emulation  # noqa: E402
-from xnorpp_core.provenance import (atomic_write, environment, markdown_table, save_figure, write_csv,  # noqa: E402
+from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, environment, save_figure, write_csv,  # noqa: E402
                                     write_json)
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
 from xnorpp_core.scales import LearnedScale  # noqa: E402
@@ -237,10 +237,6 @@ def plot_breakdown(speed, breakdown, cpu):
     return fig
 
 
-def _markdown(frame, columns, cpu, floatfmt=".3g"):
-    return f"CPU: {cpu}\n\n" + markdown_table(frame[columns], floatfmt=floatfmt) + "\n"
-
-
 def main(argv=None):
     parser = make_parser(PROG, __doc__)
     add_config_flags(parser, BenchInferenceConfig)
@@ -284,17 +280,17 @@ def main(argv=None):
                f"Load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
                f"backend {info.name}: {info.path}.", "",
                "## Speed-up (fastest call; median-call ratio beside it)", "",
-               _markdown(speed, ["method", "threads", "batch", "packed_ms", "best_real", "best_real_ms",
-                                 "speedup_vs_best_real", "speedup_vs_best_real_median", "emulated_ms",
-                                 "speedup_vs_emulated"], cpu),
+               cpu_markdown_table(speed, ["method", "threads", "batch", "packed_ms", "best_real", "best_real_ms",
+                                          "speedup_vs_best_real", "speedup_vs_best_real_median", "emulated_ms",
+                                          "speedup_vs_emulated"], cpu),
                "## Every model (ms per call)", "",
-               _markdown(timing, ["model", "threads", "batch", "ms", "median_ms"], cpu),
+               cpu_markdown_table(timing, ["model", "threads", "batch", "ms", "median_ms"], cpu),
                "## Packed network by layer type (median ms per call)", "",
-               _markdown(per_part, ["method", "threads", "batch", *CATEGORIES], cpu)]
+               cpu_markdown_table(per_part, ["method", "threads", "batch", *CATEGORIES], cpu)]
     if exact is not None:
         write_csv(out / "exactness.csv", exact)
         summary += ["## Exactness against the fused float emulation", "",
-                    _markdown(exact, list(exact.columns), cpu)]
+                    cpu_markdown_table(exact, list(exact.columns), cpu)]
     command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
     summary += [f"Command: `{command}`"]
     atomic_write(out / "summary.md", "\n".join(summary) + "\n")

@@ -27,7 +27,8 @@ ResNet-18 at 224x224: storage in bytes of the float-emulated and the packed
 model, by kind and method. The whole network's time is
 ``python -m studies.bench_inference``'s.
 
-Writes to ``--out`` (default ``results/kernel_bench``): ``kernel_bench.csv``,
+Writes to ``--out`` (default ``results/kernel_bench``; ``--plot-only`` redraws
+``speedup.png`` from the files there): ``kernel_bench.csv``,
 ``kernel_bench.md``, ``speedup.png``, ``model_size.csv`` (unless ``--no-model``),
 ``kernel_bench_summary.md`` and ``run.json`` (config, backend, CPU, load average,
 versions, hardware). Every table names the CPU. Timings depend on the machine
@@ -35,8 +36,10 @@ and its load: rerun on a quiet one.
 """
 
 import itertools
+import json
 import os
 import sys
+import textwrap
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -55,9 +58,9 @@ from studies._cli import (add_config_flags, add_out_flag, check_out, config_from
                           make_parser, opt)
 from xnorpp_core.layers import BinaryConv2d  # noqa: E402
 from xnorpp_core.models import binary_resnet18  # noqa: E402
-from xnorpp_core.packed import (BACKENDS, SUPPORTED_METHODS, PackedBinaryConv2d, backend_info, pack_model,  # noqa: E402
-                                storage_bytes)
-from xnorpp_core.provenance import (atomic_write, environment, markdown_table, save_figure, write_csv,  # noqa: E402
+from xnorpp_core.packed import (BACKENDS, SUPPORTED_METHODS, BackendInfo, PackedBinaryConv2d, backend_info,  # noqa: E402
+                                pack_model, storage_bytes)
+from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, environment, save_figure, write_csv,  # noqa: E402
                                     write_json)
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
 from xnorpp_core.scales import LearnedScale  # noqa: E402
@@ -226,7 +229,8 @@ def model_sizes(cfg, backend):
     return pd.DataFrame(rows)
 
 
-def plot_speedup(table, backend_name, cpu):
+def plot_speedup(table, info, cpu):
+    """Measured speed-ups per layer shape and thread count beside Eq. 9; ``info`` the ``BackendInfo`` that ran."""
     table = table[table.method == table.method.iloc[0]]
     layers = list(dict.fromkeys(table.layer))
     threads = sorted(int(t) for t in table.threads.unique())
@@ -248,8 +252,9 @@ def plot_speedup(table, backend_name, cpu):
     ax.set_xticks(xs, [lbl + (" *" if p else "") for lbl, p in zip(layers, first.paper_layer)], rotation=20,
                   ha="right", fontsize=8)
     ax.set_ylabel("speed-up over torch float32 conv")
-    ax.set_title(f"Packed XNOR-popcount convolution vs torch float32, ResNet-18 binary layers at 224x224 "
-                 f"(* the paper's layer); {table.method.iloc[0]}, backend {backend_name}\n{cpu}", fontsize=9)
+    ax.set_title(f"Packed binary convolution vs torch float32, ResNet-18 binary layers at 224x224 "
+                 f"(* the paper's layer); {table.method.iloc[0]}\n"
+                 + textwrap.fill(f"backend {info.name}: {info.path}", 110) + f"\n{cpu}", fontsize=9)
     ax.set_ylim(0.8, 150)
     ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     ax.grid(alpha=0.3, axis="y")
@@ -257,17 +262,25 @@ def plot_speedup(table, backend_name, cpu):
     return fig
 
 
-def _markdown(frame, columns, cpu, floatfmt=".3g"):
-    return f"CPU: {cpu}\n\n" + markdown_table(frame[columns], floatfmt=floatfmt) + "\n"
-
-
 def main(argv=None):
     parser = make_parser(PROG, __doc__)
     add_config_flags(parser, KernelBenchConfig)
     add_out_flag(parser, "results/kernel_bench")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw speedup.png from the kernel_bench.csv and run.json already in --out")
     args = parser.parse_args(argv)
     cfg = config_from_args(PROG, KernelBenchConfig, args)
     out = check_out(PROG, args.out)
+    if args.plot_only:
+        try:
+            layers = pd.read_csv(out / "kernel_bench.csv")
+            info = BackendInfo(**json.loads((out / "run.json").read_text())["backend"])
+        except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError) as err:
+            fail(PROG, f"--plot-only needs kernel_bench.csv and run.json in {out}: {err}")
+        fig = plot_speedup(layers, info, layers.cpu.iloc[0])
+        save_figure(fig, out / "speedup.png", dpi=120)
+        plt.close(fig)
+        return layers
     if max(cfg.threads) > (os.cpu_count() or 1):
         print(f"note: {max(cfg.threads)} threads on {os.cpu_count()} CPUs", file=sys.stderr)
 
@@ -288,11 +301,11 @@ def main(argv=None):
     layers.insert(0, "cpu", cpu)
     write_csv(out / "kernel_bench.csv", layers)
     table = layers.assign(layer=[f"**{lbl}**" if p else lbl for lbl, p in zip(layers.layer, layers.paper_layer)])
-    atomic_write(out / "kernel_bench.md", _markdown(table, [
+    atomic_write(out / "kernel_bench.md", cpu_markdown_table(table, [
         "layer", "method", "in_resnet18", "threads", "float_ms", "emulated_ms", "packed_ms", "pack_ms", "conv_ms",
         "conv_channel_gamma_ms", "speedup", "speedup_conv_only", "eq9", "eq9_consistent", "pack_share",
         "float_gflops", "packed_gbinops", "spread"], cpu))
-    fig = plot_speedup(layers, info.name, cpu)
+    fig = plot_speedup(layers, info, cpu)
     save_figure(fig, out / "speedup.png", dpi=120)
     plt.close(fig)
     paper = layers[layers.paper_layer]
@@ -312,9 +325,10 @@ def main(argv=None):
     if cfg.model:
         write_csv(out / "model_size.csv", sizes)
         summary += ["", "Binary ResNet-18 at 224x224, storage (bytes):", "",
-                    _markdown(sizes, ["method", "float_total", "packed_total", "compression_vs_real",
-                                      "compression_vs_float", "packed_binary_weights", "compression_binary_weights",
-                                      "float_scales", "packed_scales", "other"], cpu, floatfmt=".4g")]
+                    cpu_markdown_table(sizes, ["method", "float_total", "packed_total", "compression_vs_real",
+                                               "compression_vs_float", "packed_binary_weights",
+                                               "compression_binary_weights", "float_scales", "packed_scales",
+                                               "other"], cpu, floatfmt=".4g")]
     command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
     summary += ["", f"Backend: {info.name}, {info.path} ({info.reason}). Command: `{command}`"]
     atomic_write(out / "kernel_bench_summary.md", "\n".join(summary) + "\n")

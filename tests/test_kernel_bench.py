@@ -1,6 +1,7 @@
 """studies.kernel_bench: its layer list, option errors, and a short run on the paper's layer."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -75,3 +76,24 @@ def test_short_run_on_the_paper_layer(tmp_path):
     assert row.speedup == pytest.approx(row.float_ms / row.packed_ms)
     assert row.float_ms == min(row.float_nchw_ms, row.float_cl_ms)
     assert (table.filter(regex=r"_ms$") > 0).all(axis=None)
+
+
+def test_plot_only_redraws_the_figure_from_the_files_and_names_the_arithmetic(tmp_path, monkeypatch):
+    results = Path(kernel_bench.__file__).parents[1] / "results" / "kernel_bench"
+    for name in ("kernel_bench.csv", "run.json"):
+        (tmp_path / name).write_bytes((results / name).read_bytes())
+    titles, save = [], kernel_bench.save_figure
+
+    def save_and_read_title(fig, path, **kwargs):
+        titles.append(" ".join(fig.axes[0].get_title().split()))
+        save(fig, path, **kwargs)
+
+    monkeypatch.setattr(kernel_bench, "save_figure", save_and_read_title)
+    kernel_bench.main(["--plot-only", "--out", str(tmp_path)])
+    assert (tmp_path / "speedup.png").stat().st_size > 0
+    backend = kernel_bench.BackendInfo(**json.loads((results / "run.json").read_text())["backend"])
+    assert f"backend {backend.name}: {backend.path}" in titles[0]
+    (tmp_path / "run.json").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        kernel_bench.main(["--plot-only", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["environment", "cpu_details", "atomic_write", "write_json", "write_csv", "save_figure", "markdown_cell",
-           "markdown_table", "check_writable_folder"]
+           "markdown_table", "cpu_markdown_table", "check_writable_folder"]
 
 _PACKAGES = ("xnorpp", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn", "papermill")
 
@@ -158,6 +158,11 @@ def markdown_table(frame, **kwargs):
     frame = frame.rename(columns=markdown_cell)
     frame = frame.map(lambda v: markdown_cell(v) if isinstance(v, str) else v)
     return frame.to_markdown(index=False, **kwargs)
+
+
+def cpu_markdown_table(frame, columns, cpu, floatfmt=".3g"):
+    """``markdown_table`` of ``frame[columns]`` under a line naming the CPU the numbers were measured on."""
+    return f"CPU: {cpu}\n\n" + markdown_table(frame[columns], floatfmt=floatfmt) + "\n"
 
 
 def check_writable_folder(path):
