@@ -57,7 +57,7 @@ def test_backend_names_and_env_var(monkeypatch):
 
 
 def test_auto_falls_back_to_numpy_when_the_build_fails(monkeypatch):
-    monkeypatch.setattr(packed, "_compiled", lambda: (None, "RuntimeError: no compiler"))
+    monkeypatch.setattr(packed.backend, "_compiled", lambda: (None, "RuntimeError: no compiler"))
     info = backend_info("auto")
     assert info.name == "numpy" and "no compiler" in info.reason
     with pytest.raises(RuntimeError, match="did not build"):
@@ -74,7 +74,7 @@ def test_a_build_that_really_fails_falls_back(tmp_path):
     assert out.stdout.split() == ["numpy", "7", "True"]
 
 
-@pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja", path=packed._ninja_path()) is None,
+@pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja", path=packed.backend._ninja_path()) is None,
                     reason="no C++ compiler or ninja on this machine")
 def test_kernel_builds_where_a_compiler_exists():
     info = backend_info("auto")
@@ -269,7 +269,7 @@ def test_an_input_smaller_than_the_kernel_is_a_value_error(backend, size):
 
 def test_the_compiled_kernel_checks_the_output_size_itself():
     try:
-        module = packed._compiled()[0] or pytest.skip("no compiled kernel")
+        module = packed.backend._compiled()[0] or pytest.skip("no compiled kernel")
     except RuntimeError as err:
         pytest.skip(str(err))
     layer = PackedBinaryConv2d.from_binary_conv(BinaryConv2d(64, 8, 3, method="direct"), "cpp_popcount")
@@ -301,12 +301,12 @@ def test_auto_defers_to_the_environment_variable(monkeypatch):
 
 
 def test_a_fallback_warns_once_and_names_the_cause(monkeypatch):
-    error = packed._build_error(RuntimeError("Error building extension 'x'\n[1/2] c++ -c packed_conv.cpp\n"
+    error = packed.backend._build_error(RuntimeError("Error building extension 'x'\n[1/2] c++ -c packed_conv.cpp\n"
                                              "/bin/sh: 1: c++: not found\nninja: build stopped"))
     assert "c++: not found" in error
     monkeypatch.delenv(packed.ENV_VAR, raising=False)
-    monkeypatch.setattr(packed, "_compiled", lambda: (None, error))
-    packed._warn_fallback.cache_clear()
+    monkeypatch.setattr(packed.backend, "_compiled", lambda: (None, error))
+    packed.backend._warn_fallback.cache_clear()
     with pytest.warns(RuntimeWarning, match="c\\+\\+: not found"):
         backend_info("auto")
     import warnings
@@ -317,7 +317,7 @@ def test_a_fallback_warns_once_and_names_the_cause(monkeypatch):
 
 
 def test_the_build_is_portable_and_avx512_is_a_run_time_choice():
-    assert not any("march" in flag for flag in packed._CFLAGS)
+    assert not any("march" in flag for flag in packed.backend._CFLAGS)
     try:
         info = backend_info("cpp")
     except RuntimeError as err:

@@ -24,7 +24,7 @@ def _amx_module():
         pytest.skip(str(err))
     if not info.amx:
         pytest.skip("this CPU or operating system offers no AMX-INT8 tiles")
-    return packed._compiled()[0]
+    return packed.backend._compiled()[0]
 
 
 @pytest.fixture
@@ -183,13 +183,13 @@ def test_gamma_factors_reproduce_the_fused_gamma_or_are_not_used(scale_cls):
         for p in scale.parameters():
             p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(6)))
     dense = scale.fused().reshape(24, 35).t().contiguous()
-    alpha, beta, gamma = packed._gamma_factors(scale, dense)
+    alpha, beta, gamma = packed.layer._gamma_factors(scale, dense)
     rebuilt = alpha.t() * beta.reshape(1, -1) if gamma is None else (
         alpha.t()[:, :, None] * beta[None, :, None] * gamma[None, None, :]).reshape(24, 35)
     assert torch.equal(rebuilt.reshape(24, 35).t(), dense)
     other = dense.clone()
     other[3, 4] = torch.nextafter(other[3, 4], torch.tensor(float("inf")))
-    assert packed._gamma_factors(scale, other) is None
+    assert packed.layer._gamma_factors(scale, other) is None
 
 
 @pytest.mark.parametrize("stride", [(1, 1), (1, 2)])

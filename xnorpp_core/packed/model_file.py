@@ -28,7 +28,7 @@ import torch
 from ..layers import BinaryConv2d
 from ..models import build_model
 from ..scales import xnor_weight_scale
-from . import SUPPORTED_METHODS, pack_weight
+from .layer import SUPPORTED_METHODS, pack_weight
 from .network import PackedNetwork
 
 __all__ = ["FORMAT", "VERSION", "ModelFileError", "export_bytes", "load_model", "load_network", "size_budget"]

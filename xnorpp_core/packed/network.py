@@ -56,7 +56,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..layers import BinaryConv2d
 from ..models import fuse_model
-from . import PackedBinaryConv2d, _compiled, _conv_numpy, _gamma_factors, _pack_numpy, amx_capable, backend_info
+from .backend import _compiled, backend_info
+from .layer import PackedBinaryConv2d, _gamma_factors, amx_capable
+from .numpy_kernels import conv_numpy, pack_numpy
 
 __all__ = ["CATEGORIES", "fused_emulation", "PackedNetwork", "count_thresholds", "float_thresholds"]
 
@@ -450,7 +452,7 @@ class PackedNetwork(nn.Module):
             return _compiled()[0].pack_signs_i8(x, *b.layer.padding, s, t, b.layer.border)
         if self.backend.name == "numpy":
             bit = s[:, None, None] * x > t[:, None, None]
-            return _pack_numpy(torch.where(bit, 1.0, -1.0), *b.layer.padding)
+            return pack_numpy(torch.where(bit, 1.0, -1.0), *b.layer.padding)
         return _compiled()[0].pack_signs(x, *b.layer.padding, s, t, self.backend.simd)
 
     def _conv(self, xb, b, env, n, packed):
@@ -462,14 +464,14 @@ class PackedNetwork(nn.Module):
         if b.residual is not None:
             residual = env[b.residual].permute(0, 2, 3, 1).reshape(n, h * w, o)  # (N, P, o): a view when NHWC
         if self.backend.name == "numpy":
-            count = _conv_numpy(xb, layer.weight_bits, layer.channels, layer.stride, (h, w), None, None)  # (N, P, o)
+            count = conv_numpy(xb, layer.weight_bits, layer.channels, layer.stride, (h, w), None, None)  # (N, P, o)
             if b.bits is not None:
                 consumer, bound, flip = b.bits
                 v = ((b.n_bits - count) / 2).long()  # (N, P, o) popcounts
                 flips = ((flip.long()[..., None] >> torch.arange(32)) & 1).flatten(1)  # (rows, o_pad)
                 bit = (v <= bound[:, :o].long()) ^ flips[:, :o].bool()  # rows broadcast over P
                 x = torch.where(bit, 1.0, -1.0).view(n, h, w, o).permute(0, 3, 1, 2)
-                return _pack_numpy(x, *consumer.layer.padding)
+                return pack_numpy(x, *consumer.layer.padding)
             y = count + (b.corr if b.corr is not None else 0)
             y = y * layer.gamma if layer.gamma is not None else y
             y = torch.relu(y) if b.relu else y

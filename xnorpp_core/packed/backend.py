@@ -1,0 +1,139 @@
+"""Which packed kernel runs: the compiled C++ kernel (built on first use) or numpy, chosen at run time.
+
+Backends (``BACKENDS``):
+
+- ``"cpp"``: the compiled, multi-threaded kernel ``csrc/packed_conv.cpp``,
+  built with ``torch.utils.cpp_extension`` on first use (about half a minute)
+  into torch's extension cache (``TORCH_EXTENSIONS_DIR``). The build is
+  portable (no ``-march=native``): run-time checks choose its fastest path.
+  On a CPU with AMX-INT8 tiles (Intel Xeon since Sapphire Rapids, on Linux)
+  the signs are stored one byte each (+1 / -1) and the tile multiply-add
+  computes the same exact integer sums, for layers with equal strides of 1
+  or 2; elsewhere it takes the XNOR-popcount path below;
+- ``"cpp_popcount"``: the same build, XNOR-popcount on bits only: AVX-512
+  VPOPCNTDQ when the CPU has it, portable loops otherwise;
+- ``"cpp_generic"``: the same build, portable loops only (what a CPU without
+  AVX-512 VPOPCNTDQ runs);
+- ``"numpy"``: the same packed arithmetic in numpy (``np.packbits``, a popcount
+  of xor-ed words), single-threaded, for machines without a compiler.
+
+``"auto"`` (the default) defers to the environment variable
+``XNORPP_PACKED_BACKEND`` when it is set, and otherwise takes ``cpp`` when it
+builds and ``numpy`` when it does not, with a warning (once) that names the
+build error; ``backend_info()`` says which runs and why.
+
+"""
+
+import functools
+import os
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["BACKENDS", "ENV_VAR", "BackendInfo", "backend_info"]
+
+BACKENDS = ("cpp", "cpp_popcount", "cpp_generic", "numpy")
+ENV_VAR = "XNORPP_PACKED_BACKEND"
+_SOURCE = Path(__file__).parent / "csrc" / "packed_conv.cpp"
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+# A portable build: the compiler's default target (with POPCNT on x86-64, as every x86-64 CPU since 2008 has);
+# the AVX-512 functions carry their own target attribute and are chosen at run time (csrc/packed_conv.cpp).
+_CFLAGS = ["-O3", "-fopenmp"] + (["-mpopcnt"] if _X86 else [])
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Which backend runs (``name``), whether it takes the AVX-512 path (``simd``) and the AMX int8 tiles
+    (``amx``), and why."""
+
+    name: str
+    simd: bool
+    reason: str
+    amx: bool = False
+
+    @property
+    def path(self):
+        """The arithmetic this backend runs, in words."""
+        if self.name == "numpy":
+            return "XNOR-popcount in numpy"
+        if self.amx:
+            return "int8 tiles (AMX-INT8), XNOR-popcount (AVX-512 VPOPCNTDQ) where a layer's strides do not fit them"
+        return "XNOR-popcount, " + ("AVX-512 VPOPCNTDQ" if self.simd else "portable loops")
+
+
+def _ninja_path():
+    """PATH with the ``ninja`` of the ``ninja`` Python package appended (torch's build looks it up on PATH)."""
+    path = os.environ.get("PATH", "")
+    try:
+        import ninja
+
+        return path + os.pathsep + ninja.BIN_DIR
+    except ImportError:
+        return path
+
+
+def _build_error(err):
+    """The first line of a build error and the lines that name its cause (``error``, ``not found``, ...)."""
+    lines = [l.strip() for l in str(err).strip().splitlines() if l.strip()] or [""]
+    cause = [l for l in lines[1:] if any(w in l.lower() for w in ("error", "not found", "no such", "cannot"))]
+    return "; ".join([f"{type(err).__name__}: {lines[0][:300]}"] + [l[:300] for l in cause[:4]])
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled():
+    """The compiled extension (built on first use, then loaded from the cache), or the build error."""
+    path = os.environ.get("PATH")
+    try:
+        from torch.utils import cpp_extension
+
+        os.environ["PATH"] = _ninja_path()
+        module = cpp_extension.load(name="xnorpp_packed_conv", sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
+                                    extra_ldflags=["-fopenmp"], verbose=False)
+        return module, ""
+    except Exception as err:  # no compiler, no ninja, no headers, build error: all mean "fall back"
+        return None, _build_error(err)
+    finally:
+        if path is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = path
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(error):
+    """Warn once per distinct build error that ``auto`` fell back to numpy."""
+    warnings.warn(f"the packed C++ kernel did not build, using the numpy backend (much slower): {error}",
+                  RuntimeWarning, stacklevel=3)
+
+
+def backend_info(requested=None):
+    """Resolve ``requested`` (``None``/``"auto"`` or one of ``BACKENDS``).
+
+    ``None`` and ``"auto"`` both defer to ``$XNORPP_PACKED_BACKEND`` when it is
+    set, and otherwise take ``cpp`` when the kernel builds and ``numpy`` (with
+    a warning, once, naming the build error) when it does not. ``"cpp"`` and
+    ``"cpp_generic"`` raise ``RuntimeError`` when the kernel does not build.
+    ``simd`` is the run-time check: the CPU has AVX-512 VPOPCNTDQ (and F, BW,
+    DQ, VL), which ``cpp`` and ``cpp_popcount`` then use; ``cpp_generic`` never
+    does. ``amx``: the CPU has AMX-INT8 and the operating system grants the
+    tile state, which only ``cpp`` then uses.
+    """
+    if requested in (None, "auto"):
+        requested = os.environ.get(ENV_VAR) or "auto"
+    if requested not in ("auto", *BACKENDS):
+        raise ValueError(f"unknown packed backend {requested!r}; choose from {('auto', *BACKENDS)}")
+    if requested == "numpy":
+        return BackendInfo("numpy", False, "requested")
+    module, error = _compiled()
+    if module is not None:
+        if requested == "cpp_generic":
+            return BackendInfo("cpp_generic", False, "requested")
+        if requested == "cpp_popcount":
+            return BackendInfo("cpp_popcount", bool(module.simd_available()), "requested")
+        return BackendInfo("cpp", bool(module.simd_available()), "requested" if requested == "cpp" else "compiled",
+                           bool(module.amx_available()))
+    if requested != "auto":
+        raise RuntimeError(f"the packed C++ kernel did not build: {error}")
+    _warn_fallback(error)
+    return BackendInfo("numpy", False, f"fallback, the C++ kernel did not build ({error})")
