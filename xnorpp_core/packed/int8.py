@@ -14,6 +14,7 @@ very same modules, so the int8 layers change both alike and their logits stay eq
 """
 
 import contextlib
+import warnings
 
 import torch
 import torch.ao.nn.intrinsic.quantized as nniq
@@ -101,7 +102,15 @@ def quantize_real_layers(gm, calibration, is_real, engine=None):
     """Replace, in place, each real layer of the ``fx.GraphModule`` ``gm`` (``is_real(module)``) by
     ``Int8Layers``, with ranges observed on the calibration inputs ``calibration`` (a tensor, run by
     ``gm`` in batches of 8). Returns ``gm``."""
-    engine = engine or default_engine()
+    with warnings.catch_warnings():
+        # PyTorch's own default observers use an argument it plans to drop, and it marks its quantized tensors
+        # deprecated (once per process: here rather than in a later run)
+        warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated.*")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        return _quantize(gm, calibration, is_real, engine or default_engine())
+
+
+def _quantize(gm, calibration, is_real, engine):
     qconfig = get_default_qconfig(engine)
     modules = dict(gm.named_modules())
     groups = []  # (first node, last node, relu, pool)

@@ -452,7 +452,7 @@ class PackedNetwork(nn.Module):
             consumer, s, t = pool.emit or (None, None, None)
             if consumer is not None and not self.amx:  # sign bits
                 pool.run, pool.call = _compiled()[0].max_pool_bits, (*pool.args, pool.relu, s, t,
-                                                                     *consumer.layer.padding)
+                                                                     *consumer.layer.padding, self.backend.simd)
             else:  # sign bytes (int8 tiles), or no signs
                 pool.run = _compiled()[0].max_pool_signs
                 pool.call = (*pool.args, pool.relu, s, t, *(consumer.layer.padding if consumer else (0, 0)),

@@ -462,6 +462,9 @@ void tile_generic(const u64* __restrict xb, const u64* __restrict wt, const Geom
 }
 
 #if XNORPP_AVX512
+XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Epilogue& epi,
+                                      const __m512i (&acc)[PB][OB / 8]);
+
 // The same tile with AVX-512 VPOPCNTDQ: 8 output channels per vector, PB x 4 accumulators.
 XNORPP_AVX512_FN void tile_avx512(const u64* __restrict xb, const u64* __restrict wt, const Geometry& g,
                                   const Tile& t, const Epilogue& e) {
@@ -485,47 +488,57 @@ XNORPP_AVX512_FN void tile_avx512(const u64* __restrict xb, const u64* __restric
         }
       }
     }
-  const __m512i n_bits = _mm512_set1_epi64(g.n_bits);
-  const __m256 zero = _mm256_setzero_ps();
+  epilogue_avx512(g, t, e, v);
+}
+
+// The epilogue of tile_avx512 (as epilogue_generic), 16 channels at a time: acc[j][q] holds the popcounts of
+// channels o0 + 8 q .. o0 + 8 q + 7 of pixel j in 64-bit lanes.
+XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Epilogue& epi,
+                                      const __m512i (&acc)[PB][OB / 8]) {
+  const Epilogue e = epi;  // a local copy: its fields stay in registers across the stores below
+  const __m512i n_bits = _mm512_set1_epi32(static_cast<int32_t>(g.n_bits));
+  const __m512 zero = _mm512_setzero_ps();
+  const int64_t o = g.o, o0 = t.o0, P = g.P;
   for (int64_t j = 0; j < t.np; ++j) {
     const int64_t p = t.p0 + j;
+    __m512i cnt[2];  // popcounts, 16 channels each, int32
+    for (int h = 0; h < 2; ++h)
+      cnt[h] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(acc[j][2 * h])),
+                                  _mm512_cvtepi64_epi32(acc[j][2 * h + 1]), 1);
     if (e.bound) {
       const int64_t r = e.bound_rows == 1 ? 0 : p;
-      const int32_t* bd = e.bound + r * g.o_pad + t.o0;
-      u32 word = 0;
-      for (int q = 0; q < OB / 8; ++q) {
-        const __m512i bq = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bd + 8 * q)));
-        word |= static_cast<u32>(_mm512_cmple_epi64_mask(v[j][q], bq)) << (8 * q);
-      }
-      *bits_at(e, t, j) = word ^ static_cast<u32>(e.flip[r * (g.o_pad / OB) + t.o0 / OB]);
+      const int32_t* bd = e.bound + r * g.o_pad + o0;
+      const u32 word = static_cast<u32>(_mm512_cmple_epi32_mask(cnt[0], _mm512_loadu_si512(bd))) |
+                       static_cast<u32>(_mm512_cmple_epi32_mask(cnt[1], _mm512_loadu_si512(bd + 16))) << 16;
+      *bits_at(e, t, j) = word ^ static_cast<u32>(e.flip[r * (g.o_pad / OB) + o0 / OB]);
       continue;
     }
-    float* y = e.y ? e.y + (t.n * g.P + p) * g.o + t.o0 : nullptr;
-    const int32_t* corr = e.corr && on_border(e, t, j) ? e.corr + p * g.o + t.o0 : nullptr;
-    const float* gamma = e.gamma ? e.gamma + (e.gamma_rows == 1 ? 0 : p) * g.o + t.o0 : nullptr;
-    const float* res = e.residual ? e.residual + (t.n * g.P + p) * g.o + t.o0 : nullptr;
-    const __m256 gy = _mm256_set1_ps(factor_y(e, p, t.py[j])), gx = _mm256_set1_ps(factor_x(e, t.px[j]));
+    float* y = e.y ? e.y + (t.n * P + p) * o + o0 : nullptr;
+    const int32_t* corr = e.corr && on_border(e, t, j) ? e.corr + p * o + o0 : nullptr;
+    const float* gamma = e.gamma ? e.gamma + (e.gamma_rows == 1 ? 0 : p) * o + o0 : nullptr;
+    const float* res = e.residual ? e.residual + (t.n * P + p) * o + o0 : nullptr;
+    const __m512 gy = _mm512_set1_ps(factor_y(e, p, t.py[j])), gx = _mm512_set1_ps(factor_x(e, t.px[j]));
     u32 word = 0;
-    for (int64_t q = 0; q < OB / 8 && 8 * q < t.oe; ++q) {
-      const int64_t left = t.oe - 8 * q;
-      const __mmask8 m = left >= 8 ? 0xFF : static_cast<__mmask8>((1u << left) - 1);
-      __m512i count = _mm512_sub_epi64(n_bits, _mm512_slli_epi64(v[j][q], 1));
-      if (corr) count = _mm512_add_epi64(count, _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, corr + 8 * q)));
-      __m256 yv = _mm512_cvtepi64_ps(count);  // exact: |count| < 2^24
+    for (int64_t h = 0; h < 2 && 16 * h < t.oe; ++h) {
+      const int64_t left = t.oe - 16 * h;
+      const __mmask16 m = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+      __m512i count = _mm512_sub_epi32(n_bits, _mm512_slli_epi32(cnt[h], 1));
+      if (corr) count = _mm512_add_epi32(count, _mm512_maskz_loadu_epi32(m, corr + 16 * h));
+      __m512 yv = _mm512_cvtepi32_ps(count);  // exact: |count| < 2^24
       if (gamma) {
-        __m256 gv = _mm256_maskz_loadu_ps(m, gamma + 8 * q);
-        if (e.gamma_y) gv = _mm256_mul_ps(gv, gy);  // Gamma's own products, in its order: (alpha beta) gamma
-        if (e.gamma_x) gv = _mm256_mul_ps(gv, gx);
-        yv = _mm256_mul_ps(yv, gv);  // one multiply (Eq. 9)
+        __m512 gv = _mm512_maskz_loadu_ps(m, gamma + 16 * h);
+        if (e.gamma_y) gv = _mm512_mul_ps(gv, gy);  // Gamma's own products, in its order: (alpha beta) gamma
+        if (e.gamma_x) gv = _mm512_mul_ps(gv, gx);
+        yv = _mm512_mul_ps(yv, gv);  // one multiply (Eq. 9)
       }
-      if (e.relu) yv = _mm256_max_ps(yv, zero);  // max(y, 0): a NaN-free y gives torch's relu
-      if (res) yv = _mm256_add_ps(_mm256_maskz_loadu_ps(m, res + 8 * q), yv);
-      if (y) _mm256_mask_storeu_ps(y + 8 * q, m, yv);
+      if (e.relu) yv = _mm512_max_ps(yv, zero);  // max(y, 0): a NaN-free y gives torch's relu
+      if (res) yv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, res + 16 * h), yv);
+      if (y) _mm512_mask_storeu_ps(y + 16 * h, m, yv);
       if (e.scale) {  // as pack_signs with a threshold: scale y > thr
-        const int64_t c = t.o0 + 8 * q;
-        const __m256 sv = _mm256_mul_ps(yv, _mm256_maskz_loadu_ps(m, e.scale + c));
-        word |= static_cast<u32>(_mm256_mask_cmp_ps_mask(m, sv, _mm256_maskz_loadu_ps(m, e.thr + c), _CMP_GT_OQ))
-                << (8 * q);
+        const int64_t c = o0 + 16 * h;
+        const __m512 sv = _mm512_mul_ps(yv, _mm512_maskz_loadu_ps(m, e.scale + c));
+        word |= static_cast<u32>(_mm512_mask_cmp_ps_mask(m, sv, _mm512_maskz_loadu_ps(m, e.thr + c), _CMP_GT_OQ))
+                << (16 * h);
       }
     }
     if (e.scale) *bits_at(e, t, j) = word;
@@ -1005,8 +1018,9 @@ torch::Tensor amx_conv_signs(torch::Tensor xi, torch::Tensor wi, int64_t N, int6
 //     channels-last memory, of relu(x) when relu (max and relu commute, NaN propagates as in torch), y
 //     channels-last; with scale and thr also the next binary layer's sign bytes of y (as pack_signs_i8),
 //     else an undefined tensor. One pass where torch takes three (ReLU, pooling, packing).
-// max_pool_bits(x, kh, kw, sh, sw, ph, pw, relu, scale, thr, out_ph, out_pw) -> [y, bits]: the same pooling,
-//     with the next binary layer's sign bits of y (as pack_signs with that threshold and padding).
+// max_pool_bits(x, kh, kw, sh, sw, ph, pw, relu, scale, thr, out_ph, out_pw, simd) -> [y, bits]: the same
+//     pooling, with the next binary layer's sign bits of y (as pack_signs with that threshold and padding);
+//     the AVX-512 loop when simd (and the CPU has it), else the portable one.
 #if XNORPP_AVX512
 // One output pixel: the window rows iy0 .. iy1 - 1 and columns ix0 .. ix1 - 1 of image x (H, W, C); its signs
 // scale y > thr as bytes d (+1 / -1) or as bits of 64-channel words wb, when given.
@@ -1049,12 +1063,12 @@ XNORPP_AVX512_FN void pool_pixel_avx512(const float* x, int64_t W, int64_t C, in
 // pixel) of the next layer's padded input (oHp, oWp).
 void max_pool_run(const torch::Tensor& x, torch::Tensor& y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                   int64_t ph, int64_t pw, bool relu, const float* sc, const float* th, int8_t* bytes, u64* words,
-                  int64_t units, int64_t out_ph, int64_t out_pw) {
+                  int64_t units, int64_t out_ph, int64_t out_pw, bool simd) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Ho = y.size(2), Wo = y.size(3);
   const int64_t oHp = Ho + 2 * out_ph, oWp = Wo + 2 * out_pw;
   const float* src = x.data_ptr<float>();
   float* dst = y.data_ptr<float>();
-  const bool simd = simd_available();
+  simd = simd && simd_available();
   at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / Ho, oy = r % Ho;
@@ -1128,20 +1142,20 @@ std::vector<torch::Tensor> max_pool_signs(torch::Tensor x, int64_t kh, int64_t k
   if (y.numel() == 0) return {y, signs};
   max_pool_run(x, y, kh, kw, sh, sw, ph, pw, relu, thresholded ? scale->data_ptr<float>() : nullptr,
                thresholded ? thr->data_ptr<float>() : nullptr, thresholded ? signs.data_ptr<int8_t>() : nullptr,
-               nullptr, cp, out_ph, out_pw);
+               nullptr, cp, out_ph, out_pw, true);
   return {y, signs};
 }
 
 std::vector<torch::Tensor> max_pool_bits(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                                          int64_t ph, int64_t pw, bool relu, torch::Tensor scale, torch::Tensor thr,
-                                         int64_t out_ph, int64_t out_pw) {
+                                         int64_t out_ph, int64_t out_pw, bool simd) {
   auto y = check_pool(x, kh, kw, sh, sw, ph, pw, scale, thr, out_ph, out_pw, "max_pool_bits");
   const int64_t cw = (x.size(1) + 63) / 64;
   auto bits = torch::zeros({x.size(0), y.size(2) + 2 * out_ph, y.size(3) + 2 * out_pw, cw},
                            x.options().dtype(torch::kInt64));
   if (y.numel() == 0) return {y, bits};
   max_pool_run(x, y, kh, kw, sh, sw, ph, pw, relu, scale.data_ptr<float>(), thr.data_ptr<float>(), nullptr,
-               reinterpret_cast<u64*>(bits.data_ptr<int64_t>()), cw, out_ph, out_pw);
+               reinterpret_cast<u64*>(bits.data_ptr<int64_t>()), cw, out_ph, out_pw, simd);
   return {y, bits};
 }
 
