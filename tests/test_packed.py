@@ -276,8 +276,8 @@ def test_the_compiled_kernel_checks_the_output_size_itself():
     xb = pack_signs(torch.randn(1, 64, 1, 1), 0, "cpp")
     for h_out in (-1, 0):  # what (1 - 3) // 1 + 1 and (2 - 3) // 1 + 1 give
         with pytest.raises(RuntimeError, match="smaller than the kernel"):
-            module.packed_conv(xb, layer._kernel_weights(), 64, 8, 3, 3, 1, 1, h_out, h_out, 0, 0, None, None,
-                               None, None, False, None, None, None, 0, 0, True, False)
+            module.packed_conv(xb, layer._kernel_weights(), 64, 8, 3, 3, 1, 1, h_out, h_out, None, None, None,
+                               None, None, None, False, None, None, None, 0, 0, True, False)
 
 
 @pytest.mark.parametrize("method", ["case2", "case4"])  # case4: the int8 tiles' Gamma factors must go too
@@ -327,3 +327,18 @@ def test_the_build_is_portable_and_avx512_is_a_run_time_choice():
         has = all(f in flags.split() for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vpopcntdq"))
         assert info.simd == has
     assert backend_info("cpp_generic").simd is False
+
+
+@pytest.mark.parametrize("k,stride,padding,size", [(3, 1, 1, 5), (3, 2, 1, 7), (5, 1, 2, 4), (5, 2, 2, 9), (3, 1, 1, 1),
+                                                   (3, 2, 1, (6, 3))])
+def test_the_correction_table_gives_every_pixel_its_correction(k, stride, padding, size):
+    size = (size, size) if isinstance(size, int) else size
+    layer = PackedBinaryConv2d.from_binary_conv(_layer(70, 9, k, stride, padding, pad_mode="zero", seed=k), "numpy")
+    table, rows, cols = layer.correction_table(size)
+    h_out, w_out = layer.out_size(size)
+    assert rows.shape == (h_out,) and cols.shape == (w_out,) and table.shape[2] == 9
+    assert table.shape[0] <= 2 * padding + 1 and table.shape[1] <= 2 * padding + 1  # one row per kind of border
+    want = layer._correction(size).view(h_out, w_out, 9)
+    for y in range(h_out):
+        for x in range(w_out):
+            assert torch.equal(table[rows[y], cols[x]], want[y, x])

@@ -239,6 +239,28 @@ class PackedBinaryConv2d(nn.Module):
             self._corr[key] = corr.flatten(1).t().round().to(torch.int32).contiguous()
         return self._corr[key]
 
+    def correction_table(self, input_size):
+        """``corr`` for the compiled kernel: ``(table (R, C, o), rows (h_out,), cols (w_out,))`` int32 with
+        ``corr[y w_out + x] = table[rows[y], cols[x]]``, one table row (column) per set of window rows (columns)
+        that fall in the border; ``(None, None, None)`` when there is no correction."""
+        corr = self._correction(tuple(input_size))
+        if corr is None:
+            return None, None, None
+        (h, w), (ph, pw) = input_size, self.padding
+        (h_out, w_out), (kh, kw), (sh, sw) = self.out_size(input_size), self.kernel_size, self.stride
+
+        def kinds(n_out, k, s, p, n):  # per output row (column): an id of the set of its window's border taps
+            sets = [tuple(i for i in range(k) if not p <= o * s + i < p + n) for o in range(n_out)]
+            ids = {v: i for i, v in enumerate(dict.fromkeys(sets))}
+            return torch.tensor([ids[v] for v in sets], dtype=torch.int32), [sets.index(v) for v in ids]
+
+        rows, row_of = kinds(h_out, kh, sh, ph, h)
+        cols, col_of = kinds(w_out, kw, sw, pw, w)
+        dense = corr.view(h_out, w_out, -1)
+        table = dense[row_of][:, col_of].contiguous()  # (R, C, o): a representative pixel of each kind
+        assert torch.equal(table[rows.long()][:, cols.long()], dense), "border correction not separable by kind"
+        return table, rows, cols
+
     def _kernel_weights(self):
         """The compiled kernel's operand: ``(kh kw cw, o_pad)`` words, output channels innermost, or the int8
         tiles' weights (``amx_weights``)."""
@@ -291,11 +313,10 @@ class PackedBinaryConv2d(nn.Module):
             corr = self._correction(tuple(input_size))
             y = conv_numpy(xb, self.weight_bits, self.channels, self.stride, (h_out, w_out), corr, self.gamma)
         else:
-            corr = self._correction(tuple(input_size))
             y = _compiled()[0].packed_conv(xb, self._kernel_weights(), self.channels, self.out_channels,
-                                           *self.kernel_size, *self.stride, h_out, w_out, *self.padding, corr,
-                                           *self.gamma_operands(), False, None, None, None, 0, 0, True,
-                                           self.backend.simd)[0]  # (N, P, o)
+                                           *self.kernel_size, *self.stride, h_out, w_out,
+                                           *self.correction_table(input_size), *self.gamma_operands(), False, None,
+                                           None, None, 0, 0, True, self.backend.simd)[0]  # (N, P, o)
         y = y.view(y.shape[0], h_out, w_out, self.out_channels).permute(0, 3, 1, 2)  # (N, o, h_out, w_out)
         if self.bias is not None:
             y = y + self.bias[:, None, None]

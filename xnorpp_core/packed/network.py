@@ -538,7 +538,7 @@ class PackedNetwork(nn.Module):
                 b.call = ((*geometry, *layer.gamma_operands(), b.relu),
                           (s, t, *pad, consumer.layer.border if consumer else -1, not b.signs_only))
             else:
-                b.call = ((*geometry, ph, pw, b.corr, *layer.gamma_operands(), b.relu),
+                b.call = ((*geometry, *layer.correction_table(b.in_size), *layer.gamma_operands(), b.relu),
                           (s, t, *pad, not b.signs_only, self.backend.simd))
 
     @torch.no_grad()

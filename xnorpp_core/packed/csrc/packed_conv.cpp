@@ -10,12 +10,13 @@
 //     words and the unused high bits of the last word are 0. Bit = x > 0, or,
 //     with the per-channel tensors scale (+-1) and thr, bit = scale[c] x > thr[c]
 //     (a BN -> sign folded into a threshold).
-// packed_conv(xb, wt, ..., in_ph, in_pw, corr, gamma, gamma_y, gamma_x, relu, residual, next_scale, next_thr,
-//     out_ph, out_pw, write_y, simd) -> [y, bits]: xb from pack_signs (with padding in_ph, in_pw), wt the
+// packed_conv(xb, wt, ..., corr, corr_rows, corr_cols, gamma, gamma_y, gamma_x, relu, residual, next_scale,
+//     next_thr, out_ph, out_pw, write_y, simd) -> [y, bits]: xb from pack_signs, wt the
 //     packed weights laid out (kh * kw * cw, o_pad), output channels innermost; y (N, h_out * w_out, o) float32:
 //         y = (c kh kw - 2 sum popcount(a xor b) + corr) * gamma,
-//     then max(y, 0) if relu, then residual + y; written when write_y (else undefined). corr (h_out w_out, o)
-//     int32 (read only where a window has a border tap), gamma (1 or h_out w_out, o) float32, or gamma (1, o)
+//     then max(y, 0) if relu, then residual + y; written when write_y (else undefined). corr a table (R, C, o)
+//     int32 whose row corr_rows[y], column corr_cols[x] is pixel (y, x)'s, gamma (1 or h_out w_out, o) float32,
+//     or gamma (1, o)
 //     with its factors gamma_y (h_out or h_out w_out,) and gamma_x (w_out,), multiplied as (gamma gamma_y) gamma_x
 //     (Cases 3-4 without their dense Gamma), and residual (N, h_out w_out, o) float32 are optional. One multiply per
 //     output (Eq. 9). With next_scale and next_thr (o,) also bits, the next binary layer's input as pack_signs
@@ -289,9 +290,10 @@ struct Epilogue {
   int8_t* bytes;           // (N out_Hp out_Wp + TAIL, out_units)
   const float* scale;      // (o,)
   const float* thr;        // (o,)
-  // corr is zero for the output pixels whose window has no border tap: rows corr_y0 .. corr_y1 - 1 and
-  // columns corr_x0 .. corr_x1 - 1 (XNOR-popcount float epilogue); it is read only outside them
-  int64_t corr_y0, corr_y1, corr_x0, corr_x1;
+  // corr as a table (XNOR-popcount float epilogue): pixel (y, x) reads row corr_rows[y] * corr_ncols + corr_cols[x]
+  const int32_t* corr_rows;  // (h_out,)
+  const int32_t* corr_cols;  // (w_out,)
+  int64_t corr_ncols;
   // Gamma from its factors: gamma (1, o) times gamma_y[y] (or [p]), then times gamma_x[x]
   const float* gamma_y;    // (h_out,) or, when gamma_y_pixel, (h_out w_out,); or null
   bool gamma_y_pixel;
@@ -393,9 +395,9 @@ inline u32* bits_at(const Epilogue& e, const Tile& t, int64_t j) {
   return e.bits + ((t.n * e.out_Hp + t.py[j] + e.out_ph) * e.out_Wp + t.px[j] + e.out_pw) * e.out_units + t.o0 / OB;
 }
 
-// Whether pixel j of tile t reads a border tap (its corr may be nonzero).
-inline bool on_border(const Epilogue& e, const Tile& t, int64_t j) {
-  return t.py[j] < e.corr_y0 || t.py[j] >= e.corr_y1 || t.px[j] < e.corr_x0 || t.px[j] >= e.corr_x1;
+// corr of pixel j of tile t, channels o0 ..: its row of the table (a table of one row per kind of border).
+inline const int32_t* corr_at(const Epilogue& e, const Tile& t, int64_t j, int64_t o) {
+  return e.corr + (e.corr_rows[t.py[j]] * e.corr_ncols + e.corr_cols[t.px[j]]) * o + t.o0;
 }
 
 // Gamma's per-pixel factors (1 without them): gamma_y of the pixel's row (or the pixel), gamma_x of its column.
@@ -418,7 +420,7 @@ inline void epilogue_generic(const Geometry& g, const Tile& t, const Epilogue& e
     return;
   }
   float* y = e.y ? e.y + (t.n * g.P + p) * g.o + t.o0 : nullptr;
-  const int32_t* corr = e.corr && on_border(e, t, j) ? e.corr + p * g.o + t.o0 : nullptr;
+  const int32_t* corr = e.corr ? corr_at(e, t, j, g.o) : nullptr;
   const float* gamma = e.gamma ? e.gamma + (e.gamma_rows == 1 ? 0 : p) * g.o + t.o0 : nullptr;
   const float* res = e.residual ? e.residual + (t.n * g.P + p) * g.o + t.o0 : nullptr;
   const float gy = factor_y(e, p, t.py[j]), gx = factor_x(e, t.px[j]);
@@ -514,7 +516,7 @@ XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Ep
       continue;
     }
     float* y = e.y ? e.y + (t.n * P + p) * o + o0 : nullptr;
-    const int32_t* corr = e.corr && on_border(e, t, j) ? e.corr + p * o + o0 : nullptr;
+    const int32_t* corr = e.corr ? corr_at(e, t, j, o) : nullptr;
     const float* gamma = e.gamma ? e.gamma + (e.gamma_rows == 1 ? 0 : p) * o + o0 : nullptr;
     const float* res = e.residual ? e.residual + (t.n * P + p) * o + o0 : nullptr;
     const __m512 gy = _mm512_set1_ps(factor_y(e, p, t.py[j])), gx = _mm512_set1_ps(factor_x(e, t.px[j]));
@@ -570,11 +572,14 @@ void run_tiles(const torch::Tensor& xb, const torch::Tensor& wt, const Geometry&
   const u64* wp = reinterpret_cast<const u64*>(wt.data_ptr<int64_t>());
   const int64_t N = xb.size(0), n_pb = (g.P + PB - 1) / PB, n_ob = g.o_pad / OB;
   simd = simd && simd_available();
-  // Output-channel tiles outermost, so that each thread keeps its slice of the
-  // weights in cache while it sweeps the pixels.
+  // Output-channel tiles outermost, so that each thread keeps its slice of the weights in cache while it
+  // sweeps the pixels; when all the weights fit in the first-level cache, pixels outermost instead, so that
+  // each pixel's outputs (and residual, Gamma, correction) are read and written at once.
+  const bool pixels_outer = wt.numel() * 8 <= 32 * 1024;
   at::parallel_for(0, n_ob * N * n_pb, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t ob = t / (N * n_pb), r = t % (N * n_pb), n = r / n_pb, pb = r % n_pb;
+      const int64_t ob = pixels_outer ? t % n_ob : t / (N * n_pb), r = pixels_outer ? t / n_ob : t % (N * n_pb);
+      const int64_t n = r / n_pb, pb = r % n_pb;
       const Tile tl = make_tile(g, n, pb * PB, ob * OB);
 #if XNORPP_AVX512
       if (simd) {
@@ -607,7 +612,8 @@ torch::Tensor next_bits(const Geometry& g, Epilogue& e, int64_t N, int64_t h_out
 
 std::vector<torch::Tensor> packed_conv(torch::Tensor xb, torch::Tensor wt, int64_t channels, int64_t out_channels,
                                        int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t h_out, int64_t w_out,
-                                       int64_t in_ph, int64_t in_pw, c10::optional<torch::Tensor> corr,
+                                       c10::optional<torch::Tensor> corr, c10::optional<torch::Tensor> corr_rows,
+                                       c10::optional<torch::Tensor> corr_cols,
                                        c10::optional<torch::Tensor> gamma, c10::optional<torch::Tensor> gamma_y,
                                        c10::optional<torch::Tensor> gamma_x, bool relu,
                                        c10::optional<torch::Tensor> residual, c10::optional<torch::Tensor> next_scale,
@@ -617,16 +623,27 @@ std::vector<torch::Tensor> packed_conv(torch::Tensor xb, torch::Tensor wt, int64
   const int64_t N = xb.size(0);
   Epilogue e{};
   if (corr && corr->defined()) {
-    TORCH_CHECK(corr->scalar_type() == torch::kInt32 && corr->is_contiguous() && corr->numel() == g.P * g.o,
-                "packed_conv: corr must be contiguous int32 (h_out * w_out, o)");
-    TORCH_CHECK(in_ph >= 0 && in_pw >= 0 && 2 * in_ph < g.Hp && 2 * in_pw < g.Wp, "packed_conv: bad input padding");
+    TORCH_CHECK(corr_rows && corr_rows->defined() && corr_cols && corr_cols->defined(),
+                "packed_conv: corr goes with corr_rows and corr_cols");
+    for (const auto& ids : {*corr_rows, *corr_cols})
+      TORCH_CHECK(ids.scalar_type() == torch::kInt32 && ids.is_contiguous() && ids.dim() == 1,
+                  "packed_conv: corr_rows and corr_cols must be contiguous int32 vectors");
+    TORCH_CHECK(corr_rows->size(0) == h_out && corr_cols->size(0) == w_out,
+                "packed_conv: corr_rows must be (h_out,) and corr_cols (w_out,)");
+    TORCH_CHECK(corr->scalar_type() == torch::kInt32 && corr->is_contiguous() && corr->dim() == 3 &&
+                    corr->size(2) == g.o,
+                "packed_conv: corr must be a contiguous int32 table (rows, columns, o)");
+    const int32_t* rows = corr_rows->data_ptr<int32_t>();
+    const int32_t* cols = corr_cols->data_ptr<int32_t>();
+    for (int64_t y = 0; y < h_out; ++y)
+      TORCH_CHECK(rows[y] >= 0 && rows[y] < corr->size(0), "packed_conv: corr_rows out of the table");
+    for (int64_t x = 0; x < w_out; ++x)
+      TORCH_CHECK(cols[x] >= 0 && cols[x] < corr->size(1), "packed_conv: corr_cols out of the table");
     e.corr = corr->data_ptr<int32_t>();
+    e.corr_rows = rows;
+    e.corr_cols = cols;
+    e.corr_ncols = corr->size(1);
   }
-  // output rows y whose window rows s y .. s y + kh - 1 all lie inside the unpadded rows in_ph .. Hp - in_ph - 1
-  e.corr_y0 = (in_ph + sh - 1) / sh;
-  e.corr_y1 = g.Hp - in_ph - kh < 0 ? 0 : (g.Hp - in_ph - kh) / sh + 1;
-  e.corr_x0 = (in_pw + sw - 1) / sw;
-  e.corr_x1 = g.Wp - in_pw - kw < 0 ? 0 : (g.Wp - in_pw - kw) / sw + 1;
   const bool has_scale = set_float_epilogue(e, gamma, gamma_y, gamma_x, relu, residual, next_scale, next_thr, N,
                                             h_out, w_out, g.o, "packed_conv");
   TORCH_CHECK(write_y || has_scale, "packed_conv: nothing to write (neither y nor the next layer's signs)");
