@@ -519,6 +519,10 @@ XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Ep
     const int32_t* corr = e.corr ? corr_at(e, t, j, o) : nullptr;
     const float* gamma = e.gamma ? e.gamma + (e.gamma_rows == 1 ? 0 : p) * o + o0 : nullptr;
     const float* res = e.residual ? e.residual + (t.n * P + p) * o + o0 : nullptr;
+    if (res && p + 2 * PB < P) {  // the residual of the pixel two tiles ahead: its loads would stall the epilogue
+      _mm_prefetch(reinterpret_cast<const char*>(res + 2 * PB * o), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(res + 2 * PB * o + 16), _MM_HINT_T0);
+    }
     const __m512 gy = _mm512_set1_ps(factor_y(e, p, t.py[j])), gx = _mm512_set1_ps(factor_x(e, t.px[j]));
     u32 word = 0;
     for (int64_t h = 0; h < 2 && 16 * h < t.oe; ++h) {
