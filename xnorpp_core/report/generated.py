@@ -132,7 +132,8 @@ def report_text(findings):
              f"This page is {GENERATED_NOTE}. Each section gives the paper's value, ours, the verdict "
              "(chosen by a condition on the numbers, stated under [How each verdict is chosen]"
              "(#how-each-verdict-is-chosen)), the machine the result was measured on, and the file and the "
-             "command its run recorded.", "", "## At a glance", "",
+             "command its run recorded (where a run recorded none, the command that writes its files; "
+             "[README.md](README.md#run-records) lists which runs recorded theirs).", "", "## At a glance", "",
              glance_table(findings, prefix="../"), ""]
     for f in findings:
         parts += [f"## {f.artifact}", "", finding_lines(f, prefix="../"), ""]
