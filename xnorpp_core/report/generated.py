@@ -9,8 +9,9 @@ A generated block in a markdown file sits between two markers,
 and its text comes from ``BLOCKS[NAME]`` applied to the findings read from the
 committed result files (``xnorpp_core.report.findings``) and to the run records
 beside them (``read_records``). ``results/REPORT.md`` is generated whole, with
-the rule behind every verdict (``xnorpp_core.report.verdicts.rules_text``). ``stale`` lists every block (or whole file) whose text
-differs from what the files give; ``render`` rewrites them.
+the rule behind every verdict (``xnorpp_core.report.verdicts.rules_text``).
+``stale`` lists every block (or whole file) whose text differs from what the
+files give; ``render`` rewrites them.
 """
 
 import json

@@ -219,8 +219,8 @@ def rules_text():
         "within one unit of that digit; else *differs*.",
         f"- **Packed binary convolution**: *reaches* the prediction when the measured speed-up is at least "
         f"{KERNEL_REACHES:.0%} of Eq. 9's; *faster, below the prediction* when above 1x; else *slower*.",
-        f"- **Model size**: a claimed storage ratio (~32x, ~64x) *holds* when ours is at least {1 - SIZE_TOLERANCE:.0%} "
-        "of it; the whole-model ratio counts every stored byte (binary weights as bits, scales, real layers) "
+        f"- **Model size**: a claimed storage ratio (~32x, ~64x) *holds* when ours is at least "
+        f"{1 - SIZE_TOLERANCE:.0%} of it; the whole-model ratio counts every stored byte (binary weights as bits, scales, real layers) "
         "against the float32 model.",
         "- **Whole network**: *slower* when every speed-up is at most 1x; it is set beside the single binary "
         "layer's speed-up at the same thread count.",
