@@ -115,7 +115,7 @@ def run(config, out, command=None):
         **info,
         "environment": environment(config.device),
     })
-    print(page)
+    print(page.rstrip())
     print(f"\nwrote {out}/{{table2.csv,trials.csv,table2.md,table2.png,run.json}} "
           f"in {info['wall_seconds']:.1f} s")
 
