@@ -32,8 +32,7 @@ from xnorpp_core.layers import PAD_MODES  # noqa: E402
 from xnorpp_core.provenance import (atomic_write, check_writable_folder, environment, save_figure,  # noqa: E402
                                     write_csv, write_json)
 from xnorpp_core.reconstruction import LOSSES  # noqa: E402
-from xnorpp_core.reconstruction.evidence import GAP_FLOOR, NEAR_BEST  # noqa: E402
-from xnorpp_core.reconstruction.table2 import ReconstructionConfig, run_table2, summarize, to_markdown  # noqa: E402
+from xnorpp_core.reconstruction.table2 import ReconstructionConfig, run_table2, summarize, to_page  # noqa: E402
 from xnorpp_core.report.tables import METHOD_LABELS  # noqa: E402
 
 PROG = "python -m studies.reconstruction"
@@ -102,24 +101,10 @@ def run(config, out, command=None):
         raise ValueError("device cuda requested but CUDA is not available on this machine")
     trials, info = run_table2(config)
     table = summarize(trials)
-    markdown = to_markdown(table)
-    header = (f"Table 2 reproduction: {config.trials} trials, seed {config.seed}, "
-              f"W {config.out_channels}x{config.in_channels}x{config.kernel_size}x{config.kernel_size}, "
-              f"I {config.in_channels}x{config.input_size}x{config.input_size} ~ N(0, 1), "
-              f"padding {config.padding} ({config.pad_mode}), fitted with {config.loss.upper()} loss.\n\n")
-    evidence = (f"Evidence on each Adam fit, in its {config.loss.upper()} fitting loss: `reference` is the exact "
-                "optimum for Cases 1-2 and, for the non-convex Cases 3-4, the best of "
-                f"{config.starts} alternating exact-update searches from independent random starts (not a "
-                "proof of optimality). `Adam vs reference` is the signed relative gap (adam - reference) / "
-                "reference over trials: negative for Cases 3-4 means Adam found a lower loss than every start. "
-                f"`starts near best` counts the starts that ended within a relative {NEAR_BEST:g} of the best. "
-                "`Adam above lower bound` is Adam's relative distance above a proven lower bound (the exact "
-                "optimum for Cases 1-2; the exact Case 2 optimum for Cases 3-4, which contain no better Gamma). "
-                f"Relative gaps divide by at least {GAP_FLOOR:.1%} of the loss of Gamma = 0. "
-                "Per-trial values: `trials.csv`.\n\n")
     write_csv(out / "trials.csv", trials)
     write_csv(out / "table2.csv", table)
-    atomic_write(out / "table2.md", header + markdown + "\n\n" + evidence)
+    page = to_page(table, config)
+    atomic_write(out / "table2.md", page)
     figure = plot_trials(trials)
     save_figure(figure, out / "table2.png", dpi=120)
     plt.close(figure)  # saved, not shown (a notebook calling main() would show it a second time)
@@ -130,7 +115,7 @@ def run(config, out, command=None):
         **info,
         "environment": environment(config.device),
     })
-    print(header + markdown)
+    print(page.rstrip())
     print(f"\nwrote {out}/{{table2.csv,trials.csv,table2.md,table2.png,run.json}} "
           f"in {info['wall_seconds']:.1f} s")
 

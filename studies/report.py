@@ -4,9 +4,11 @@
     python -m studies.report --check    # exit 1, naming each stale block, when any differs
 
 Outputs: ``results/REPORT.md`` (the reproduction, artifact by artifact: the
-paper's value, ours, the verdict, the machine, the file and command behind it)
-and the blocks between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``
-in README.md and docs/*.md (``xnorpp_core.report.generated.BLOCKS`` names them).
+paper's value, ours, the verdict, the machine, the file and command behind it,
+and the rule behind each verdict) and the blocks between ``<!-- generated:NAME -->``
+and ``<!-- /generated:NAME -->`` in README.md, results/README.md (the run records)
+and docs/*.md (``xnorpp_core.report.generated.BLOCKS`` names them).
+``scripts/main.sh`` ends with it, so the text follows the results it regenerated.
 """
 
 import sys

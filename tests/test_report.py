@@ -10,7 +10,7 @@ import pytest
 
 from studies import report as report_cli
 from xnorpp_core import provenance
-from xnorpp_core.report import findings, generated
+from xnorpp_core.report import findings, generated, verdicts
 from xnorpp_core.report.machine import cpu_label, machine_label, short_label
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def test_check_fails_naming_the_stale_blocks_after_a_csv_is_edited(copy, capsys)
     err = capsys.readouterr().err
     for name in ("README.md: at-a-glance", "results/REPORT.md", "docs/reconstruction.md: table2"):
         assert f"stale: {name}" in err
-    assert "docs/training.md" not in err  # untouched by Table 2
+    assert "docs/training.md" not in err and "results/README.md" not in err  # untouched by Table 2
     # The finding reverses with the numbers: Case 1 now 2.5x closer, as the paper prints.
     report_cli.main(["--repo", str(copy)])
     assert "**reproduced**: Case 1 is 2.50x closer" in (copy / "README.md").read_text()
@@ -72,42 +72,115 @@ def test_fill_replaces_only_the_block():
 
 # ---------------------------------------------------------------- verdicts follow the numbers
 def test_table2_verdicts_reverse():
-    assert findings.verdict_table2_ratio(2.5, 2.5).startswith("**reproduced**")
-    assert findings.verdict_table2_ratio(1.004, 2.5).startswith("**not reproduced**")
-    assert findings.verdict_table2_ratio(0.9, 2.5).startswith("**contradicted**")
-    assert findings.verdict_nested_order(14.5, 14.6, 0.037, 0.035).startswith("**contradicted**")
-    assert findings.verdict_nested_order(14.6, 14.5, 0.037, 0.035).startswith("**holds**")
+    assert verdicts.verdict_table2_ratio(2.5, 2.5).startswith("**reproduced**")
+    assert verdicts.verdict_table2_ratio(2.5 * 0.81, 2.5).startswith("**reproduced**")  # inside 20%
+    assert verdicts.verdict_table2_ratio(2.5 * 0.79, 2.5).startswith("**not reproduced**")
+    assert verdicts.verdict_table2_ratio(1.004, 2.5).startswith("**not reproduced**")
+    assert verdicts.verdict_table2_ratio(0.9, 2.5).startswith("**contradicted**")
+    against = verdicts.verdict_nested_order(14.5, 14.6, 0.037, 0.035)
+    assert against.startswith("**not reproduced**") and "global optima" in against
+    assert verdicts.verdict_nested_order(14.6, 14.5, 0.037, 0.035).startswith("**holds**")
+    # The paper's order with Case 4 above Case 3: ours with Case 4 below is not the nesting's order.
+    other = verdicts.verdict_nested_order(14.6, 14.5, 0.035, 0.037)
+    assert other.startswith("**not reproduced**") and "global optima" not in other
 
 
-def test_formula_kernel_weights_network_protocol_verdicts_reverse():
-    assert findings.verdict_formula(63.69, 63.69).startswith("**matches**")
-    assert "truncated, not rounded" in findings.verdict_formula(63.696, 63.69)
-    assert findings.verdict_formula(63.972, 63.98).startswith("**differs in the last printed digit**")
-    assert findings.verdict_formula(60.0, 63.69).startswith("**differs**")
-    assert findings.verdict_kernel(60.0, 64.0).startswith("**reaches**")
-    assert findings.verdict_kernel(13.3, 64.0).startswith("**faster, below")
-    assert findings.verdict_kernel(0.5, 64.0).startswith("**slower**")
-    assert findings.verdict_weights(32.0).startswith("**holds**")
-    assert findings.verdict_weights(11.0).startswith("**differs**")
-    assert findings.verdict_network(0.5, 0.9).startswith("**slower**")
-    assert "less than the single" in findings.verdict_network(2.9, 3.0, 11.0)
-    assert "less than" not in findings.verdict_network(12.0, 13.0, 11.0)
-    assert findings.verdict_protocol(2.01, 2.5, 0, 10).startswith("no cell reaches")
-    assert findings.verdict_protocol(2.6, 2.5, 3, 10).startswith("a cell reaches")
+def test_protocol_verdict_compares_l1_and_counts_each_metric():
+    orders = {"l1": (68, [("c19/heldout/l1", 1.0)]), "l2": (68, [("c18/heldout/l2", 0.6), ("c19/heldout/l2", 1.0)])}
+    text = verdicts.verdict_protocol(1.42, "c04/train/l1", 2.5, orders)
+    assert text.startswith("no cell reaches the paper's L1 ratio 2.5 (best 1.42, c04/train/l1)")
+    assert "L1: 1 of 68 cell-split rows (c19/heldout/l1 in 100% of its trials)" in text
+    assert "L2: 2 of 68 cell-split rows (c18/heldout/l2 in 60% of its trials" in text
+    assert verdicts.verdict_protocol(2.6, "c04/train/l1", 2.5, orders).startswith("a cell reaches")
+    assert "L1: none of 68" in verdicts.verdict_protocol(1.0, "c00/train/l1", 2.5, {"l1": (68, [])})
 
 
-def _row(method, low, high, n=5):
-    return {"arch": "resnet18", "method": method, "diff_n": n, "low": low, "high": high}
+def test_protocol_finding_reads_the_l1_rows_only(copy):
+    claims = copy / "results" / "protocol_sweep" / "claims.csv"
+    frame = pd.read_csv(claims)
+    frame.loc[frame.metric == "l2", "xnor_over_case1"] = 3.0  # a mean-squared ratio is not the paper's metric
+    frame.to_csv(claims, index=False)
+    finding = findings.read_protocol(copy / "results")[0]
+    assert finding.verdict.startswith("no cell reaches") and "in L2 from 3.00 to 3.00" in finding.ours
+    frame.loc[frame.claim_id == "c04/train/l1", "xnor_over_case1"] = 2.6
+    frame.loc[frame.claim_id == "c00/train/l1", ["paper_order", "paper_order_trials"]] = [True, 0.3]
+    frame.to_csv(claims, index=False)
+    finding = findings.read_protocol(copy / "results")[0]
+    assert finding.verdict.startswith("a cell reaches the paper's L1 ratio 2.5 (best 2.60, c04/train/l1)")
+    assert "c00/train/l1 in 30% of its trials" in finding.verdict
 
 
-def test_rows_verdict_states_orderings_only_where_the_interval_excludes_zero():
-    paper_gaps = {("resnet18", "case1"): 4.3, ("resnet18", "direct"): -9.0}
-    above = findings.verdict_rows([_row("case1", 0.5, 2.0), _row("direct", -3.0, -1.0)], paper_gaps)
-    assert above == "same side of XNOR-Net as the paper: resnet18 case1, resnet18 direct"
-    reversed_ = findings.verdict_rows([_row("case1", -2.0, -0.5)], paper_gaps)
-    assert reversed_ == "**opposite side** of XNOR-Net from the paper: resnet18 case1"
-    assert findings.verdict_rows([_row("case1", -0.5, 2.0)], paper_gaps).startswith("not separable")
-    assert findings.verdict_rows([_row("case1", 1.0, 2.0, n=1)], paper_gaps).startswith("fewer than 2")
+def test_compression_verdict_reverses():
+    text = verdicts.verdict_compression(4.57, 11.07, 32.0)
+    assert "~32x model compression **not reached** by the whole model (4.57x to 11.1x)" in text
+    assert "~64x space saving **not reached**" in text
+    assert "**holds for some methods only**" in verdicts.verdict_compression(4.57, 31.0, 32.0)
+    assert verdicts.verdict_compression(31.0, 33.0, 32.0).startswith("~32x model compression **holds**")
+    assert "~64x space saving **holds**" in verdicts.verdict_compression(62.0, 64.0, 64.0)
+    assert "**not reached**" in verdicts.verdict_compression(29.0, 30.0, 32.0)  # more than 5% short
+
+
+def test_compression_finding_reads_the_whole_model_ratios(copy):
+    size = copy / "results" / "kernel_bench" / "model_size.csv"
+    frame = pd.read_csv(size)
+    finding = findings.read_kernel(copy / "results")[1]
+    assert finding.artifact.startswith("Model size") and "**not reached** by the whole model" in finding.verdict
+    assert "evaluation.json" in " ".join(finding.files) and "exported model file" in finding.ours
+    frame["compression_vs_real"] = 33.0
+    frame.to_csv(size, index=False)
+    assert findings.read_kernel(copy / "results")[1].verdict.startswith("~32x model compression **holds**")
+
+
+def test_kernel_network_training_and_step_verdicts_reverse():
+    assert verdicts.verdict_kernel(60.0, 64.0).startswith("**reaches**")
+    assert verdicts.verdict_kernel(64.0 * 0.89, 64.0).startswith("**faster, below")  # under 90%
+    assert verdicts.verdict_kernel(13.3, 64.0).startswith("**faster, below")
+    assert verdicts.verdict_kernel(0.5, 64.0).startswith("**slower**")
+    assert verdicts.verdict_network(0.5, 0.9).startswith("**slower**")
+    straddle = verdicts.verdict_network(0.8, 1.2)
+    assert straddle.startswith("from **slower** (0.80x its speed) to 1.20x faster") and "0.80x to" not in straddle
+    per_thread = verdicts.verdict_network(4.2, 5.5, [(1, 5.5, 10.2), (2, 4.7, 7.4)])
+    assert "at 1 thread at most 5.50x, below the single binary layer's 10.2x" in per_thread
+    assert "at 2 threads at most 4.70x, below the single binary layer's 7.40x" in per_thread
+    assert "at or above" in verdicts.verdict_network(12.0, 13.0, [(1, 13.0, 11.0)])
+    assert verdicts.verdict_training(98.3).startswith("trains")
+    assert verdicts.verdict_training(40.0).startswith("**does not train**")
+    assert verdicts.verdict_train_step({"xnor": 1.2, "case4": 1.1}).startswith("every method within 1.25x")
+    assert verdicts.verdict_train_step({"xnor": 1.3, "case4": 1.1}) == "xnor above 1.25x the real step"
+
+
+def test_formula_verdicts_reverse():
+    assert verdicts.verdict_formula(63.69, 63.69).startswith("**matches**")
+    assert "truncated, not rounded" in verdicts.verdict_formula(63.696, 63.69)
+    assert verdicts.verdict_formula(63.972, 63.98).startswith("**differs in the last printed digit**")
+    assert verdicts.verdict_formula(60.0, 63.69).startswith("**differs**")
+
+
+def test_each_rule_states_the_constant_its_verdict_reads(monkeypatch):
+    rules = verdicts.rules_text()
+    for stated in ("within 20% (relative)", "at least 90% of Eq. 9's", "at least 95% of it", "above 50%",
+                   "*within* 1.25x", "95% interval", "unrounded"):
+        assert stated in rules
+    monkeypatch.setattr(verdicts, "TABLE2_TOLERANCE", 0.7)
+    monkeypatch.setattr(verdicts, "KERNEL_REACHES", 0.5)
+    monkeypatch.setattr(verdicts, "STEP_LIMIT", 1.5)
+    rules = verdicts.rules_text()
+    assert "within 70% (relative)" in rules and "at least 50% of Eq. 9's" in rules and "*within* 1.5x" in rules
+    assert verdicts.verdict_table2_ratio(1.004, 2.5).startswith("**reproduced**")
+    assert verdicts.verdict_kernel(40.0, 64.0).startswith("**reaches**")
+    assert verdicts.verdict_train_step({"xnor": 1.3}).startswith("every method within 1.5x")
+
+
+def test_report_lists_the_rules_and_the_recorded_commands(copy):
+    run = copy / "results" / "inference" / "run.json"
+    record = json.loads(run.read_text())
+    record["command"] = "python -m studies.bench_inference --repeats 7"
+    run.write_text(json.dumps(record))
+    report_cli.main(["--repo", str(copy)])
+    report = (copy / "results" / "REPORT.md").read_text()
+    assert "## How each verdict is chosen" in report and verdicts.rules_text() in report
+    assert "- command: `python -m studies.bench_inference --repeats 7`" in report
+    assert "`python -m studies.bench_inference --repeats 7`" in (copy / "results" / "README.md").read_text()
 
 
 # ---------------------------------------------------------------- the machine
@@ -156,6 +229,23 @@ def test_timings_beside_a_busy_machine_are_flagged(tmp_path):
     run.write_text(json.dumps({"load_average_before": [0.8, 1, 1], "environment": {"cpu_count": 2}}))
     assert findings._busy(run, [1]) == ""  # one thread beside 0.8 of load: a core stays free
     assert "2 threads beside a load average of 0.8 on 2 cores" in findings._busy(run, [1, 2])
-    run.write_text(json.dumps({"load_average_before": [0.1, 1, 1], "environment": {"cpu_count": 2}}))
+    run.write_text(json.dumps({"load_average_before": [1.57, 1, 1], "environment": {"cpu_count": 2}}))
+    assert "1 and 2 threads beside a load average of 1.6" in findings._busy(run, [1, 2])  # 1.57, not rounded to 2
+    run.write_text(json.dumps({"load_average_before": [0.0, 1, 1], "environment": {"cpu_count": 2}}))
     assert findings._busy(run, [1, 2]) == ""
     assert findings._busy(tmp_path / "absent.json", [2]) == ""
+    assert verdicts.busy_threads(0.4, 2, [1, 2]) == [2] and verdicts.busy_threads(1.01, 2, [1]) == [1]
+
+
+def test_results_readme_records_go_stale_when_a_run_changes(copy, capsys):
+    report_cli.main(["--repo", str(copy)])
+    run = copy / "results" / "speedup" / "run.json"
+    record = json.loads(run.read_text())
+    record["environment"]["cpu"] = "Another CPU"
+    run.write_text(json.dumps(record))
+    with pytest.raises(SystemExit):
+        report_cli.main(["--check", "--repo", str(copy)])
+    assert "stale: results/README.md: records" in capsys.readouterr().err
+    rows = generated.read_records(copy / "results")
+    assert ("speedup/", "run.json", "`python -m studies.speedup`") == rows[[r[0] for r in rows].index("speedup/")][:3]
+    assert any(r[0] == "tables/" and r[1] == "none" for r in rows)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from xnorpp_core.reconstruction import RECONSTRUCTION_METHODS
-from xnorpp_core.reconstruction.table2 import ReconstructionConfig, score_trials, summarize
+from xnorpp_core.reconstruction.table2 import ReconstructionConfig, bound_note, score_trials, summarize
 
 SMALL = ["--trials", "3", "--out-channels", "4", "--in-channels", "6", "--input-size", "8"]
 
@@ -163,3 +163,11 @@ def test_the_summary_of_hand_built_trials(hand_built):
         assert table.at[method, "rel_l1_mean"] == pytest.approx(rows.rel_l1.mean())
         assert table.at[method, "lower_bound_mean"] == pytest.approx(rows.lower_bound.mean())
     assert table.at["case3", "starts_near_best_min"] == trials.xs("case3", level="method").starts_near_best.min()
+
+
+def test_table2_page_states_how_far_the_lower_bound_is_below_adam():
+    table = pd.DataFrame({"method": ["case1", "case3", "case4"], "gap_to_bound_mean": [5e-8, 28.6, 0.5]})
+    note = bound_note(table)
+    assert "29.6x the bound for case3 and 1.5x the bound for case4" in note
+    assert "case1" not in note
+    assert bound_note(table.drop(columns="gap_to_bound_mean")) == ""

@@ -86,7 +86,7 @@ def _is_real_conv(m):
 
 class _Subsampled(nn.Conv2d):
     """A strided 1x1 convolution (no padding) as a stride-1 one on every ``step``-th pixel: the same products
-    and sums, which oneDNN runs faster on one core."""
+    and sums."""
 
     def __init__(self, conv):
         super().__init__(conv.in_channels, conv.out_channels, 1, bias=conv.bias is not None)

@@ -7,19 +7,23 @@ A generated block in a markdown file sits between two markers,
     <!-- /generated:NAME -->
 
 and its text comes from ``BLOCKS[NAME]`` applied to the findings read from the
-committed result files (``xnorpp_core.report.findings``). ``results/REPORT.md``
-is generated whole. ``stale`` lists every block (or whole file) whose text
-differs from what the files give; ``render`` rewrites them.
+committed result files (``xnorpp_core.report.findings``) and to the run records
+beside them (``read_records``). ``results/REPORT.md`` is generated whole, with
+the rule behind every verdict (``xnorpp_core.report.verdicts.rules_text``).
+``stale`` lists every block (or whole file) whose text differs from what the
+files give; ``render`` rewrites them.
 """
 
+import json
 import re
 from pathlib import Path
 
 from .findings import read_findings
-from .machine import short_label
+from .machine import machine_label, short_label
+from .verdicts import rules_text
 
-__all__ = ["BLOCKS", "REPORT", "MARKER", "block_texts", "report_text", "fill", "stale", "render", "targets",
-           "glance_table", "finding_lines"]
+__all__ = ["BLOCKS", "REPORT", "MARKER", "RECORD_FILES", "block_texts", "report_text", "fill", "stale", "render",
+           "targets", "glance_table", "finding_lines", "read_records", "records_table"]
 
 REPORT = "results/REPORT.md"
 MARKER = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
@@ -59,22 +63,67 @@ def finding_lines(finding, prefix=""):
 
 def _select(*prefixes):
     """A block over the findings whose artifact starts with one of ``prefixes``, as sections."""
-    def block(findings, prefix):
+    def block(findings, records, prefix):
         chosen = [f for f in findings if f.artifact.startswith(prefixes)]
         return "\n\n".join(f"**{f.artifact}**\n\n{finding_lines(f, prefix)}" for f in chosen) or "Not run yet."
     return block
 
 
-# Block name -> function(findings, link prefix) -> markdown text.
+# The files a run leaves beside its results with its configuration, versions and machine, in order of preference.
+RECORD_FILES = ("run.json", "summary.json", "evaluation.json", "benchmark.json")
+
+
+def _record_row(folder, results, record):
+    data = json.loads(record.read_text())
+    env = data.get("environment") or {}
+    isa = "yes" if (env.get("cpu_details") or {}).get("isa") else "no"
+    command = f"`{data['command']}`" if data.get("command") else "not recorded"
+    return (f"{folder.relative_to(results)}/", record.name, command,
+            short_label(machine_label(env)) if env else "not recorded", isa)
+
+
+def read_records(results):
+    """One row per result folder: (folder, record file, recorded command, machine, whether the CPU's instruction
+    set is recorded); a folder without a record says so. The per-seed runs of ``runs/`` make one row."""
+    results = Path(results)
+    rows = []
+    for folder in sorted(p for p in results.rglob("*") if p.is_dir()):
+        rel = folder.relative_to(results)
+        if rel.parts[0] == "runs" or not any(f.is_file() for f in folder.iterdir()):
+            continue
+        record = next((folder / name for name in RECORD_FILES if (folder / name).is_file()), None)
+        rows.append(_record_row(folder, results, record) if record else
+                    (f"{rel}/", "none", "not recorded", "not recorded", "no"))
+    seeds = sorted(results.glob("runs/*/*/summary.json"))
+    if seeds:
+        machines = sorted({short_label(machine_label(json.loads(p.read_text()).get("environment") or {}))
+                           for p in seeds})
+        isa = sum(bool((json.loads(p.read_text()).get("environment") or {}).get("cpu_details", {}).get("isa"))
+                  for p in seeds)
+        rows.append(("runs/<arch>_<method>/seed<N>/", f"summary.json ({len(seeds)} runs)", "not recorded",
+                     "; ".join(machines), f"{isa} of {len(seeds)}"))
+    return rows
+
+
+def records_table(findings, records, prefix=""):
+    """The run records as a markdown table (the ``records`` block of results/README.md)."""
+    lines = ["| folder | record | command it records | machine | CPU instruction set recorded |",
+             "|:--|:--|:--|:--|:--|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in records]
+    return "\n".join(lines)
+
+
+# Block name -> function(findings, run records, link prefix) -> markdown text.
 BLOCKS = {
-    "at-a-glance": glance_table,
+    "at-a-glance": lambda findings, records, prefix: glance_table(findings, prefix),
+    "records": records_table,
     "table2": _select("Table 2"),
     "protocol": _select("Protocol study"),
     "grids": _select("Table 1", "Table 3"),
     "default-training": _select("Default training"),
     "train-step": _select("Training step"),
     "formulas": _select("Eq. 8/9"),
-    "kernel": _select("Packed binary", "Binary weights", "Whole binary"),
+    "kernel": _select("Packed binary", "Model size", "Whole binary"),
 }
 
 
@@ -82,17 +131,22 @@ def report_text(findings):
     """The whole of results/REPORT.md (links relative to results/)."""
     parts = ["# The reproduction, artifact by artifact", "",
              f"This page is {GENERATED_NOTE}. Each section gives the paper's value, ours, the verdict "
-             "(chosen by a condition on the numbers), the machine the result was measured on, and the file "
-             "and command behind it. Repeated runs are bit-identical on the same machine and versions; "
-             "across machines they are not expected to be.", "", "## At a glance", "",
+             "(chosen by a condition on the numbers, stated under [How each verdict is chosen]"
+             "(#how-each-verdict-is-chosen)), the machine the result was measured on, and the file and the "
+             "command its run recorded (where a run recorded none, the command that writes its files; "
+             "[README.md](README.md#run-records) lists which runs recorded theirs).", "", "## At a glance", "",
              glance_table(findings, prefix="../"), ""]
     for f in findings:
         parts += [f"## {f.artifact}", "", finding_lines(f, prefix="../"), ""]
+    parts += ["## How each verdict is chosen", "",
+              "Each verdict above is a condition on the numbers it cites (`xnorpp_core/report/verdicts.py`, "
+              "where each threshold below is defined once and read by its verdict and by this list):", "",
+              rules_text(), ""]
     return "\n".join(parts)
 
 
-def block_texts(findings, prefix):
-    return {name: fn(findings, prefix) for name, fn in BLOCKS.items()}
+def block_texts(findings, records, prefix):
+    return {name: fn(findings, records, prefix) for name, fn in BLOCKS.items()}
 
 
 def fill(text, blocks, where="text"):
@@ -106,12 +160,13 @@ def fill(text, blocks, where="text"):
 
 
 def targets(repo):
-    """The markdown files that may hold generated blocks: README.md and docs/*.md."""
+    """The markdown files that may hold generated blocks: README.md, results/README.md and docs/*.md."""
     repo = Path(repo)
-    return [p for p in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))] if p.exists()]
+    return [p for p in [repo / "README.md", repo / "results" / "README.md", *sorted((repo / "docs").glob("*.md"))]
+            if p.exists()]
 
 
-def _expected(repo, findings):
+def _expected(repo, findings, records):
     """{path: expected text} for REPORT.md and every target file with a generated block."""
     repo = Path(repo)
     out = {repo / REPORT: report_text(findings) + "\n"}
@@ -119,16 +174,16 @@ def _expected(repo, findings):
         text = path.read_text()
         if MARKER.search(text):
             prefix = "../" * (len(path.relative_to(repo).parts) - 1)
-            out[path] = fill(text, block_texts(findings, prefix), where=str(path.relative_to(repo)))
+            out[path] = fill(text, block_texts(findings, records, prefix), where=str(path.relative_to(repo)))
     return out
 
 
 def stale(repo, results=None):
     """Names of what differs from the result files: ``README.md: at-a-glance``, ``results/REPORT.md``, ..."""
     repo = Path(repo)
-    findings = read_findings(results or repo / "results")
+    results = Path(results or repo / "results")
     names = []
-    for path, text in _expected(repo, findings).items():
+    for path, text in _expected(repo, read_findings(results), read_records(results)).items():
         rel = str(path.relative_to(repo))
         current = path.read_text() if path.exists() else ""
         if current == text:
@@ -145,9 +200,9 @@ def stale(repo, results=None):
 def render(repo, results=None, write=None):
     """Rewrite REPORT.md and every generated block; returns the paths written. ``write(path, text)`` writes."""
     repo = Path(repo)
-    findings = read_findings(results or repo / "results")
+    results = Path(results or repo / "results")
     written = []
-    for path, text in _expected(repo, findings).items():
+    for path, text in _expected(repo, read_findings(results), read_records(results)).items():
         if not path.exists() or path.read_text() != text:
             write(path, text)
             written.append(path)
