@@ -193,3 +193,61 @@ def test_other_format_version_is_named(exported, tmp_path):
                                              "version 2"):
         load_model(path)
 
+
+
+# ---------------------------------------------------------------- the kernel build: visible, one per install
+
+
+def test_each_install_builds_in_its_own_folder(monkeypatch, tmp_path):
+    from xnorpp_core.packed import backend
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    here = backend.build_directory()
+    assert here.parent == tmp_path and here.name.startswith("xnorpp_packed_conv-")
+    assert backend.build_directory() == here  # stable
+    monkeypatch.setattr(backend.sys, "prefix", "/another/venv")
+    other_venv = backend.build_directory()
+    monkeypatch.setattr(backend, "__file__", "/site-packages/xnorpp_core/packed/backend.py")
+    assert len({here, other_venv, backend.build_directory()}) == 3
+
+
+def test_the_build_says_once_that_it_is_building(monkeypatch, tmp_path, capsys):
+    from xnorpp_core.packed import backend
+
+    cpp_extension = backend._cpp_extension()
+
+    def fake_load(name, build_directory, **kwargs):
+        (Path(build_directory) / f"{name}.so").write_bytes(b"")
+        return "module"
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    try:
+        for expected in (1, 0):  # a build, then a load from the install's folder
+            backend._compiled.cache_clear()
+            assert backend._compiled() == ("module", "")
+            err = capsys.readouterr().err
+            assert err.count("building the packed C++ kernel (about 40 s, once per install)") == expected, err
+            assert err.count("\n") == expected
+    finally:
+        backend._compiled.cache_clear()
+
+
+def test_no_cuda_notice_from_a_cpu_kernel_build(tmp_path):
+    """torch prints "No CUDA runtime is found, using CUDA_HOME=..." on importing its extension builder where a
+    CUDA build of torch finds no GPU; the packed kernel is CPU code, so the notice is dropped."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if not (torch.version.cuda and torch.cuda._is_compiled()):
+        pytest.skip("torch without CUDA: no notice to silence")
+    env = {"PATH": "/usr/bin:/bin", "CUDA_HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    root = Path(__file__).parents[1]
+    plain = subprocess.run([sys.executable, "-c", "import torch.utils.cpp_extension"], env=env, cwd=root,
+                           capture_output=True, text=True)
+    ours = subprocess.run([sys.executable, "-c", "from xnorpp_core.packed.backend import _cpp_extension; "
+                                                 "_cpp_extension()"], env=env, cwd=root, capture_output=True, text=True)
+    assert "No CUDA runtime is found" in plain.stderr  # the notice exists here ...
+    assert ours.returncode == 0 and "No CUDA runtime" not in ours.stderr, ours.stderr  # ... and we drop it
