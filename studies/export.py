@@ -19,22 +19,17 @@ from studies._cli import add_out_flag, check_out, fail, make_parser
 from xnorpp_core.models import build_model
 from xnorpp_core.packed import SUPPORTED_METHODS
 from xnorpp_core.packed.model_file import FORMAT, ModelFileError, export_bytes, size_budget
-from xnorpp_core.provenance import atomic_write, read_torch_file
+from xnorpp_core.provenance import atomic_write, read_bytes, read_torch_file
 
 PROG = "python -m studies.export"
 FILE_NAME = "model.xnorpp"
-
-
-def _starts_with(path, prefix):
-    with open(path, "rb") as f:
-        return f.read(len(prefix)) == prefix
 
 
 def load_checkpoint(prog, path):
     """``(model, arch, model_kwargs, classes)`` from a training checkpoint, in eval mode (``classes``: its class
     folder names, None in older checkpoints); one-line errors naming the file and the cause."""
     path = Path(path)
-    if path.is_file() and _starts_with(path, FORMAT.encode()):
+    if path.is_file() and read_bytes(path, "checkpoint", len(FORMAT)) == FORMAT.encode():
         fail(prog, f"{path} is a packed model file, not a training checkpoint: use --model")
     try:
         ckpt = read_torch_file(path, "checkpoint")

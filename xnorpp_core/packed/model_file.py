@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..layers import BinaryConv2d
-from ..provenance import ZIP_MAGIC, read_torch_file
+from ..provenance import ZIP_MAGIC, read_bytes, read_torch_file
 from ..models import build_model
 from ..scales import xnor_weight_scale
 from .layer import SUPPORTED_METHODS, pack_weight
@@ -112,14 +112,10 @@ def _not_a_model_file(path, data):
 def _read(path):
     """The payload of the model file ``path``, its header, length and digest checked; ``ModelFileError``."""
     path = Path(path)
-    if path.is_dir():
-        raise ModelFileError(f"model file {path} is a folder, not a file")
-    if not path.exists():
-        raise ModelFileError(f"model file {path} does not exist")
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ModelFileError(f"cannot read model file {path}: {err.strerror}") from None
+        data = read_bytes(path, "model file")
+    except ValueError as err:
+        raise ModelFileError(str(err)) from None
     header = _HEADER.match(data[:_HEADER_MAX])
     if header is None:
         raise ModelFileError(_not_a_model_file(path, data))
