@@ -26,7 +26,7 @@ one-line error and exit code 2 before anything is written.
 import dataclasses
 from pathlib import Path
 
-from studies._cli import add_config_flags, config_from_args, fail, make_parser
+from studies._cli import add_config_flags, config_from_args, fail, in_flags, make_parser
 from xnorpp_core.training.data import DataError
 from xnorpp_core.training import TrainConfig, TrainingError, train
 
@@ -60,11 +60,12 @@ def run(config):
 
 
 def main(argv=None):
-    config = config_from_args(PROG, TrainConfig, build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    config = config_from_args(PROG, TrainConfig, args)
     try:
         return run(config)
     except (DataError, TrainingError) as e:
-        fail(PROG, str(e))
+        fail(PROG, in_flags(str(e), args._config_flags))
 
 
 if __name__ == "__main__":
