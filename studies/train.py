@@ -1,6 +1,6 @@
 """Train binary ResNet-18 or AlexNet with the paper's recipe (Section 5.1.3).
 
-    python -m studies.train                      # binary ResNet-18, Case 4, embedded digits, CPU, minutes
+    python -m studies.train --out runs/digits    # binary ResNet-18, Case 4, embedded digits, CPU, minutes
     python -m studies.train --data /data/imagenet --method case4 --arch resnet18
     torchrun --nproc_per_node 8 -m studies.train --data /data/imagenet --arch alexnet --method xnor
     python -m studies.train --out runs/x --resume   # continue a run from runs/x/checkpoint.pt
