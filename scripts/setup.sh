@@ -20,6 +20,8 @@ echo "setting up .venv (first time: about a minute)" >&2
 pip_install --upgrade pip
 # torch and torchvision pinned: pip takes both from this machine's local wheel store.
 pip_install torch==2.14.1 torchvision==0.29.1
-pip_install -e ".[notebooks,test]"
+# setuptools reports every editable install as a warning block ("Editable installation. ... folders in your
+# working directory with the same name as your package"): information, not a problem, so it is not shown.
+PYTHONWARNINGS="ignore:Editable installation" pip_install -e ".[notebooks,test]"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "$want" > "$stamp"

@@ -7,15 +7,18 @@
   field gets prefixed flags (``fit: FitConfig`` -> ``--fit-lr``). ``config_from_args`` builds the config
   back, its validation errors becoming one-line exits.
 - ``add_out_flag`` / ``check_out``: ``--out DIR`` everywhere, checked to be creatable and writable before any
-  work. ``resolve_device``: ``--device auto|cpu|cuda`` everywhere.
+  work. ``add_device_flag`` / ``resolve_device``: ``--device auto|cpu|cuda``, default auto, everywhere.
+  ``add_threads_flag``: ``--threads N``. ``PADDING_HELP``: ``--padding P`` in one notation.
 - Errors: one line on stderr, exit code 2 (``fail``), before anything is written.
 
-Flag names, one per concept in every study: --out, --batch-size, --method / --methods, --loss / --losses,
---device, --threads, --seed / --seeds, --trials.
+Flag names, one per concept in every study (the same metavar and default meaning; tests/test_cli.py): --out DIR,
+--batch-size, --method / --methods, --loss / --losses, --device, --threads N, --seed / --seeds, --trials,
+--padding P.
 """
 
 import argparse
 import dataclasses
+import re
 import sys
 import types
 import typing
@@ -81,6 +84,16 @@ def _positive_int(text):
     return value
 
 
+def add_device_flag(parser, what):
+    """``--device auto|cpu|cuda`` (default auto: cuda when available), resolved by ``resolve_device``."""
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help=f"{what}; auto: cuda when available (default auto)")
+
+
+PADDING_HELP = ("P: 0, or N-zero / N-minus_one, a border of N pixels of zeros (after the sign) or of -1 (before "
+                "it; see xnorpp_core.layers)")
+
+
 def check_out(prog, out):
     """``out`` as a Path, or a one-line exit when it cannot be created and written (checked before any
     work; nothing is created)."""
@@ -132,10 +145,12 @@ def _shown(value):
     return str(value)
 
 
-def add_config_flags(parser, config_cls, *, helps=None, choices=None, rename=None, skip=(), prefix="", defaults=None):
+def add_config_flags(parser, config_cls, *, helps=None, choices=None, rename=None, skip=(), prefix="", defaults=None,
+                     metavars=None):
     """One ``--flag`` per field of the dataclass ``config_cls``; returns the parser.
 
-    Help and choices come from the field's metadata (``help``, ``choices``) or from ``helps`` / ``choices``
+    Help, choices and metavar come from the field's metadata (``help``, ``choices``, ``metavar``) or from
+    ``helps`` / ``choices`` / ``metavars``
     (maps from field name; for a nested config field, ``helps[name]`` is the nested map). ``rename`` maps a
     field to another flag name (same concept, same flag in every study); ``skip`` lists fields the study
     handles itself; ``defaults``, an instance, gives the defaults shown (a nested config's come from its
@@ -143,15 +158,20 @@ def add_config_flags(parser, config_cls, *, helps=None, choices=None, rename=Non
     apply. A field without help text is a programming error (``ValueError``).
     """
     helps, choices, rename = helps or {}, choices or {}, rename or {}
+    flags = parser.get_default("_config_flags") or {}  # field (nested: "fit__lr") -> its flag, for error messages
+    parser.set_defaults(_config_flags=flags)
     for f in dataclasses.fields(config_cls):
+        dest = prefix + f.name
+        if f.name in skip:  # the study's own flag, of the same name
+            flags[dest] = "--" + dest.replace("__", "-").replace("_", "-")
         if f.name in skip or f.name.isupper():
             continue
         default = _default(f) if defaults is None else getattr(defaults, f.name)
-        dest = prefix + f.name
         if dataclasses.is_dataclass(default):
             add_config_flags(parser, type(default), helps=helps.get(f.name, {}), prefix=dest + "__", defaults=default)
             continue
         flag = "--" + (rename.get(f.name, dest.replace("__", "-"))).replace("_", "-")
+        flags[dest] = flag
         text = f.metadata.get("help", helps.get(f.name))
         if not text:
             raise ValueError(f"{config_cls.__name__}.{f.name} has no help text")
@@ -162,9 +182,21 @@ def add_config_flags(parser, config_cls, *, helps=None, choices=None, rename=Non
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
-        metavar = None if allowed else dest.split("__")[-1].upper()
+        metavar = None if allowed else f.metadata.get("metavar", (metavars or {}).get(f.name,
+                                                                                    dest.split("__")[-1].upper()))
         parser.add_argument(flag, type=kind, choices=allowed, metavar=metavar, nargs="+" if several else None, **kw)
     return parser
+
+
+def in_flags(message, flags, prefix=""):
+    """``message`` (a config's validation error, in its field names) in the flags' words: the field that opens
+    it, follows ``unknown``, or has an underscore in its name becomes its flag (``kernel_size`` ->
+    ``--kernel-size``; ``flags`` maps ``prefix + field`` to the flag); a quoted name is a value, kept."""
+    def flag(match):
+        name, opens = match.group(0), match.start() == 0 or message[:match.start()].endswith("unknown ")
+        return flags.get(prefix + name, name) if opens or "_" in name else name
+
+    return re.sub(r"(?<![-\w'\"])[a-z][a-z0-9_]*(?![-\w'\"])", flag, message)  # a quoted name is a value
 
 
 def _kwargs(config_cls, values, prefix=""):
@@ -174,7 +206,10 @@ def _kwargs(config_cls, values, prefix=""):
         if dataclasses.is_dataclass(default):
             nested = _kwargs(type(default), values, prefix + f.name + "__")
             if nested:
-                kwargs[f.name] = dataclasses.replace(default, **nested)
+                try:
+                    kwargs[f.name] = dataclasses.replace(default, **nested)
+                except ValueError as err:
+                    raise ValueError(in_flags(str(err), values.get("_config_flags") or {}, prefix + f.name + "__"))
         elif prefix + f.name in values:
             value = values[prefix + f.name]
             kwargs[f.name] = tuple(value) if isinstance(value, list) else value
@@ -187,4 +222,4 @@ def config_from_args(prog, config_cls, args, **extra):
     try:
         return config_cls(**{**_kwargs(config_cls, vars(args)), **extra})
     except (ValueError, TypeError) as err:
-        fail(prog, str(err))
+        fail(prog, in_flags(str(err), getattr(args, "_config_flags", None) or {}))

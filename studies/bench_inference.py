@@ -72,7 +72,7 @@ class BenchInferenceConfig:
 
     arch: str = opt("resnet18", "network", choices=tuple(ARCHS))
     methods: tuple = opt(("case1", "case4"), "scale methods of the binary network", choices=SUPPORTED_METHODS)
-    threads: tuple = opt((1, 2), "torch thread counts, each timed in turn")
+    threads: tuple = opt((1, 2), "torch CPU threads, each count timed in turn", metavar="N")
     batch_sizes: tuple = opt((1, 8), "images per call, each timed in turn")
     repeats: int = opt(20, "timed rounds per setting")
     compile: bool = opt(True, "also time torch.compile of the folded real networks")

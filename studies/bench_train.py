@@ -57,9 +57,9 @@ class BenchConfig:
     steps: int = opt(3, "timed steps per repeat")
     warmup: int = opt(1, "untimed steps first (at least 1: the first step allocates Adam's state)")
     repeats: int = opt(3, "interleaved repeats of every method, each in a fresh process")
-    threads: int = opt(torch.get_num_threads(), "torch CPU threads of every worker")
+    threads: int = opt(torch.get_num_threads(), "torch CPU threads of every worker", metavar="N")
     channels_last: bool = opt(False, "channels-last memory format")
-    device: str = opt("cpu", "device of the steps; auto: cuda when available", choices=DEVICE_CHOICES)
+    device: str = opt("auto", "device of the steps; auto: cuda when available", choices=DEVICE_CHOICES)
 
     def __post_init__(self):
         for name in ("batch_size", "input_size", "steps", "repeats", "threads"):

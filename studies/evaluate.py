@@ -8,7 +8,9 @@ Runs the file's ``PackedNetwork`` (``xnorpp_core.packed``) on the validation
 images and prints top-1 / top-5. With ``--checkpoint`` (the run the file was
 exported from), also evaluates the float model and its fused float emulation
 on the same images, and counts the images whose packed logits equal the fused
-emulation's exactly and whose predictions agree with each.
+emulation's exactly and whose predictions agree with each. Data whose classes
+differ from the model's (their number, or their folder names when the file
+records them) are refused, as are damaged model files.
 
 Output (only with ``--out DIR``): ``DIR/evaluation.json`` (accuracies, agreement
 counts, the file's size beside the packed weights plus real layers and factors,
@@ -28,7 +30,7 @@ from xnorpp_core.packed.model_file import ModelFileError, load_model, size_budge
 from xnorpp_core.packed.network import PackedNetwork, fused_emulation
 from xnorpp_core.provenance import environment, write_json
 from xnorpp_core.training import DataError
-from xnorpp_core.training.data import digits_splits, imagefolder_splits
+from xnorpp_core.training.data import describe_classes, digits_splits, imagefolder_val
 from xnorpp_core.training.loop import accuracy
 
 PROG = "python -m studies.evaluate"
@@ -39,13 +41,13 @@ def build_parser():
     parser.add_argument("--model", type=Path, required=True, metavar="FILE",
                         help="packed model file from python -m studies.export")
     parser.add_argument("--data", type=Path, default=None, metavar="ROOT",
-                        help="ImageFolder root with train/ and val/ class folders, as for training; val/ is "
-                             "evaluated (default: the embedded digits)")
-    parser.add_argument("--resize", type=int, default=256, help="ImageFolder: shorter side before the centre crop "
-                                                                  "(default 256)")
+                        help="ImageFolder root as for training; only ROOT/val (one folder per class) is read "
+                             "(default: the embedded digits)")
+    parser.add_argument("--resize", type=int, default=256, metavar="N",
+                        help="ImageFolder: shorter side before the centre crop (default 256)")
     parser.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
                         help="the training checkpoint the file came from: also evaluate the float model")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per call (default 64)")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per call (default 64)")
     add_threads_flag(parser, 1)
     parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
                         help="packed kernel backend (default auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)")
@@ -53,14 +55,24 @@ def build_parser():
     return parser
 
 
+def check_classes(args, payload, classes):
+    """A one-line exit when the data's classes (their number, or their names where the file records them) are
+    not the model's."""
+    data = "the embedded digits" if args.data is None else f"--data {args.data}"
+    trained_on, count = payload.get("classes"), payload["model_kwargs"]["num_classes"]
+    if len(classes) != count or (trained_on is not None and list(trained_on) != list(classes)):
+        known = f" ({describe_classes(trained_on)})" if trained_on is not None else ""
+        fail(PROG, f"{data} has {len(classes)} classes ({describe_classes(classes)}); model file {args.model} "
+                   f"was trained on {count}{known}")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1 or args.resize < 1:
-        fail(PROG, "--batch-size and --resize must be positive")
+    for flag, value in (("--batch-size", args.batch_size), ("--resize", args.resize)):
+        if value < 1:
+            fail(PROG, f"{flag} must be a positive integer, got {value}")
     if args.out is not None:
         check_out(PROG, args.out)
-    if not args.model.is_file():
-        fail(PROG, f"model file {args.model} does not exist")
     try:
         model, payload = load_model(args.model)
         backend_info(args.backend)
@@ -69,14 +81,16 @@ def main(argv=None):
     size = payload["model_kwargs"]["input_size"]
     float_model = None
     if args.checkpoint is not None:
-        float_model, _, kwargs = load_checkpoint(PROG, args.checkpoint)
+        float_model, _, kwargs, _ = load_checkpoint(PROG, args.checkpoint)
         if kwargs != payload["model_kwargs"] or float_model.method != payload["method"]:
             fail(PROG, f"checkpoint {args.checkpoint} is not the run of {args.model} "
                        f"({float_model.method}, {kwargs} vs {payload['method']}, {payload['model_kwargs']})")
     try:
-        val = digits_splits(size)[1] if args.data is None else imagefolder_splits(args.data, size, args.resize)[1]
+        _, val, classes = digits_splits(size) if args.data is None else (None, *imagefolder_val(args.data, size,
+                                                                                                 args.resize))
     except DataError as err:
         fail(PROG, str(err))
+    check_classes(args, payload, classes)
     torch.set_num_threads(args.threads)
     net = PackedNetwork(model, args.backend)
     reference = fused_emulation(float_model) if float_model is not None else None

@@ -74,7 +74,7 @@ PAPER_LAYER = (256, 256, 3, 1, 1, 14)  # Section 4.3: o = 256, 3x3; at ResNet-18
 class KernelBenchConfig:
     """One run of the benchmark; validated here, written to ``run.json``."""
 
-    threads: tuple = opt((1, 2), "torch thread counts, each timed in turn")
+    threads: tuple = opt((1, 2), "torch CPU threads, each count timed in turn", metavar="N")
     methods: tuple = opt(("case4",), "scales of the binary layers", choices=SUPPORTED_METHODS)
     batch_size: int = opt(1, "images per layer call")
     min_run_time: float = opt(0.5, "seconds of calls per function and measurement (calls interleaved)")

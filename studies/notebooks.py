@@ -21,9 +21,9 @@ parameters is an error. Last, ``notebooks/tables.ipynb`` renders Tables 1-3 and
 Figure 1 beside the paper's numbers into ``OUT/tables/`` (executed notebook:
 ``OUT/tables/tables.ipynb``).
 
-Without ``--data`` every row trains on the embedded digits with ``EMBEDDED_SEEDS``
-seeds for ``EMBEDDED_EPOCHS`` epochs, the learning rate divided by 10 every
-``EMBEDDED_LR_STEP`` epoch: shorter than the digits recipe (9 epochs, a step of 3),
+Without ``--data`` every row trains on the embedded digits with 5 seeds (0 1 2 3 4)
+for 2 epochs, the learning rate divided by 10 after every epoch: shorter than the
+digits recipe (9 epochs, a step of 3),
 whose 5 seeds of every row of both grids would take several hours of one CPU core
 (one digits epoch of ResNet-18 takes tens of seconds on one core, AlexNet more);
 with ``--data`` on the ImageFolder tree with the paper's recipe (80 epochs) and one
@@ -31,8 +31,12 @@ seed, e.g. on 8 GPUs:
 
     python -m studies.notebooks all --data /data/imagenet --nproc 8 --device cuda
 
-Notebooks run in the ``python3`` Jupyter kernel with the repository root as
-working directory. A parameter the notebook does not declare is an error.
+A results folder that holds no runs yet is refused unless ``--train`` is given
+(a mistyped ``--out`` would otherwise start training the whole grid), as is a
+selection (grid and ``--archs``) without rows; every option is checked before
+anything is trained or written. Notebooks run in the ``python3`` Jupyter kernel
+with the repository root as working directory. A parameter the notebook does
+not declare is an error.
 """
 
 import dataclasses
@@ -49,7 +53,7 @@ from tqdm.auto import tqdm
 
 from studies import train
 from studies._cli import DEVICE_CHOICES, add_config_flags, add_out_flag, check_device, check_out, fail, \
-    make_parser, opt
+    in_flags, make_parser, opt
 from xnorpp_core.provenance import atomic_write
 from xnorpp_core.report.tables import GRIDS
 from xnorpp_core.training import TrainConfig
@@ -87,14 +91,16 @@ class GridConfig:
                                     "embedded digits with the default epochs, else the recipe's)")
     seeds: tuple[int, ...] | None = opt(None, f"seeds of every row (default: {' '.join(map(str, EMBEDDED_SEEDS))} "
                                               "on the embedded digits, 0 on --data)")
-    threads: int | None = opt(None, "CPU threads per run (OMP_NUM_THREADS of the notebook kernels; default: "
-                                    "torch's)")
+    threads: int | None = opt(None, "torch CPU threads per run (OMP_NUM_THREADS of the notebook kernels; "
+                                    "default: torch's, one per core)", metavar="N")
     limit_batches: int | None = opt(None, "at most N batches per epoch (smoke runs)")
     nproc: int = opt(1, "processes per row: more than 1 runs torchrun")
     device: str = opt("auto", "device of every run; auto: cuda when available", choices=DEVICE_CHOICES)
     workers: int | None = opt(None, "data-loader workers per process (default: the recipe's)")
     trials: int = opt(100, "Table 2 trials, with 'all'")
     force: bool = opt(False, "retrain finished runs, rerun Table 2 and Figure 1")
+    train: bool = opt(False, "train into a results folder that holds no runs yet (without it such a folder is "
+                             "refused: a mistyped --out would start the whole grid)")
 
 
 # ---------------------------------------------------------------- used inside the notebooks
@@ -157,7 +163,9 @@ def execute(notebook, output, parameters):
 
     papermill writes the executed notebook to a hidden file beside ``output``; it is then written
     to ``output`` atomically with repository-relative paths in its papermill record, also when it
-    failed (papermill's ``PapermillExecutionError`` is re-raised after that).
+    failed (papermill's ``PapermillExecutionError`` is re-raised after that). The kernel logs errors only:
+    its warning that a local kernel talks over TCP without encryption does not apply to a kernel that
+    lives and dies on this machine within one run.
     """
     check_parameters(notebook, parameters)
     output = Path(output)
@@ -165,7 +173,8 @@ def execute(notebook, output, parameters):
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     try:
         papermill.execute_notebook(str(notebook), str(partial), parameters=parameters, kernel_name=KERNEL,
-                                   cwd=str(REPO), progress_bar=False)
+                                   cwd=str(REPO), progress_bar=False,
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
     finally:
         if partial.exists():  # record where it came from and went, relative to the repository
             executed = nbformat.read(partial, as_version=4)
@@ -250,7 +259,17 @@ def _validate(args):
     try:
         TrainConfig(**{k: v for k, v in params.items() if k != "nproc" and v is not None})
     except ValueError as e:
-        fail(PROG, str(e))
+        fail(PROG, in_flags(str(e), {k: "--" + k.replace("_", "-") for k in params}))
+    grids = ("table1", "table3") if args.grid == "all" else (args.grid,)
+    rows = [row for row in unique_rows(grids) if row[0] in args.archs]
+    if not rows:
+        fail(PROG, f"--archs {' '.join(args.archs)}: {args.grid} has no rows of "
+                   f"{'that architecture' if len(args.archs) == 1 else 'those architectures'} "
+                   f"(its rows: {', '.join(sorted({a for a, _ in unique_rows(grids)}))})")
+    args.plan = [_plan_run(arch, method, seed, args) for arch, method in rows for seed in args.seeds]
+    runs = args.results / "runs"
+    if not args.train and not (runs.is_dir() and any(runs.glob("*/seed*/config.json"))):
+        fail(PROG, f"--out {args.out}: no runs there yet; pass --train to start training the grid in it")
 
 
 def parse_args(argv=None):
@@ -267,9 +286,7 @@ def parse_args(argv=None):
 
 
 def _run_rows(args):
-    grids = ("table1", "table3") if args.grid == "all" else (args.grid,)
-    plan = [_plan_run(arch, method, seed, args) for arch, method in unique_rows(grids)
-            if arch in args.archs for seed in args.seeds]
+    plan = args.plan  # made and checked by _validate
     if args.threads is not None:  # inherited by the notebook kernels, read by torch at start-up
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     for notebook, folder, params, action in tqdm(plan, desc="runs", disable=None):

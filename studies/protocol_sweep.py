@@ -36,15 +36,15 @@ from xnorpp_core.reconstruction.protocol import AXES, PADDINGS, SweepConfig, cel
 from xnorpp_core.report.protocol_analysis import analysis, cells_table, figures
 from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json
 
-from ._cli import FIT_HELP, add_config_flags, add_out_flag, add_threads_flag, check_out, config_from_args, fail, \
-    make_parser
+from ._cli import FIT_HELP, PADDING_HELP, add_config_flags, add_out_flag, add_threads_flag, check_out, \
+    config_from_args, fail, make_parser
 
 PROG = "python -m studies.protocol_sweep"
 DEFAULT = SweepConfig()
 HELP = {
     "weights": "axis: scales of W (the first value is the base cell's)",
     "inputs": "axis: distributions of I (the first value is the base cell's)",
-    "padding": "axis: padding 0, or 1 with either border convention (the first value is the base cell's)",
+    "padding": f"axis: borders {', '.join(PADDINGS)} ({PADDING_HELP}; the first value is the base cell's)",
     "fit_loss": "axis: losses Gamma is fitted with (the first value is the base cell's)",
     "shape": "axis: layers OxCxKxK@H, o filters of c x k x k on c x H x H inputs (the first is the base cell's)",
     "train_inputs": "axis: inputs per trial one Gamma is fitted to (the first value is the base cell's)",
@@ -69,8 +69,8 @@ def _cross(text):
 def build_parser():
     parser = make_parser(PROG, __doc__)
     add_config_flags(parser, SweepConfig, helps=HELP, rename={"fit_loss": "losses"}, skip=("crosses",),
-                     choices={"weights": WEIGHT_SCALES, "inputs": INPUT_DISTRIBUTIONS, "padding": PADDINGS,
-                              "fit_loss": LOSSES})
+                     choices={"weights": WEIGHT_SCALES, "inputs": INPUT_DISTRIBUTIONS, "fit_loss": LOSSES},
+                     metavars={"padding": "P"})
     parser.add_argument("--crosses", nargs="*", metavar="AXIS:AXIS", default=argparse.SUPPRESS,
                         help=f"pairs of axes crossed in full, none for none; axes: {', '.join(AXES)} (default "
                              f"{' '.join(f'{a}:{b}' for a, b in DEFAULT.crosses)})")

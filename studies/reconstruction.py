@@ -26,12 +26,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from studies._cli import (DEVICE_CHOICES, FIT_HELP, add_config_flags, add_out_flag, check_out,  # noqa: E402
-                          config_from_args, make_parser, resolve_device)
-from xnorpp_core.layers import PAD_MODES  # noqa: E402
+from studies._cli import (FIT_HELP, PADDING_HELP, add_config_flags, add_device_flag, add_out_flag,  # noqa: E402
+                          check_out, config_from_args, fail, make_parser, resolve_device)
 from xnorpp_core.provenance import (atomic_write, check_writable_folder, environment, save_figure,  # noqa: E402
                                     write_csv, write_json)
 from xnorpp_core.reconstruction import LOSSES  # noqa: E402
+from xnorpp_core.reconstruction.protocol import parse_padding  # noqa: E402
 from xnorpp_core.reconstruction.table2 import ReconstructionConfig, run_table2, summarize, to_page  # noqa: E402
 from xnorpp_core.report.tables import METHOD_LABELS  # noqa: E402
 
@@ -39,10 +39,7 @@ PROG = "python -m studies.reconstruction"
 HELP = {
     "trials": "trials: layers W and inputs I drawn, each fitted on its own",
     "seed": "seed of the draws",
-    "padding": "zero-padding of the convolution, at most kernel_size // 2",
-    "pad_mode": "what the binary convolution pads with (see xnorpp_core.layers)",
     "loss": "loss the learned scales are fitted with (and their evidence measured in)",
-    "device": "where the fits run; auto: cuda when available",
     "out_channels": "output channels o of W",
     "in_channels": "input channels c of W and I",
     "kernel_size": "kernel size k of W (k x k)",
@@ -53,16 +50,23 @@ HELP = {
 
 def build_parser():
     parser = make_parser(PROG, __doc__)
-    add_config_flags(parser, ReconstructionConfig, helps=HELP,
-                     choices={"pad_mode": PAD_MODES, "loss": LOSSES, "device": DEVICE_CHOICES})
+    add_config_flags(parser, ReconstructionConfig, helps=HELP, choices={"loss": LOSSES},
+                     skip=("padding", "pad_mode", "device"))
+    parser.add_argument("--padding", metavar="P", default="0",
+                        help=f"border of the convolution, N at most --kernel-size // 2; {PADDING_HELP} (default 0)")
+    add_device_flag(parser, "where the fits run")
     add_out_flag(parser, "results/reconstruction")
     return parser
 
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
-    device = resolve_device(PROG, getattr(args, "device", ReconstructionConfig.device))
-    config = config_from_args(PROG, ReconstructionConfig, args, device=device)
+    try:
+        padding, pad_mode = parse_padding(args.padding, only=None)
+    except ValueError as err:
+        fail(PROG, str(err).replace("unknown padding", "unknown --padding"))
+    config = config_from_args(PROG, ReconstructionConfig, args, device=resolve_device(PROG, args.device),
+                              padding=padding, pad_mode=pad_mode)
     return config, check_out(PROG, args.out)
 
 

@@ -3,6 +3,7 @@ list of output files) is shown, and one flag name per concept in every study."""
 
 import argparse
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,31 @@ def test_one_flag_name_per_concept(name, monkeypatch, capsys):
             continue
         # a list is never one comma-separated string: a default with a comma belongs to a nargs="+" flag
         assert not (isinstance(action.default, str) and "," in action.default), f"{name}: {action.option_strings}"
+
+
+# flag -> (metavar, choices) shared by every study that has it
+VOCABULARY = {"--out": ("DIR", None), "--threads": ("N", None), "--device": (None, _cli.DEVICE_CHOICES),
+              "--loss": (None, ("l1", "l2")), "--losses": (None, ("l1", "l2")), "--padding": ("P", None)}
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_one_vocabulary_and_each_flag_listed_once(name, monkeypatch, capsys):
+    """The same metavar, choices and default meaning for a flag in every study; ``--help`` lists each flag once
+    (a docstring does not repeat the flags' list)."""
+    _, parser, text = parser_of(name, monkeypatch, capsys)
+    for action in parser._actions:
+        for flag in set(action.option_strings) & set(VOCABULARY):
+            metavar, choices = VOCABULARY[flag]
+            assert action.metavar == metavar, f"{name}: {flag} {action.metavar}"
+            assert (tuple(action.choices) if action.choices else None) == choices, f"{name}: {flag}"
+            if flag == "--device":
+                assert "(default auto)" in action.help, f"{name}: --device {action.help}"
+            if flag == "--threads":
+                assert action.type in (int, _cli._positive_int), f"{name}: --threads {action.type}"
+        for flag in action.option_strings if action.help != argparse.SUPPRESS else ():
+            pattern = re.compile(r"  (?:-[\w-]+(?: [^\s,]+)?, )*" + re.escape(flag) + r"(?=[ ,]|$)")  # options list
+            listed = [line for line in text.splitlines() if pattern.match(line)]
+            assert len(listed) == 1, f"{name}: {flag} listed {len(listed)} times in --help"
 
 
 def test_add_config_flags_requires_help_and_splits_lists():

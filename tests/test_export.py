@@ -35,7 +35,7 @@ def test_round_trip_gives_the_fused_emulation_logits(tmp_path, method):
     data = export_bytes(model, "resnet18", KWARGS)
     path = tmp_path / "m.xnorpp"
     path.write_bytes(data)
-    payload = torch.load(path, weights_only=True)  # plain containers and tensors only
+    payload = torch.load(io.BytesIO(data.partition(b"\n")[2]), weights_only=True)  # plain containers and tensors
     assert payload["format"] == FORMAT
     stored = set(payload["state"])
     assert not any(k.endswith("conv.weight") for k in stored)  # binary weights only as bits
@@ -59,12 +59,12 @@ def test_case4_file_is_smaller_than_a_dense_gamma_would_make_it(tmp_path):
 
 def test_bad_files_raise(tmp_path):
     (tmp_path / "junk").write_bytes(b"not a torch file")
-    with pytest.raises(ModelFileError, match="cannot read model file"):
+    with pytest.raises(ModelFileError, match="junk is not an xnorpp model file"):
         load_model(tmp_path / "junk")
     buffer = io.BytesIO()
     torch.save({"format": "something else"}, buffer)
     (tmp_path / "other").write_bytes(buffer.getvalue())
-    with pytest.raises(ModelFileError, match="not an xnorpp packed model file"):
+    with pytest.raises(ModelFileError, match="other is a PyTorch file but not an xnorpp model file"):
         load_model(tmp_path / "other")
     with pytest.raises(ModelFileError, match="has no packed form"):
         export_bytes(build_model("resnet18", "xnor", **KWARGS), "resnet18", KWARGS)
@@ -99,7 +99,7 @@ def test_export_then_evaluate_on_the_digits(tmp_path, capsys):
     (["--checkpoint", "{ckpt}", "--out", "/proc/forbidden/m"], "cannot write"),
     (["--checkpoint", "{ckpt}", "--out", "{tmp}/junk"], "exists and is not a folder"),
     (["--checkpoint", "{xnor}", "--out", "{tmp}/m"], "has no packed form"),
-    (["--checkpoint", "{tmp}/junk", "--out", "{tmp}/m"], "cannot read checkpoint"),
+    (["--checkpoint", "{tmp}/junk", "--out", "{tmp}/m"], "junk is not a PyTorch file"),
 ])
 def test_export_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     (tmp_path / "junk").write_bytes(b"junk")
@@ -119,4 +119,5 @@ def test_evaluate_refuses_a_bad_model_file(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             evaluate.main(argv)
         assert exit_.value.code == 2
-    assert "cannot read model file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "junk is not an xnorpp model file" in err and "none does not exist" in err

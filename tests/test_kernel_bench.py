@@ -24,8 +24,8 @@ def test_resnet18_binary_layer_shapes_counted_by_hand():
     (["--methods", "xnor"], "invalid choice: 'xnor'"),
     (["--backend", "gpu"], "invalid choice: 'gpu'"),
     (["--layers", "some"], "invalid choice: 'some'"),
-    (["--min-run-time", "0"], "min_run_time must be positive"),
-    (["--batch-size", "0"], "batch_size must be at least 1"),
+    (["--min-run-time", "0"], "--min-run-time must be positive"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:

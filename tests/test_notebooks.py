@@ -27,7 +27,7 @@ def results(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         for grid, rows in ROWS.items():
             mp.setitem(tables.GRIDS, grid, rows)
-        runner.main(["all", "--out", str(out)] + TINY)
+        runner.main(["all", "--train", "--out", str(out)] + TINY)
     return out
 
 
@@ -109,7 +109,7 @@ def test_finished_rows_are_skipped_and_changed_ones_refused(results, capsys, mon
 
 
 def test_runner_parameters_are_the_notebooks_parameters(tmp_path):
-    args = runner.parse_args(["all", "--out", str(tmp_path)])
+    args = runner.parse_args(["all", "--train", "--out", str(tmp_path)])
     declared = papermill.inspect_notebook(str(runner.NOTEBOOKS / "train.ipynb"))
     assert set(runner.row_parameters("resnet18", "xnor", 0, tmp_path, args)) == set(declared)
     assert set(papermill.inspect_notebook(str(runner.NOTEBOOKS / "tables.ipynb"))) == {"results", "out"}
@@ -123,15 +123,25 @@ def test_runner_parameters_are_the_notebooks_parameters(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_help_shows_values_not_names():
+    """The docstring (shown by --help) states the embedded digits' seeds, epochs and step as numbers."""
+    doc = " ".join(runner.__doc__.split())
+    seeds = " ".join(map(str, runner.EMBEDDED_SEEDS))
+    assert f"{len(runner.EMBEDDED_SEEDS)} seeds ({seeds}) for {runner.EMBEDDED_EPOCHS} epochs" in doc
+    assert runner.EMBEDDED_LR_STEP == 1 and "divided by 10 after every epoch" in doc
+    assert "EMBEDDED_" not in doc
+
+
 def test_seeds_epochs_and_shared_rows(tmp_path):
-    digits = runner.parse_args(["all", "--out", str(tmp_path)])
+    digits = runner.parse_args(["all", "--train", "--out", str(tmp_path)])
     assert digits.seeds == list(runner.EMBEDDED_SEEDS) and len(digits.seeds) >= 5
     params = runner.row_parameters("resnet18", "xnor", 3, tmp_path, digits)
     assert (params["seed"], params["epochs"], params["lr_step"]) == (3, runner.EMBEDDED_EPOCHS,
                                                                      runner.EMBEDDED_LR_STEP)
     for split in ("train", "val"):
         (tmp_path / "imagenet" / split).mkdir(parents=True)
-    imagenet = runner.parse_args(["all", "--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "r")])
+    imagenet = runner.parse_args(["all", "--train", "--data", str(tmp_path / "imagenet"),
+                                  "--out", str(tmp_path / "r")])
     params = runner.row_parameters("resnet18", "xnor", 0, tmp_path, imagenet)
     assert imagenet.seeds == [0] and params["epochs"] is None and params["lr_step"] is None  # the paper's recipe
     rows = runner.unique_rows(("table1", "table3"))
@@ -169,6 +179,9 @@ def test_run_training_failure_is_an_exception(tmp_path):
     (["all", "--device", "tpu"], "invalid choice: 'tpu'"),
     (["all", "--seeds", "1", "1"], "--seeds repeats a seed: 1 1"),
     (["all", "--threads", "0"], "--threads must be a positive integer"),
+    (["table1"], "no runs there yet; pass --train to start training the grid in it"),
+    (["table1", "--train", "--archs", "alexnet"], "--archs alexnet: table1 has no rows of that architecture"),
+    (["table3", "--train", "--epochs", "0"], "error: --epochs must be a positive integer, got 0"),
 ])
 def test_bad_options_exit_2_writing_nothing(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:

@@ -39,7 +39,8 @@ def test_cell_rejects_bad_values(field, value, message):
 
 @pytest.mark.parametrize("changes,message", [
     ({"inputs": ()}, "non-empty tuple"), ({"inputs": ("gaussian", "gaussian")}, "distinct"),
-    ({"inputs": ("gaussian", "cauchy")}, "unknown input"), ({"crosses": (("inputs", "colour"),)}, "pair of distinct"),
+    ({"inputs": ("gaussian", "cauchy")}, "unknown input"),
+    ({"crosses": (("inputs", "colour"),)}, "crosses must be pairs of distinct"),
     ({"trials": 0}, "trials"), ({"seed": -1}, "seed"), ({"tolerance": 0.0}, "tolerance"), ({"fit": 0.1}, "FitConfig"),
     ({"starts": 0}, "starts")])
 def test_config_rejects_bad_values(changes, message):

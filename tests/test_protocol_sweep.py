@@ -75,12 +75,13 @@ def test_cited_numbers_are_the_csv_values(tiny_run):
     (["--inputs", "gaussian", "cauchy"], "invalid choice: 'cauchy'"),
     (["--shape", "64x64x3@16"], "is not of the form OxCxKxK@H"),
     (["--train-inputs", "1", "x"], "argument --train-inputs: invalid int value: 'x'"),
-    (["--inputs", "gaussian", "gaussian"], "needs a non-empty tuple of distinct values"),
+    (["--inputs", "gaussian", "gaussian"], "error: --inputs needs a non-empty tuple of distinct values"),
     (["--crosses", "inputs"], "a cross is AXIS:AXIS, got 'inputs'"),
-    (["--train-inputs", "0"], "train_inputs must be a positive integer"),
-    (["--crosses", "inputs:colour"], "a cross is a pair of distinct axes"),
-    (["--trials", "0"], "trials must be a positive integer"),
-    (["--fit-lr", "-1"], "invalid FitConfig"),
+    (["--train-inputs", "0"], "error: --train-inputs must be a positive integer"),
+    (["--crosses", "inputs:colour"], "--crosses must be pairs of distinct axes"),
+    (["--trials", "0"], "error: --trials must be a positive integer"),
+    (["--fit-lr", "-1"], "error: --fit-lr must be positive, got -1.0"),
+    (["--fit-patience", "0"], "error: --fit-patience must be at least 1, got 0"),
     (["--trials", "two"], "invalid int value"),
     (["--threads", "0"], "--threads: must be a positive integer"),
     (["--out", "/proc/xnorpp-no-such-folder"], "cannot write there"),
@@ -100,7 +101,7 @@ def test_the_command_line_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "studies.protocol_sweep", "--out", str(out), "--shape", "64x64x3@16"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("python -m studies.protocol_sweep: error: shape '64x64x3@16' is not of the form")
+    assert proc.stderr.startswith("python -m studies.protocol_sweep: error: --shape '64x64x3@16' is not of the form")
     assert not out.exists()
 
 

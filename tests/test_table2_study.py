@@ -66,7 +66,7 @@ def test_case1_never_beats_its_exact_optimum_and_learned_beat_direct(small_run):
 
 @pytest.mark.parametrize("argv", [
     ["--trials", "0"], ["--trials", "abc"], ["--seed", "-1"], ["--padding", "5"], ["--loss", "l3"],
-    ["--pad-mode", "reflect"], ["--device", "tpu"], ["--kernel-size", "0"], ["--bogus", "1"],
+    ["--padding", "1-reflect"], ["--device", "tpu"], ["--kernel-size", "0"], ["--bogus", "1"],
 ])
 def test_bad_options_exit_2_with_one_line_and_write_nothing(argv, tmp_path, capsys):
     out = tmp_path / "out"

@@ -210,8 +210,8 @@ def fails(capsys, argv, match, out):
 @pytest.mark.parametrize("argv, match", [
     (["--arch", "vgg"], "invalid choice: 'vgg'"), (["--method", "case9"], "invalid choice: 'case9'"),
     (["--epochs", "0"], "epochs must be a positive integer"), (["--epochs", "-2"], "epochs must be a positive"),
-    (["--batch-size", "0"], "batch_size must be a positive"), (["--batch-size", "x"], "invalid int value"),
-    (["--batch-size", "4096"], "larger than the training split"),
+    (["--batch-size", "0"], "--batch-size must be a positive"), (["--batch-size", "x"], "invalid int value"),
+    (["--batch-size", "4096"], "error: --batch-size 4096 is larger than the training split"),
 ])
 def test_bad_options(tmp_path, capsys, argv, match):
     fails(capsys, argv, match, tmp_path / "out")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "cpu_details", "atomic_write", "write_json", "write_csv", "save_figure", "markdown_cell",
-           "markdown_table", "cpu_markdown_table", "check_writable_folder"]
+__all__ = ["environment", "cpu_details", "atomic_write", "read_bytes", "read_torch_file", "write_json", "write_csv",
+           "save_figure", "markdown_cell", "markdown_table", "cpu_markdown_table", "check_writable_folder"]
 
 _PACKAGES = ("xnorpp", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn", "papermill")
 
@@ -181,3 +181,37 @@ def check_writable_folder(path):
         tempfile.TemporaryDirectory(dir=parent, prefix=".xnorpp-check-").cleanup()
     except OSError as e:
         raise ValueError(f"{path}: cannot write there ({e.strerror or e})") from None
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format is a zip archive
+
+
+def read_bytes(path, what="file", size=-1):
+    """The first ``size`` bytes of the file ``path`` (all with -1); ``ValueError`` with one line naming ``what``
+    and ``path`` when it is missing, a folder or unreadable."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, not a file")
+    if not path.exists():
+        raise ValueError(f"{what} {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def read_torch_file(path, what="file"):
+    """The object ``torch.save`` wrote to ``path``, loaded with ``weights_only=True`` on the CPU; ``ValueError``
+    with one line naming ``what`` and ``path`` and the cause (missing, a folder, empty, not a PyTorch file,
+    truncated or damaged) otherwise."""
+    start = read_bytes(path, what, len(ZIP_MAGIC))
+    if not start:
+        raise ValueError(f"{what} {path} is empty")
+    if start != ZIP_MAGIC:
+        raise ValueError(f"{what} {path} is not a PyTorch file (it does not start as torch.save writes)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch's reader and unpickler raise many kinds
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{what} {path} is truncated or damaged ({type(e).__name__}: {first})") from None

@@ -3,8 +3,11 @@
 Backends (``BACKENDS``):
 
 - ``"cpp"``: the compiled, multi-threaded kernel ``csrc/packed_conv.cpp``,
-  built with ``torch.utils.cpp_extension`` on first use (about half a minute)
-  into torch's extension cache (``TORCH_EXTENSIONS_DIR``). The build is
+  built with ``torch.utils.cpp_extension`` on first use (about 40 s, with a
+  one-line notice) into a folder of torch's extension cache
+  (``TORCH_EXTENSIONS_DIR``) named after this install (``build_directory``),
+  so two installs (a checkout's and a ``pip install``'s) each keep their own
+  build. The build is
   portable (no ``-march=native``): run-time checks choose its fastest path.
   On a CPU with AMX-INT8 tiles (Intel Xeon since Sapphire Rapids, on Linux)
   the signs are stored one byte each (+1 / -1) and the tile multiply-add
@@ -25,13 +28,16 @@ build error; ``backend_info()`` says which runs and why.
 """
 
 import functools
+import hashlib
+import logging
 import os
 import platform
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BACKENDS", "ENV_VAR", "BackendInfo", "backend_info"]
+__all__ = ["BACKENDS", "ENV_VAR", "BackendInfo", "backend_info", "build_directory"]
 
 BACKENDS = ("cpp", "cpp_popcount", "cpp_generic", "numpy")
 ENV_VAR = "XNORPP_PACKED_BACKEND"
@@ -73,6 +79,41 @@ def _ninja_path():
         return path
 
 
+class _NoCudaNotice(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." notice: this kernel is CPU code."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, imported without its CUDA notice (it does not apply to a CPU kernel)."""
+    logger, quiet = logging.getLogger("torch.utils.cpp_extension"), _NoCudaNotice()
+    logger.addFilter(quiet)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.removeFilter(quiet)
+    return cpp_extension
+
+
+def build_directory():
+    """Where the kernel is built: ``$TORCH_EXTENSIONS_DIR`` (else torch's default extension root) /
+    ``xnorpp_packed_conv-KEY``, KEY a digest of this package's folder, the Python prefix and the torch and
+    Python versions, so that each install has its own build and none evicts another's."""
+    import torch
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or _cpp_extension().get_default_build_root()
+    install = f"{Path(__file__).resolve().parent}|{sys.prefix}|{torch.__version__}|{sys.version}"
+    return Path(root) / f"xnorpp_packed_conv-{hashlib.sha256(install.encode()).hexdigest()[:12]}"
+
+
+def _built(folder):
+    """Whether ``folder`` holds a build of the current source (then loading it takes a second, not 40 s)."""
+    source_time = _SOURCE.stat().st_mtime
+    return any(p.stat().st_mtime >= source_time for p in folder.glob("xnorpp_packed_conv*.so"))
+
+
 def _build_error(err):
     """The first line of a build error and the lines that name its cause (``error``, ``not found``, ...)."""
     lines = [l.strip() for l in str(err).strip().splitlines() if l.strip()] or [""]
@@ -85,11 +126,14 @@ def _compiled():
     """The compiled extension (built on first use, then loaded from the cache), or the build error."""
     path = os.environ.get("PATH")
     try:
-        from torch.utils import cpp_extension
-
+        cpp_extension, folder = _cpp_extension(), build_directory()
+        if not _built(folder):
+            print(f"building the packed C++ kernel (about 40 s, once per install) in {folder}", file=sys.stderr,
+                  flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
         os.environ["PATH"] = _ninja_path()
         module = cpp_extension.load(name="xnorpp_packed_conv", sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
-                                    extra_ldflags=["-fopenmp"], verbose=False)
+                                    extra_ldflags=["-fopenmp"], build_directory=str(folder), verbose=False)
         return module, ""
     except Exception as err:  # no compiler, no ninja, no headers, build error: all mean "fall back"
         return None, _build_error(err)

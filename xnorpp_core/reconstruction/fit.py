@@ -78,9 +78,11 @@ class FitConfig:
     max_steps: int = 20_000
 
     def __post_init__(self):
-        if not (self.lr > 0 and self.patience >= 1 and self.threshold > 0 and self.decays >= 0
-                and self.max_steps >= 1):
-            raise ValueError(f"invalid FitConfig: {self}")
+        for name, ok, rule in (("lr", self.lr > 0, "positive"), ("patience", self.patience >= 1, "at least 1"),
+                               ("threshold", self.threshold > 0, "positive"), ("decays", self.decays >= 0, ">= 0"),
+                               ("max_steps", self.max_steps >= 1, "at least 1")):
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
 
 
 def draw_layers(trials, out_channels, in_channels, kernel_size, input_size, generator, device="cpu"):

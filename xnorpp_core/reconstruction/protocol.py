@@ -45,7 +45,7 @@ import torch
 
 from .distributions import INPUT_DISTRIBUTIONS, WEIGHT_SCALES, draw_inputs, draw_weights
 from .expectations import expected_distances
-from ..layers import conv_output_size
+from ..layers import PAD_MODES, conv_output_size
 from .evidence import GAP_FLOOR, STARTS, fit_evidence
 from .fit import LOSSES, FitConfig, distance, fit_adam, layer_outputs
 
@@ -76,11 +76,13 @@ def parse_shape(text):
     return o, c, k1, size
 
 
-def parse_padding(text):
-    """``"0"`` -> ``(0, "zero")``; ``"1-zero"`` -> ``(1, "zero")``; ``"1-minus_one"`` -> ``(1, "minus_one")``."""
-    if text not in PADDINGS:
-        raise ValueError(f"unknown padding {text!r}; choose from {PADDINGS}")
-    size, _, mode = text.partition("-")
+def parse_padding(text, only=PADDINGS):
+    """A border written ``N-MODE`` (N pixels, ``zero`` or ``minus_one``; see ``xnorpp_core.layers``) or ``N``
+    (zeros) as ``(N, MODE)``: ``"0"`` -> ``(0, "zero")``, ``"1-minus_one"`` -> ``(1, "minus_one")``. ``only``:
+    the texts accepted (``None``: any such border); ``ValueError`` otherwise."""
+    size, _, mode = str(text).partition("-")
+    if (only is not None and text not in only) or not size.isdigit() or mode not in ("", *PAD_MODES):
+        raise ValueError(f"unknown padding {text!r}; choose from {only or ('N', 'N-zero', 'N-minus_one')}")
     return int(size), mode or "zero"
 
 
@@ -148,12 +150,12 @@ class SweepConfig:
         for axis in AXES:
             values = getattr(self, axis)
             if not isinstance(values, tuple) or not values or len(set(values)) != len(values):
-                raise ValueError(f"axis {axis!r} needs a non-empty tuple of distinct values, got {values!r}")
+                raise ValueError(f"{axis} needs a non-empty tuple of distinct values, got {values!r}")
             for value in values:
                 Cell(**{axis: value})  # validates the value
         for pair in self.crosses:
             if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(AXES):
-                raise ValueError(f"a cross is a pair of distinct axes from {AXES}, got {pair!r}")
+                raise ValueError(f"crosses must be pairs of distinct axes from {AXES}, got {pair!r}")
         for name in ("trials", "heldout_inputs", "starts", "sweeps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")

@@ -63,7 +63,8 @@ class ReconstructionConfig:
         if not 0 <= self.padding <= self.kernel_size // 2:
             raise ValueError(f"padding must be between 0 and {self.kernel_size // 2}, got {self.padding}")
         if self.kernel_size > self.input_size + 2 * self.padding:
-            raise ValueError("the kernel is larger than the (padded) input")
+            raise ValueError(f"kernel_size {self.kernel_size} is larger than input_size {self.input_size} plus twice "
+                             f"the padding {self.padding}")
         if self.pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}")
         if self.loss not in LOSSES:

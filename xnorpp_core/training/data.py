@@ -28,7 +28,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision import transforms as T
 
-__all__ = ["DataError", "IMAGENET_MEAN", "IMAGENET_STD", "load_image", "imagefolder_splits", "digits_splits"]
+__all__ = ["DataError", "IMAGENET_MEAN", "IMAGENET_STD", "describe_classes", "load_image", "imagefolder_splits",
+           "imagefolder_val", "digits_splits"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,6 +45,12 @@ class DataError(ValueError):
     def __init__(self, message):
         match = re.search(r"DataError: (.+)\s*$", str(message))
         super().__init__(match.group(1).strip() if match else str(message))
+
+
+def describe_classes(classes, shown=5):
+    """Class names for a one-line message: the first ``shown``, then how many more."""
+    classes = list(classes)
+    return ", ".join(classes[:shown]) + (f", ... {len(classes) - shown} more" if len(classes) > shown else "")
 
 
 def load_image(path):
@@ -66,21 +73,37 @@ def _image_folder(root, transform):
         raise DataError(f"empty split {root}: {e}") from None
 
 
+def _data_root(root):
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data folder {root} is a file, not a folder")
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    return root
+
+
+def _normalize():
+    return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def imagefolder_val(root, input_size, resize=256):
+    """``(val, classes)`` from ``root/val`` alone (one folder per class; ``root/train`` is not read), resized
+    and centre-cropped as in ``imagefolder_splits``."""
+    val = _image_folder(_data_root(root) / "val", T.Compose([T.Resize(resize), T.CenterCrop(input_size)]
+                                                            + _normalize()))
+    return val, val.classes
+
+
 def imagefolder_splits(root, input_size, resize=256, hflip=True):
     """``(train, val, classes)`` from ``root/train`` and ``root/val`` (one folder per class).
 
     ``resize`` is ``torchvision.transforms.Resize``'s size: an int resizes the shorter side, ``(h, w)``
     the whole image.
     """
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise DataError(f"data folder {root} is a file, not a folder")
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist")
-    normalize = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    root = _data_root(root)
     train_tf = [T.Resize(resize), T.RandomCrop(input_size)] + ([T.RandomHorizontalFlip()] if hflip else [])
-    train = _image_folder(root / "train", T.Compose(train_tf + normalize))
-    val = _image_folder(root / "val", T.Compose([T.Resize(resize), T.CenterCrop(input_size)] + normalize))
+    train = _image_folder(root / "train", T.Compose(train_tf + _normalize()))
+    val, _ = imagefolder_val(root, input_size, resize)
     if train.classes != val.classes:
         raise DataError(f"train and val of {root} have different class folders "
                         f"({len(train.classes)} vs {len(val.classes)})")

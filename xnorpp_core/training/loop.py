@@ -58,7 +58,7 @@ from tqdm import tqdm
 from . import data as datasets
 from ..layers import METHODS, PAD_MODES
 from ..models import ALEXNET_WIDTHS, ARCHS, SHORTCUTS, build_model, center_and_clamp_weights_
-from ..provenance import atomic_write, check_writable_folder, environment, write_csv, write_json
+from ..provenance import atomic_write, check_writable_folder, environment, read_torch_file, write_csv, write_json
 
 __all__ = ["Recipe", "RECIPES", "TrainConfig", "TrainingError", "accuracy", "train", "METRICS_COLUMNS"]
 
@@ -107,7 +107,7 @@ class TrainConfig:
                                         "digits 64)")
     lr: float = _opt(1e-3, "Adam learning rate")
     weight_decay: float = _opt(1e-5, "Adam weight decay (L2)")
-    lr_step: int | None = _opt(None, "divide the learning rate by 1/lr_gamma every this many epochs (recipe: 25; "
+    lr_step: int | None = _opt(None, "multiply the learning rate by --lr-gamma every this many epochs (recipe: 25; "
                                      "digits 3)")
     lr_gamma: float = _opt(0.1, "learning-rate factor at each step")
     input_size: int | None = _opt(None, "training/evaluation crop (recipe: 224 ResNet-18, 227 AlexNet; digits 16)")
@@ -129,8 +129,10 @@ class TrainConfig:
     seed: int = _opt(0, "seed of the initialization, data order and augmentation")
     limit_batches: int | None = _opt(None, "at most this many training and validation batches per epoch "
                                            "(smoke runs)")
-    out: str | None = _opt(None, "the run's folder (metrics.csv, config.json, summary.json, checkpoint.pt)")
-    resume: bool = _opt(False, "continue from OUT/checkpoint.pt when it exists")
+    out: str | None = _opt(None, "the run's folder (metrics.csv, config.json, summary.json, checkpoint.pt; "
+                                 "default: see below)", metavar="DIR")
+    resume: bool = _opt(False, "continue from DIR/checkpoint.pt when it exists (without it an existing "
+                               "checkpoint is an error)")
     device: str = _opt("auto", "cpu, cuda, or auto (cuda when available)", choices=DEVICES)
     amp: bool = _opt(True, "mixed precision (float16 autocast) on CUDA")
     workers: int | None = _opt(None, "data-loader worker processes per process (recipe: 8; digits 0)")
@@ -320,13 +322,22 @@ def _identity(config, dataset):
     return {**fields, "dataset": dataset}
 
 
-def _load_checkpoint(path, config, dataset, proc):
+def _load_checkpoint(path, config, dataset, classes, proc):
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise KeyError("format")
-    except Exception as e:  # noqa: BLE001 - any failure to read is the same one-line error
-        raise TrainingError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        ckpt = read_torch_file(path, "checkpoint")
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else None
+        raise TrainingError(f"checkpoint {path} is not a training checkpoint of this toolkit (format {found!r}, "
+                            f"expected {CHECKPOINT_FORMAT})")
+    trained_on = ckpt.get("classes")  # class folder names; older checkpoints record only their number
+    count = len(trained_on) if trained_on is not None else ckpt["identity"]["dataset"]["classes"]
+    if count != len(classes) or (trained_on is not None and list(trained_on) != list(classes)):
+        data = "the embedded digits" if config.data is None else f"--data {config.data}"
+        known = f" ({datasets.describe_classes(trained_on)})" if trained_on is not None else ""
+        raise TrainingError(f"checkpoint {path} was trained on {count} classes{known}; {data} has {len(classes)} "
+                            f"({datasets.describe_classes(classes)})")
     theirs, ours = ckpt["identity"], _identity(config, dataset)
     differ = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
     if differ:
@@ -426,7 +437,7 @@ def _train(config, out, proc):
     if ckpt_path.exists():
         if not config.resume:
             raise TrainingError(f"{ckpt_path} exists: pass --resume to continue it, or remove it to start over")
-        ckpt = _load_checkpoint(ckpt_path, config, dataset, proc)
+        ckpt = _load_checkpoint(ckpt_path, config, dataset, classes, proc)
         if ckpt["epoch"] > config.epochs:
             raise TrainingError(f"checkpoint {ckpt_path} has completed {ckpt['epoch']} epochs, more than "
                                 f"--epochs {config.epochs}: pass --epochs {ckpt['epoch']} or more to resume it")
@@ -474,7 +485,7 @@ def _train(config, out, proc):
         history.append(row)
         rng = proc.gather(_rng_state())
         if proc.main:
-            _save(out, config, dataset, model, optimizer, scheduler, scaler, rng, history)
+            _save(out, config, dataset, classes, model, optimizer, scheduler, scaler, rng, history)
             if not config.quiet:
                 print(f"epoch {row['epoch']}/{config.epochs}  lr {lr:.0e}  train loss {row['train_loss']:.3f} "
                       f"top-1 {row['train_top1']:.1f}%  val loss {row['val_loss']:.3f} top-1 {row['val_top1']:.1f}% "
@@ -485,12 +496,12 @@ def _train(config, out, proc):
     return summary
 
 
-def _save(out, config, dataset, model, optimizer, scheduler, scaler, rng, history):
+def _save(out, config, dataset, classes, model, optimizer, scheduler, scaler, rng, history):
     """The epoch's checkpoint, then the metrics and the configuration, each written atomically."""
     ckpt = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": history[-1]["epoch"],
             "best_acc1": max(r["val_top1"] for r in history), "history": history, "rng": rng,
-            "config": config.to_dict(), "identity": _identity(config, dataset)}
+            "config": config.to_dict(), "identity": _identity(config, dataset), "classes": list(classes)}
     buffer = io.BytesIO()
     torch.save(ckpt, buffer)
     atomic_write(out / "checkpoint.pt", buffer.getvalue())

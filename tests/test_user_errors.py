@@ -1,0 +1,253 @@
+"""A newcomer's mistakes: each gives one line naming the flag or file and the cause, exit code 2, and
+nothing written. Also: a model file changed anywhere after export is refused on load."""
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from studies import evaluate, export, notebooks, reconstruction, train
+from studies.bench_inference import trained_like
+from xnorpp_core.models import build_model
+from xnorpp_core.packed.model_file import ModelFileError, export_bytes, load_model
+from xnorpp_core.training import TrainConfig
+from xnorpp_core.training.loop import CHECKPOINT_FORMAT
+
+KWARGS = {"num_classes": 10, "input_size": 12, "pad_mode": "zero", "small_input": True}
+DIGITS = [str(d) for d in range(10)]
+
+
+def _model():
+    return trained_like(build_model("resnet18", "case4", **KWARGS), torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A model file, the checkpoint it came from, and a few broken or foreign files."""
+    root = tmp_path_factory.mktemp("files")
+    model = _model()
+    data = export_bytes(model, "resnet18", KWARGS, DIGITS)
+    (root / "model.xnorpp").write_bytes(data)
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "classes": DIGITS,
+                "config": TrainConfig(method="case4", input_size=12).to_dict()}, root / "checkpoint.pt")
+    (root / "empty").write_bytes(b"")
+    (root / "random").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (root / "truncated.xnorpp").write_bytes(data[: len(data) // 2])
+    checkpoint = (root / "checkpoint.pt").read_bytes()
+    (root / "truncated.pt").write_bytes(checkpoint[: len(checkpoint) // 2])
+    (root / "a_folder").mkdir()
+    for name, classes in (("three", ("a", "b", "c")), ("renamed", [f"n{d}" for d in range(10)])):
+        for c in classes:  # val/ only: evaluate reads nothing else
+            (root / name / "val" / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((14, 14, 3), np.uint8)).save(root / name / "val" / c / "0.png")
+    (root / "runs" / "x" / "checkpoint.pt").parent.mkdir(parents=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "classes": ["a", "b", "c"], "identity": {}},
+               root / "runs" / "x" / "checkpoint.pt")
+    return root
+
+
+def _tree(root):
+    """Every path under ``root`` with its files' modification times (a folder's own time changes when a study
+    probes that it can write there, leaving nothing behind)."""
+    return sorted((str(p.relative_to(root)), 0 if p.is_dir() else p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+CASES = {  # name: (study, argv with {f} for the files' folder, what the one line says)
+    "empty model file": (evaluate, "--model {f}/empty", "model file {f}/empty is empty"),
+    "random bytes as model file": (evaluate, "--model {f}/random", "{f}/random is not an xnorpp model file"),
+    "truncated model file": (evaluate, "--model {f}/truncated.xnorpp",
+                             "model file {f}/truncated.xnorpp is corrupt: "),
+    "folder as model file": (evaluate, "--model {f}/a_folder", "model file {f}/a_folder is a folder, not a file"),
+    "missing model file": (evaluate, "--model {f}/none", "model file {f}/none does not exist"),
+    "checkpoint as --model": (evaluate, "--model {f}/checkpoint.pt",
+                              "{f}/checkpoint.pt is a training checkpoint, not a model file: use --checkpoint"),
+    "model file as --checkpoint": (evaluate, "--model {f}/model.xnorpp --checkpoint {f}/model.xnorpp",
+                                   "{f}/model.xnorpp is a packed model file, not a training checkpoint: use --model"),
+    "truncated checkpoint": (evaluate, "--model {f}/model.xnorpp --checkpoint {f}/truncated.pt",
+                             "checkpoint {f}/truncated.pt is truncated or damaged"),
+    "empty checkpoint": (export, "--checkpoint {f}/empty", "checkpoint {f}/empty is empty"),
+    "random checkpoint": (export, "--checkpoint {f}/random", "checkpoint {f}/random is not a PyTorch file"),
+    "folder as checkpoint": (export, "--checkpoint {f}/a_folder", "checkpoint {f}/a_folder is a folder, not a file"),
+    "model file exported again": (export, "--checkpoint {f}/model.xnorpp", "is a packed model file, not a training "
+                                                                            "checkpoint: use --model"),
+    "other class count": (evaluate, "--model {f}/model.xnorpp --data {f}/three",
+                          "--data {f}/three has 3 classes (a, b, c); model file {f}/model.xnorpp was trained on 10"),
+    "other class names": (evaluate, "--model {f}/model.xnorpp --data {f}/renamed",
+                          "--data {f}/renamed has 10 classes (n0, n1, n2, n3, n4, ... 5 more); model file "
+                          "{f}/model.xnorpp was trained on 10 (0, 1, 2, 3, 4, ... 5 more)"),
+    "data without val/": (evaluate, "--model {f}/model.xnorpp --data {f}/runs", "missing split folder {f}/runs/val"),
+    "resume on other classes": (train, "--out {f}/runs/x --resume --epochs 1 --limit-batches 1 --input-size 12",
+                                "checkpoint {f}/runs/x/checkpoint.pt was trained on 3 classes (a, b, c); the "
+                                "embedded digits has 10"),
+    "fit learning rate": (reconstruction, "--fit-lr -1 --out {f}/new", "error: --fit-lr must be positive, got -1.0"),
+    "kernel size": (reconstruction, "--kernel-size 0 --out {f}/new", "error: --kernel-size must be a positive integer"),
+    "trials": (reconstruction, "--trials 0 --out {f}/new", "error: --trials must be a positive integer, got 0"),
+    "padding": (reconstruction, "--padding 1-reflect --out {f}/new", "error: unknown --padding '1-reflect'"),
+    "notebooks, no rows": (notebooks, "table1 --archs alexnet --out {f}/TYPO",
+                           "--archs alexnet: table1 has no rows of that architecture"),
+    "notebooks, mistyped --out": (notebooks, "all --out {f}/TYPO",
+                                  "--out {f}/TYPO: no runs there yet; pass --train to start training"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_mistake_gives_one_line_exit_2_and_writes_nothing(case, files, capsys):
+    study, argv, message = CASES[case]
+    before = _tree(files)
+    with pytest.raises(SystemExit) as exit_:
+        study.main(argv.format(f=files).split())
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert message.format(f=files) in err, err
+    assert _tree(files) == before
+
+
+def test_train_without_out_refuses_to_overwrite_a_finished_run(tmp_path, monkeypatch, capsys):
+    done = tmp_path / "results" / "train" / "digits-resnet18-case4"
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text("{}")
+    monkeypatch.setattr(train, "REPO", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = _tree(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--epochs", "1", "--limit-batches", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert "results/train/digits-resnet18-case4 (the default --out) holds a finished run: pass --out DIR" in err
+    assert _tree(tmp_path) == before
+
+
+def test_evaluate_reads_only_val(files, capsys):
+    """An ImageFolder tree with val/ alone evaluates (the model's classes and names match)."""
+    root = files.parent / "val_only"
+    for c in DIGITS:
+        (root / "val" / c).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((14, 14, 3), 9 * int(c), np.uint8)).save(root / "val" / c / "0.png")
+    result = evaluate.main(["--model", str(files / "model.xnorpp"), "--data", str(root), "--resize", "12",
+                            "--backend", "numpy"])
+    assert result["images"] == 10
+
+
+# ---------------------------------------------------------------- every byte of a model file counts
+
+
+def _offsets(data):
+    """Byte offsets in each part of an exported file: header, metadata (the pickle), binary weights, real
+    weights, and the archive's directory."""
+    body_start = data.index(b"\n") + 1
+    payload = torch.load(io.BytesIO(data[body_start:]), weights_only=True)
+    bits = next(iter(payload["binary"].values()))["bits"].numpy().tobytes()
+    real = payload["state"]["fc.weight"].numpy().tobytes()
+    names = zipfile.ZipFile(io.BytesIO(data[body_start:])).namelist()
+    pickle_name = next(n for n in names if n.endswith("data.pkl"))
+    pickle_at = data.index(pickle_name.encode(), body_start) + len(pickle_name) + 100
+    return {"header: format": 3, "header: version": data.index(b" 2 ") + 1,
+            "header: length": data.index(b"bytes=") + 7, "header: digest": data.index(b"sha256=") + 20,
+            "header: newline": body_start - 1,
+            "metadata": data.index(b"model_kwargs", body_start), "metadata: pickle": pickle_at,
+            "binary weights": data.index(bits) + len(bits) // 2, "real weights": data.index(real) + 5,
+            "archive directory": len(data) - 30, "last byte": len(data) - 1}
+
+
+@pytest.fixture(scope="module")
+def exported():
+    return export_bytes(_model(), "resnet18", KWARGS, DIGITS)
+
+
+@pytest.mark.parametrize("part", ["header: format", "header: version", "header: length", "header: digest",
+                                  "header: newline", "metadata", "metadata: pickle", "binary weights",
+                                  "real weights", "archive directory", "last byte"])
+@pytest.mark.parametrize("mask", [0x40, 0xFF, 0x01])
+def test_a_flipped_byte_anywhere_is_refused(exported, tmp_path, part, mask):
+    at = _offsets(exported)[part]
+    changed = bytearray(exported)
+    changed[at] ^= mask
+    path = tmp_path / "flipped.xnorpp"
+    path.write_bytes(bytes(changed))
+    with pytest.raises(ModelFileError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert f"model file {path} is corrupt: " in message and "\n" not in message, message
+
+
+def test_intact_file_loads_and_records_its_digest(exported, tmp_path):
+    header, _, body = exported.partition(b"\n")
+    head = f"xnorpp-packed-model 2 bytes={len(body)} sha256="
+    assert header.decode() == head + hashlib.sha256(head.encode() + body).hexdigest()
+    (tmp_path / "m.xnorpp").write_bytes(exported)
+    _, payload = load_model(tmp_path / "m.xnorpp")
+    assert payload["classes"] == DIGITS and payload["version"] == 2
+
+
+def test_other_format_version_is_named(exported, tmp_path):
+    body = exported.partition(b"\n")[2]
+    head = f"xnorpp-packed-model 9 bytes={len(body)} sha256=".encode()
+    path = tmp_path / "v9.xnorpp"
+    path.write_bytes(head + hashlib.sha256(head + body).hexdigest().encode() + b"\n" + body)
+    with pytest.raises(ModelFileError, match=f"model file {path} has format version 9; this toolkit reads "
+                                             "version 2"):
+        load_model(path)
+
+
+
+# ---------------------------------------------------------------- the kernel build: visible, one per install
+
+
+def test_each_install_builds_in_its_own_folder(monkeypatch, tmp_path):
+    from xnorpp_core.packed import backend
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    here = backend.build_directory()
+    assert here.parent == tmp_path and here.name.startswith("xnorpp_packed_conv-")
+    assert backend.build_directory() == here  # stable
+    monkeypatch.setattr(backend.sys, "prefix", "/another/venv")
+    other_venv = backend.build_directory()
+    monkeypatch.setattr(backend, "__file__", "/site-packages/xnorpp_core/packed/backend.py")
+    assert len({here, other_venv, backend.build_directory()}) == 3
+
+
+def test_the_build_says_once_that_it_is_building(monkeypatch, tmp_path, capsys):
+    from xnorpp_core.packed import backend
+
+    cpp_extension = backend._cpp_extension()
+
+    def fake_load(name, build_directory, **kwargs):
+        (Path(build_directory) / f"{name}.so").write_bytes(b"")
+        return "module"
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    try:
+        for expected in (1, 0):  # a build, then a load from the install's folder
+            backend._compiled.cache_clear()
+            assert backend._compiled() == ("module", "")
+            err = capsys.readouterr().err
+            assert err.count("building the packed C++ kernel (about 40 s, once per install)") == expected, err
+            assert err.count("\n") == expected
+    finally:
+        backend._compiled.cache_clear()
+
+
+def test_no_cuda_notice_from_a_cpu_kernel_build(tmp_path):
+    """torch prints "No CUDA runtime is found, using CUDA_HOME=..." on importing its extension builder where a
+    CUDA build of torch finds no GPU; the packed kernel is CPU code, so the notice is dropped."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if not (torch.version.cuda and torch.cuda._is_compiled()):
+        pytest.skip("torch without CUDA: no notice to silence")
+    env = {"PATH": "/usr/bin:/bin", "CUDA_HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    root = Path(__file__).parents[1]
+    plain = subprocess.run([sys.executable, "-c", "import torch.utils.cpp_extension"], env=env, cwd=root,
+                           capture_output=True, text=True)
+    ours = subprocess.run([sys.executable, "-c", "from xnorpp_core.packed.backend import _cpp_extension; "
+                                                 "_cpp_extension()"], env=env, cwd=root, capture_output=True, text=True)
+    assert "No CUDA runtime is found" in plain.stderr  # the notice exists here ...
+    assert ours.returncode == 0 and "No CUDA runtime" not in ours.stderr, ours.stderr  # ... and we drop it
