@@ -51,7 +51,6 @@ import itertools
 import os
 import sys
 import textwrap
-import time
 from dataclasses import asdict, dataclass
 
 import matplotlib
@@ -166,14 +165,6 @@ def real_models(cfg, size, generator):
     return baselines.real_forms(nets, folded, cfg.compile, calibration)
 
 
-def _time_round(models, x, order, times):
-    for name in order:
-        x_in = x.contiguous(memory_format=torch.channels_last) if baselines.channels_last_input(name) else x
-        t0 = time.perf_counter()
-        models[name](x_in)
-        times[name].append(time.perf_counter() - t0)
-
-
 def bench(cfg, info, progress):
     """Timing, speed-up and breakdown tables over threads x batch sizes (interleaved rounds), the binary models,
     and the real forms left out (with the reason)."""
@@ -199,10 +190,10 @@ def bench(cfg, info, progress):
             with torch.inference_mode():
                 for name in models:  # warm-up (and compilation)
                     for _ in range(2):
-                        _time_round(models, x, [name], {name: []})
+                        baselines.time_round(models, x, [name], {name: []})
                 names = list(models)
                 for r in range(cfg.repeats):
-                    _time_round(models, x, names[r % len(names):] + names[:r % len(names)], times)
+                    baselines.time_round(models, x, names[r % len(names):] + names[:r % len(names)], times)
                     for p in packed:
                         t = {}
                         models[p](x.contiguous(memory_format=torch.channels_last), timings=t)

@@ -23,12 +23,13 @@ another network (the packed binary one) over each.
 
 import copy
 import math
+import time
 
 import pandas as pd
 import torch
 import torch.nn as nn
 
-__all__ = ["PRECISIONS", "INT8_API", "precision_of", "channels_last_input", "Autocast", "QuantizedEngine", "int8_engines",
+__all__ = ["PRECISIONS", "INT8_API", "precision_of", "channels_last_input", "Autocast", "QuantizedEngine", "int8_engines", "time_round", "time_interleaved",
            "quantize_int8_fx", "quantize_int8_pt2e", "real_forms", "fastest_per_precision", "speedups", "STATISTICS"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -46,6 +47,29 @@ def channels_last_input(name):
     """Whether a model of this name is given its input channels-last (the folded, compiled and packed forms
     run in it); the eager and int8 forms get the input as it comes (contiguous)."""
     return any(w in name for w in ("folded", "compiled", "packed"))
+
+
+def time_round(models, x, order, times):
+    """One round: each model of ``order`` called once on ``x`` (in the memory format it runs in, converted before
+    the clock starts), its seconds appended to ``times[name]``."""
+    for name in order:
+        x_in = x.contiguous(memory_format=torch.channels_last) if channels_last_input(name) else x
+        t0 = time.perf_counter()
+        models[name](x_in)
+        times[name].append(time.perf_counter() - t0)
+
+
+def time_interleaved(models, x, repeats, warmup=2):
+    """``{name: [seconds]}``: ``warmup`` untimed calls of each model, then ``repeats`` rounds of one call per
+    model, each round in a rotated order; under ``torch.inference_mode``."""
+    names, times = list(models), {name: [] for name in models}
+    with torch.inference_mode():
+        for name in names:
+            for _ in range(warmup):
+                time_round(models, x, [name], {name: []})
+        for r in range(repeats):
+            time_round(models, x, names[r % len(names):] + names[:r % len(names)], times)
+    return times
 
 
 class Autocast(nn.Module):
