@@ -86,15 +86,17 @@ def packed_name(method, real_layers):
     return f"packed_{method}" + ("" if real_layers == "float" else f"_{real_layers}real")
 
 
-def packed_network(model, backend, real_layers="float", input_size=None):
-    """``PackedNetwork`` with the given real-layer option (the keyword only where it is not the default)."""
-    kwargs = {} if real_layers == "float" else {"real_layers": real_layers}
-    return PackedNetwork(model, backend, input_size, **kwargs)
+def packed_network(model, backend, real_layers="float", calibration=None):
+    """``PackedNetwork`` with the given real-layer option (and its calibration inputs, for int8; the keywords
+    only where they are not the default)."""
+    kwargs = {} if real_layers == "float" else {"real_layers": real_layers, "calibration": calibration}
+    return PackedNetwork(model, backend, **kwargs)
 
 
-def emulation(model, real_layers="float"):
-    """The fused float emulation that the packed network with this real-layer option must equal."""
-    return fused_emulation(model) if real_layers == "float" else fused_emulation(model, real_layers=real_layers)
+def emulation_of(net, model):
+    """The fused float emulation that the packed network ``net`` (of ``model``) must equal: an independent one
+    for float real layers; for int8 real layers its own ``reference``, which holds the same quantized modules."""
+    return fused_emulation(model) if getattr(net, "real_layers", "float") == "float" else net.reference
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,8 @@ def exactness(cfg, info, binary, progress):
     for m, model in binary.items():
         for r in cfg.real_layers:
             g = torch.Generator().manual_seed(cfg.seed + 1)
-            net, ref = packed_network(model, info.name, r), emulation(model, r)
+            net = packed_network(model, info.name, r)
+            ref = emulation_of(net, model)
             equal = agree = 0
             with torch.inference_mode():
                 for start in range(0, cfg.check_inputs, 8):

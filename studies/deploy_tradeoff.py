@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from studies._cli import add_config_flags, add_out_flag, check_out, config_from_args, fail, make_parser, opt
-from studies.bench_inference import REAL_LAYERS, emulation, packed_name, packed_network, trained_like
+from studies.bench_inference import REAL_LAYERS, emulation_of, packed_name, packed_network, trained_like
 from studies.export import load_checkpoint
 from xnorpp_core import baselines
 from xnorpp_core.models import build_model
@@ -144,15 +144,19 @@ def _packed(real_layers):
 
 
 def _forms(real, binary, info, calibration):
-    """Every timed form of the networks, by name, and the real forms left out (with the reason)."""
+    """``(forms, references, unavailable)``: every timed form of the networks by name, the fused emulation each
+    packed form must equal, and the real forms left out (with the reason). ``calibration``: a list of input
+    batches that calibrate the int8 forms (the real network's and the packed one's real layers)."""
     from xnorpp_core.packed.network import fused_emulation
 
     forms, unavailable = baselines.real_forms({"real": real}, {"real": fused_emulation(real)},
                                               calibration=calibration)
-    forms["emulated"] = emulation(binary)
+    forms["emulated"] = fused_emulation(binary)
+    references = {}
     for r in REAL_LAYERS:
-        forms[_packed(r)] = packed_network(binary, info.name, r)
-    return forms, unavailable
+        forms[_packed(r)] = packed_network(binary, info.name, r, torch.cat(calibration))
+        references[_packed(r)] = emulation_of(forms[_packed(r)], binary)
+    return forms, references, unavailable
 
 
 def _top1(forms, binary_ref, val):
@@ -205,14 +209,13 @@ def main(argv=None):
         train_set, val, _ = digits_splits(small)
         calibration = [torch.stack([val.transform(img.expand(3, -1, -1)) for img in train_set.images[i:i + 8]])
                        for i in range(0, CALIBRATION_IMAGES, 8)]
-        forms, unavailable = _forms(real, binary, info, calibration)
-        refs = {_packed(r): emulation(binary, r) for r in REAL_LAYERS}
-        top1, equal = _top1(forms, refs, val)
+        forms, references, unavailable = _forms(real, binary, info, calibration)
+        top1, equal = _top1(forms, references, val)
         g = torch.Generator().manual_seed(cfg.seed)
         times = {small: baselines.time_interleaved(forms, torch.randn(1, 3, small, small, generator=g), cfg.repeats)}
         big_real = build_model("resnet18", "real", 10, LARGE).eval()
         big_binary = trained_like(build_model("resnet18", cfg.method, 10, LARGE), g)
-        big_forms, _ = _forms(trained_like(big_real, g), big_binary, info,
+        big_forms, _, _ = _forms(trained_like(big_real, g), big_binary, info,
                               [torch.randn(1, 3, LARGE, LARGE, generator=g) for _ in range(4)])
         times[LARGE] = baselines.time_interleaved(big_forms, torch.randn(1, 3, LARGE, LARGE, generator=g),
                                                   cfg.repeats)
