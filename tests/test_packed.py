@@ -276,8 +276,8 @@ def test_the_compiled_kernel_checks_the_output_size_itself():
     xb = pack_signs(torch.randn(1, 64, 1, 1), 0, "cpp")
     for h_out in (-1, 0):  # what (1 - 3) // 1 + 1 and (2 - 3) // 1 + 1 give
         with pytest.raises(RuntimeError, match="smaller than the kernel"):
-            module.packed_conv(xb, layer._kernel_weights(), 64, 8, 3, 3, 1, 1, h_out, h_out, None, None, False,
-                               None, False)
+            module.packed_conv(xb, layer._kernel_weights(), 64, 8, 3, 3, 1, 1, h_out, h_out, 0, 0, None, None,
+                               None, None, False, None, None, None, 0, 0, True, False)
 
 
 @pytest.mark.parametrize("method", ["case2", "case4"])  # case4: the int8 tiles' Gamma factors must go too

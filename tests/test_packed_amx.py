@@ -85,7 +85,7 @@ def test_row_masks_give_the_same_outputs_as_int8_tiles(kernel, method, o):
     masks = PackedBinaryConv2d.from_binary_conv(layer, "cpp")
     assert masks._kernel_weights().dtype == torch.int64  # the default for a multiple of 64 channels
     tiles = amx_weights(masks.weight_bits, 128, masks=False)
-    y = kernel.amx_conv(masks.pack_input(x), tiles, 3, 8, 8, 128, o, 3, 3, 1, 1, 6, 6, *masks.amx_gamma(), False,
+    y = kernel.amx_conv(masks.pack_input(x), tiles, 3, 8, 8, 128, o, 3, 3, 1, 1, 6, 6, *masks.gamma_operands(), False,
                         None, None, None, 0, 0, -1, True)[0]
     assert torch.equal(masks(x), y.view(3, 6, 6, o).permute(0, 3, 1, 2))
     with pytest.raises(ValueError, match="multiple of 64"):

@@ -13,7 +13,7 @@ from xnorpp_core.packed.network import (PackedNetwork, _popcount_bounds, count_t
 from xnorpp_core.scales import LearnedScale
 
 
-@pytest.fixture(params=["cpp", "numpy"])
+@pytest.fixture(params=packed.BACKENDS)
 def backend(request):
     try:
         return backend_info(request.param).name
@@ -143,11 +143,11 @@ def test_packed_resnet_logits_equal_the_fused_emulation(backend, method, pad_mod
     with torch.no_grad():
         assert torch.equal(net(x), fused_emulation(model)(x))
     kinds = [(b.source[0], b.folded, b.relu, b.residual is not None) for b in net.binaries]
-    # every block folded and fused; on the int8 tiles each block's output is also packed for the next block
+    # every block folded and fused; with a compiled kernel each block's output is also packed for the next block
     first = [("float", True, False, False), ("bits", False, True, True)]
-    rest = [("bits" if net.amx else "float", True, False, False), ("bits", False, True, True)]
+    rest = [("bits" if net.backend.name != "numpy" else "float", True, False, False), ("bits", False, True, True)]
     assert kinds == first + rest * 3
-    assert [b.emit is not None for b in net.binaries[1::2]] == [net.amx] * 3 + [False]
+    assert [b.emit is not None for b in net.binaries[1::2]] == [net.backend.name != "numpy"] * 3 + [False]
 
 
 def test_packed_resnet18_logits_equal_the_fused_emulation():
@@ -193,3 +193,65 @@ def test_bad_inputs_and_models_raise():
         PackedNetwork(binary_resnet18("xnor", 10, 12, small_input=True).eval(), "numpy")
     with pytest.raises(ValueError, match="no binary convolution"):
         PackedNetwork(binary_resnet18("real", 10, 12, small_input=True).eval(), "numpy")
+
+
+# ---------------------------------------------------------------- fused pooling, int8 real layers
+
+
+@pytest.mark.parametrize("channels", [64, 70, 128])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("simd", [False, True])
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 2, 0), (3, 1, 1)])
+def test_max_pool_bits_equal_torch_then_pack_signs(channels, relu, simd, k, s, p):
+    kernel = packed.backend._compiled()[0] or pytest.skip("no compiled kernel")
+    g = torch.Generator().manual_seed(channels + k)
+    x = torch.randn(3, channels, 9, 8, generator=g).contiguous(memory_format=torch.channels_last)
+    x[0, 1, 2, 3] = float("nan")
+    scale = torch.where(torch.rand(channels, generator=g) > 0.3, 1.0, -1.0)
+    thr = torch.randn(channels, generator=g) * 0.5
+    y, bits = kernel.max_pool_bits(x, k, k, s, s, p, p, relu, scale, thr, 1, 2, simd)
+    want = nn.functional.max_pool2d(torch.relu(x) if relu else x, k, s, p)
+    torch.testing.assert_close(y, want, rtol=0, atol=0, equal_nan=True)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(bits, packed.pack_signs(scale[:, None, None] * want - thr[:, None, None], (1, 2), "numpy"))
+
+
+@pytest.mark.parametrize("method,pad_mode", [("case1", "zero"), ("case4", "zero"), ("case3", "minus_one"),
+                                             ("direct", "minus_one")])
+def test_packed_resnet18_with_its_pooling_stem_equals_the_fused_emulation(backend, method, pad_mode):
+    # the 7x7/2 stem and its max pooling (fused with the packing of the first block's input)
+    model = _randomized(binary_resnet18(method, num_classes=10, input_size=40, pad_mode=pad_mode))
+    net = PackedNetwork(model, backend)
+    x = torch.randn(2, 3, 40, 40, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert torch.equal(net(x), fused_emulation(model)(x))
+
+
+@pytest.mark.parametrize("method", ["case1", "case4"])
+def test_int8_real_layers_equal_their_emulation(backend, method):
+    model = _randomized(binary_resnet18(method, num_classes=10, input_size=40))
+    net = PackedNetwork(model, backend, real_layers="int8")
+    x = torch.randn(3, 3, 40, 40, generator=torch.Generator().manual_seed(7))
+    int8 = [name for name, m in net.reference.named_modules() if isinstance(m, packed.int8.Int8Layers)]
+    assert sorted(int8) == ["graph.blocks.2.shortcut.0", "graph.blocks.4.shortcut.0", "graph.blocks.6.shortcut.0",
+                            "graph.fc", "graph.stem.0"]
+    with torch.no_grad():
+        logits = net(x)
+        assert torch.equal(logits, net.reference(x))
+        assert torch.equal(logits, fused_emulation(model, "int8", net_calibration(net))(x))
+        real = fused_emulation(model)(x)
+    assert not torch.equal(logits, real)  # the real layers did run in int8 ...
+    torch.testing.assert_close(logits, real, rtol=0.2, atol=0.2 * float(real.abs().max()))  # ... close to float
+
+
+def net_calibration(net):
+    """The default calibration inputs of ``PackedNetwork``: 8 draws of N(0, 1), seed 0."""
+    return torch.randn(8, net.in_channels, *net.input_size, generator=torch.Generator().manual_seed(0))
+
+
+def test_int8_real_layers_need_calibration_and_a_known_name():
+    model = _randomized(binary_resnet18("case1", num_classes=10, input_size=12, small_input=True))
+    with pytest.raises(ValueError, match="needs calibration inputs"):
+        fused_emulation(model, "int8")
+    with pytest.raises(ValueError, match="real_layers must be one of"):
+        PackedNetwork(model, "numpy", real_layers="int4")

@@ -266,9 +266,9 @@ class PackedBinaryConv2d(nn.Module):
             return _compiled()[0].pack_signs_i8(x.detach(), *self.padding, None, None, self.border)
         return pack_signs(x, self.padding, self.backend.name)
 
-    def amx_gamma(self):
-        """``(gamma, gamma_y, gamma_x)`` as ``amx_conv`` takes them: the factors of Cases 3-4, else the fused
-        ``gamma`` alone. ``amx_conv`` then also wants the next layer's ``(scale, thr, padding, border)``."""
+    def gamma_operands(self):
+        """``(gamma, gamma_y, gamma_x)`` as the compiled kernels (``packed_conv``, ``amx_conv``) take them: the
+        factors of Cases 3-4, else the fused ``gamma`` alone."""
         if self.gamma_factors is not None:
             return self.gamma_factors
         return self.gamma, None, None
@@ -286,15 +286,16 @@ class PackedBinaryConv2d(nn.Module):
             hp, wp = h + 2 * ph, w + 2 * pw
             y = k.amx_conv(xb, self._kernel_weights(), (xb.shape[0] - k.amx_tail_rows) // (hp * wp), hp, wp,
                            self.channels, self.out_channels, *self.kernel_size, *self.stride, h_out, w_out,
-                           *self.amx_gamma(), False, None, None, None, 0, 0, -1, True)[0]  # (N, P, o)
+                           *self.gamma_operands(), False, None, None, None, 0, 0, -1, True)[0]  # (N, P, o)
         elif self.backend.name == "numpy":
             corr = self._correction(tuple(input_size))
             y = conv_numpy(xb, self.weight_bits, self.channels, self.stride, (h_out, w_out), corr, self.gamma)
         else:
             corr = self._correction(tuple(input_size))
             y = _compiled()[0].packed_conv(xb, self._kernel_weights(), self.channels, self.out_channels,
-                                           *self.kernel_size, *self.stride, h_out, w_out, corr, self.gamma,
-                                           False, None, self.backend.simd)  # (N, P, o)
+                                           *self.kernel_size, *self.stride, h_out, w_out, *self.padding, corr,
+                                           *self.gamma_operands(), False, None, None, None, 0, 0, True,
+                                           self.backend.simd)[0]  # (N, P, o)
         y = y.view(y.shape[0], h_out, w_out, self.out_channels).permute(0, 3, 1, 2)  # (N, o, h_out, w_out)
         if self.bias is not None:
             y = y + self.bias[:, None, None]

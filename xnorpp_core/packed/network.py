@@ -57,12 +57,14 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..layers import BinaryConv2d
 from ..models import fuse_model
 from .backend import _compiled, backend_info
+from .int8 import Int8Layers, quantize_real_layers
 from .layer import PackedBinaryConv2d, _gamma_factors, amx_capable
 from .numpy_kernels import conv_numpy, pack_numpy
 
-__all__ = ["CATEGORIES", "fused_emulation", "PackedNetwork", "count_thresholds", "float_thresholds"]
+__all__ = ["CATEGORIES", "REAL_LAYERS", "fused_emulation", "PackedNetwork", "count_thresholds", "float_thresholds"]
 
 CATEGORIES = ("stem", "binary_convs", "packing", "shortcuts", "glue", "classifier")
+REAL_LAYERS = ("float", "int8")  # the real layers' arithmetic: float32, or int8 (``int8.quantize_real_layers``)
 _MONOTONE = (nn.BatchNorm2d, nn.ReLU, nn.Dropout, nn.Identity)
 _FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -112,11 +114,19 @@ class _ChannelsLast(nn.Module):
 
 
 @torch.no_grad()
-def fused_emulation(model):
+def fused_emulation(model, real_layers="float", calibration=None):
     """The fused float-emulated network: an eval copy of ``model`` with learned Gammas fused, each real
     convolution's following ``BatchNorm2d`` folded into it, each strided 1x1 real convolution run on the
     pixels it reads (``_Subsampled``), in channels-last memory format (binary layers keep their weights'
-    layout)."""
+    layout).
+
+    ``real_layers="int8"``: the real convolutions and linear layers then run in int8 (``int8``), their ranges
+    observed on ``calibration`` (inputs ``(n, c, H, W)``, required then).
+    """
+    if real_layers not in REAL_LAYERS:
+        raise ValueError(f"real_layers must be one of {REAL_LAYERS}, got {real_layers!r}")
+    if real_layers == "int8" and calibration is None:
+        raise ValueError("real_layers='int8' needs calibration inputs")
     gm = _trace(fuse_model(copy.deepcopy(model)).eval())
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
@@ -139,6 +149,8 @@ def fused_emulation(model):
     for m in gm.modules():  # binary weights as trained: xnor_alpha's mean |W| then sums in the model's order
         if isinstance(m, BinaryConv2d) and m.method != "real":
             m.weight.data = m.weight.data.contiguous()
+    if real_layers == "int8":
+        quantize_real_layers(gm, calibration, lambda m: type(m) in (nn.Conv2d, _Subsampled, nn.Linear))
     return _ChannelsLast(gm).eval()
 
 
@@ -308,23 +320,27 @@ class PackedNetwork(nn.Module):
     """Inference of a whole binary ``model`` on packed bits (module docstring). ``forward(x)`` gives its logits.
 
     ``input_size`` (default ``model.input_size``) is the only input size accepted.
-    ``forward(x, timings=d)`` adds each step's seconds to ``d[category]``
-    (``CATEGORIES``).
+    ``real_layers="int8"`` runs the real layers in int8 (``int8``), calibrated on ``calibration``
+    (default: 8 inputs drawn from N(0, 1) with seed 0); ``self.reference`` is the emulation with the same
+    modules. ``forward(x, timings=d)`` adds each step's seconds to ``d[category]`` (``CATEGORIES``).
     """
 
-    def __init__(self, model, backend=None, input_size=None):
+    def __init__(self, model, backend=None, input_size=None, real_layers="float", calibration=None):
         super().__init__()
         self.backend = backend_info(backend)
         size = input_size if input_size is not None else getattr(model, "input_size", None)
         if size is None:
             raise ValueError("give input_size: the model does not state one")
         self.input_size = (size, size) if isinstance(size, int) else tuple(size)
-        self.reference = fused_emulation(model)
+        self.in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+        if real_layers == "int8" and calibration is None:
+            calibration = torch.randn(8, self.in_channels, *self.input_size,
+                                      generator=torch.Generator().manual_seed(0))
+        self.real_layers = real_layers
+        self.reference = fused_emulation(model, real_layers, calibration)
         gm = self.reference.graph
-        in_channels = next(m for m in gm.modules() if isinstance(m, nn.Conv2d)).in_channels
-        ShapeProp(gm).propagate(torch.zeros(1, in_channels, *self.input_size).contiguous(
+        ShapeProp(gm).propagate(torch.zeros(1, self.in_channels, *self.input_size).contiguous(
             memory_format=torch.channels_last))
-        self.in_channels = in_channels
         self._plan(gm, model)
 
     # ---------------------------------------------------------------- planning
@@ -363,8 +379,10 @@ class PackedNetwork(nn.Module):
                 chain.insert(0, u)
                 u = u.args[0]
             skip.update(chain)
-            if u in binaries and len(u.users) == 1 and self.amx and a_per_element(binaries[u]):
-                # int8 tiles, Gamma per element: the float output's own sign, one threshold per channel
+            if u in binaries and len(u.users) == 1 and self.backend.name != "numpy" and (
+                    a_per_element(binaries[u]) or (not self.amx and binaries[u].corr is not None)):
+                # Gamma per element, or (XNOR-popcount) a border correction: the float output's own sign, one
+                # threshold per channel, instead of an integer threshold per element
                 a = binaries[u]
                 s, t = float_thresholds([mod(c) for c in chain], (a.layer.out_channels, *a.out_size))
                 a.emit, a.signs_only, b.source = (b, s, t), True, ("bits", a)
@@ -397,7 +415,7 @@ class PackedNetwork(nn.Module):
                     skip.add(out)
             b.out = out
         pools = {}
-        if self.amx:  # ReLU -> max pooling in one pass (the stem's)
+        if self.backend.name != "numpy":  # ReLU -> max pooling in one pass (the stem's)
             for n in nodes:
                 if _Pool.fusable(mod(n)):
                     u = n.args[0]
@@ -405,7 +423,7 @@ class PackedNetwork(nn.Module):
                     pools[n] = _Pool(n, mod(n), u.args[0] if relu else u, relu)
                     if relu:
                         skip.add(u)
-        if self.amx:  # a float output is packed for the next binary layer in the kernel's output loop
+        if self.backend.name != "numpy":  # a float output is packed for the next binary layer in its kernel
             by_out = {**pools, **{b.out: b for b in binaries.values() if b.bits is None and not b.signs_only}}
             for c in binaries.values():
                 a = by_out.get(c.source[1]) if c.source[0] == "float" else None
@@ -422,18 +440,23 @@ class PackedNetwork(nn.Module):
                 self._steps.append(("stem" if order[n] < first else "glue", pools[n]))
             elif n.op != "placeholder":
                 where = "stem" if order[n] < first else "classifier" if order[n] > last else (
-                    "shortcuts" if isinstance(mod(n), nn.Conv2d) else "glue")
+                    "shortcuts" if isinstance(mod(n), (nn.Conv2d, Int8Layers)) else "glue")
                 self._steps.append((where, n))
         self._input = next(n for n in nodes if n.op == "placeholder")
         self._output = next(n for n in nodes if n.op == "output").args[0]
         self._mods = mods
         self.binaries = list(binaries.values())
-        if self.amx:
-            self._amx_calls()
+        if self.backend.name != "numpy":
+            self._kernel_calls()
         for pool in pools.values():
             consumer, s, t = pool.emit or (None, None, None)
-            pool.call = (*pool.args, pool.relu, s, t, *(consumer.layer.padding if consumer else (0, 0)),
-                         consumer.layer.border if consumer else -1)
+            if consumer is not None and not self.amx:  # sign bits
+                pool.run, pool.call = _compiled()[0].max_pool_bits, (*pool.args, pool.relu, s, t,
+                                                                     *consumer.layer.padding, self.backend.simd)
+            else:  # sign bytes (int8 tiles), or no signs
+                pool.run = _compiled()[0].max_pool_signs
+                pool.call = (*pool.args, pool.relu, s, t, *(consumer.layer.padding if consumer else (0, 0)),
+                             consumer.layer.border if consumer else -1)
         # identity modules: their output is their input
         self._aliases = {n: n.args[0] for n in nodes if isinstance(mod(n), nn.Identity) and n not in skip}
 
@@ -456,64 +479,67 @@ class PackedNetwork(nn.Module):
         return _compiled()[0].pack_signs(x, *b.layer.padding, s, t, self.backend.simd)
 
     def _conv(self, xb, b, env, n, packed):
-        if self.amx:
-            return self._conv_amx(xb, b, env, n, packed)
-        layer, (h, w) = b.layer, b.out_size
-        o = layer.out_channels
-        residual = None
-        if b.residual is not None:
-            residual = env[b.residual].permute(0, 2, 3, 1).reshape(n, h * w, o)  # (N, P, o): a view when NHWC
+        """The binary layer ``b`` on its packed input ``xb``: its packed output bits for the next layer
+        (``b.bits``), or its float output ``(N, o, h, w)`` (None when ``b.signs_only``), whose signs for the next
+        layer (``b.emit``) go to ``packed``."""
         if self.backend.name == "numpy":
-            count = conv_numpy(xb, layer.weight_bits, layer.channels, layer.stride, (h, w), None, None)  # (N, P, o)
-            if b.bits is not None:
-                consumer, bound, flip = b.bits
-                v = ((b.n_bits - count) / 2).long()  # (N, P, o) popcounts
-                flips = ((flip.long()[..., None] >> torch.arange(32)) & 1).flatten(1)  # (rows, o_pad)
-                bit = (v <= bound[:, :o].long()) ^ flips[:, :o].bool()  # rows broadcast over P
-                x = torch.where(bit, 1.0, -1.0).view(n, h, w, o).permute(0, 3, 1, 2)
-                return pack_numpy(x, *consumer.layer.padding)
-            y = count + (b.corr if b.corr is not None else 0)
-            y = y * layer.gamma if layer.gamma is not None else y
-            y = torch.relu(y) if b.relu else y
-            y = residual + y if residual is not None else y
-        else:
-            k = _compiled()[0]
-            args = (xb, layer._kernel_weights(), layer.channels, o, *layer.kernel_size, *layer.stride, h, w)
-            if b.bits is not None:
-                consumer, bound, flip = b.bits
-                return k.packed_conv_bits(*args, bound, flip, *consumer.layer.padding, self.backend.simd)
-            y = k.packed_conv(*args, b.corr, layer.gamma, b.relu, residual, self.backend.simd)
-        return y.view(n, h, w, o).permute(0, 3, 1, 2)  # (N, o, h, w), channels-last memory
-
-    def _conv_amx(self, xb, b, env, n, packed):
-        """``_conv`` on the int8 tiles: sign bytes for the next layer (``b.bits`` or ``b.signs_only``) and/or
-        the float output; the call's fixed arguments, weights included, are prepared once (``_amx_calls``)."""
+            return self._conv_numpy(xb, b, env, n)
         k = _compiled()[0]
+        operands = (xb, b.weights, n) if self.amx else (xb, b.weights)  # the int8 tiles take the batch size
         if b.bits is not None:
-            return k.amx_conv_signs(xb, b.weights, n, *b.amx_call)
+            return (k.amx_conv_signs if self.amx else k.packed_conv_bits)(*operands, *b.call)
         residual = None if b.residual is None else env[b.residual].permute(0, 2, 3, 1)  # NHWC: contiguous
-        head, tail = b.amx_call
-        y, signs = k.amx_conv(xb, b.weights, n, *head, residual, *tail)
+        head, tail = b.call
+        y, signs = (k.amx_conv if self.amx else k.packed_conv)(*operands, *head, residual, *tail)
         if b.emit is not None:
             packed[b.emit[0]] = signs
         h, w = b.out_size
         return None if b.signs_only else y.view(n, h, w, -1).permute(0, 3, 1, 2)
 
-    def _amx_calls(self):
-        """Each binary layer's weights and fixed ``amx_conv`` / ``amx_conv_signs`` arguments (after the input,
-        weights and batch size). The network keeps them: it takes its weights once, when it is built."""
+    def _conv_numpy(self, xb, b, env, n):
+        layer, (h, w) = b.layer, b.out_size
+        o = layer.out_channels
+        count = conv_numpy(xb, layer.weight_bits, layer.channels, layer.stride, (h, w), None, None)  # (N, P, o)
+        if b.bits is not None:
+            consumer, bound, flip = b.bits
+            v = ((b.n_bits - count) / 2).long()  # (N, P, o) popcounts
+            flips = ((flip.long()[..., None] >> torch.arange(32)) & 1).flatten(1)  # (rows, o_pad)
+            bit = (v <= bound[:, :o].long()) ^ flips[:, :o].bool()  # rows broadcast over P
+            x = torch.where(bit, 1.0, -1.0).view(n, h, w, o).permute(0, 3, 1, 2)
+            return pack_numpy(x, *consumer.layer.padding)
+        y = count + (b.corr if b.corr is not None else 0)
+        y = y * layer.gamma if layer.gamma is not None else y
+        y = torch.relu(y) if b.relu else y
+        if b.residual is not None:
+            y = env[b.residual].permute(0, 2, 3, 1).reshape(n, h * w, o) + y  # (N, P, o): a view when NHWC
+        return y.view(n, h, w, o).permute(0, 3, 1, 2)  # (N, o, h, w), channels-last memory
+
+    def _kernel_calls(self):
+        """Each binary layer's weights and the fixed arguments of its compiled kernel (after the input, the
+        weights and, on the int8 tiles, the batch size): the network takes its weights once, when it is built.
+        Float outputs: ``(head, tail)``, the arguments before and after the residual."""
         for b in self.binaries:
             b.weights = b.layer._kernel_weights()
             layer, (hi, wi), (ph, pw) = b.layer, b.in_size, b.layer.padding
-            geometry = (hi + 2 * ph, wi + 2 * pw, layer.channels, layer.out_channels, *layer.kernel_size,
-                        *layer.stride, *b.out_size)
+            shape = (layer.channels, layer.out_channels, *layer.kernel_size, *layer.stride, *b.out_size)
+            if self.amx:
+                geometry = (hi + 2 * ph, wi + 2 * pw, *shape)  # after the batch size, given per call
+            else:
+                geometry = shape
             if b.bits is not None:
                 consumer, bound, flip = b.bits
-                b.amx_call = (*geometry, bound, flip, *consumer.layer.padding, consumer.layer.border)
+                nxt = (*consumer.layer.padding, consumer.layer.border) if self.amx else (
+                    *consumer.layer.padding, self.backend.simd)
+                b.call = (*geometry, bound, flip, *nxt)
                 continue
             consumer, s, t = b.emit or (None, None, None)
-            nxt = (s, t, *consumer.layer.padding, consumer.layer.border) if consumer else (None, None, 0, 0, -1)
-            b.amx_call = (*geometry, *layer.amx_gamma(), b.relu), (*nxt, not b.signs_only)
+            pad = consumer.layer.padding if consumer else (0, 0)
+            if self.amx:
+                b.call = ((*geometry, *layer.gamma_operands(), b.relu),
+                          (s, t, *pad, consumer.layer.border if consumer else -1, not b.signs_only))
+            else:
+                b.call = ((*geometry, ph, pw, b.corr, *layer.gamma_operands(), b.relu),
+                          (s, t, *pad, not b.signs_only, self.backend.simd))
 
     @torch.no_grad()
     def forward(self, x, timings=None):
@@ -542,8 +568,8 @@ class PackedNetwork(nn.Module):
                 elif not step.signs_only:
                     env[step.out] = y
             elif isinstance(step, _Pool):
-                env[step.node], signs = _compiled()[0].max_pool_signs(
-                    env[step.source].contiguous(memory_format=torch.channels_last), *step.call)
+                env[step.node], signs = step.run(env[step.source].contiguous(memory_format=torch.channels_last),
+                                                 *step.call)
                 if step.emit is not None:
                     packed[step.emit[0]] = signs
             elif step in self._aliases:

@@ -10,13 +10,16 @@
 //     words and the unused high bits of the last word are 0. Bit = x > 0, or,
 //     with the per-channel tensors scale (+-1) and thr, bit = scale[c] x > thr[c]
 //     (a BN -> sign folded into a threshold).
-// packed_conv(xb, wt, ..., corr, gamma, relu, residual, simd): xb from pack_signs,
-//     wt the packed weights laid out (kh * kw * cw, o_pad), output channels
-//     innermost -> (N, h_out * w_out, o) float32:
+// packed_conv(xb, wt, ..., in_ph, in_pw, corr, gamma, gamma_y, gamma_x, relu, residual, next_scale, next_thr,
+//     out_ph, out_pw, write_y, simd) -> [y, bits]: xb from pack_signs (with padding in_ph, in_pw), wt the
+//     packed weights laid out (kh * kw * cw, o_pad), output channels innermost; y (N, h_out * w_out, o) float32:
 //         y = (c kh kw - 2 sum popcount(a xor b) + corr) * gamma,
-//         then max(y, 0) if relu, then residual + y;
-//     corr (h_out w_out, o) int32, gamma (1 or h_out w_out, o) float32 and
-//     residual (N, h_out w_out, o) float32 are optional. One multiply per output (Eq. 9).
+//     then max(y, 0) if relu, then residual + y; written when write_y (else undefined). corr (h_out w_out, o)
+//     int32 (read only where a window has a border tap), gamma (1 or h_out w_out, o) float32, or gamma (1, o)
+//     with its factors gamma_y (h_out or h_out w_out,) and gamma_x (w_out,), multiplied as (gamma gamma_y) gamma_x
+//     (Cases 3-4 without their dense Gamma), and residual (N, h_out w_out, o) float32 are optional. One multiply per
+//     output (Eq. 9). With next_scale and next_thr (o,) also bits, the next binary layer's input as pack_signs
+//     gives it with that threshold and padding (out_ph, out_pw): bit = next_scale y > next_thr.
 // packed_conv_bits(xb, wt, ..., bound, flip, out_ph, out_pw, simd): the same
 //     popcounts v, written as the sign bits of the next binary layer's input,
 //         bit = (v <= bound) xor flip,
@@ -286,7 +289,10 @@ struct Epilogue {
   int8_t* bytes;           // (N out_Hp out_Wp + TAIL, out_units)
   const float* scale;      // (o,)
   const float* thr;        // (o,)
-  // Gamma from its factors (int8 tiles): gamma (1, o) times gamma_y[y] (or [p]), then times gamma_x[x]
+  // corr is zero for the output pixels whose window has no border tap: rows corr_y0 .. corr_y1 - 1 and
+  // columns corr_x0 .. corr_x1 - 1 (XNOR-popcount float epilogue); it is read only outside them
+  int64_t corr_y0, corr_y1, corr_x0, corr_x1;
+  // Gamma from its factors: gamma (1, o) times gamma_y[y] (or [p]), then times gamma_x[x]
   const float* gamma_y;    // (h_out,) or, when gamma_y_pixel, (h_out w_out,); or null
   bool gamma_y_pixel;
   const float* gamma_x;    // (w_out,) or null
@@ -317,6 +323,49 @@ void set_bounds(Epilogue& e, const torch::Tensor& bound, const torch::Tensor& fl
   e.bound_rows = bound.size(0);
 }
 
+// The float epilogue's tensors, checked: Gamma (1 or P rows, o columns) or its factors (gamma (1, o) with
+// gamma_y (h_out,) or (P,), and gamma_x (w_out,)), ReLU, the residual (N, P, o) and the next layer's per-channel
+// threshold (next_scale, next_thr (o,)); returns whether the threshold is given.
+bool set_float_epilogue(Epilogue& e, const c10::optional<torch::Tensor>& gamma,
+                        const c10::optional<torch::Tensor>& gamma_y, const c10::optional<torch::Tensor>& gamma_x,
+                        bool relu, const c10::optional<torch::Tensor>& residual,
+                        const c10::optional<torch::Tensor>& next_scale, const c10::optional<torch::Tensor>& next_thr,
+                        int64_t N, int64_t h_out, int64_t w_out, int64_t o, const char* who) {
+  const int64_t P = h_out * w_out;
+  e.relu = relu;
+  set_gamma(e, gamma, P, o, who);
+  for (const auto& f : {gamma_y, gamma_x})
+    TORCH_CHECK(!(f && f->defined()) || (f->scalar_type() == torch::kFloat32 && f->is_contiguous() && f->dim() == 1),
+                who, ": gamma_y and gamma_x must be contiguous float32 vectors");
+  if (gamma_y && gamma_y->defined()) {
+    TORCH_CHECK(e.gamma && e.gamma_rows == 1, who, ": gamma_y multiplies a per-channel gamma (1, o)");
+    TORCH_CHECK(gamma_y->size(0) == h_out || gamma_y->size(0) == P, who, ": gamma_y must be (h_out,) or (P,)");
+    e.gamma_y = gamma_y->data_ptr<float>();
+    e.gamma_y_pixel = gamma_y->size(0) == P && P != h_out;
+  }
+  if (gamma_x && gamma_x->defined()) {
+    TORCH_CHECK(e.gamma_y && !e.gamma_y_pixel && gamma_x->size(0) == w_out,
+                who, ": gamma_x (w_out,) goes with gamma_y (h_out,)");
+    e.gamma_x = gamma_x->data_ptr<float>();
+  }
+  if (residual && residual->defined()) {
+    TORCH_CHECK(residual->scalar_type() == torch::kFloat32 && residual->is_contiguous() &&
+                    residual->numel() == N * P * o,
+                who, ": residual must be contiguous float32 (N, h_out * w_out, o)");
+    e.residual = residual->data_ptr<float>();
+  }
+  const bool has_scale = next_scale && next_scale->defined(), has_thr = next_thr && next_thr->defined();
+  TORCH_CHECK(has_scale == has_thr, who, ": next_scale and next_thr go together");
+  if (has_scale) {
+    for (const auto& t : {*next_scale, *next_thr})
+      TORCH_CHECK(t.dim() == 1 && t.size(0) == o && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+                  who, ": next_scale and next_thr must be contiguous float32 (o,)");
+    e.scale = next_scale->data_ptr<float>();
+    e.thr = next_thr->data_ptr<float>();
+  }
+  return has_scale;
+}
+
 // One tile: PB output pixels of image n (a short tile repeats its last pixel) and OB channels from o0.
 struct Tile {
   int64_t n, p0, np, o0, oe;
@@ -344,10 +393,23 @@ inline u32* bits_at(const Epilogue& e, const Tile& t, int64_t j) {
   return e.bits + ((t.n * e.out_Hp + t.py[j] + e.out_ph) * e.out_Wp + t.px[j] + e.out_pw) * e.out_units + t.o0 / OB;
 }
 
-// Portable epilogue of one pixel: acc[q] popcounts of channels o0 + q.
+// Whether pixel j of tile t reads a border tap (its corr may be nonzero).
+inline bool on_border(const Epilogue& e, const Tile& t, int64_t j) {
+  return t.py[j] < e.corr_y0 || t.py[j] >= e.corr_y1 || t.px[j] < e.corr_x0 || t.px[j] >= e.corr_x1;
+}
+
+// Gamma's per-pixel factors (1 without them): gamma_y of the pixel's row (or the pixel), gamma_x of its column.
+inline float factor_y(const Epilogue& e, int64_t p, int64_t y) {
+  return e.gamma_y ? e.gamma_y[e.gamma_y_pixel ? p : y] : 1.0f;
+}
+inline float factor_x(const Epilogue& e, int64_t x) { return e.gamma_x ? e.gamma_x[x] : 1.0f; }
+
+// Portable epilogue of one pixel: acc[q] popcounts of channels o0 + q. Sign bits (v <= bound) xor flip when
+// e.bound is set; otherwise the float outputs y (written when e.y is set) and, when e.scale is set, the next
+// layer's sign bits of them (scale y > thr, as pack_signs).
 inline void epilogue_generic(const Geometry& g, const Tile& t, const Epilogue& e, int64_t j, const u64* acc) {
   const int64_t p = t.p0 + j;
-  if (e.bits) {
+  if (e.bound) {
     const int64_t r = e.bound_rows == 1 ? 0 : p;
     const int32_t* bd = e.bound + r * g.o_pad + t.o0;
     u32 word = 0;
@@ -355,19 +417,28 @@ inline void epilogue_generic(const Geometry& g, const Tile& t, const Epilogue& e
     *bits_at(e, t, j) = word ^ static_cast<u32>(e.flip[r * (g.o_pad / OB) + t.o0 / OB]);
     return;
   }
-  float* y = e.y + (t.n * g.P + p) * g.o + t.o0;
-  const int32_t* corr = e.corr ? e.corr + p * g.o + t.o0 : nullptr;
+  float* y = e.y ? e.y + (t.n * g.P + p) * g.o + t.o0 : nullptr;
+  const int32_t* corr = e.corr && on_border(e, t, j) ? e.corr + p * g.o + t.o0 : nullptr;
   const float* gamma = e.gamma ? e.gamma + (e.gamma_rows == 1 ? 0 : p) * g.o + t.o0 : nullptr;
   const float* res = e.residual ? e.residual + (t.n * g.P + p) * g.o + t.o0 : nullptr;
+  const float gy = factor_y(e, p, t.py[j]), gx = factor_x(e, t.px[j]);
+  u32 word = 0;
   for (int64_t q = 0; q < t.oe; ++q) {
     int64_t count = g.n_bits - 2 * static_cast<int64_t>(acc[q]);
     if (corr) count += corr[q];
     float v = static_cast<float>(count);  // exact: |count| < 2^24
-    if (gamma) v = v * gamma[q];          // one multiply (Eq. 9)
+    if (gamma) {
+      float gv = gamma[q];
+      if (e.gamma_y) gv = gv * gy;  // Gamma's own products, in its order: (alpha beta) gamma
+      if (e.gamma_x) gv = gv * gx;
+      v = v * gv;                   // one multiply (Eq. 9)
+    }
     if (e.relu) v = v > 0.0f ? v : 0.0f;
     if (res) v = res[q] + v;
-    y[q] = v;
+    if (y) y[q] = v;
+    if (e.scale) word |= static_cast<u32>(e.scale[t.o0 + q] * v > e.thr[t.o0 + q]) << q;
   }
+  if (e.scale) *bits_at(e, t, j) = word;
 }
 
 // Portable tile: acc[j][q] = sum over taps and words of popcount(a xor b).
@@ -391,6 +462,9 @@ void tile_generic(const u64* __restrict xb, const u64* __restrict wt, const Geom
 }
 
 #if XNORPP_AVX512
+XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Epilogue& epi,
+                                      const __m512i (&acc)[PB][OB / 8]);
+
 // The same tile with AVX-512 VPOPCNTDQ: 8 output channels per vector, PB x 4 accumulators.
 XNORPP_AVX512_FN void tile_avx512(const u64* __restrict xb, const u64* __restrict wt, const Geometry& g,
                                   const Tile& t, const Epilogue& e) {
@@ -414,36 +488,60 @@ XNORPP_AVX512_FN void tile_avx512(const u64* __restrict xb, const u64* __restric
         }
       }
     }
-  const __m512i n_bits = _mm512_set1_epi64(g.n_bits);
-  const __m256 zero = _mm256_setzero_ps();
+  epilogue_avx512(g, t, e, v);
+}
+
+// The epilogue of tile_avx512 (as epilogue_generic), 16 channels at a time: acc[j][q] holds the popcounts of
+// channels o0 + 8 q .. o0 + 8 q + 7 of pixel j in 64-bit lanes.
+XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Epilogue& epi,
+                                      const __m512i (&acc)[PB][OB / 8]) {
+  const Epilogue e = epi;  // a local copy: its fields stay in registers across the stores below
+  const __m512i n_bits = _mm512_set1_epi32(static_cast<int32_t>(g.n_bits));
+  const __m512 zero = _mm512_setzero_ps();
+  const int64_t o = g.o, o0 = t.o0, P = g.P;
   for (int64_t j = 0; j < t.np; ++j) {
     const int64_t p = t.p0 + j;
-    if (e.bits) {
+    __m512i cnt[2];  // popcounts, 16 channels each, int32
+    for (int h = 0; h < 2; ++h)
+      cnt[h] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(acc[j][2 * h])),
+                                  _mm512_cvtepi64_epi32(acc[j][2 * h + 1]), 1);
+    if (e.bound) {
       const int64_t r = e.bound_rows == 1 ? 0 : p;
-      const int32_t* bd = e.bound + r * g.o_pad + t.o0;
-      u32 word = 0;
-      for (int q = 0; q < OB / 8; ++q) {
-        const __m512i bq = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bd + 8 * q)));
-        word |= static_cast<u32>(_mm512_cmple_epi64_mask(v[j][q], bq)) << (8 * q);
-      }
-      *bits_at(e, t, j) = word ^ static_cast<u32>(e.flip[r * (g.o_pad / OB) + t.o0 / OB]);
+      const int32_t* bd = e.bound + r * g.o_pad + o0;
+      const u32 word = static_cast<u32>(_mm512_cmple_epi32_mask(cnt[0], _mm512_loadu_si512(bd))) |
+                       static_cast<u32>(_mm512_cmple_epi32_mask(cnt[1], _mm512_loadu_si512(bd + 16))) << 16;
+      *bits_at(e, t, j) = word ^ static_cast<u32>(e.flip[r * (g.o_pad / OB) + o0 / OB]);
       continue;
     }
-    float* y = e.y + (t.n * g.P + p) * g.o + t.o0;
-    const int32_t* corr = e.corr ? e.corr + p * g.o + t.o0 : nullptr;
-    const float* gamma = e.gamma ? e.gamma + (e.gamma_rows == 1 ? 0 : p) * g.o + t.o0 : nullptr;
-    const float* res = e.residual ? e.residual + (t.n * g.P + p) * g.o + t.o0 : nullptr;
-    for (int64_t q = 0; q < OB / 8 && 8 * q < t.oe; ++q) {
-      const int64_t left = t.oe - 8 * q;
-      const __mmask8 m = left >= 8 ? 0xFF : static_cast<__mmask8>((1u << left) - 1);
-      __m512i count = _mm512_sub_epi64(n_bits, _mm512_slli_epi64(v[j][q], 1));
-      if (corr) count = _mm512_add_epi64(count, _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, corr + 8 * q)));
-      __m256 yv = _mm512_cvtepi64_ps(count);  // exact: |count| < 2^24
-      if (gamma) yv = _mm256_mul_ps(yv, _mm256_maskz_loadu_ps(m, gamma + 8 * q));  // one multiply (Eq. 9)
-      if (e.relu) yv = _mm256_max_ps(yv, zero);  // max(y, 0): a NaN-free y gives torch's relu
-      if (res) yv = _mm256_add_ps(_mm256_maskz_loadu_ps(m, res + 8 * q), yv);
-      _mm256_mask_storeu_ps(y + 8 * q, m, yv);
+    float* y = e.y ? e.y + (t.n * P + p) * o + o0 : nullptr;
+    const int32_t* corr = e.corr && on_border(e, t, j) ? e.corr + p * o + o0 : nullptr;
+    const float* gamma = e.gamma ? e.gamma + (e.gamma_rows == 1 ? 0 : p) * o + o0 : nullptr;
+    const float* res = e.residual ? e.residual + (t.n * P + p) * o + o0 : nullptr;
+    const __m512 gy = _mm512_set1_ps(factor_y(e, p, t.py[j])), gx = _mm512_set1_ps(factor_x(e, t.px[j]));
+    u32 word = 0;
+    for (int64_t h = 0; h < 2 && 16 * h < t.oe; ++h) {
+      const int64_t left = t.oe - 16 * h;
+      const __mmask16 m = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+      __m512i count = _mm512_sub_epi32(n_bits, _mm512_slli_epi32(cnt[h], 1));
+      if (corr) count = _mm512_add_epi32(count, _mm512_maskz_loadu_epi32(m, corr + 16 * h));
+      __m512 yv = _mm512_cvtepi32_ps(count);  // exact: |count| < 2^24
+      if (gamma) {
+        __m512 gv = _mm512_maskz_loadu_ps(m, gamma + 16 * h);
+        if (e.gamma_y) gv = _mm512_mul_ps(gv, gy);  // Gamma's own products, in its order: (alpha beta) gamma
+        if (e.gamma_x) gv = _mm512_mul_ps(gv, gx);
+        yv = _mm512_mul_ps(yv, gv);  // one multiply (Eq. 9)
+      }
+      if (e.relu) yv = _mm512_max_ps(yv, zero);  // max(y, 0): a NaN-free y gives torch's relu
+      if (res) yv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, res + 16 * h), yv);
+      if (y) _mm512_mask_storeu_ps(y + 16 * h, m, yv);
+      if (e.scale) {  // as pack_signs with a threshold: scale y > thr
+        const int64_t c = o0 + 16 * h;
+        const __m512 sv = _mm512_mul_ps(yv, _mm512_maskz_loadu_ps(m, e.scale + c));
+        word |= static_cast<u32>(_mm512_mask_cmp_ps_mask(m, sv, _mm512_maskz_loadu_ps(m, e.thr + c), _CMP_GT_OQ))
+                << (16 * h);
+      }
     }
+    if (e.scale) *bits_at(e, t, j) = word;
   }
 }
 #endif
@@ -489,41 +587,13 @@ void run_tiles(const torch::Tensor& xb, const torch::Tensor& wt, const Geometry&
   });
 }
 
-torch::Tensor packed_conv(torch::Tensor xb, torch::Tensor wt, int64_t channels, int64_t out_channels,
-                          int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t h_out, int64_t w_out,
-                          c10::optional<torch::Tensor> corr, c10::optional<torch::Tensor> gamma, bool relu,
-                          c10::optional<torch::Tensor> residual, bool simd) {
-  const Geometry g = check_conv(xb, wt, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
-  const int64_t N = xb.size(0);
-  Epilogue e{};
-  e.relu = relu;
-  if (corr && corr->defined()) {
-    TORCH_CHECK(corr->scalar_type() == torch::kInt32 && corr->is_contiguous() && corr->numel() == g.P * g.o,
-                "packed_conv: corr must be contiguous int32 (h_out * w_out, o)");
-    e.corr = corr->data_ptr<int32_t>();
-  }
-  set_gamma(e, gamma, g.P, g.o, "packed_conv");
-  if (residual && residual->defined()) {
-    TORCH_CHECK(residual->scalar_type() == torch::kFloat32 && residual->is_contiguous() && residual->dim() == 3 &&
-                    residual->size(0) == N && residual->size(1) == g.P && residual->size(2) == g.o,
-                "packed_conv: residual must be contiguous float32 (N, h_out * w_out, o)");
-    e.residual = residual->data_ptr<float>();
-  }
-  auto out = torch::empty({N, g.P, g.o}, xb.options().dtype(torch::kFloat32));
-  e.y = out.data_ptr<float>();
-  if (N > 0) run_tiles(xb, wt, g, e, simd);
-  return out;
-}
-
-torch::Tensor packed_conv_bits(torch::Tensor xb, torch::Tensor wt, int64_t channels, int64_t out_channels,
-                               int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t h_out, int64_t w_out,
-                               torch::Tensor bound, torch::Tensor flip, int64_t out_ph, int64_t out_pw, bool simd) {
-  const Geometry g = check_conv(xb, wt, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
-  TORCH_CHECK(out_ph >= 0 && out_pw >= 0, "packed_conv_bits: negative padding");
-  Epilogue e{};
-  set_bounds(e, bound, flip, g.P, g.o_pad, "packed_conv_bits");
-  const int64_t N = xb.size(0), cw_out = (g.o + 63) / 64;
-  auto out = torch::zeros({N, h_out + 2 * out_ph, w_out + 2 * out_pw, cw_out}, xb.options());
+// The next binary layer's packed input, (N, h_out + 2 out_ph, w_out + 2 out_pw, ceil(o / 64)) words, zero (sign -1)
+// where no tile writes (border, unused channels); e's bit output set to it.
+torch::Tensor next_bits(const Geometry& g, Epilogue& e, int64_t N, int64_t h_out, int64_t w_out, int64_t out_ph,
+                        int64_t out_pw, const torch::TensorOptions& options, const char* who) {
+  TORCH_CHECK(out_ph >= 0 && out_pw >= 0, who, ": negative padding of the next layer");
+  const int64_t cw_out = (g.o + 63) / 64;
+  auto out = torch::zeros({N, h_out + 2 * out_ph, w_out + 2 * out_pw, cw_out}, options.dtype(torch::kInt64));
   e.bits = reinterpret_cast<u32*>(out.data_ptr<int64_t>());
   e.out_Hp = h_out + 2 * out_ph;
   e.out_Wp = w_out + 2 * out_pw;
@@ -531,7 +601,53 @@ torch::Tensor packed_conv_bits(torch::Tensor xb, torch::Tensor wt, int64_t chann
   e.out_ph = out_ph;
   e.out_pw = out_pw;
   // A tile of channels o0 .. o0 + 31 writes half (o0 / 32) of a pixel's words: inside the row when o0 < o.
-  TORCH_CHECK(g.o_pad / OB <= e.out_units, "packed_conv_bits: o_pad too large for the output words");
+  TORCH_CHECK(g.o_pad / OB <= e.out_units, who, ": o_pad too large for the output words");
+  return out;
+}
+
+std::vector<torch::Tensor> packed_conv(torch::Tensor xb, torch::Tensor wt, int64_t channels, int64_t out_channels,
+                                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t h_out, int64_t w_out,
+                                       int64_t in_ph, int64_t in_pw, c10::optional<torch::Tensor> corr,
+                                       c10::optional<torch::Tensor> gamma, c10::optional<torch::Tensor> gamma_y,
+                                       c10::optional<torch::Tensor> gamma_x, bool relu,
+                                       c10::optional<torch::Tensor> residual, c10::optional<torch::Tensor> next_scale,
+                                       c10::optional<torch::Tensor> next_thr, int64_t out_ph, int64_t out_pw,
+                                       bool write_y, bool simd) {
+  const Geometry g = check_conv(xb, wt, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
+  const int64_t N = xb.size(0);
+  Epilogue e{};
+  if (corr && corr->defined()) {
+    TORCH_CHECK(corr->scalar_type() == torch::kInt32 && corr->is_contiguous() && corr->numel() == g.P * g.o,
+                "packed_conv: corr must be contiguous int32 (h_out * w_out, o)");
+    TORCH_CHECK(in_ph >= 0 && in_pw >= 0 && 2 * in_ph < g.Hp && 2 * in_pw < g.Wp, "packed_conv: bad input padding");
+    e.corr = corr->data_ptr<int32_t>();
+  }
+  // output rows y whose window rows s y .. s y + kh - 1 all lie inside the unpadded rows in_ph .. Hp - in_ph - 1
+  e.corr_y0 = (in_ph + sh - 1) / sh;
+  e.corr_y1 = g.Hp - in_ph - kh < 0 ? 0 : (g.Hp - in_ph - kh) / sh + 1;
+  e.corr_x0 = (in_pw + sw - 1) / sw;
+  e.corr_x1 = g.Wp - in_pw - kw < 0 ? 0 : (g.Wp - in_pw - kw) / sw + 1;
+  const bool has_scale = set_float_epilogue(e, gamma, gamma_y, gamma_x, relu, residual, next_scale, next_thr, N,
+                                            h_out, w_out, g.o, "packed_conv");
+  TORCH_CHECK(write_y || has_scale, "packed_conv: nothing to write (neither y nor the next layer's signs)");
+  torch::Tensor out, bits;
+  if (write_y) {
+    out = torch::empty({N, g.P, g.o}, xb.options().dtype(torch::kFloat32));
+    e.y = out.data_ptr<float>();
+  }
+  if (has_scale) bits = next_bits(g, e, N, h_out, w_out, out_ph, out_pw, xb.options(), "packed_conv");
+  if (N > 0) run_tiles(xb, wt, g, e, simd);
+  return {out, bits};
+}
+
+torch::Tensor packed_conv_bits(torch::Tensor xb, torch::Tensor wt, int64_t channels, int64_t out_channels,
+                               int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t h_out, int64_t w_out,
+                               torch::Tensor bound, torch::Tensor flip, int64_t out_ph, int64_t out_pw, bool simd) {
+  const Geometry g = check_conv(xb, wt, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
+  Epilogue e{};
+  set_bounds(e, bound, flip, g.P, g.o_pad, "packed_conv_bits");
+  const int64_t N = xb.size(0);
+  auto out = next_bits(g, e, N, h_out, w_out, out_ph, out_pw, xb.options(), "packed_conv_bits");
   if (N > 0) run_tiles(xb, wt, g, e, simd);
   return out;
 }
@@ -869,39 +985,10 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor xi, torch::Tensor wi, int64_t 
                                     int64_t out_ph, int64_t out_pw, int64_t out_border, bool write_y) {
   const AmxGeometry g = check_amx(xi, wi, N, Hp, Wp, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
   Epilogue e{};
-  e.relu = relu;
-  set_gamma(e, gamma, g.P, g.o, "amx_conv");
-  for (const auto& f : {gamma_y, gamma_x})
-    TORCH_CHECK(!(f && f->defined()) || (f->scalar_type() == torch::kFloat32 && f->is_contiguous() && f->dim() == 1),
-                "amx_conv: gamma_y and gamma_x must be contiguous float32 vectors");
-  if (gamma_y && gamma_y->defined()) {
-    TORCH_CHECK(e.gamma && e.gamma_rows == 1, "amx_conv: gamma_y multiplies a per-channel gamma (1, o)");
-    TORCH_CHECK(gamma_y->size(0) == g.h_out || gamma_y->size(0) == g.P, "amx_conv: gamma_y must be (h_out,) or (P,)");
-    e.gamma_y = gamma_y->data_ptr<float>();
-    e.gamma_y_pixel = gamma_y->size(0) == g.P && g.P != g.h_out;
-  }
-  if (gamma_x && gamma_x->defined()) {
-    TORCH_CHECK(e.gamma_y && !e.gamma_y_pixel && gamma_x->size(0) == g.w_out,
-                "amx_conv: gamma_x (w_out,) goes with gamma_y (h_out,)");
-    e.gamma_x = gamma_x->data_ptr<float>();
-  }
-  if (residual && residual->defined()) {
-    TORCH_CHECK(residual->scalar_type() == torch::kFloat32 && residual->is_contiguous() &&
-                    residual->numel() == N * g.P * g.o,
-                "amx_conv: residual must be contiguous float32 (N, h_out * w_out, o)");
-    e.residual = residual->data_ptr<float>();
-  }
-  const bool has_scale = next_scale && next_scale->defined(), has_thr = next_thr && next_thr->defined();
-  TORCH_CHECK(has_scale == has_thr, "amx_conv: next_scale and next_thr go together");
+  const bool has_scale = set_float_epilogue(e, gamma, gamma_y, gamma_x, relu, residual, next_scale, next_thr, N,
+                                            g.h_out, g.w_out, g.o, "amx_conv");
   torch::Tensor signs;
-  if (has_scale) {
-    for (const auto& t : {*next_scale, *next_thr})
-      TORCH_CHECK(t.dim() == 1 && t.size(0) == g.o && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-                  "amx_conv: next_scale and next_thr must be contiguous float32 (o,)");
-    e.scale = next_scale->data_ptr<float>();
-    e.thr = next_thr->data_ptr<float>();
-    signs = next_signs(g, e, out_ph, out_pw, out_border, xi.options());
-  }
+  if (has_scale) signs = next_signs(g, e, out_ph, out_pw, out_border, xi.options());
   TORCH_CHECK(write_y || has_scale, "amx_conv: nothing to write (neither y nor the next layer's signs)");
   torch::Tensor out;
   if (write_y) {
@@ -931,12 +1018,17 @@ torch::Tensor amx_conv_signs(torch::Tensor xi, torch::Tensor wi, int64_t N, int6
 //     channels-last memory, of relu(x) when relu (max and relu commute, NaN propagates as in torch), y
 //     channels-last; with scale and thr also the next binary layer's sign bytes of y (as pack_signs_i8),
 //     else an undefined tensor. One pass where torch takes three (ReLU, pooling, packing).
-#if XNORPP_AMX
-// One output pixel: the window rows iy0 .. iy1 - 1 and columns ix0 .. ix1 - 1 of image x (H, W, C).
-XNORPP_AMX_FN void pool_pixel_avx512(const float* x, int64_t W, int64_t C, int64_t iy0, int64_t iy1, int64_t ix0,
-                                     int64_t ix1, bool relu, const float* scale, const float* thr, float* y,
-                                     int8_t* d) {
+// max_pool_bits(x, kh, kw, sh, sw, ph, pw, relu, scale, thr, out_ph, out_pw, simd) -> [y, bits]: the same
+//     pooling, with the next binary layer's sign bits of y (as pack_signs with that threshold and padding);
+//     the AVX-512 loop when simd (and the CPU has it), else the portable one.
+#if XNORPP_AVX512
+// One output pixel: the window rows iy0 .. iy1 - 1 and columns ix0 .. ix1 - 1 of image x (H, W, C); its signs
+// scale y > thr as bytes d (+1 / -1) or as bits of 64-channel words wb, when given.
+XNORPP_AVX512_FN void pool_pixel_avx512(const float* x, int64_t W, int64_t C, int64_t iy0, int64_t iy1,
+                                        int64_t ix0, int64_t ix1, bool relu, const float* scale, const float* thr,
+                                        float* y, int8_t* d, u64* wb) {
   const __m512 zero = _mm512_setzero_ps();
+  u64 word = 0;
   for (int64_t c = 0; c < C; c += 16) {
     const int64_t left = C - c;
     const __mmask16 m = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
@@ -952,47 +1044,31 @@ XNORPP_AMX_FN void pool_pixel_avx512(const float* x, int64_t W, int64_t C, int64
     if (relu) v = _mm512_max_ps(v, zero);  // NaN-free lanes; NaN ones are set below
     v = _mm512_mask_blend_ps(nan, v, _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
     _mm512_mask_storeu_ps(y + c, m, v);
-    if (d) {
-      const __m512 sv = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, scale + c));
-      const __mmask16 b = _mm512_mask_cmp_ps_mask(m, sv, _mm512_maskz_loadu_ps(m, thr + c), _CMP_GT_OQ);
-      _mm_mask_storeu_epi8(d + c, m, sign_bytes(b));
+    if (!scale) continue;
+    const __m512 sv = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, scale + c));
+    const __mmask16 b = _mm512_mask_cmp_ps_mask(m, sv, _mm512_maskz_loadu_ps(m, thr + c), _CMP_GT_OQ);
+    if (d) _mm_mask_storeu_epi8(d + c, m, _mm_mask_blend_epi8(b, _mm_set1_epi8(-1), _mm_set1_epi8(1)));
+    if (wb) {
+      word |= static_cast<u64>(b) << (c % 64);
+      if (c % 64 == 48 || c + 16 >= C) {
+        wb[c / 64] = word;
+        word = 0;
+      }
     }
   }
 }
 #endif
 
-std::vector<torch::Tensor> max_pool_signs(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                                          int64_t ph, int64_t pw, bool relu, c10::optional<torch::Tensor> scale,
-                                          c10::optional<torch::Tensor> thr, int64_t out_ph, int64_t out_pw,
-                                          int64_t out_border) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu() &&
-                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
-              "max_pool_signs: x must be a channels-last float32 CPU tensor (N, C, H, W)");
-  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
-              "max_pool_signs: bad kernel, stride or padding");
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1;
-  TORCH_CHECK(H + 2 * ph >= kh && W + 2 * pw >= kw, "max_pool_signs: input smaller than the kernel");
-  auto y = torch::empty({N, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  torch::Tensor signs;
-  const float *sc = nullptr, *th = nullptr;
-  int8_t* bytes = nullptr;
-  const int64_t cp = (C + 63) / 64 * 64, oHp = Ho + 2 * out_ph, oWp = Wo + 2 * out_pw;
-  if (scale && scale->defined()) {
-    TORCH_CHECK(thr && thr->defined(), "max_pool_signs: scale and thr go together");
-    for (const auto& t : {*scale, *thr})
-      TORCH_CHECK(t.dim() == 1 && t.size(0) == C && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-                  "max_pool_signs: scale and thr must be contiguous float32 (C,)");
-    TORCH_CHECK(out_ph >= 0 && out_pw >= 0 && (out_border == -1 || out_border == 0),
-                "max_pool_signs: bad padding or border of the next layer");
-    TORCH_CHECK(amx_available(), "max_pool_signs: sign bytes are the AMX int8 tiles' input");
-    signs = torch::full({N * oHp * oWp + TAIL, cp}, out_border, x.options().dtype(torch::kInt8));
-    sc = scale->data_ptr<float>(), th = thr->data_ptr<float>(), bytes = signs.data_ptr<int8_t>();
-  }
-  if (y.numel() == 0) return {y, signs};
+// The pooling of max_pool_signs / max_pool_bits; signs as bytes (bytes, cp per pixel) or words (words, cw per
+// pixel) of the next layer's padded input (oHp, oWp).
+void max_pool_run(const torch::Tensor& x, torch::Tensor& y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                  int64_t ph, int64_t pw, bool relu, const float* sc, const float* th, int8_t* bytes, u64* words,
+                  int64_t units, int64_t out_ph, int64_t out_pw, bool simd) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Ho = y.size(2), Wo = y.size(3);
+  const int64_t oHp = Ho + 2 * out_ph, oWp = Wo + 2 * out_pw;
   const float* src = x.data_ptr<float>();
   float* dst = y.data_ptr<float>();
-  const bool simd = amx_available();  // the AVX-512 loop shares the int8 tiles' sign bytes
+  simd = simd && simd_available();
   at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / Ho, oy = r % Ho;
@@ -1001,10 +1077,12 @@ std::vector<torch::Tensor> max_pool_signs(torch::Tensor x, int64_t kh, int64_t k
       for (int64_t ox = 0; ox < Wo; ++ox) {
         const int64_t ix0 = std::max<int64_t>(0, ox * sw - pw), ix1 = std::min(W, ox * sw - pw + kw);
         float* yo = dst + ((n * Ho + oy) * Wo + ox) * C;
-        int8_t* d = bytes ? bytes + ((n * oHp + oy + out_ph) * oWp + ox + out_pw) * cp : nullptr;
-#if XNORPP_AMX
+        const int64_t at = ((n * oHp + oy + out_ph) * oWp + ox + out_pw) * units;
+        int8_t* d = bytes ? bytes + at : nullptr;
+        u64* wb = words ? words + at : nullptr;
+#if XNORPP_AVX512
         if (simd) {
-          pool_pixel_avx512(img, W, C, iy0, iy1, ix0, ix1, relu, sc, th, yo, d);
+          pool_pixel_avx512(img, W, C, iy0, iy1, ix0, ix1, relu, sc, th, yo, d, wb);
           continue;
         }
 #endif
@@ -1018,18 +1096,75 @@ std::vector<torch::Tensor> max_pool_signs(torch::Tensor x, int64_t kh, int64_t k
           if (relu && !std::isnan(v)) v = v > 0.0f ? v : 0.0f;
           yo[c] = v;
           if (d) d[c] = sc[c] * v > th[c] ? 1 : -1;
+          if (wb) wb[c / 64] |= static_cast<u64>(sc[c] * v > th[c]) << (c % 64);
         }
       }
     }
   });
+}
+
+// Checks the input, kernel and threshold of max_pool_signs / max_pool_bits; returns y (N, C, Ho, Wo), empty.
+torch::Tensor check_pool(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                         int64_t pw, const c10::optional<torch::Tensor>& scale, const c10::optional<torch::Tensor>& thr,
+                         int64_t out_ph, int64_t out_pw, const char* who) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu() &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              who, ": x must be a channels-last float32 CPU tensor (N, C, H, W)");
+  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
+              who, ": bad kernel, stride or padding");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(H + 2 * ph >= kh && W + 2 * pw >= kw, who, ": input smaller than the kernel");
+  TORCH_CHECK((scale && scale->defined()) == (thr && thr->defined()), who, ": scale and thr go together");
+  if (scale && scale->defined()) {
+    for (const auto& t : {*scale, *thr})
+      TORCH_CHECK(t.dim() == 1 && t.size(0) == C && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+                  who, ": scale and thr must be contiguous float32 (C,)");
+    TORCH_CHECK(out_ph >= 0 && out_pw >= 0, who, ": bad padding of the next layer");
+  }
+  const int64_t Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1;
+  return torch::empty({N, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+}
+
+std::vector<torch::Tensor> max_pool_signs(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                          int64_t ph, int64_t pw, bool relu, c10::optional<torch::Tensor> scale,
+                                          c10::optional<torch::Tensor> thr, int64_t out_ph, int64_t out_pw,
+                                          int64_t out_border) {
+  auto y = check_pool(x, kh, kw, sh, sw, ph, pw, scale, thr, out_ph, out_pw, "max_pool_signs");
+  torch::Tensor signs;
+  const int64_t cp = (x.size(1) + 63) / 64 * 64;
+  const bool thresholded = scale && scale->defined();
+  if (thresholded) {
+    TORCH_CHECK(out_border == -1 || out_border == 0, "max_pool_signs: bad border of the next layer");
+    TORCH_CHECK(amx_available(), "max_pool_signs: sign bytes are the AMX int8 tiles' input");
+    signs = torch::full({x.size(0) * (y.size(2) + 2 * out_ph) * (y.size(3) + 2 * out_pw) + TAIL, cp}, out_border,
+                        x.options().dtype(torch::kInt8));
+  }
+  if (y.numel() == 0) return {y, signs};
+  max_pool_run(x, y, kh, kw, sh, sw, ph, pw, relu, thresholded ? scale->data_ptr<float>() : nullptr,
+               thresholded ? thr->data_ptr<float>() : nullptr, thresholded ? signs.data_ptr<int8_t>() : nullptr,
+               nullptr, cp, out_ph, out_pw, true);
   return {y, signs};
+}
+
+std::vector<torch::Tensor> max_pool_bits(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                         int64_t ph, int64_t pw, bool relu, torch::Tensor scale, torch::Tensor thr,
+                                         int64_t out_ph, int64_t out_pw, bool simd) {
+  auto y = check_pool(x, kh, kw, sh, sw, ph, pw, scale, thr, out_ph, out_pw, "max_pool_bits");
+  const int64_t cw = (x.size(1) + 63) / 64;
+  auto bits = torch::zeros({x.size(0), y.size(2) + 2 * out_ph, y.size(3) + 2 * out_pw, cw},
+                           x.options().dtype(torch::kInt64));
+  if (y.numel() == 0) return {y, bits};
+  max_pool_run(x, y, kh, kw, sh, sw, ph, pw, relu, scale.data_ptr<float>(), thr.data_ptr<float>(), nullptr,
+               reinterpret_cast<u64*>(bits.data_ptr<int64_t>()), cw, out_ph, out_pw, simd);
+  return {y, bits};
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_signs", &pack_signs, "sign bits of x (or of a per-channel threshold), 64 channels per int64 word");
-  m.def("packed_conv", &packed_conv, "XNOR-popcount convolution of packed signs, times Gamma, ReLU, + residual");
+  m.def("packed_conv", &packed_conv,
+        "XNOR-popcount convolution of packed signs, times Gamma, ReLU, + residual, and the next layer's bits");
   m.def("packed_conv_bits", &packed_conv_bits, "XNOR-popcount convolution thresholded into packed sign bits");
   m.def("simd_available", &simd_available, "whether this CPU runs the AVX-512 VPOPCNTDQ path (run-time check)");
   m.def("pack_signs_i8", &pack_signs_i8, "sign bytes (+1 / -1) of x (or of a per-channel threshold), int8 tile layout");
@@ -1037,6 +1172,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("amx_conv_signs", &amx_conv_signs, "binary convolution on AMX int8 tiles thresholded into sign bytes");
   m.def("amx_available", &amx_available, "whether this CPU and OS run the AMX int8 tile path (run-time check)");
   m.def("max_pool_signs", &max_pool_signs, "max pooling (of relu(x)) in one pass, with the next layer's sign bytes");
+  m.def("max_pool_bits", &max_pool_bits, "max pooling (of relu(x)) in one pass, with the next layer's sign bits");
   m.attr("amx_tail_rows") = TAIL;
   m.attr("simd_compiled") = static_cast<bool>(XNORPP_AVX512);
   m.attr("tile_out_channels") = OB;
