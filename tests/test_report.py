@@ -110,6 +110,58 @@ def test_protocol_finding_reads_the_l1_rows_only(copy):
     assert "c00/train/l1 in 30% of its trials" in finding.verdict
 
 
+def test_network_verdict_reverses_with_each_precision():
+    band = verdicts.NETWORK_EQUAL_BAND
+    fast = {"fp32": (6.0, 7.0), "bf16": (3.0, 3.5), "int8": (2.0, 2.2)}
+    assert verdicts.verdict_network(fast).startswith("**faster** than fp32 and bf16 and int8 by the median call")
+    assert "slower" not in verdicts.verdict_network(fast) and "about" not in verdicts.verdict_network(fast)
+    mixed = {**fast, "int8": (1 - 2 * band, 1.2)}  # faster by the fastest call, slower by the median: median rules
+    assert verdicts.verdict_network(mixed).startswith("**faster** than fp32 and bf16; **slower** than int8")
+    near = {**fast, "int8": (1 + band / 2, 1.0)}
+    assert verdicts.verdict_network(near).startswith("**faster** than fp32 and bf16; **about as fast** as int8")
+    assert "**about as fast** as int8" in verdicts.verdict_network({**fast, "int8": (1 - band / 2, 1.0)})
+    slow = {"fp32": (0.5, 0.9)}
+    assert verdicts.verdict_network(slow).startswith("**slower** than fp32 by the median call (0.5x fp32)")
+    assert "less than" not in verdicts.verdict_network({"fp32": (12.0, 13.0)}, 11.0)
+
+
+def _speedup_csv(folder, rows):
+    folder.mkdir(parents=True)
+    columns = ["cpu", "method", "real_layers", "threads", "batch", "path"] + [
+        f"speedup_vs_{p}{s}" for p in ("fp32", "bf16", "int8") for s in ("_median", "")]
+    pd.DataFrame(rows, columns=columns).to_csv(folder / "speedup.csv", index=False)
+
+
+def test_network_finding_takes_the_least_headline_ratio_per_precision(tmp_path):
+    """The verdict's ratios are the least over the packed networks at 1 thread, batch 1; other settings only in
+    the details; the CPU's arithmetic path is named."""
+    _speedup_csv(tmp_path / "inference", [
+        ("cpu", "case1", "float", 1, 1, "XNOR-popcount", 6.0, 7.0, 3.0, 3.1, 2.5, 2.6),
+        ("cpu", "case4", "float", 1, 1, "XNOR-popcount", 6.5, 6.9, 3.2, 3.3, 0.8, 1.9),
+        ("cpu", "case4", "int8", 1, 1, "XNOR-popcount", 9.0, 9.9, 4.0, 4.1, 3.0, 3.3),
+        ("cpu", "case4", "float", 2, 8, "XNOR-popcount", 0.5, 0.5, 0.4, 0.4, 0.1, 0.1)])
+    f = findings._read_network(tmp_path / "inference", None)
+    assert f.verdict.startswith("**faster** than fp32 and bf16; **slower** than int8 by the median call "
+                                "(6.0x fp32, 3.0x bf16, 0.8x int8)")
+    assert "case4 (int8 real layers), 1 thread, batch 1: 9.0x (9.9x) over fp32" in f.ours
+    assert "XNOR-popcount" in f.ours and "2 threads" not in f.ours and "2 threads, batch 8" in f.details[0]
+
+
+def test_network_finding_reads_files_with_fp32_only(tmp_path):
+    folder = tmp_path / "inference"
+    folder.mkdir()
+    pd.DataFrame([("cpu", "case1", 1, 1, 4.0, 5.0)], columns=[
+        "cpu", "method", "threads", "batch", "speedup_vs_best_real_median", "speedup_vs_best_real"]).to_csv(
+        folder / "speedup.csv", index=False)
+    f = findings._read_network(folder, None)
+    assert f.verdict.startswith("**faster** than fp32 by the median call (4.0x fp32)")
+    assert "bf16 not timed" in f.ours and "int8 not timed" in f.ours
+
+
+def _row(method, low, high, n=5):
+    return {"arch": "resnet18", "method": method, "diff_n": n, "low": low, "high": high}
+
+
 def test_compression_verdict_reverses():
     text = verdicts.verdict_compression(4.57, 11.07, 32.0)
     assert "~32x model compression **not reached** by the whole model (4.57x to 11.1x)" in text
@@ -136,13 +188,8 @@ def test_kernel_network_training_and_step_verdicts_reverse():
     assert verdicts.verdict_kernel(64.0 * 0.89, 64.0).startswith("**faster, below")  # under 90%
     assert verdicts.verdict_kernel(13.3, 64.0).startswith("**faster, below")
     assert verdicts.verdict_kernel(0.5, 64.0).startswith("**slower**")
-    assert verdicts.verdict_network(0.5, 0.9).startswith("**slower**")
-    straddle = verdicts.verdict_network(0.8, 1.2)
-    assert straddle.startswith("from **slower** (0.80x its speed) to 1.20x faster") and "0.80x to" not in straddle
-    per_thread = verdicts.verdict_network(4.2, 5.5, [(1, 5.5, 10.2), (2, 4.7, 7.4)])
-    assert "at 1 thread at most 5.50x, below the single binary layer's 10.2x" in per_thread
-    assert "at 2 threads at most 4.70x, below the single binary layer's 7.40x" in per_thread
-    assert "at or above" in verdicts.verdict_network(12.0, 13.0, [(1, 13.0, 11.0)])
+    assert "less than the single" in verdicts.verdict_network({"fp32": (2.9, 3.0)}, 11.0)
+    assert "at or above the single" in verdicts.verdict_network({"fp32": (12.0, 13.0)}, 11.0)
     assert verdicts.verdict_training(98.3).startswith("trains")
     assert verdicts.verdict_training(40.0).startswith("**does not train**")
     assert verdicts.verdict_train_step({"xnor": 1.2, "case4": 1.1}).startswith("every method within 1.25x")

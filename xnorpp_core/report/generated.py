@@ -124,6 +124,7 @@ BLOCKS = {
     "train-step": _select("Training step"),
     "formulas": _select("Eq. 8/9"),
     "kernel": _select("Packed binary", "Model size", "Whole binary"),
+    "inference": _select("Whole binary"),
 }
 
 
