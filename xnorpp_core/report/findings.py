@@ -16,13 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paper
+from ..reconstruction.protocol import PAPER_ORDER
 from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from .machine import machine_label
 from .tables import collect_runs, row_statistics
 
 __all__ = ["Finding", "ReportError", "read_findings", "READERS", "verdict_table2_ratio", "verdict_nested_order",
            "verdict_formula", "verdict_kernel", "verdict_network", "verdict_rows", "verdict_weights",
-           "verdict_protocol"]
+           "verdict_protocol", "verdict_trained_ratio", "verdict_trained_order", "TRAINED_SPLIT", "TRAINED_LAYERS"]
 
 
 class ReportError(ValueError):
@@ -375,8 +376,86 @@ def read_protocol(results):
                     (str(folder / "README.md"), str(folder / "claims.csv")), command,
                     machine_label(_env(folder / "run.json")))]
 
+# The verdicts on trained layers rest on the held-out images (a learned Gamma is static; the images it was
+# fitted to flatter it) and on the convolutions a binary network of that architecture binarizes.
+TRAINED_SPLIT = "heldout"
+TRAINED_LAYERS = "binarized"
 
-READERS = (read_table2, read_protocol, read_grids, read_speedup, read_kernel, read_training, read_train_step)
+
+def verdict_trained_ratio(intervals, paper_ratio, where):
+    """XNOR-Net / Case 1 on each layer of a trained model, against the paper's factor.
+
+    ``intervals``: one ``(low, high)`` per layer, the 95% interval over images of the per-image ratio.
+    A layer reaches the paper's factor when its interval's upper end does; Case 1 is closer than XNOR-Net
+    when the interval lies above 1, farther when below 1. ``where`` names the layers and images.
+    """
+    n = len(intervals)
+    reach = sum(high >= paper_ratio for _, high in intervals)
+    closer = sum(low > 1 for low, _ in intervals)
+    farther = sum(high < 1 for _, high in intervals)
+    counts = (f"Case 1 closer than XNOR-Net on {closer}, farther on {farther}, not separable on "
+              f"{n - closer - farther}")
+    if n and reach == n:
+        return f"**holds** on all {n} {where}: every interval reaches {paper_ratio:.1f}x; {counts}"
+    if reach:
+        return f"**holds on {reach} of {n}** {where} (interval reaching {paper_ratio:.1f}x); {counts}"
+    return f"**not reproduced** on any of the {n} {where}: no interval reaches {paper_ratio:.1f}x; {counts}"
+
+
+def verdict_trained_order(order_holds, reversed_steps, where):
+    """Table 2's order on each layer of a trained model: ``order_holds`` one bool per layer (every step's
+    interval above zero); ``reversed_steps`` {step name: layers whose interval lies below zero}."""
+    n = len(order_holds)
+    held = sum(bool(v) for v in order_holds)
+    text = (f"Table 2's order holds on {held} of {n} {where}" if held else
+            f"Table 2's order holds on none of the {n} {where}")
+    text = ("**holds**: " if n and held == n else "**does not hold**: ") + text
+    flipped = [f"{step} on {k}" for step, k in reversed_steps.items() if k]
+    if flipped:
+        text += "; reversed (interval below zero): " + ", ".join(flipped)
+    return text
+
+
+def read_trained_layers(results):
+    """Table 2 on the convolutions of trained networks (``python -m studies.trained_layers``)."""
+    folder = Path(results) / "reconstruction" / "trained"
+    command = "python -m studies.trained_layers"
+    paper_ratio = paper.TABLE2["xnor"][0] / paper.TABLE2["case1"][0]
+    titles = ("Table 2 on trained layers: XNOR-Net against Case 1", "Table 2 on trained layers: the order of the methods")
+    if not (folder / "claims.csv").exists():
+        return [_missing(titles[0], f"{paper_ratio:.1f}x on random layers", folder / "claims.csv", command)]
+    c = pd.read_csv(folder / "claims.csv")
+    run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+    images = {s: int(v) for s, v in c.groupby("split")["images"].first().items()}
+    chosen = c[(_column(c, "split") == TRAINED_SPLIT) & _column(c, TRAINED_LAYERS).astype(bool)]
+    files = (str(folder / "trained_layers.md"), str(folder / "claims.csv"), str(folder / "trained_layers.png"))
+    machine = machine_label(run.get("environment", {}))
+    ratio, order, ours_ratio, ours_order, details = [], [], [], [], []
+    for model, rows in chosen.groupby("model", sort=False):
+        where = f"binarized layers of {model} ({images.get(TRAINED_SPLIT, 0)} held-out images)"
+        r = _column(rows, "xnor_over_case1")
+        ratio.append(f"{model}: " + verdict_trained_ratio(
+            list(zip(_column(rows, "xnor_over_case1_low"), _column(rows, "xnor_over_case1_high"))), paper_ratio,
+            where))
+        ours_ratio.append(f"{model}: {r.min():.3f}x to {r.max():.3f}x over {len(rows)} layers")
+        steps = {f"{a} > {b}": int((_column(rows, f"{a}_minus_{b}_high") < 0).sum())
+                 for a, b in zip(PAPER_ORDER[:-1], PAPER_ORDER[1:])}
+        holds = _column(rows, "paper_order").astype(bool)
+        order.append(f"{model}: " + verdict_trained_order(list(holds), steps, where))
+        ours_order.append(f"{model}: on {int(holds.sum())} of {len(rows)} layers")
+        fit = c[(c.model == model) & (c.split != TRAINED_SPLIT) & c[TRAINED_LAYERS].astype(bool)]
+        details.append(f"{model}, on the {images.get('train', 0)} images Gamma was fitted to: XNOR-Net / Case 1 "
+                       f"{fit.xnor_over_case1.min():.3f}x to {fit.xnor_over_case1.max():.3f}x")
+    for m in run.get("models", []):
+        if m.get("val_top1") is not None:
+            details.append(f"{m['name']}: validation top-1 {m['val_top1']:.1f}%, {m['layers']} convolutions scored")
+    return [Finding(titles[0], f"XNOR-Net / Case 1 = {paper_ratio:.1f} on random layers",
+                    "; ".join(ours_ratio), "; ".join(ratio), files, command, machine, tuple(details)),
+            Finding(titles[1], "Direct > XNOR-Net > Case 1 > Case 3 > Case 4 on random layers",
+                    "; ".join(ours_order), "; ".join(order), files, command, machine)]
+
+
+READERS = (read_table2, read_protocol, read_trained_layers, read_grids, read_speedup, read_kernel, read_training, read_train_step)
 
 
 def read_findings(results):
