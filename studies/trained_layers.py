@@ -5,10 +5,10 @@
     python -m studies.trained_layers --checkpoint RUN/checkpoint.pt --data /data/imagenet --out /tmp/t
 
 Without ``--checkpoint`` it trains, on the embedded digits with the default
-recipe and seed (``python -m studies.train``'s), the real-valued ResNet-18 and
-the Case 4 binary ResNet-18 into ``OUT/models/`` (their checkpoint.pt is kept
-there and reused by a rerun; metrics.csv, config.json, summary.json beside
-it). For every convolution of each model, in forward order, it records the
+recipe and seed (``python -m studies.train``'s; ``--epochs`` stops it
+earlier), the real-valued ResNet-18 and the Case 4 binary ResNet-18 into
+``OUT/models/`` (their checkpoint.pt is kept there and reused, or continued,
+by a rerun; metrics.csv, config.json, summary.json beside it). For every convolution of each model, in forward order, it records the
 real inputs on validation images (the digits' validation split, or ROOT/val of
 an ImageFolder tree with ``--data``), fits each learned Gamma on
 ``--fit-images`` of them and scores every method on those and on
@@ -41,7 +41,8 @@ from studies._cli import (FIT_HELP, add_config_flags, add_out_flag, add_threads_
                           config_from_args, fail, make_parser)
 from studies.export import load_checkpoint  # noqa: E402
 from xnorpp_core import paper  # noqa: E402
-from xnorpp_core.provenance import atomic_write, environment, markdown_table, save_figure, write_csv, write_json  # noqa: E402,E501
+from xnorpp_core.provenance import (atomic_write, environment, markdown_table, save_figure, write_csv,  # noqa: E402
+                                    write_json)
 from xnorpp_core.reconstruction.fit import RECONSTRUCTION_METHODS  # noqa: E402
 from xnorpp_core.reconstruction.trained import (CONFIDENCE, TrainedLayersConfig, claim_rows,  # noqa: E402
                                                 convolutions, layer_rows, record_inputs, score_layer)
@@ -63,6 +64,9 @@ def build_parser():
     parser.add_argument("--data", type=Path, default=None, metavar="ROOT",
                         help="ImageFolder root with train/ and val/ class folders; val/ gives the images "
                              "(default: the embedded digits' validation split)")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N",
+                        help="epochs of the two digits models trained without --checkpoint (default: the digits "
+                             "recipe's, 9; fewer stop the same run earlier)")
     parser.add_argument("--resize", type=int, default=256, help="ImageFolder: shorter side before the centre crop "
                                                                   "(default 256)")
     add_config_flags(parser, TrainedLayersConfig, helps=HELP)
@@ -114,7 +118,7 @@ def _names(paths):
 
 
 def plot(layers_frame, claims_frame):
-    """Per model (columns): L1 / mean|Y| of every method by layer depth on the held-out images (log scale),
+    """Per model (columns): L1 / mean|Y| of every method but direct sign by layer depth on the held-out images,
     and XNOR-Net / Case 1 on both splits, with 95% intervals over images."""
     models = list(dict.fromkeys(layers_frame["model"]))
     fig, axes = plt.subplots(2, len(models), figsize=(6.5 * len(models), 8), squeeze=False, sharex="col")
@@ -122,13 +126,13 @@ def plot(layers_frame, claims_frame):
     for j, model in enumerate(models):
         rows = layers_frame[(layers_frame.model == model) & (layers_frame.split == "heldout")]
         ax = axes[0, j]
-        for method in RECONSTRUCTION_METHODS:
+        direct = rows[rows.method == "direct"].rel_l1
+        for method in RECONSTRUCTION_METHODS[1:]:  # direct sign (BNN) is far above the others: in the title
             r = rows[rows.method == method].sort_values("depth")
             ax.errorbar(r.depth, r.rel_l1, yerr=[r.rel_l1 - r.rel_l1_low, r.rel_l1_high - r.rel_l1], marker="o",
                         ms=3, capsize=2, label=METHOD_LABELS[method].md if method in METHOD_LABELS else method)
-        ax.set_yscale("log")
         ax.set_ylabel("L1 / mean |Y|  (held-out images)")
-        ax.set_title(model, fontsize=10)
+        ax.set_title(f"{model}\n(BNN, direct sign, not drawn: {direct.min():.3g} to {direct.max():.3g})", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         ax = axes[1, j]
@@ -141,7 +145,7 @@ def plot(layers_frame, claims_frame):
         ax.axhline(paper_ratio, color="tab:red", ls="--", lw=1, label=f"paper's Table 2 ({paper_ratio:.1f})")
         ax.axhline(1.0, color="grey", lw=1)
         ax.set_ylabel("XNOR-Net L1 / Case 1 L1  (per image)")
-        ax.set_xlabel("layer depth (forward order; hollow ticks: not binarized by the binary network)")
+        ax.set_xlabel("layer depth (forward order; grey: a layer the binary network keeps real)")
         binarized = rows.drop_duplicates("depth").set_index("depth")["binarized"]
         ax.set_xticks(list(binarized.index))
         for tick, b in zip(ax.get_xticklabels(), binarized.values):
@@ -195,21 +199,21 @@ def to_markdown(layers_frame, claims_frame, models, config):
     return "\n".join([head, ""] + parts)
 
 
-def _models_to_score(args, out, config):
-    """``[(name, path, trained summary or None)]``: the checkpoints given, or the two digits models, trained
-    here (reused when their checkpoint is complete)."""
+def _models_to_score(args, out):
+    """``(name, path, trained summary or None)`` one at a time: the checkpoints given, or the two digits models,
+    each trained here when it comes up (reused when its checkpoint is complete)."""
     if args.checkpoint is not None:
-        return [(n, p, None) for n, p in zip(_names(args.checkpoint), args.checkpoint)]
-    models = []
+        yield from ((n, p, None) for n, p in zip(_names(args.checkpoint), args.checkpoint))
+        return
     for method in TRAINED:
         folder = out / "models" / f"digits-resnet18-{method}"
         print(f"training {folder.name} (or reusing its complete checkpoint)", flush=True)
         try:
-            summary = train(TrainConfig(method=method, out=str(folder), resume=True, device="cpu"))
+            summary = train(TrainConfig(method=method, out=str(folder), resume=True, device="cpu",
+                                        epochs=args.epochs))
         except (DataError, TrainingError) as err:
             fail(PROG, str(err))
-        models.append((folder.name, folder / "checkpoint.pt", summary))
-    return models
+        yield folder.name, folder / "checkpoint.pt", summary
 
 
 def main(argv=None):
@@ -220,6 +224,10 @@ def main(argv=None):
         fail(PROG, "--resize must be positive")
     if args.checkpoint is None and args.data is not None:
         fail(PROG, "--data needs --checkpoint (without it the two digits models are trained and scored)")
+    if args.checkpoint is not None and args.epochs is not None:
+        fail(PROG, "--epochs sets the training of the digits models; it does not apply to --checkpoint")
+    if args.epochs is not None and args.epochs < 1:
+        fail(PROG, "--epochs must be positive")
     torch.set_num_threads(args.threads)
     checked = {}
     if args.checkpoint is not None:  # every checkpoint and the images, before any work
@@ -229,7 +237,7 @@ def main(argv=None):
             _images(PROG, args.data, kwargs["input_size"], args.resize, config)
     start = time.perf_counter()
     layer_frames, claim_frames, models = [], [], []
-    for name, path, summary in _models_to_score(args, out, config):
+    for name, path, summary in _models_to_score(args, out):
         model, arch, kwargs, layers = checked.get(path) or _checked(PROG, path)
         x_fit, x_held, indices = _images(PROG, args.data, kwargs["input_size"], args.resize, config)
         top1 = summary["final"]["val_top1"] if summary else _top1(path)

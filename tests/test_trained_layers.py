@@ -130,10 +130,11 @@ def test_claim_rows_and_verdicts_follow_the_numbers(tmp_path, ratio, gap, holds)
     ratio_text = verdict_trained_ratio([(row["xnor_over_case1_low"], row["xnor_over_case1_high"])] * 3, PAPER_RATIO,
                                        "layers")
     assert ratio_text.startswith("**holds**" if holds else "**not reproduced**")
-    steps = {f"{a} > {b}": int(row[f"{a}_minus_{b}_high"] < 0) for a, b in PAIRS}
+    steps = {f"{a} > {b}": (3 * int(row[f"{a}_minus_{b}_low"] > 0), 3 * int(row[f"{a}_minus_{b}_high"] < 0))
+             for a, b in PAIRS}
     order_text = verdict_trained_order([row["paper_order"]] * 3, steps, "layers")
     assert order_text.startswith("**holds**" if holds else "**does not hold**")
-    assert ("reversed" in order_text) is not holds
+    assert ("reversed on 3" in order_text) is not holds
     # the report reads the same verdicts from the files
     folder = tmp_path / "reconstruction" / "trained"
     folder.mkdir(parents=True)

@@ -34,7 +34,6 @@ import torch
 import torch.nn as nn
 
 from ..layers import BinaryConv2d
-from .evidence import STARTS
 from .fit import LOSSES, RECONSTRUCTION_METHODS, FitConfig, distance, layer_outputs
 from .protocol import LEARNED, PAPER_ORDER, SPLITS, fit_cases
 
@@ -49,11 +48,11 @@ PAIRS = tuple(zip(PAPER_ORDER[:-1], PAPER_ORDER[1:]))  # Table 2's order, one co
 class TrainedLayersConfig:
     """The images, the fitting and the evidence of one run over a trained model's layers."""
 
-    fit_images: int = field(default=16, metadata={"help": "validation images each learned Gamma is fitted to"})
-    heldout_images: int = field(default=64, metadata={
+    fit_images: int = field(default=8, metadata={"help": "validation images each learned Gamma is fitted to"})
+    heldout_images: int = field(default=32, metadata={
         "help": "other validation images every method is also scored on"})
     loss: str = field(default="l1", metadata={"help": "loss the learned scales are fitted with", "choices": LOSSES})
-    starts: int = field(default=STARTS, metadata={
+    starts: int = field(default=4, metadata={
         "help": "independent random starts of the alternating search behind Cases 3-4's reference"})
     sweeps: int = field(default=100, metadata={"help": "most sweeps of the alternating search per start"})
     seed: int = field(default=0, metadata={"help": "seed of the choice of images and of the searches' starts"})

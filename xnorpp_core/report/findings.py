@@ -402,17 +402,18 @@ def verdict_trained_ratio(intervals, paper_ratio, where):
     return f"**not reproduced** on any of the {n} {where}: no interval reaches {paper_ratio:.1f}x; {counts}"
 
 
-def verdict_trained_order(order_holds, reversed_steps, where):
-    """Table 2's order on each layer of a trained model: ``order_holds`` one bool per layer (every step's
-    interval above zero); ``reversed_steps`` {step name: layers whose interval lies below zero}."""
+def verdict_trained_order(order_holds, steps, where):
+    """Table 2's order on each layer of a trained model. ``order_holds``: one bool per layer (every step's
+    interval above zero); ``steps``: {step name: (layers whose interval lies above zero, below zero)}."""
     n = len(order_holds)
     held = sum(bool(v) for v in order_holds)
-    text = (f"Table 2's order holds on {held} of {n} {where}" if held else
-            f"Table 2's order holds on none of the {n} {where}")
-    text = ("**holds**: " if n and held == n else "**does not hold**: ") + text
-    flipped = [f"{step} on {k}" for step, k in reversed_steps.items() if k]
-    if flipped:
-        text += "; reversed (interval below zero): " + ", ".join(flipped)
+    text = ("**holds**: " if n and held == n else "**does not hold**: ") + (
+        f"Table 2's order holds on {held} of {n} {where}" if held
+        else f"Table 2's order holds on none of the {n} {where}")
+    missing = [f"{step} on {n - above}" + (f" (reversed on {below})" if below else "")
+               for step, (above, below) in steps.items() if above < n]
+    if missing:
+        text += "; steps whose interval is not above zero: " + ", ".join(missing)
     return text
 
 
@@ -421,28 +422,31 @@ def read_trained_layers(results):
     folder = Path(results) / "reconstruction" / "trained"
     command = "python -m studies.trained_layers"
     paper_ratio = paper.TABLE2["xnor"][0] / paper.TABLE2["case1"][0]
-    titles = ("Table 2 on trained layers: XNOR-Net against Case 1", "Table 2 on trained layers: the order of the methods")
+    titles = ("Table 2 on trained layers: XNOR-Net against Case 1",
+              "Table 2 on trained layers: the order of the methods")
     if not (folder / "claims.csv").exists():
         return [_missing(titles[0], f"{paper_ratio:.1f}x on random layers", folder / "claims.csv", command)]
     c = pd.read_csv(folder / "claims.csv")
     run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+    command = run.get("command", command)
     images = {s: int(v) for s, v in c.groupby("split")["images"].first().items()}
     chosen = c[(_column(c, "split") == TRAINED_SPLIT) & _column(c, TRAINED_LAYERS).astype(bool)]
     files = (str(folder / "trained_layers.md"), str(folder / "claims.csv"), str(folder / "trained_layers.png"))
     machine = machine_label(run.get("environment", {}))
     ratio, order, ours_ratio, ours_order, details = [], [], [], [], []
     for model, rows in chosen.groupby("model", sort=False):
-        where = f"binarized layers of {model} ({images.get(TRAINED_SPLIT, 0)} held-out images)"
+        where = f"binarized layers ({images.get(TRAINED_SPLIT, 0)} held-out images)"
         r = _column(rows, "xnor_over_case1")
         ratio.append(f"{model}: " + verdict_trained_ratio(
             list(zip(_column(rows, "xnor_over_case1_low"), _column(rows, "xnor_over_case1_high"))), paper_ratio,
             where))
-        ours_ratio.append(f"{model}: {r.min():.3f}x to {r.max():.3f}x over {len(rows)} layers")
-        steps = {f"{a} > {b}": int((_column(rows, f"{a}_minus_{b}_high") < 0).sum())
+        ours_ratio.append(f"{model}: {r.min():.2f}x to {r.max():.2f}x over {len(rows)} binarized layers")
+        steps = {f"{a} > {b}": (int((_column(rows, f"{a}_minus_{b}_low") > 0).sum()),
+                                int((_column(rows, f"{a}_minus_{b}_high") < 0).sum()))
                  for a, b in zip(PAPER_ORDER[:-1], PAPER_ORDER[1:])}
         holds = _column(rows, "paper_order").astype(bool)
         order.append(f"{model}: " + verdict_trained_order(list(holds), steps, where))
-        ours_order.append(f"{model}: on {int(holds.sum())} of {len(rows)} layers")
+        ours_order.append(f"{model}: Table 2's order on {int(holds.sum())} of {len(rows)} binarized layers")
         fit = c[(c.model == model) & (c.split != TRAINED_SPLIT) & c[TRAINED_LAYERS].astype(bool)]
         details.append(f"{model}, on the {images.get('train', 0)} images Gamma was fitted to: XNOR-Net / Case 1 "
                        f"{fit.xnor_over_case1.min():.3f}x to {fit.xnor_over_case1.max():.3f}x")
@@ -455,7 +459,8 @@ def read_trained_layers(results):
                     "; ".join(ours_order), "; ".join(order), files, command, machine)]
 
 
-READERS = (read_table2, read_protocol, read_trained_layers, read_grids, read_speedup, read_kernel, read_training, read_train_step)
+READERS = (read_table2, read_protocol, read_trained_layers, read_grids, read_speedup, read_kernel, read_training,
+           read_train_step)
 
 
 def read_findings(results):
