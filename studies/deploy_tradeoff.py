@@ -125,7 +125,7 @@ def _checkpoints(cfg):
     """``{"real": model, "binary": model}`` from ``--checkpoints``; one-line exits for unusable ones."""
     loaded = {}
     for path in cfg.checkpoints:
-        model, arch, kwargs = load_checkpoint(PROG, path)
+        model, arch, kwargs, _ = load_checkpoint(PROG, path)
         if arch != "resnet18" or not kwargs["small_input"]:
             fail(PROG, f"checkpoint {path} is not a digits ResNet-18 (arch {arch}, small_input "
                        f"{kwargs['small_input']})")
@@ -142,7 +142,7 @@ def _train(cfg, method, out):
                          **({} if cfg.epochs is None else {"epochs": cfg.epochs}))
     print(f"training the {method} network into {out} ...", file=sys.stderr)
     train(config)
-    model, _, _ = load_checkpoint(PROG, out / "checkpoint.pt")
+    model, _, _, _ = load_checkpoint(PROG, out / "checkpoint.pt")
     return model
 
 

@@ -61,5 +61,5 @@ def test_a_checkpoint_that_is_not_a_digits_resnet_is_refused(tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit) as e:
         study.main(["--checkpoints", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "out")])
-    assert e.value.code == 2 and "cannot read checkpoint" in capsys.readouterr().err
+    assert e.value.code == 2 and "is not a PyTorch file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

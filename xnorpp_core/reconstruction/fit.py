@@ -93,7 +93,7 @@ def draw_layers(trials, out_channels, in_channels, kernel_size, input_size, gene
 
 
 @torch.no_grad()
-def layer_outputs(w, x, padding=0, pad_mode="zero"):
+def layer_outputs(w, x, padding=0, pad_mode="zero", stride=1):
     """Real output ``Y``, binary output ``B`` and XNOR-Net's ``alpha``, ``K`` for every trial.
 
     ``w`` is (T, o, c, k, k), ``x`` is (T, c, H, W). Returns ``Y`` and ``B`` as
@@ -102,25 +102,26 @@ def layer_outputs(w, x, padding=0, pad_mode="zero"):
     With several inputs per trial, ``x`` (T, S, c, H, W), every input of a trial
     goes through that trial's layer: ``Y`` and ``B`` are (T, S, o, h_out, w_out),
     ``alpha`` (T, 1, o, 1, 1) and ``K`` (T, S, 1, h_out, w_out), so that
-    ``B * alpha * K`` is XNOR-Net's output for every input.
+    ``B * alpha * K`` is XNOR-Net's output for every input. ``stride`` is the
+    convolution's (1 in Table 2; a trained network's layers may have 2).
     """
     if pad_mode not in PAD_MODES:
         raise ValueError(f"unknown pad_mode {pad_mode!r}; choose from {PAD_MODES}")
     if x.dim() not in (4, 5) or w.dim() != 5 or x.shape[0] != w.shape[0]:
         raise ValueError(f"need w (T, o, c, k, k) and x (T, [S,] c, H, W), got {tuple(w.shape)} "
                          f"and {tuple(x.shape)}")
-    t, o, c, k, _ = w.shape
+    t, o, c, *k = w.shape
     samples = x.shape[1] if x.dim() == 5 else None
     s = samples or 1
-    size = conv_output_size(x.shape[-2:], k, 1, padding)
+    size = conv_output_size(x.shape[-2:], tuple(k), stride, padding)
     xs = x.reshape(t, s, c, *x.shape[-2:]).transpose(0, 1)  # (S, T, c, H, W)
     xg = xs.reshape(s, t * c, *x.shape[-2:])  # samples as the batch, trials as groups
-    wg = w.reshape(t * o, c, k, k)
-    y = F.conv2d(xg, wg, padding=padding, groups=t).reshape(s, t, o, *size).transpose(0, 1)
-    b = binary_conv2d(xg, wg, padding=padding, groups=t, pad_mode=pad_mode)
+    wg = w.reshape(t * o, c, *k)
+    y = F.conv2d(xg, wg, stride=stride, padding=padding, groups=t).reshape(s, t, o, *size).transpose(0, 1)
+    b = binary_conv2d(xg, wg, stride=stride, padding=padding, groups=t, pad_mode=pad_mode)
     b = b.reshape(s, t, o, *size).transpose(0, 1)  # (T, S, o, h_out, w_out)
     alpha = xnor_weight_scale(wg).reshape(t, 1, o, 1, 1)
-    kk = xnor_input_scale(x.reshape(t * s, c, *x.shape[-2:]), k, 1, padding).reshape(t, s, 1, *size)
+    kk = xnor_input_scale(x.reshape(t * s, c, *x.shape[-2:]), tuple(k), stride, padding).reshape(t, s, 1, *size)
     if samples is None:
         return y[:, 0], b[:, 0], alpha[:, 0], kk[:, 0]
     return y.contiguous(), b.contiguous(), alpha, kk

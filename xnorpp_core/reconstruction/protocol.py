@@ -51,7 +51,7 @@ from .fit import LOSSES, FitConfig, distance, fit_adam, layer_outputs
 
 __all__ = ["PADDINGS", "SHAPES", "LEARNED", "METHODS", "SPLITS", "AXES", "GAP_FLOOR", "EVIDENCE_COLUMNS",
            "PAPER_ORDER", "RATIOS",
-           "parse_shape", "parse_padding", "Cell", "SweepConfig", "run_cell", "cell_rows", "claim_rows"]
+           "parse_shape", "parse_padding", "Cell", "SweepConfig", "run_cell", "fit_cases", "cell_rows", "claim_rows"]
 
 PADDINGS = ("0", "1-zero", "1-minus_one")
 SHAPES = ("64x64x3x3@16", "64x64x1x1@16", "64x64x5x5@16", "256x256x3x3@16", "64x64x3x3@32")
@@ -211,12 +211,7 @@ def run_cell(cell, config, on_step=None):
     learned case the evidence on Adam's fit (``evidence.fit_evidence``, its
     losses in the units of ``Y``) and Adam's number of steps.
 
-    Adam fits Gamma' to ``Y / c`` with ``c = mean|Y| / mean|B|`` per trial
-    (training outputs), and ``Gamma = c Gamma'``. Both losses are homogeneous,
-    so this is the same problem with the same relative gaps; it only puts the
-    optimum near Adam's start (Gamma = 1) at every scale of ``W`` and ``I``
-    (from Gamma = 1 with a fixed learning rate, Adam does not converge when the
-    optimum is 0.006, as it is with ``W ~ N(0, 0.01^2)``).
+    The learned cases are fitted by ``fit_cases``.
     """
     w, x_train, x_held = _draw(cell, config)
     pad, mode = parse_padding(cell.padding)
@@ -224,20 +219,9 @@ def run_cell(cell, config, on_step=None):
     preds = {split: {"zero": torch.zeros_like(y), "direct": b, "xnor": b * alpha * k, "xnor_alpha": b * alpha}
              for split, (y, b, alpha, k) in data.items()}
     y_tr, b_tr = data["train"][:2]
-    dims = tuple(range(1, y_tr.dim()))
-    b_abs = b_tr.abs().mean(dims)
-    c = torch.where(b_abs > 0, y_tr.abs().mean(dims) / b_abs.clamp_min(1e-30), torch.ones_like(b_abs))  # (T,)
-    y_fit = y_tr / c[:, None, None, None, None]
-    power = 1 if cell.fit_loss == "l1" else 2  # distance(c x, c y) = c^power distance(x, y)
-    zero = distance(torch.zeros_like(y_fit), y_fit, cell.fit_loss).double()  # (T,) the loss of Gamma = 0
     out = {"distance": {}, "evidence": {}, "steps": {}}
-    for case in LEARNED:
-        scale, _, steps = fit_adam(case, b_tr, y_fit, cell.fit_loss, config.fit, on_step=on_step)
-        evidence = fit_evidence(case, b_tr, y_fit, cell.fit_loss, scale.fused(), config.starts, config.sweeps,
-                                seed=config.seed, floor=GAP_FLOOR * zero)
-        for name in ("adam", "reference", "lower_bound"):  # back to the units of Y
-            evidence[name] = evidence[name] * c.double() ** power
-        gamma = scale.fused() * c[:, None, None, None]  # (T, o, h, w)
+    fits = fit_cases(b_tr, y_tr, cell.fit_loss, config.fit, config.starts, config.sweeps, config.seed, on_step)
+    for case, (gamma, evidence, steps) in fits.items():
         for split, (y, b, _, _) in data.items():
             preds[split][case] = b * gamma[:, None]  # one Gamma per trial, for every input
         out["evidence"][case], out["steps"][case] = evidence, steps
@@ -245,6 +229,35 @@ def run_cell(cell, config, on_step=None):
         for method, pred in preds[split].items():
             for metric in LOSSES:
                 out["distance"][(method, split, metric)] = distance(pred, y, metric)
+    return out
+
+
+def fit_cases(b, y, loss, fit, starts, sweeps, seed, on_step=None):
+    """Fit every learned case to ``y`` with Adam, with the evidence on each fit.
+
+    ``b`` and ``y`` are (T, N, o, h, w): one Gamma per trial, fitted to its N
+    inputs. Adam fits Gamma' to ``Y / c`` with ``c = mean|Y| / mean|B|`` per
+    trial, and ``Gamma = c Gamma'``. Both losses are homogeneous, so this is the
+    same problem with the same relative gaps; it only puts the optimum near
+    Adam's start (Gamma = 1) at every scale of ``W`` and ``I`` (from Gamma = 1
+    with a fixed learning rate, Adam does not converge when the optimum is
+    0.006, as it is with ``W ~ N(0, 0.01^2)``). Returns ``{case: (gamma (T, o,
+    h, w), evidence, steps)}``, the evidence (``evidence.fit_evidence``) in the
+    units of ``Y``.
+    """
+    dims = tuple(range(1, y.dim()))
+    b_abs = b.abs().mean(dims)
+    c = torch.where(b_abs > 0, y.abs().mean(dims) / b_abs.clamp_min(1e-30), torch.ones_like(b_abs))  # (T,)
+    y_fit = y / c[:, None, None, None, None]
+    power = 1 if loss == "l1" else 2  # distance(c x, c y) = c^power distance(x, y)
+    zero = distance(torch.zeros_like(y_fit), y_fit, loss).double()  # (T,) the loss of Gamma = 0
+    out = {}
+    for case in LEARNED:
+        scale, _, steps = fit_adam(case, b, y_fit, loss, fit, on_step=on_step)
+        evidence = fit_evidence(case, b, y_fit, loss, scale.fused(), starts, sweeps, seed=seed, floor=GAP_FLOOR * zero)
+        for name in ("adam", "reference", "lower_bound"):  # back to the units of Y
+            evidence[name] = evidence[name] * c.double() ** power
+        out[case] = (scale.fused() * c[:, None, None, None], evidence, steps)  # Gamma (T, o, h, w)
     return out
 
 

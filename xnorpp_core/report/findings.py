@@ -17,12 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paper
+from ..reconstruction.protocol import PAPER_ORDER
 from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from .machine import machine_label
 from .tables import collect_runs, row_statistics
-from .verdicts import (NETWORK_PRECISIONS, NETWORK_SETTING, busy_threads, verdict_compression, verdict_formula,
-                       verdict_kernel, verdict_nested_order, verdict_network, verdict_protocol, verdict_rows,
-                       verdict_table2_ratio, verdict_train_step, verdict_training)
+from .verdicts import (NETWORK_PRECISIONS, NETWORK_SETTING, TRAINED_LAYERS, TRAINED_SPLIT, busy_threads,
+                       verdict_compression, verdict_formula, verdict_kernel, verdict_nested_order, verdict_network,
+                       verdict_protocol, verdict_rows, verdict_table2_ratio, verdict_train_step, verdict_trained_order,
+                       verdict_trained_ratio, verdict_training)
 
 __all__ = ["Finding", "ReportError", "read_findings", "READERS"]
 
@@ -370,8 +372,52 @@ def read_protocol(results):
                     (str(folder / "README.md"), str(folder / "claims.csv")), command,
                     machine_label(_env(folder / "run.json")))]
 
+# The verdicts on trained layers rest on the held-out images (a learned Gamma is static; the images it was
+# fitted to flatter it) and on the convolutions a binary network of that architecture binarizes.
+def read_trained_layers(results):
+    """Table 2 on the convolutions of trained networks (``python -m studies.trained_layers``)."""
+    folder = Path(results) / "reconstruction" / "trained"
+    command = "python -m studies.trained_layers"
+    paper_ratio = paper.TABLE2["xnor"][0] / paper.TABLE2["case1"][0]
+    titles = ("Table 2 on trained layers: XNOR-Net against Case 1",
+              "Table 2 on trained layers: the order of the methods")
+    if not (folder / "claims.csv").exists():
+        return [_missing(titles[0], f"{paper_ratio:.1f}x on random layers", folder / "claims.csv", command)]
+    c = pd.read_csv(folder / "claims.csv")
+    run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+    command = run.get("command", command)
+    images = {s: int(v) for s, v in c.groupby("split")["images"].first().items()}
+    chosen = c[(_column(c, "split") == TRAINED_SPLIT) & _column(c, TRAINED_LAYERS).astype(bool)]
+    files = (str(folder / "trained_layers.md"), str(folder / "claims.csv"), str(folder / "trained_layers.png"))
+    machine = machine_label(run.get("environment", {}))
+    ratio, order, ours_ratio, ours_order, details = [], [], [], [], []
+    for model, rows in chosen.groupby("model", sort=False):
+        where = f"binarized layers ({images.get(TRAINED_SPLIT, 0)} held-out images)"
+        r = _column(rows, "xnor_over_case1")
+        ratio.append(f"{model}: " + verdict_trained_ratio(
+            list(zip(_column(rows, "xnor_over_case1_low"), _column(rows, "xnor_over_case1_high"))), paper_ratio,
+            where))
+        ours_ratio.append(f"{model}: {r.min():.2f}x to {r.max():.2f}x over {len(rows)} binarized layers")
+        steps = {f"{a} > {b}": (int((_column(rows, f"{a}_minus_{b}_low") > 0).sum()),
+                                int((_column(rows, f"{a}_minus_{b}_high") < 0).sum()))
+                 for a, b in zip(PAPER_ORDER[:-1], PAPER_ORDER[1:])}
+        holds = _column(rows, "paper_order").astype(bool)
+        order.append(f"{model}: " + verdict_trained_order(list(holds), steps, where))
+        ours_order.append(f"{model}: Table 2's order on {int(holds.sum())} of {len(rows)} binarized layers")
+        fit = c[(c.model == model) & (c.split != TRAINED_SPLIT) & c[TRAINED_LAYERS].astype(bool)]
+        details.append(f"{model}, on the {images.get('train', 0)} images Gamma was fitted to: XNOR-Net / Case 1 "
+                       f"{fit.xnor_over_case1.min():.3f}x to {fit.xnor_over_case1.max():.3f}x")
+    for m in run.get("models", []):
+        if m.get("val_top1") is not None:
+            details.append(f"{m['name']}: validation top-1 {m['val_top1']:.1f}%, {m['layers']} convolutions scored")
+    return [Finding(titles[0], f"XNOR-Net / Case 1 = {paper_ratio:.1f} on random layers",
+                    "; ".join(ours_ratio), "; ".join(ratio), files, command, machine, tuple(details)),
+            Finding(titles[1], "Direct > XNOR-Net > Case 1 > Case 3 > Case 4 on random layers",
+                    "; ".join(ours_order), "; ".join(order), files, command, machine)]
 
-READERS = (read_table2, read_protocol, read_grids, read_speedup, read_kernel, read_training, read_train_step)
+
+READERS = (read_table2, read_protocol, read_trained_layers, read_grids, read_speedup, read_kernel, read_training,
+           read_train_step)
 
 
 def read_findings(results):

@@ -119,6 +119,7 @@ BLOCKS = {
     "records": records_table,
     "table2": _select("Table 2"),
     "protocol": _select("Protocol study"),
+    "trained-layers": _select("Table 2 on trained layers"),
     "grids": _select("Table 1", "Table 3"),
     "default-training": _select("Default training"),
     "train-step": _select("Training step"),

@@ -184,6 +184,46 @@ def verdict_network(ratios, layer=None):
     return text
 
 
+# Table 2 on trained layers: the split and the layers the verdicts rest on.
+TRAINED_SPLIT = "heldout"
+TRAINED_LAYERS = "binarized"
+
+
+def verdict_trained_ratio(intervals, paper_ratio, where):
+    """XNOR-Net / Case 1 on each layer of a trained model, against the paper's factor.
+
+    ``intervals``: one ``(low, high)`` per layer, the 95% interval over images of the per-image ratio.
+    A layer reaches the paper's factor when its interval's upper end does; Case 1 is closer than XNOR-Net
+    when the interval lies above 1, farther when below 1. ``where`` names the layers and images.
+    """
+    n = len(intervals)
+    reach = sum(high >= paper_ratio for _, high in intervals)
+    closer = sum(low > 1 for low, _ in intervals)
+    farther = sum(high < 1 for _, high in intervals)
+    counts = (f"Case 1 closer than XNOR-Net on {closer}, farther on {farther}, not separable on "
+              f"{n - closer - farther}")
+    if n and reach == n:
+        return f"**holds** on all {n} {where}: every interval reaches {paper_ratio:.1f}x; {counts}"
+    if reach:
+        return f"**holds on {reach} of {n}** {where} (interval reaching {paper_ratio:.1f}x); {counts}"
+    return f"**not reproduced** on any of the {n} {where}: no interval reaches {paper_ratio:.1f}x; {counts}"
+
+
+def verdict_trained_order(order_holds, steps, where):
+    """Table 2's order on each layer of a trained model. ``order_holds``: one bool per layer (every step's
+    interval above zero); ``steps``: {step name: (layers whose interval lies above zero, below zero)}."""
+    n = len(order_holds)
+    held = sum(bool(v) for v in order_holds)
+    text = ("**holds**: " if n and held == n else "**does not hold**: ") + (
+        f"Table 2's order holds on {held} of {n} {where}" if held
+        else f"Table 2's order holds on none of the {n} {where}")
+    missing = [f"{step} on {n - above}" + (f" (reversed on {below})" if below else "")
+               for step, (above, below) in steps.items() if above < n]
+    if missing:
+        text += "; steps whose interval is not above zero: " + ", ".join(missing)
+    return text
+
+
 def verdict_training(top1):
     """The default digits run: does the code path of Tables 1 and 3 learn at all?"""
     if top1 > TRAINS_ABOVE:
@@ -237,6 +277,10 @@ def rules_text():
         f"median call: *faster* above {1 + NETWORK_EQUAL_BAND:.1f}x, *slower* below {1 - NETWORK_EQUAL_BAND:.1f}x, "
         "else *about as fast*; the fastest-call fp32 ratio is set beside the single binary layer's speed-up at the "
         "same thread count.",
+        "- **Table 2 on trained layers**: on the binarized layers, scored on the held-out images, XNOR-Net / Case 1 "
+        "*holds* on a layer when the 95% interval over images of the per-image ratio reaches the paper's factor; "
+        "Case 1 is *closer* (*farther*) when the interval lies above (below) 1; Table 2's order *holds* on a "
+        "layer when every step's interval lies above zero.",
         f"- **Default training run**: *trains* when the final top-1 is above {TRAINS_ABOVE:.0f}% (chance 10%).",
         f"- **Training step**: every method *within* {STEP_LIMIT}x when no binary method's step takes more than "
         f"{STEP_LIMIT} times the real one's.",
