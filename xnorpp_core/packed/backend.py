@@ -14,6 +14,11 @@ Backends (``BACKENDS``):
   VPOPCNTDQ when the CPU has it, portable loops otherwise;
 - ``"cpp_generic"``: the same build, portable loops only (what a CPU without
   AVX-512 VPOPCNTDQ runs);
+- ``"cpp_amx_emulated"``: the int8-tile path of ``cpp`` on software tiles
+  (``csrc/amx_emulation.h``, the hardware's semantics in plain C++), a second
+  build of the same source: exact, and much slower than either real path.
+  For tests on a CPU without AMX (it needs AVX-512, which its epilogues use);
+  only chosen by name, never by ``auto``;
 - ``"numpy"``: the same packed arithmetic in numpy (``np.packbits``, a popcount
   of xor-ed words), single-threaded, for machines without a compiler.
 
@@ -28,12 +33,13 @@ import functools
 import os
 import platform
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BACKENDS", "ENV_VAR", "BackendInfo", "backend_info"]
 
-BACKENDS = ("cpp", "cpp_popcount", "cpp_generic", "numpy")
+BACKENDS = ("cpp", "cpp_popcount", "cpp_generic", "cpp_amx_emulated", "numpy")
 ENV_VAR = "XNORPP_PACKED_BACKEND"
 _SOURCE = Path(__file__).parent / "csrc" / "packed_conv.cpp"
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
@@ -53,10 +59,17 @@ class BackendInfo:
     amx: bool = False
 
     @property
+    def kernel(self):
+        """The compiled module this backend calls (the emulated-tile build for ``cpp_amx_emulated``), or None."""
+        return None if self.name == "numpy" else _compiled(self.name == "cpp_amx_emulated")[0]
+
+    @property
     def path(self):
         """The arithmetic this backend runs, in words."""
         if self.name == "numpy":
             return "XNOR-popcount in numpy"
+        if self.amx and self.name == "cpp_amx_emulated":
+            return "int8 tiles emulated in software, XNOR-popcount (AVX-512 VPOPCNTDQ) where a layer's strides do not fit them"
         if self.amx:
             return "int8 tiles (AMX-INT8), XNOR-popcount (AVX-512 VPOPCNTDQ) where a layer's strides do not fit them"
         return "XNOR-popcount, " + ("AVX-512 VPOPCNTDQ" if self.simd else "portable loops")
@@ -81,14 +94,19 @@ def _build_error(err):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled():
-    """The compiled extension (built on first use, then loaded from the cache), or the build error."""
+def _compiled(emulated=False):
+    """The compiled extension (built on first use, then loaded from the cache), or the build error; with
+    ``emulated``, the build whose int8 tiles are software ones (a module of its own name)."""
     path = os.environ.get("PATH")
     try:
         from torch.utils import cpp_extension
 
         os.environ["PATH"] = _ninja_path()
-        module = cpp_extension.load(name="xnorpp_packed_conv", sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
+        name, flags = "xnorpp_packed_conv", []
+        if emulated:  # the header's checksum as a flag: torch's cache hashes only the listed source and flags
+            header = zlib.crc32((_SOURCE.parent / "amx_emulation.h").read_bytes())
+            name, flags = name + "_amx_emulated", ["-DXNORPP_AMX_EMULATION=1", f"-DXNORPP_AMX_EMULATION_H={header}"]
+        module = cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS + flags,
                                     extra_ldflags=["-fopenmp"], verbose=False)
         return module, ""
     except Exception as err:  # no compiler, no ninja, no headers, build error: all mean "fall back"
@@ -117,7 +135,9 @@ def backend_info(requested=None):
     ``simd`` is the run-time check: the CPU has AVX-512 VPOPCNTDQ (and F, BW,
     DQ, VL), which ``cpp`` and ``cpp_popcount`` then use; ``cpp_generic`` never
     does. ``amx``: the CPU has AMX-INT8 and the operating system grants the
-    tile state, which only ``cpp`` then uses.
+    tile state, which only ``cpp`` then uses. ``cpp_amx_emulated`` runs ``cpp``'s
+    paths with software tiles (its own build), ``amx`` whenever the CPU has the
+    AVX-512 its epilogues use; ``auto`` never takes it.
     """
     if requested in (None, "auto"):
         requested = os.environ.get(ENV_VAR) or "auto"
@@ -125,14 +145,14 @@ def backend_info(requested=None):
         raise ValueError(f"unknown packed backend {requested!r}; choose from {('auto', *BACKENDS)}")
     if requested == "numpy":
         return BackendInfo("numpy", False, "requested")
-    module, error = _compiled()
+    module, error = _compiled(True) if requested == "cpp_amx_emulated" else _compiled()
     if module is not None:
         if requested == "cpp_generic":
             return BackendInfo("cpp_generic", False, "requested")
         if requested == "cpp_popcount":
             return BackendInfo("cpp_popcount", bool(module.simd_available()), "requested")
-        return BackendInfo("cpp", bool(module.simd_available()), "requested" if requested == "cpp" else "compiled",
-                           bool(module.amx_available()))
+        return BackendInfo("cpp" if requested == "auto" else requested, bool(module.simd_available()),
+                           "requested" if requested != "auto" else "compiled", bool(module.amx_available()))
     if requested != "auto":
         raise RuntimeError(f"the packed C++ kernel did not build: {error}")
     _warn_fallback(error)

@@ -449,11 +449,11 @@ class PackedNetwork(nn.Module):
         """Packed input of ``b`` from the float ``x`` through its float thresholds."""
         _, _, s, t = b.source
         if self.amx:
-            return _compiled()[0].pack_signs_i8(x, *b.layer.padding, s, t, b.layer.border)
+            return self.backend.kernel.pack_signs_i8(x, *b.layer.padding, s, t, b.layer.border)
         if self.backend.name == "numpy":
             bit = s[:, None, None] * x > t[:, None, None]
             return pack_numpy(torch.where(bit, 1.0, -1.0), *b.layer.padding)
-        return _compiled()[0].pack_signs(x, *b.layer.padding, s, t, self.backend.simd)
+        return self.backend.kernel.pack_signs(x, *b.layer.padding, s, t, self.backend.simd)
 
     def _conv(self, xb, b, env, n, packed):
         if self.amx:
@@ -477,7 +477,7 @@ class PackedNetwork(nn.Module):
             y = torch.relu(y) if b.relu else y
             y = residual + y if residual is not None else y
         else:
-            k = _compiled()[0]
+            k = self.backend.kernel
             args = (xb, layer._kernel_weights(), layer.channels, o, *layer.kernel_size, *layer.stride, h, w)
             if b.bits is not None:
                 consumer, bound, flip = b.bits
@@ -488,7 +488,7 @@ class PackedNetwork(nn.Module):
     def _conv_amx(self, xb, b, env, n, packed):
         """``_conv`` on the int8 tiles: sign bytes for the next layer (``b.bits`` or ``b.signs_only``) and/or
         the float output; the call's fixed arguments, weights included, are prepared once (``_amx_calls``)."""
-        k = _compiled()[0]
+        k = self.backend.kernel
         if b.bits is not None:
             return k.amx_conv_signs(xb, b.weights, n, *b.amx_call)
         residual = None if b.residual is None else env[b.residual].permute(0, 2, 3, 1)  # NHWC: contiguous
@@ -542,7 +542,7 @@ class PackedNetwork(nn.Module):
                 elif not step.signs_only:
                     env[step.out] = y
             elif isinstance(step, _Pool):
-                env[step.node], signs = _compiled()[0].max_pool_signs(
+                env[step.node], signs = self.backend.kernel.max_pool_signs(
                     env[step.source].contiguous(memory_format=torch.channels_last), *step.call)
                 if step.emit is not None:
                     packed[step.emit[0]] = signs
