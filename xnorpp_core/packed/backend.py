@@ -46,6 +46,7 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 # A portable build: the compiler's default target (with POPCNT on x86-64, as every x86-64 CPU since 2008 has);
 # the AVX-512 functions carry their own target attribute and are chosen at run time (csrc/packed_conv.cpp).
 _CFLAGS = ["-O3", "-fopenmp"] + (["-mpopcnt"] if _X86 else [])
+_LDFLAGS = ["-fopenmp"]  # scripts/sanitize.sh adds the sanitizers to both
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def _compiled(emulated=False):
             header = zlib.crc32((_SOURCE.parent / "amx_emulation.h").read_bytes())
             name, flags = name + "_amx_emulated", ["-DXNORPP_AMX_EMULATION=1", f"-DXNORPP_AMX_EMULATION_H={header}"]
         module = cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS + flags,
-                                    extra_ldflags=["-fopenmp"], verbose=False)
+                                    extra_ldflags=_LDFLAGS, verbose=False)
         return module, ""
     except Exception as err:  # no compiler, no ninja, no headers, build error: all mean "fall back"
         return None, _build_error(err)

@@ -91,7 +91,8 @@ inline void stored(int t, void* base, long stride) {
   for (int r = 0; r < s.rows[t]; ++r) std::memcpy(static_cast<uint8_t*>(base) + r * stride, s.data[t][r], s.colsb[t]);
 }
 
-inline void dpbssd(int c, int a, int b) {
+// XNORPP_AMX_FN (packed_conv.cpp): the AVX-512 its epilogues use, which the compiler takes to vectorise the sums.
+XNORPP_AMX_FN inline void dpbssd(int c, int a, int b) {
   State& s = tile(c, "_tile_dpbssd");
   tile(a, "_tile_dpbssd");
   tile(b, "_tile_dpbssd");
@@ -100,18 +101,20 @@ inline void dpbssd(int c, int a, int b) {
               "_tile_dpbssd: shapes disagree: ", int(s.rows[c]), "x", s.colsb[c], " += ", int(s.rows[a]), "x",
               s.colsb[a], " . ", int(s.rows[b]), "x", s.colsb[b], " (#UD)");
   const int rows = s.rows[c], n_out = s.colsb[c] / 4, depth = s.colsb[a] / 4;
+  int16_t bt[16][4][16] = {};  // b[k][4 n + i] at [k][i][n]: 16 outputs side by side
+  for (int k = 0; k < depth; ++k)
+    for (int n = 0; n < n_out; ++n)
+      for (int i = 0; i < 4; ++i) bt[k][i][n] = static_cast<int8_t>(s.data[b][k][4 * n + i]);
   for (int m = 0; m < rows; ++m) {
     const int8_t* am = reinterpret_cast<const int8_t*>(s.data[a][m]);
-    uint32_t sum[16];
+    uint32_t sum[16];  // int32 sums that wrap, as the hardware's (unsigned: no undefined overflow)
     std::memcpy(sum, s.data[c][m], sizeof(sum));
-    for (int k = 0; k < depth; ++k) {
-      const int8_t* bk = reinterpret_cast<const int8_t*>(s.data[b][k]);
-      for (int n = 0; n < n_out; ++n) {
-        int32_t dot = 0;  // |dot| <= 4 * 128 * 128: no overflow
-        for (int i = 0; i < 4; ++i) dot += int32_t(am[4 * k + i]) * int32_t(bk[4 * n + i]);
-        sum[n] += static_cast<uint32_t>(dot);  // int32 accumulation wraps, as the hardware's
+    for (int k = 0; k < depth; ++k)
+      for (int i = 0; i < 4; ++i) {
+        const int16_t v = am[4 * k + i];
+        for (int n = 0; n < 16; ++n)  // each product is exact in 16 bits: |v b| <= 128 * 128
+          sum[n] += static_cast<uint32_t>(static_cast<int32_t>(static_cast<int16_t>(v * bt[k][i][n])));
       }
-    }
     for (int n = n_out; n < 16; ++n) sum[n] = 0;  // the bytes past colsb are zeroed
     std::memcpy(s.data[c][m], sum, sizeof(sum));
   }
