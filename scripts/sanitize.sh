@@ -6,7 +6,7 @@
 # Extra arguments go to pytest (for example -x, or -k fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || bash scripts/setup.sh
+bash scripts/setup.sh
 cxx=${CXX:-c++}
 export TORCH_EXTENSIONS_DIR=${XNORPP_SANITIZE_CACHE:-${TMPDIR:-/tmp}/xnorpp-sanitize-extensions}
 # python itself is not instrumented: the sanitizer runtimes must be loaded before anything else

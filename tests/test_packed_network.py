@@ -13,7 +13,7 @@ from xnorpp_core.packed.network import (PackedNetwork, _popcount_bounds, count_t
 from xnorpp_core.scales import LearnedScale
 
 
-@pytest.fixture(params=["cpp", "numpy"])
+@pytest.fixture(params=["cpp", "cpp_amx_emulated", "numpy"])  # the emulated int8 tiles: the tile path on every CPU
 def backend(request):
     try:
         return backend_info(request.param).name

@@ -33,7 +33,6 @@ import functools
 import os
 import platform
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,17 +61,18 @@ class BackendInfo:
     @property
     def kernel(self):
         """The compiled module this backend calls (the emulated-tile build for ``cpp_amx_emulated``), or None."""
-        return None if self.name == "numpy" else _compiled(self.name == "cpp_amx_emulated")[0]
+        if self.name == "numpy":
+            return None
+        return (_compiled(True) if self.name == "cpp_amx_emulated" else _compiled())[0]
 
     @property
     def path(self):
         """The arithmetic this backend runs, in words."""
         if self.name == "numpy":
             return "XNOR-popcount in numpy"
-        if self.amx and self.name == "cpp_amx_emulated":
-            return "int8 tiles emulated in software, XNOR-popcount (AVX-512 VPOPCNTDQ) where a layer's strides do not fit them"
         if self.amx:
-            return "int8 tiles (AMX-INT8), XNOR-popcount (AVX-512 VPOPCNTDQ) where a layer's strides do not fit them"
+            tiles = "int8 tiles emulated in software" if self.name == "cpp_amx_emulated" else "int8 tiles (AMX-INT8)"
+            return tiles + ", XNOR-popcount (AVX-512 VPOPCNTDQ) where a layer's strides do not fit them"
         return "XNOR-popcount, " + ("AVX-512 VPOPCNTDQ" if self.simd else "portable loops")
 
 
@@ -103,12 +103,10 @@ def _compiled(emulated=False):
         from torch.utils import cpp_extension
 
         os.environ["PATH"] = _ninja_path()
-        name, flags = "xnorpp_packed_conv", []
-        if emulated:  # the header's checksum as a flag: torch's cache hashes only the listed source and flags
-            header = zlib.crc32((_SOURCE.parent / "amx_emulation.h").read_bytes())
-            name, flags = name + "_amx_emulated", ["-DXNORPP_AMX_EMULATION=1", f"-DXNORPP_AMX_EMULATION_H={header}"]
+        name, flags = ("xnorpp_packed_conv_amx_emulated", ["-DXNORPP_AMX_EMULATION=1"]) if emulated else (
+            "xnorpp_packed_conv", [])
         module = cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS + flags,
-                                    extra_ldflags=_LDFLAGS, verbose=False)
+                                    extra_ldflags=list(_LDFLAGS), verbose=False)  # torch extends the list
         return module, ""
     except Exception as err:  # no compiler, no ninja, no headers, build error: all mean "fall back"
         return None, _build_error(err)
