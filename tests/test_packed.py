@@ -5,6 +5,7 @@ machine: torch's extension cache). Where no compiler is present they are
 skipped, and the numpy fallback carries the same tests.
 """
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -157,6 +158,41 @@ def test_counts_on_more_channels_than_one_tile(backend):
     x = torch.randn(3, 200, 5, 3, generator=torch.Generator().manual_seed(4))
     expected = binary_conv2d(x, layer.weight, 1, 1)
     torch.testing.assert_close(PackedBinaryConv2d.from_binary_conv(layer, backend)(x), expected, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- a fuzz of shapes
+
+FUZZ_CHANNELS = (1, 63, 64, 65, 127, 128, 129)  # around the 64-channel words and blocks
+
+
+def _fuzz_cases(draws):
+    """``draws`` random layers for each of pad mode x stride x batch x channel count: (c, o, k, stride, padding,
+    (h, w), batch, method, pad_mode); the input is down to 1x1 (the smallest the kernel and padding allow)."""
+    rng = np.random.default_rng(12)
+    cases = []
+    for _, pad_mode, stride, batch, c in itertools.product(range(draws), ("zero", "minus_one"), (1, 2), (1, 3),
+                                                            FUZZ_CHANNELS):
+        k = int(rng.choice([1, 2, 3, 5]))
+        padding = int(rng.integers(0, k // 2 + 1))
+        low = max(1, k - 2 * padding)
+        h, w = (int(v) for v in rng.choice([low, low, low + 1, low + 4, 9], size=2))
+        cases.append((c, int(rng.choice([1, 31, 32, 33, 64, 65])), k, stride, padding, (h, w), batch,
+                      str(rng.choice(packed.SUPPORTED_METHODS)), pad_mode))
+    return cases
+
+
+def test_a_fuzz_of_shapes_equals_the_fused_layer(backend):
+    # more draws under the sanitizers (scripts/sanitize.sh sets XNORPP_FUZZ_DRAWS)
+    cases = _fuzz_cases(int(os.environ.get("XNORPP_FUZZ_DRAWS", "1")))
+    assert {1} <= {min(case[5]) for case in cases} and {1, 2} == {case[3] for case in cases}
+    for i, (c, o, k, stride, padding, size, batch, method, pad_mode) in enumerate(cases):
+        layer = _layer(c, o, k, stride, padding, method, pad_mode, input_size=size, seed=i)
+        x = torch.randn(batch, c, *size, generator=torch.Generator().manual_seed(i))
+        x[x.abs() < 0.1] = 0.0  # sign(0) = -1 on both sides
+        with torch.no_grad():
+            expected = layer.fuse()(x)
+        got = PackedBinaryConv2d.from_binary_conv(layer, backend)(x)
+        assert torch.equal(got, expected), (c, o, k, stride, padding, size, batch, method, pad_mode)
 
 
 # ---------------------------------------------------------------- times the fused Gamma

@@ -13,7 +13,7 @@ from xnorpp_core.packed.network import (PackedNetwork, _popcount_bounds, count_t
 from xnorpp_core.scales import LearnedScale
 
 
-@pytest.fixture(params=packed.BACKENDS)
+@pytest.fixture(params=packed.BACKENDS)  # the emulated int8 tiles too: the tile path on every CPU
 def backend(request):
     try:
         return backend_info(request.param).name

@@ -17,6 +17,11 @@ Backends (``BACKENDS``):
   VPOPCNTDQ when the CPU has it, portable loops otherwise;
 - ``"cpp_generic"``: the same build, portable loops only (what a CPU without
   AVX-512 VPOPCNTDQ runs);
+- ``"cpp_amx_emulated"``: the int8-tile path of ``cpp`` on software tiles
+  (``csrc/amx_emulation.h``, the hardware's semantics in plain C++), a second
+  build of the same source: exact, and much slower than either real path.
+  For tests on a CPU without AMX (it needs AVX-512, which its epilogues use);
+  only chosen by name, never by ``auto``;
 - ``"numpy"``: the same packed arithmetic in numpy (``np.packbits``, a popcount
   of xor-ed words), single-threaded, for machines without a compiler.
 
@@ -39,13 +44,14 @@ from pathlib import Path
 
 __all__ = ["BACKENDS", "ENV_VAR", "BackendInfo", "backend_info", "build_directory"]
 
-BACKENDS = ("cpp", "cpp_popcount", "cpp_generic", "numpy")
+BACKENDS = ("cpp", "cpp_popcount", "cpp_generic", "cpp_amx_emulated", "numpy")
 ENV_VAR = "XNORPP_PACKED_BACKEND"
 _SOURCE = Path(__file__).parent / "csrc" / "packed_conv.cpp"
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 # A portable build: the compiler's default target (with POPCNT on x86-64, as every x86-64 CPU since 2008 has);
 # the AVX-512 functions carry their own target attribute and are chosen at run time (csrc/packed_conv.cpp).
 _CFLAGS = ["-O3", "-fopenmp"] + (["-mpopcnt"] if _X86 else [])
+_LDFLAGS = ["-fopenmp"]  # scripts/sanitize.sh adds the sanitizers to both
 
 
 @dataclass(frozen=True)
@@ -59,12 +65,20 @@ class BackendInfo:
     amx: bool = False
 
     @property
+    def kernel(self):
+        """The compiled module this backend calls (the emulated-tile build for ``cpp_amx_emulated``), or None."""
+        if self.name == "numpy":
+            return None
+        return (_compiled(True) if self.name == "cpp_amx_emulated" else _compiled())[0]
+
+    @property
     def path(self):
         """The arithmetic this backend runs, in words."""
         if self.name == "numpy":
             return "XNOR-popcount in numpy"
         if self.amx:
-            return "int8 tiles (AMX-INT8), XNOR-popcount (AVX-512 VPOPCNTDQ) where a layer's strides do not fit them"
+            tiles = "int8 tiles emulated in software" if self.name == "cpp_amx_emulated" else "int8 tiles (AMX-INT8)"
+            return tiles + ", XNOR-popcount (AVX-512 VPOPCNTDQ) where a layer's strides do not fit them"
         return "XNOR-popcount, " + ("AVX-512 VPOPCNTDQ" if self.simd else "portable loops")
 
 
@@ -97,21 +111,23 @@ def _cpp_extension():
     return cpp_extension
 
 
-def build_directory():
+def build_directory(emulated=False):
     """Where the kernel is built: ``$TORCH_EXTENSIONS_DIR`` (else torch's default extension root) /
-    ``xnorpp_packed_conv-KEY``, KEY a digest of this package's folder, the Python prefix and the torch and
-    Python versions, so that each install has its own build and none evicts another's."""
+    ``xnorpp_packed_conv-KEY`` (``-amx-emulated`` after it for the build with software tiles), KEY a digest of
+    this package's folder, the Python prefix and the torch and Python versions, so that each install has its own
+    build and none evicts another's."""
     import torch
 
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or _cpp_extension().get_default_build_root()
     install = f"{Path(__file__).resolve().parent}|{sys.prefix}|{torch.__version__}|{sys.version}"
-    return Path(root) / f"xnorpp_packed_conv-{hashlib.sha256(install.encode()).hexdigest()[:12]}"
+    key = hashlib.sha256(install.encode()).hexdigest()[:12]
+    return Path(root) / (f"xnorpp_packed_conv-{key}" + ("-amx-emulated" if emulated else ""))
 
 
-def _built(folder):
-    """Whether ``folder`` holds a build of the current source (then loading it takes a second, not 40 s)."""
-    source_time = _SOURCE.stat().st_mtime
-    return any(p.stat().st_mtime >= source_time for p in folder.glob("xnorpp_packed_conv*.so"))
+def _built(folder, name):
+    """Whether ``folder`` holds a build ``name`` of the current sources (then loading it takes a second, not 40 s)."""
+    source_time = max(p.stat().st_mtime for p in _SOURCE.parent.iterdir())
+    return any(p.stat().st_mtime >= source_time for p in folder.glob(f"{name}*.so"))
 
 
 def _build_error(err):
@@ -122,18 +138,22 @@ def _build_error(err):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled():
-    """The compiled extension (built on first use, then loaded from the cache), or the build error."""
+def _compiled(emulated=False):
+    """The compiled extension (built on first use, then loaded from the cache), or the build error; with
+    ``emulated``, the build whose int8 tiles are software ones (a module of its own name)."""
     path = os.environ.get("PATH")
     try:
-        cpp_extension, folder = _cpp_extension(), build_directory()
-        if not _built(folder):
+        name, flags = ("xnorpp_packed_conv_amx_emulated", ["-DXNORPP_AMX_EMULATION=1"]) if emulated else (
+            "xnorpp_packed_conv", [])
+        cpp_extension, folder = _cpp_extension(), build_directory(emulated)
+        if not _built(folder, name):
             print(f"building the packed C++ kernel (about 40 s, once per install) in {folder}", file=sys.stderr,
                   flush=True)
         folder.mkdir(parents=True, exist_ok=True)
         os.environ["PATH"] = _ninja_path()
-        module = cpp_extension.load(name="xnorpp_packed_conv", sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
-                                    extra_ldflags=["-fopenmp"], build_directory=str(folder), verbose=False)
+        module = cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS + flags,
+                                    extra_ldflags=list(_LDFLAGS), build_directory=str(folder),
+                                    verbose=False)  # torch extends the list of link flags
         return module, ""
     except Exception as err:  # no compiler, no ninja, no headers, build error: all mean "fall back"
         return None, _build_error(err)
@@ -161,7 +181,9 @@ def backend_info(requested=None):
     ``simd`` is the run-time check: the CPU has AVX-512 VPOPCNTDQ (and F, BW,
     DQ, VL), which ``cpp`` and ``cpp_popcount`` then use; ``cpp_generic`` never
     does. ``amx``: the CPU has AMX-INT8 and the operating system grants the
-    tile state, which only ``cpp`` then uses.
+    tile state, which only ``cpp`` then uses. ``cpp_amx_emulated`` runs ``cpp``'s
+    paths with software tiles (its own build), ``amx`` whenever the CPU has the
+    AVX-512 its epilogues use; ``auto`` never takes it.
     """
     if requested in (None, "auto"):
         requested = os.environ.get(ENV_VAR) or "auto"
@@ -169,14 +191,14 @@ def backend_info(requested=None):
         raise ValueError(f"unknown packed backend {requested!r}; choose from {('auto', *BACKENDS)}")
     if requested == "numpy":
         return BackendInfo("numpy", False, "requested")
-    module, error = _compiled()
+    module, error = _compiled(True) if requested == "cpp_amx_emulated" else _compiled()
     if module is not None:
         if requested == "cpp_generic":
             return BackendInfo("cpp_generic", False, "requested")
         if requested == "cpp_popcount":
             return BackendInfo("cpp_popcount", bool(module.simd_available()), "requested")
-        return BackendInfo("cpp", bool(module.simd_available()), "requested" if requested == "cpp" else "compiled",
-                           bool(module.amx_available()))
+        return BackendInfo("cpp" if requested == "auto" else requested, bool(module.simd_available()),
+                           "requested" if requested != "auto" else "compiled", bool(module.amx_available()))
     if requested != "auto":
         raise RuntimeError(f"the packed C++ kernel did not build: {error}")
     _warn_fallback(error)

@@ -70,7 +70,7 @@ def pack_signs(x, padding=0, backend=None):
     x, info = x.detach(), backend_info(backend)
     if info.name == "numpy":
         return pack_numpy(x, ph, pw)
-    return _compiled()[0].pack_signs(x, ph, pw, None, None, info.simd)
+    return info.kernel.pack_signs(x, ph, pw, None, None, info.simd)
 
 
 def pack_weight(weight, backend=None):
@@ -285,7 +285,7 @@ class PackedBinaryConv2d(nn.Module):
         """The packed form of ``sign(x)`` ``(N, c, H, W)`` with this layer's padding: ``pack_signs``'s words,
         or sign bytes ``(N Hp Wp + tail, cp)`` int8 for the AMX int8 tiles."""
         if self.amx:
-            return _compiled()[0].pack_signs_i8(x.detach(), *self.padding, None, None, self.border)
+            return self.backend.kernel.pack_signs_i8(x.detach(), *self.padding, None, None, self.border)
         return pack_signs(x, self.padding, self.backend.name)
 
     def gamma_operands(self):
@@ -304,7 +304,7 @@ class PackedBinaryConv2d(nn.Module):
         """The convolution of an already packed input ``xb`` (``pack_input``)."""
         h_out, w_out = self.out_size(input_size)
         if self.amx:  # the border holds the padding: no correction
-            k, (h, w), (ph, pw) = _compiled()[0], input_size, self.padding
+            k, (h, w), (ph, pw) = self.backend.kernel, input_size, self.padding
             hp, wp = h + 2 * ph, w + 2 * pw
             y = k.amx_conv(xb, self._kernel_weights(), (xb.shape[0] - k.amx_tail_rows) // (hp * wp), hp, wp,
                            self.channels, self.out_channels, *self.kernel_size, *self.stride, h_out, w_out,
@@ -313,10 +313,10 @@ class PackedBinaryConv2d(nn.Module):
             corr = self._correction(tuple(input_size))
             y = conv_numpy(xb, self.weight_bits, self.channels, self.stride, (h_out, w_out), corr, self.gamma)
         else:
-            y = _compiled()[0].packed_conv(xb, self._kernel_weights(), self.channels, self.out_channels,
-                                           *self.kernel_size, *self.stride, h_out, w_out,
-                                           *self.correction_table(input_size), *self.gamma_operands(), False, None,
-                                           None, None, 0, 0, True, self.backend.simd)[0]  # (N, P, o)
+            y = self.backend.kernel.packed_conv(xb, self._kernel_weights(), self.channels, self.out_channels,
+                                                *self.kernel_size, *self.stride, h_out, w_out,
+                                                *self.correction_table(input_size), *self.gamma_operands(), False, None,
+                                                None, None, 0, 0, True, self.backend.simd)[0]  # (N, P, o)
         y = y.view(y.shape[0], h_out, w_out, self.out_channels).permute(0, 3, 1, 2)  # (N, o, h_out, w_out)
         if self.bias is not None:
             y = y + self.bias[:, None, None]

@@ -56,7 +56,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..layers import BinaryConv2d
 from ..models import fuse_model
-from .backend import _compiled, backend_info
+from .backend import backend_info
 from .int8 import Int8Layers, quantize_real_layers
 from .layer import PackedBinaryConv2d, _gamma_factors, amx_capable
 from .numpy_kernels import conv_numpy, pack_numpy
@@ -451,10 +451,10 @@ class PackedNetwork(nn.Module):
         for pool in pools.values():
             consumer, s, t = pool.emit or (None, None, None)
             if consumer is not None and not self.amx:  # sign bits
-                pool.run, pool.call = _compiled()[0].max_pool_bits, (*pool.args, pool.relu, s, t,
-                                                                     *consumer.layer.padding, self.backend.simd)
+                pool.run = self.backend.kernel.max_pool_bits
+                pool.call = (*pool.args, pool.relu, s, t, *consumer.layer.padding, self.backend.simd)
             else:  # sign bytes (int8 tiles), or no signs
-                pool.run = _compiled()[0].max_pool_signs
+                pool.run = self.backend.kernel.max_pool_signs
                 pool.call = (*pool.args, pool.relu, s, t, *(consumer.layer.padding if consumer else (0, 0)),
                              consumer.layer.border if consumer else -1)
         # identity modules: their output is their input
@@ -463,7 +463,7 @@ class PackedNetwork(nn.Module):
     def _o_pad(self, o):
         if self.backend.name == "numpy":
             return -(-o // 32) * 32
-        tile = _compiled()[0].tile_out_channels
+        tile = self.backend.kernel.tile_out_channels
         return -(-o // tile) * tile
 
     # ---------------------------------------------------------------- running
@@ -472,11 +472,11 @@ class PackedNetwork(nn.Module):
         """Packed input of ``b`` from the float ``x`` through its float thresholds."""
         _, _, s, t = b.source
         if self.amx:
-            return _compiled()[0].pack_signs_i8(x, *b.layer.padding, s, t, b.layer.border)
+            return self.backend.kernel.pack_signs_i8(x, *b.layer.padding, s, t, b.layer.border)
         if self.backend.name == "numpy":
             bit = s[:, None, None] * x > t[:, None, None]
             return pack_numpy(torch.where(bit, 1.0, -1.0), *b.layer.padding)
-        return _compiled()[0].pack_signs(x, *b.layer.padding, s, t, self.backend.simd)
+        return self.backend.kernel.pack_signs(x, *b.layer.padding, s, t, self.backend.simd)
 
     def _conv(self, xb, b, env, n, packed):
         """The binary layer ``b`` on its packed input ``xb``: its packed output bits for the next layer
@@ -484,7 +484,7 @@ class PackedNetwork(nn.Module):
         layer (``b.emit``) go to ``packed``."""
         if self.backend.name == "numpy":
             return self._conv_numpy(xb, b, env, n)
-        k = _compiled()[0]
+        k = self.backend.kernel
         operands = (xb, b.weights, n) if self.amx else (xb, b.weights)  # the int8 tiles take the batch size
         if b.bits is not None:
             return (k.amx_conv_signs if self.amx else k.packed_conv_bits)(*operands, *b.call)

@@ -58,6 +58,10 @@
 // last image's tiles read up to TAIL rows past it, which are checked.
 // Multi-threaded with at::parallel_for (torch.set_num_threads applies).
 //
+// Built with -DXNORPP_AMX_EMULATION=1 (the backend "cpp_amx_emulated"), the tile instructions are
+// amx_emulation.h's software ones, with the hardware's semantics: the same int8-tile code runs, slowly,
+// on any CPU with AVX-512 (its epilogues), and amx_available() says so; the tests run it everywhere.
+//
 // Portability: the file is built for the compiler's default target (plus POPCNT
 // on x86-64, chosen by the Python side). The AVX-512 VPOPCNTDQ functions carry
 // their own target attribute and run only when simd = true and the CPU reports
@@ -75,16 +79,27 @@
 #include <limits>
 #include <vector>
 
+#ifndef XNORPP_AMX_EMULATION
+#define XNORPP_AMX_EMULATION 0
+#endif
+
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #define XNORPP_AVX512 1
 #define XNORPP_AVX512_FN __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vpopcntdq")))
+#if XNORPP_AMX_EMULATION  // software tiles (amx_emulation.h): no AMX instruction is emitted
+#define XNORPP_AMX_FN __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+#else
 #define XNORPP_AMX_FN __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512dq,avx512vl")))
+#endif
 #else
 #define XNORPP_AVX512 0
 #endif
 
-#if XNORPP_AVX512 && defined(__linux__)
+#if XNORPP_AVX512 && XNORPP_AMX_EMULATION
+#include "amx_emulation.h"
+#define XNORPP_AMX 1
+#elif XNORPP_AVX512 && defined(__linux__)
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -120,7 +135,9 @@ bool simd_available() {
 }
 
 bool cpu_has_amx() {
-#if XNORPP_AMX
+#if XNORPP_AMX && XNORPP_AMX_EMULATION
+  return simd_available();  // software tiles on any CPU; the epilogues around them are AVX-512
+#elif XNORPP_AMX
   unsigned a, b, c, d;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   if (!((d >> 24) & 1) || !((d >> 25) & 1) || !simd_available()) return false;  // AMX-TILE, AMX-INT8; AVX-512 epilogue
@@ -1196,5 +1213,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("max_pool_bits", &max_pool_bits, "max pooling (of relu(x)) in one pass, with the next layer's sign bits");
   m.attr("amx_tail_rows") = TAIL;
   m.attr("simd_compiled") = static_cast<bool>(XNORPP_AVX512);
+  m.attr("amx_emulated") = static_cast<bool>(XNORPP_AMX && XNORPP_AMX_EMULATION);
   m.attr("tile_out_channels") = OB;
 }
