@@ -40,6 +40,7 @@ def test_wheel_holds_the_library_and_its_cpp_only(wheel):
     library = {n for n in tracked if n.endswith((".py", ".cpp"))}
     assert library <= set(names), sorted(library - set(names))
     assert "xnorpp_core/packed/csrc/packed_conv.cpp" in names
+    assert "xnorpp_core/packed/csrc/amx_emulation.h" in names
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"xnorpp_core"}, top  # no generic top-level package such as studies or tests
 
