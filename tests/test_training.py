@@ -267,7 +267,7 @@ def test_checkpoint_from_another_configuration_is_refused(tmp_path, capsys):
           "another configuration (arch: 'resnet18' there, 'alexnet' here", out)
     fails(capsys, [*TINY, "--epochs", "2"], "pass --resume to continue it", out)
     (out / "checkpoint.pt").write_bytes(b"garbage")
-    fails(capsys, [*TINY, "--epochs", "2", "--resume"], "cannot read checkpoint", out)
+    fails(capsys, [*TINY, "--epochs", "2", "--resume"], "checkpoint.pt is not a PyTorch file", out)
     before["checkpoint.pt"] = b"garbage"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing was touched
 
