@@ -417,7 +417,7 @@ def test_checkpoint_of_the_torchvision_alexnet_is_refused(tmp_path, capsys):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     del ckpt["identity"]["alexnet_widths"]  # as written before the field existed
     torch.save(ckpt, out / "checkpoint.pt")
-    fails(capsys, [*alexnet, "--epochs", "2", "--resume"], "alexnet_widths: None there, 'paper' here", out)
+    fails(capsys, [*alexnet, "--epochs", "2", "--resume"], "--alexnet-widths: None there, 'paper' here", out)
 
 
 # --- the recipe as applied, read back from a real run ------------------------------------------------
