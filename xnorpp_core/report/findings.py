@@ -217,7 +217,8 @@ def read_kernel(results):
     net = Path(results) / "inference"
     if (net / "speedup.csv").exists():
         single = dict(zip(layer["threads"].astype(int), layer["speedup"].astype(float)))
-        out.append(_read_network(net, single.get(NETWORK_SETTING["threads"])))
+        same_cpu = set(layer["cpu"]) == set(pd.read_csv(net / "speedup.csv")["cpu"]) if "cpu" in layer else False
+        out.append(_read_network(net, single.get(NETWORK_SETTING["threads"]) if same_cpu else None))  # one CPU only
     return out
 
 

@@ -276,7 +276,7 @@ def rules_text():
         "speed-up over the packed networks against the fastest form of each precision (fp32, bf16, int8), by the "
         f"median call: *faster* above {1 + NETWORK_EQUAL_BAND:.1f}x, *slower* below {1 - NETWORK_EQUAL_BAND:.1f}x, "
         "else *about as fast*; the fastest-call fp32 ratio is set beside the single binary layer's speed-up at the "
-        "same thread count.",
+        "same thread count, when both ran on the same CPU.",
         "- **Table 2 on trained layers**: on the binarized layers, scored on the held-out images, XNOR-Net / Case 1 "
         "*holds* on a layer when the 95% interval over images of the per-image ratio reaches the paper's factor; "
         "Case 1 is *closer* (*farther*) when the interval lies above (below) 1; Table 2's order *holds* on a "
