@@ -19,23 +19,25 @@ order of layers) with these rewrites:
    emulation's ``sign`` wherever torch computes each element the same way
    (its vectorised kernels do). Negative Gamma or BN weight turns
    ``>=`` into ``<=``; ``sign(0) = -1`` is kept (``f(count) = 0`` gives bit 0).
-   On the int8 tiles a Gamma per element is instead applied in the kernel,
-   whose float ``count . Gamma`` is then compared with the per-channel float
-   threshold of item 2 (``signs_only``): no threshold per element to read.
+   A Gamma per element (and, on bits, a border correction) is instead applied
+   in the kernel, whose float ``count . Gamma`` is then compared with the
+   per-channel float threshold of item 2 (``signs_only``): no threshold per
+   element to read.
 2. **Float thresholds.** A float activation ``x`` read through such layers
    (a block's input, through its BN) is packed as ``bit = s x > t`` with
    ``s = +-1`` and a float ``t`` per channel, found by bisection over the
    float32 numbers: one pass, no BN output.
-   On the int8 tiles the layer producing ``x`` packs it in its own output
-   loop (``emit``), and so does a ``ReLU -> MaxPool2d`` run as one pass
-   (``_Pool``, the stem's).
+   With a compiled kernel the layer producing ``x`` packs it in its own
+   output loop (``emit``), and so does a ``ReLU -> MaxPool2d`` run as one
+   pass (``_Pool``, the stem's).
 3. **Fused epilogues.** A binary layer whose float output goes to a ``ReLU``
-   and then to a residual addition does both in the kernel's output loop; on
-   the int8 tiles with the Gamma of Cases 3-4 recomputed from its factors.
+   and then to a residual addition does both in the kernel's output loop, with
+   the Gamma of Cases 3-4 recomputed from its factors.
 
 Real layers (stem, shortcuts, classifier) run as torch modules, channels-last,
 with every real convolution's following BN folded into its weights and strided
-1x1 convolutions run on the pixels they read (``fused_emulation``).
+1x1 convolutions run on the pixels they read (``fused_emulation``); with
+``real_layers="int8"`` they run in int8 (``int8``).
 ``fused_emulation(model)`` is also the reference: the
 float-emulated network with the same foldings, whose logits the packed network
 reproduces (``torch.equal``) when no threshold decision differs from torch's
