@@ -226,8 +226,18 @@ class PackedBinaryConv2d(nn.Module):
 
     def _correction(self, input_size):
         """``corr`` ``(h_out w_out, o)`` int32 for pad_mode "zero" (module docstring), per input size."""
+        return self._corrections(tuple(input_size))[0]
+
+    def correction_table(self, input_size):
+        """``corr`` for the compiled kernel: ``(table (R, C, o), rows (h_out,), cols (w_out,))`` int32 with
+        ``corr[y w_out + x] = table[rows[y], cols[x]]``, one table row (column) per set of window rows (columns)
+        that fall in the border; ``(None, None, None)`` when there is no correction."""
+        return self._corrections(tuple(input_size))[1]
+
+    def _corrections(self, input_size):
+        """``(corr, correction table)`` for ``input_size``, computed once per weights and input size."""
         if self.pad_mode != "zero" or self.padding == (0, 0):
-            return None
+            return None, (None, None, None)
         key = (self._cache_key(), input_size)
         if key not in self._corr:
             (h, w), (ph, pw) = input_size, self.padding
@@ -235,17 +245,13 @@ class PackedBinaryConv2d(nn.Module):
             border[..., ph:ph + h, pw:pw + w] = 0
             s = _sign_sums(self.weight_bits, self.channels).to(torch.float64)[:, None]  # (o, 1, kh, kw)
             corr = F.conv2d(border, s, stride=self.stride)[0]  # (o, h_out, w_out), exact integers
+            corr = corr.flatten(1).t().round().to(torch.int32).contiguous()
             self._corr = {k: v for k, v in self._corr.items() if k[0] == key[0]}  # drop the old weights' entries
-            self._corr[key] = corr.flatten(1).t().round().to(torch.int32).contiguous()
+            self._corr[key] = corr, self._table(corr, input_size)
         return self._corr[key]
 
-    def correction_table(self, input_size):
-        """``corr`` for the compiled kernel: ``(table (R, C, o), rows (h_out,), cols (w_out,))`` int32 with
-        ``corr[y w_out + x] = table[rows[y], cols[x]]``, one table row (column) per set of window rows (columns)
-        that fall in the border; ``(None, None, None)`` when there is no correction."""
-        corr = self._correction(tuple(input_size))
-        if corr is None:
-            return None, None, None
+    def _table(self, corr, input_size):
+        """The correction table of ``correction_table`` from the dense ``corr``."""
         (h, w), (ph, pw) = input_size, self.padding
         (h_out, w_out), (kh, kw), (sh, sw) = self.out_size(input_size), self.kernel_size, self.stride
 
