@@ -48,7 +48,7 @@ def _engine(name):
 
 
 class Int8Layers(nn.Module):
-    """A real convolution or linear layer (with a following ReLU and max pooling) in int8: float32 in, float32 out.
+    """A real convolution (with a following ReLU and max pooling) or linear layer in int8: float32 in, float32 out.
 
     ``step`` (a convolution's stride, when it is run on the pixels it reads) subsamples the input first.
     """
@@ -71,16 +71,13 @@ class Int8Layers(nn.Module):
         q.set_weight_bias(weight, bias)
         q.scale, q.zero_point = float(out_qparams[0]), int(out_qparams[1])
         self.layer, self.pool, self.step = q, pool, step
-        self.relu = relu and isinstance(layer, nn.Linear)  # a convolution's ReLU is fused into it
         self.in_scale, self.in_zero_point = float(in_qparams[0]), int(in_qparams[1])
 
     def forward(self, x):
         if self.step is not None:
             x = x[:, :, ::self.step[0], ::self.step[1]]
         q = torch.quantize_per_tensor(x, self.in_scale, self.in_zero_point, torch.quint8)
-        q = self.layer(q)
-        if self.relu:
-            q = torch.relu(q)
+        q = self.layer(q)  # a convolution's ReLU is fused into it
         if self.pool is not None:
             q = self.pool(q)
         return q.dequantize()
