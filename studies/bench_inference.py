@@ -68,8 +68,7 @@ from studies._cli import (add_config_flags, add_out_flag, check_out, config_from
 from xnorpp_core import baselines  # noqa: E402
 from xnorpp_core.models import ARCHS, build_model, fuse_model  # noqa: E402
 from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, backend_info  # noqa: E402
-from xnorpp_core.packed import network  # noqa: E402
-from xnorpp_core.packed.network import CATEGORIES, PackedNetwork, fused_emulation  # noqa: E402
+from xnorpp_core.packed.network import CATEGORIES, REAL_LAYERS, PackedNetwork, fused_emulation  # noqa: E402
 from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, environment, save_figure, write_csv,  # noqa: E402
                                     write_json)
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
@@ -78,7 +77,6 @@ from xnorpp_core.scales import LearnedScale  # noqa: E402
 PROG = "python -m studies.bench_inference"
 INPUT_SIZE = {"resnet18": 224, "alexnet": 227}
 CALIBRATION_INPUTS = 4  # random inputs that calibrate each int8 form
-REAL_LAYERS = getattr(network, "REAL_LAYERS", ("float",))  # the packed network's options for its real layers
 
 
 def packed_name(method, real_layers):
@@ -86,17 +84,10 @@ def packed_name(method, real_layers):
     return f"packed_{method}" + ("" if real_layers == "float" else f"_{real_layers}real")
 
 
-def packed_network(model, backend, real_layers="float", calibration=None):
-    """``PackedNetwork`` with the given real-layer option (and its calibration inputs, for int8; the keywords
-    only where they are not the default)."""
-    kwargs = {} if real_layers == "float" else {"real_layers": real_layers, "calibration": calibration}
-    return PackedNetwork(model, backend, **kwargs)
-
-
 def emulation_of(net, model):
     """The fused float emulation that the packed network ``net`` (of ``model``) must equal: an independent one
     for float real layers; for int8 real layers its own ``reference``, which holds the same quantized modules."""
-    return fused_emulation(model) if getattr(net, "real_layers", "float") == "float" else net.reference
+    return fused_emulation(model) if net.real_layers == "float" else net.reference
 
 
 @dataclass(frozen=True)
@@ -180,7 +171,7 @@ def bench(cfg, info, progress):
         models[f"emulated_{m}"] = fuse_model(copy.deepcopy(model))
         for r in cfg.real_layers:
             packed[packed_name(m, r)] = (m, r)
-            models[packed_name(m, r)] = packed_network(model, info.name, r)
+            models[packed_name(m, r)] = PackedNetwork(model, info.name, real_layers=r)
     timing, breakdown = [], []
     previous = torch.get_num_threads()
     try:
@@ -242,7 +233,7 @@ def exactness(cfg, info, binary, progress):
     for m, model in binary.items():
         for r in cfg.real_layers:
             g = torch.Generator().manual_seed(cfg.seed + 1)
-            net = packed_network(model, info.name, r)
+            net = PackedNetwork(model, info.name, real_layers=r)
             ref = emulation_of(net, model)
             equal = agree = 0
             with torch.inference_mode():

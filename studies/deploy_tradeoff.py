@@ -40,11 +40,12 @@ import pandas as pd
 import torch
 
 from studies._cli import add_config_flags, add_out_flag, check_out, config_from_args, fail, make_parser, opt
-from studies.bench_inference import REAL_LAYERS, emulation_of, packed_name, packed_network, trained_like
+from studies.bench_inference import REAL_LAYERS, emulation_of, packed_name, trained_like
 from studies.export import load_checkpoint
 from xnorpp_core import baselines
 from xnorpp_core.models import build_model
 from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, backend_info
+from xnorpp_core.packed.network import PackedNetwork
 from xnorpp_core.provenance import atomic_write, cpu_markdown_table, environment, write_csv, write_json
 from xnorpp_core.report.machine import cpu_label
 from xnorpp_core.training import DataError, TrainConfig, TrainingError, train
@@ -162,7 +163,7 @@ def _forms(real, binary, info, calibration):
     forms["emulated"] = fused_emulation(binary)
     references = {}
     for r in REAL_LAYERS:
-        forms[_packed(r)] = packed_network(binary, info.name, r, torch.cat(calibration))
+        forms[_packed(r)] = PackedNetwork(binary, info.name, real_layers=r, calibration=torch.cat(calibration))
         references[_packed(r)] = emulation_of(forms[_packed(r)], binary)
     return forms, references, unavailable
 
