@@ -296,3 +296,12 @@ def test_results_readme_records_go_stale_when_a_run_changes(copy, capsys):
     rows = generated.read_records(copy / "results")
     assert ("speedup/", "run.json", "`python -m studies.speedup`") == rows[[r[0] for r in rows].index("speedup/")][:3]
     assert any(r[0] == "tables/" and r[1] == "none" for r in rows)
+
+
+def test_network_is_set_beside_the_single_layer_only_on_the_same_cpu(tmp_path):
+    _speedup_csv(tmp_path / "inference", [("cpu A", "case1", "float", 1, 1, "XNOR-popcount", 6.0, 7.0, 3.0, 3.1,
+                                           2.5, 2.6)])
+    layer = pd.DataFrame({"cpu": ["cpu A"], "threads": [1], "speedup": [10.0]})
+    assert "less than the single binary layer's 10.0x" in findings._read_network(tmp_path / "inference", layer).verdict
+    other = layer.assign(cpu="cpu B")
+    assert "single binary layer" not in findings._read_network(tmp_path / "inference", other).verdict

@@ -216,9 +216,7 @@ def read_kernel(results):
         out.append(_model_size(Path(results), command))
     net = Path(results) / "inference"
     if (net / "speedup.csv").exists():
-        single = dict(zip(layer["threads"].astype(int), layer["speedup"].astype(float)))
-        same_cpu = set(layer["cpu"]) == set(pd.read_csv(net / "speedup.csv")["cpu"]) if "cpu" in layer else False
-        out.append(_read_network(net, single.get(NETWORK_SETTING["threads"]) if same_cpu else None))  # one CPU only
+        out.append(_read_network(net, layer))
     return out
 
 
@@ -253,8 +251,13 @@ def _model_size(results, command):
 
 
 def _read_network(net, layer):
-    """The whole packed network against the fastest real form of each precision (``studies.bench_inference``)."""
+    """The whole packed network against the fastest real form of each precision (``studies.bench_inference``),
+    beside the single binary layer's rows of ``kernel_bench.csv`` (``layer``, or None) when they ran on its CPU."""
     m = pd.read_csv(net / "speedup.csv")
+    single = None
+    if layer is not None and "cpu" in layer and set(layer["cpu"]) == set(m["cpu"]):
+        single = dict(zip(layer["threads"].astype(int), layer["speedup"].astype(float))).get(
+            NETWORK_SETTING["threads"])
     _column(m, "speedup_vs_fp32", "speedup_vs_best_real")
     ratios = _network_ratios(m)
     headline = (m["threads"] == NETWORK_SETTING["threads"]) & (m["batch"] == NETWORK_SETTING["batch"])
@@ -270,7 +273,7 @@ def _read_network(net, layer):
     details = ("every setting, median call (fastest call) over the fastest form of each precision: "
                + "; ".join(_network_text(_network_label(r), q) for (_, r), q in zip(m.iterrows(), ratios)),)
     return Finding("Whole binary ResNet-18, packed, against the real-valued one in fp32, bf16 and int8",
-                   "not measured in the paper", ours, verdict_network(worst, layer),
+                   "not measured in the paper", ours, verdict_network(worst, single),
                    (str(net / "summary.md"), str(net / "speedup.csv")),
                    _command(net / "run.json", "python -m studies.bench_inference"),
                    machine_label(_env(net / "run.json"), threads=_threads(m["threads"])), details)
