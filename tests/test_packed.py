@@ -316,6 +316,36 @@ def test_the_compiled_kernel_checks_the_output_size_itself():
                                None, None, None, False, None, None, None, 0, 0, True, False)
 
 
+@pytest.mark.parametrize("simd", [False, True])
+@pytest.mark.parametrize("method", ["case1", "case4"])
+def test_relu_and_residual_written_anew_or_over_the_residual(simd, method):
+    # packed_conv's float epilogue, residual + max(count * Gamma, 0), against the fused float layer; write_y 2
+    # writes it over the residual (the memory of the residual tensor), 1 into a new tensor: the same values
+    try:
+        module = packed.backend._compiled()[0] or pytest.skip("no compiled kernel")
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    layer = _layer(70, 40, 3, 1, 1, method, "zero", input_size=(9, 7), seed=7)
+    x = torch.randn(2, 70, 9, 7, generator=torch.Generator().manual_seed(8))
+    packed_layer = PackedBinaryConv2d.from_binary_conv(layer, "cpp_popcount")
+    residual = torch.randn(2, 9 * 7, 40, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        expected = residual + torch.relu(layer.fuse()(x)).permute(0, 2, 3, 1).reshape(2, 9 * 7, 40)
+    xb = pack_signs(x, 1, "cpp")
+    head = (xb, packed_layer._kernel_weights(), 70, 40, 3, 3, 1, 1, 9, 7, *packed_layer.correction_table((9, 7)),
+            *packed_layer.gamma_operands(), True)
+    y_new = module.packed_conv(*head, residual, None, None, 0, 0, 1, simd)[0]
+    assert torch.equal(y_new, expected)
+    over = residual.clone()
+    y_over = module.packed_conv(*head, over, None, None, 0, 0, 2, simd)[0]
+    assert torch.equal(y_over, expected) and torch.equal(over, expected)
+    assert y_over.data_ptr() == over.data_ptr()
+    with pytest.raises(RuntimeError, match="the residual, which is not given"):
+        module.packed_conv(*head, None, None, None, 0, 0, 2, simd)
+    with pytest.raises(RuntimeError, match="write_y must be 0"):
+        module.packed_conv(*head, residual, None, None, 0, 0, 3, simd)
+
+
 @pytest.mark.parametrize("method", ["case2", "case4"])  # case4: the int8 tiles' Gamma factors must go too
 @pytest.mark.parametrize("pad_mode", ["zero", "minus_one"])
 def test_load_state_dict_after_a_call_takes_the_new_weights(backend, pad_mode, method):

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from xnorpp_core import packed
 from xnorpp_core.models import BinaryResNet, binary_alexnet, binary_resnet18
+from xnorpp_core.models.resnet import BasicBlock
 from xnorpp_core.packed import backend_info
 from xnorpp_core.packed.network import (PackedNetwork, _popcount_bounds, count_thresholds, float_thresholds,
                                         fused_emulation)
@@ -148,6 +149,34 @@ def test_packed_resnet_logits_equal_the_fused_emulation(backend, method, pad_mod
     rest = [("bits" if net.backend.name != "numpy" else "float", True, False, False), ("bits", False, True, True)]
     assert kinds == first + rest * 3
     assert [b.emit is not None for b in net.binaries[1::2]] == [net.backend.name != "numpy"] * 3 + [False]
+    # each block's output is written over its residual (read by nothing after), by the compiled kernels, except
+    # the first block's: its residual is the stem's ReLU, which the rule does not take for a new tensor
+    assert [b.in_place for b in net.binaries] == [False, False] + [False, net.backend.name != "numpy"] * 3
+
+
+class _ResidualReadAgain(nn.Module):
+    """A block whose input is read again after the block's residual addition: ``block(x) + x``."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, 1, 1)
+        self.block = BasicBlock(16, 16, 1, (8, 8), method, "zero")
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(self.block(x) + x)
+
+
+@pytest.mark.parametrize("method", ["case1", "case4"])
+def test_a_residual_read_again_is_not_written_over(backend, method):
+    model = _randomized(_ResidualReadAgain(method))
+    net = PackedNetwork(model, backend, input_size=8)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert torch.equal(net(x), fused_emulation(model)(x))
+    assert [b.residual is not None for b in net.binaries] == [False, True]
+    assert not any(b.in_place for b in net.binaries)
 
 
 def test_packed_resnet18_logits_equal_the_fused_emulation():

@@ -288,6 +288,12 @@ class _Binary:
         self.relu, self.residual, self.out = False, None, node
         self.emit = None  # (consumer, s, t): the int8 tiles' float output also packed for consumer
         self.signs_only = False  # with emit: the float output is not kept (only its signs are used)
+        self.in_place = False  # the float output overwrites the residual (no later step reads it)
+
+    @property
+    def write_y(self):
+        """The kernels' ``write_y``: 0 no float output, 1 a new one, 2 written over the residual."""
+        return 0 if self.signs_only else 2 if self.in_place else 1
 
     @property
     def folded(self):
@@ -448,7 +454,10 @@ class PackedNetwork(nn.Module):
         self._output = next(n for n in nodes if n.op == "output").args[0]
         self._mods = mods
         self.binaries = list(binaries.values())
+        # identity modules: their output is their input
+        self._aliases = {n: n.args[0] for n in nodes if isinstance(mod(n), nn.Identity) and n not in skip}
         if self.backend.name != "numpy":
+            self._plan_in_place()
             self._kernel_calls()
         for pool in pools.values():
             consumer, s, t = pool.emit or (None, None, None)
@@ -459,8 +468,43 @@ class PackedNetwork(nn.Module):
                 pool.run = self.backend.kernel.max_pool_signs
                 pool.call = (*pool.args, pool.relu, s, t, *(consumer.layer.padding if consumer else (0, 0)),
                              consumer.layer.border if consumer else -1)
-        # identity modules: their output is their input
-        self._aliases = {n: n.args[0] for n in nodes if isinstance(mod(n), nn.Identity) and n not in skip}
+
+    def _plan_in_place(self):
+        """Marks the binary layers whose float output may be written over their residual (``_Binary.in_place``):
+        a tensor that a kernel or a real layer made afresh (not a view of another value, not the input), which no
+        later step reads, under any alias. The residual is then read from and written to the same memory, which is
+        still in cache, instead of a new output's."""
+        def root(n):
+            while n in self._aliases:
+                n = self._aliases[n]
+            return n
+
+        def reads(step):
+            if isinstance(step, _Binary):
+                return [step.source[1]] * (step.source[0] == "float") + [step.residual] * (step.residual is not None)
+            if isinstance(step, _Pool):
+                return [step.source]
+            if step in self._aliases:
+                return []
+            found = []
+            fx.node.map_arg((step.args, step.kwargs), found.append)
+            return found
+
+        fresh, last = set(), {}
+        for i, (_, step) in enumerate(self._steps):
+            for n in reads(step):
+                last[root(n)] = i
+            if isinstance(step, _Binary):
+                fresh.add(step.out)
+            elif isinstance(step, _Pool):
+                fresh.add(step.node)
+            elif step.op == "call_module" and isinstance(self._mods[step.target], (Int8Layers, nn.Conv2d)):
+                fresh.add(step)
+        last[root(self._output)] = len(self._steps) if isinstance(self._output, fx.Node) else -1
+        for i, (_, step) in enumerate(self._steps):
+            if isinstance(step, _Binary) and step.residual is not None and not step.folded:
+                r = root(step.residual)
+                step.in_place = r in fresh and last.get(r) == i
 
     def _o_pad(self, o):
         if self.backend.name == "numpy":
@@ -538,10 +582,10 @@ class PackedNetwork(nn.Module):
             pad = consumer.layer.padding if consumer else (0, 0)
             if self.amx:
                 b.call = ((*geometry, *layer.gamma_operands(), b.relu),
-                          (s, t, *pad, consumer.layer.border if consumer else -1, not b.signs_only))
+                          (s, t, *pad, consumer.layer.border if consumer else -1, b.write_y))
             else:
                 b.call = ((*geometry, *layer.correction_table(b.in_size), *layer.gamma_operands(), b.relu),
-                          (s, t, *pad, not b.signs_only, self.backend.simd))
+                          (s, t, *pad, b.write_y, self.backend.simd))
 
     @torch.no_grad()
     def forward(self, x, timings=None):

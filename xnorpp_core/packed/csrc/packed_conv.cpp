@@ -14,7 +14,8 @@
 //     next_thr, out_ph, out_pw, write_y, simd) -> [y, bits]: xb from pack_signs, wt the
 //     packed weights laid out (kh * kw * cw, o_pad), output channels innermost; y (N, h_out * w_out, o) float32:
 //         y = (c kh kw - 2 sum popcount(a xor b) + corr) * gamma,
-//     then max(y, 0) if relu, then residual + y; written when write_y (else undefined). corr a table (R, C, o)
+//     then max(y, 0) if relu, then residual + y; write_y 1: y a new tensor, 2: y written over the residual (given
+//     then, and returned as y), 0: no y (an undefined tensor). corr a table (R, C, o)
 //     int32 whose row corr_rows[y], column corr_cols[x] is pixel (y, x)'s, gamma (1 or h_out w_out, o) float32,
 //     or gamma (1, o)
 //     with its factors gamma_y (h_out or h_out w_out,) and gamma_x (w_out,), multiplied as (gamma gamma_y) gamma_x
@@ -42,7 +43,7 @@
 //     count * gamma (Gamma of Cases 3-4 from its factors: (gamma[o] gamma_y[y or p]) gamma_x[x]),
 //     then max(y, 0) if relu, then residual + y (as packed_conv); with next_scale and
 //     next_thr also the next layer's input signs of y (as pack_signs_i8), else an undefined
-//     tensor; y only when write_y (else undefined: the signs alone); wi int8: for tap t,
+//     tensor; y as packed_conv's write_y (0: undefined, the signs alone); wi int8: for tap t,
 //     channel block cb and 16 outputs ob, a 1 KB tile whose row r holds, output by
 //     output, the weights of channels 64 cb + 4 r .. 64 cb + 4 r + 3; laid out
 //     (o_pad / 32, kh kw, cp / 64, 2, 16, 16, 4), so that the tiles of 32 outputs follow
@@ -385,6 +386,24 @@ bool set_float_epilogue(Epilogue& e, const c10::optional<torch::Tensor>& gamma,
   return has_scale;
 }
 
+// The float output y of a float epilogue, (N, h_out w_out, o): none (write_y 0, when the next layer's signs are
+// all that is wanted), a new tensor (1), or the residual itself (2: each output overwrites its own residual,
+// read just before).
+torch::Tensor float_output(Epilogue& e, int64_t write_y, bool has_scale, const c10::optional<torch::Tensor>& residual,
+                           int64_t N, int64_t P, int64_t o, const torch::TensorOptions& options, const char* who) {
+  TORCH_CHECK(write_y >= 0 && write_y <= 2, who, ": write_y must be 0 (no y), 1 (a new y) or 2 (y into the residual)");
+  TORCH_CHECK(write_y || has_scale, who, ": nothing to write (neither y nor the next layer's signs)");
+  if (write_y == 0) return torch::Tensor();
+  if (write_y == 2) {
+    TORCH_CHECK(e.residual, who, ": write_y 2 writes y into the residual, which is not given");
+    e.y = const_cast<float*>(e.residual);
+    return residual->view({N, P, o});
+  }
+  auto out = torch::empty({N, P, o}, options.dtype(torch::kFloat32));
+  e.y = out.data_ptr<float>();
+  return out;
+}
+
 // One tile: PB output pixels of image n (a short tile repeats its last pixel) and OB channels from o0.
 struct Tile {
   int64_t n, p0, np, o0, oe;
@@ -481,91 +500,129 @@ void tile_generic(const u64* __restrict xb, const u64* __restrict wt, const Geom
 }
 
 #if XNORPP_AVX512
+template <bool CORR, bool FACTORS, bool RES>
 XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Epilogue& epi,
                                       const __m512i (&acc)[PB][OB / 8]);
+using EpilogueFn = void (*)(const Geometry&, const Tile&, const Epilogue&, const __m512i (&)[PB][OB / 8]);
 
-// The same tile with AVX-512 VPOPCNTDQ: 8 output channels per vector, PB x 4 accumulators.
+// The same tile with AVX-512 VPOPCNTDQ: 8 output channels per vector, PB x 4 accumulators. CW > 0: a layer of
+// CW words per pixel (the word loop unrolled), else g.cw. The weight rows (tap, word) follow each other.
+template <int64_t CW>
 XNORPP_AVX512_FN void tile_avx512(const u64* __restrict xb, const u64* __restrict wt, const Geometry& g,
-                                  const Tile& t, const Epilogue& e) {
+                                  const Tile& t, const Epilogue& e, EpilogueFn epilogue) {
+  const int64_t cw = CW > 0 ? CW : g.cw, o_pad = g.o_pad;
   __m512i v[PB][OB / 8];
   for (int64_t j = 0; j < PB; ++j)
     for (int64_t q = 0; q < OB / 8; ++q) v[j][q] = _mm512_setzero_si512();
+  const u64* x[PB];
+  for (int64_t j = 0; j < PB; ++j) x[j] = xb + t.base[j];
+  const u64* b = wt + t.o0;
   for (int64_t ky = 0; ky < g.kh; ++ky)
     for (int64_t kx = 0; kx < g.kw; ++kx) {
-      const int64_t a = (ky * g.Wp + kx) * g.cw;
-      const u64* bt = wt + ((ky * g.kw + kx) * g.cw) * g.o_pad + t.o0;
-      for (int64_t w = 0; w < g.cw; ++w) {
-        const u64* b = bt + w * g.o_pad;
+      const int64_t a = (ky * g.Wp + kx) * cw;
+      for (int64_t w = 0; w < cw; ++w, b += o_pad) {
         const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 8);
         const __m512i b2 = _mm512_loadu_si512(b + 16), b3 = _mm512_loadu_si512(b + 24);
         for (int64_t j = 0; j < PB; ++j) {
-          const __m512i x = _mm512_set1_epi64(static_cast<long long>(xb[t.base[j] + a + w]));
-          v[j][0] = _mm512_add_epi64(v[j][0], _mm512_popcnt_epi64(_mm512_xor_si512(x, b0)));
-          v[j][1] = _mm512_add_epi64(v[j][1], _mm512_popcnt_epi64(_mm512_xor_si512(x, b1)));
-          v[j][2] = _mm512_add_epi64(v[j][2], _mm512_popcnt_epi64(_mm512_xor_si512(x, b2)));
-          v[j][3] = _mm512_add_epi64(v[j][3], _mm512_popcnt_epi64(_mm512_xor_si512(x, b3)));
+          const __m512i xv = _mm512_set1_epi64(static_cast<long long>(x[j][a + w]));
+          v[j][0] = _mm512_add_epi64(v[j][0], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b0)));
+          v[j][1] = _mm512_add_epi64(v[j][1], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b1)));
+          v[j][2] = _mm512_add_epi64(v[j][2], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b2)));
+          v[j][3] = _mm512_add_epi64(v[j][3], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b3)));
         }
       }
     }
-  epilogue_avx512(g, t, e, v);
+  epilogue(g, t, e, v);
 }
 
 // The epilogue of tile_avx512 (as epilogue_generic), 16 channels at a time: acc[j][q] holds the popcounts of
-// channels o0 + 8 q .. o0 + 8 q + 7 of pixel j in 64-bit lanes.
+// channels o0 + 8 q .. o0 + 8 q + 7 of pixel j in 64-bit lanes. CORR, FACTORS and RES say whether e.corr,
+// e.gamma_y and e.residual are set (each choice compiled apart, free of their tests); a missing factor of Gamma
+// is 1 (an exact product).
+template <bool CORR, bool FACTORS, bool RES>
 XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Epilogue& epi,
                                       const __m512i (&acc)[PB][OB / 8]) {
   const Epilogue e = epi;  // a local copy: its fields stay in registers across the stores below
   const __m512i n_bits = _mm512_set1_epi32(static_cast<int32_t>(g.n_bits));
+  const __m512i low_halves = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512 zero = _mm512_setzero_ps();
   const int64_t o = g.o, o0 = t.o0, P = g.P;
-  for (int64_t j = 0; j < t.np; ++j) {
-    const int64_t p = t.p0 + j;
-    __m512i cnt[2];  // popcounts, 16 channels each, int32
-    for (int h = 0; h < 2; ++h)
-      cnt[h] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(acc[j][2 * h])),
-                                  _mm512_cvtepi64_epi32(acc[j][2 * h + 1]), 1);
-    if (e.bound) {
-      const int64_t r = e.bound_rows == 1 ? 0 : p;
+  // the tile's channels: two halves of 16, masked when the tile ends before (and then a zero-length half)
+  const __mmask16 m[2] = {static_cast<__mmask16>(t.oe >= 16 ? 0xFFFF : (1u << t.oe) - 1),
+                          static_cast<__mmask16>(t.oe >= 32 ? 0xFFFF : t.oe <= 16 ? 0 : (1u << (t.oe - 16)) - 1)};
+  if (e.bound) {
+    for (int64_t j = 0; j < t.np; ++j) {
+      const int64_t r = e.bound_rows == 1 ? 0 : t.p0 + j;
       const int32_t* bd = e.bound + r * g.o_pad + o0;
-      const u32 word = static_cast<u32>(_mm512_cmple_epi32_mask(cnt[0], _mm512_loadu_si512(bd))) |
-                       static_cast<u32>(_mm512_cmple_epi32_mask(cnt[1], _mm512_loadu_si512(bd + 16))) << 16;
+      const __m512i c0 = _mm512_permutex2var_epi32(acc[j][0], low_halves, acc[j][1]);
+      const __m512i c1 = _mm512_permutex2var_epi32(acc[j][2], low_halves, acc[j][3]);
+      const u32 word = static_cast<u32>(_mm512_cmple_epi32_mask(c0, _mm512_loadu_si512(bd))) |
+                       static_cast<u32>(_mm512_cmple_epi32_mask(c1, _mm512_loadu_si512(bd + 16))) << 16;
       *bits_at(e, t, j) = word ^ static_cast<u32>(e.flip[r * (g.o_pad / OB) + o0 / OB]);
-      continue;
     }
-    float* y = e.y ? e.y + (t.n * P + p) * o + o0 : nullptr;
-    const int32_t* corr = e.corr ? corr_at(e, t, j, o) : nullptr;
-    const float* gamma = e.gamma ? e.gamma + (e.gamma_rows == 1 ? 0 : p) * o + o0 : nullptr;
-    const float* res = e.residual ? e.residual + (t.n * P + p) * o + o0 : nullptr;
-    if (res && p + 2 * PB < P) {  // the residual of the pixel two tiles ahead: its loads would stall the epilogue
-      _mm_prefetch(reinterpret_cast<const char*>(res + 2 * PB * o), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(res + 2 * PB * o + 16), _MM_HINT_T0);
+    return;
+  }
+  // per tile: the channels' Gamma (one row), threshold; per pixel j: j rows of o further on
+  const int64_t first = t.n * P + t.p0;
+  float* y = e.y ? e.y + first * o + o0 : nullptr;
+  const float* res = RES ? e.residual + first * o + o0 : nullptr;
+  const bool gamma_row = e.gamma && e.gamma_rows == 1;
+  const float* gamma = e.gamma ? e.gamma + (gamma_row ? 0 : t.p0 * o) + o0 : nullptr;
+  __m512 g_row[2] = {zero, zero}, s_row[2] = {zero, zero}, t_row[2] = {zero, zero};
+  for (int h = 0; h < 2; ++h) {
+    if (gamma_row) g_row[h] = _mm512_maskz_loadu_ps(m[h], gamma + 16 * h);
+    if (e.scale) {
+      s_row[h] = _mm512_maskz_loadu_ps(m[h], e.scale + o0 + 16 * h);
+      t_row[h] = _mm512_maskz_loadu_ps(m[h], e.thr + o0 + 16 * h);
     }
-    const __m512 gy = _mm512_set1_ps(factor_y(e, p, t.py[j])), gx = _mm512_set1_ps(factor_x(e, t.px[j]));
+  }
+  if (RES && t.p0 + 3 * PB <= P) {  // the residual of the tile two tiles ahead: its loads would stall the epilogue
+    for (int64_t j = 0; j < PB; ++j) {
+      _mm_prefetch(reinterpret_cast<const char*>(res + (2 * PB + j) * o), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(res + (2 * PB + j) * o + 16), _MM_HINT_T0);
+    }
+  }
+  for (int64_t j = 0; j < t.np; ++j) {
+    const int32_t* corr = CORR ? corr_at(e, t, j, o) : nullptr;
+    __m512 gy = zero, gx = zero;
+    if (FACTORS) {
+      gy = _mm512_set1_ps(e.gamma_y[e.gamma_y_pixel ? t.p0 + j : t.py[j]]);
+      gx = _mm512_set1_ps(e.gamma_x ? e.gamma_x[t.px[j]] : 1.0f);
+    }
     u32 word = 0;
-    for (int64_t h = 0; h < 2 && 16 * h < t.oe; ++h) {
-      const int64_t left = t.oe - 16 * h;
-      const __mmask16 m = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
-      __m512i count = _mm512_sub_epi32(n_bits, _mm512_slli_epi32(cnt[h], 1));
-      if (corr) count = _mm512_add_epi32(count, _mm512_maskz_loadu_epi32(m, corr + 16 * h));
+    for (int h = 0; h < 2; ++h) {
+      const __m512i cnt = _mm512_permutex2var_epi32(acc[j][2 * h], low_halves, acc[j][2 * h + 1]);
+      __m512i count = _mm512_sub_epi32(n_bits, _mm512_slli_epi32(cnt, 1));
+      if (CORR) count = _mm512_add_epi32(count, _mm512_maskz_loadu_epi32(m[h], corr + 16 * h));
       __m512 yv = _mm512_cvtepi32_ps(count);  // exact: |count| < 2^24
       if (gamma) {
-        __m512 gv = _mm512_maskz_loadu_ps(m, gamma + 16 * h);
-        if (e.gamma_y) gv = _mm512_mul_ps(gv, gy);  // Gamma's own products, in its order: (alpha beta) gamma
-        if (e.gamma_x) gv = _mm512_mul_ps(gv, gx);
+        __m512 gv = gamma_row ? g_row[h] : _mm512_maskz_loadu_ps(m[h], gamma + j * o + 16 * h);
+        if (FACTORS) gv = _mm512_mul_ps(_mm512_mul_ps(gv, gy), gx);  // Gamma's own products: (alpha beta) gamma
         yv = _mm512_mul_ps(yv, gv);  // one multiply (Eq. 9)
       }
       if (e.relu) yv = _mm512_max_ps(yv, zero);  // max(y, 0): a NaN-free y gives torch's relu
-      if (res) yv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, res + 16 * h), yv);
-      if (y) _mm512_mask_storeu_ps(y + 16 * h, m, yv);
-      if (e.scale) {  // as pack_signs with a threshold: scale y > thr
-        const int64_t c = o0 + 16 * h;
-        const __m512 sv = _mm512_mul_ps(yv, _mm512_maskz_loadu_ps(m, e.scale + c));
-        word |= static_cast<u32>(_mm512_mask_cmp_ps_mask(m, sv, _mm512_maskz_loadu_ps(m, e.thr + c), _CMP_GT_OQ))
+      if (RES) yv = _mm512_add_ps(_mm512_maskz_loadu_ps(m[h], res + j * o + 16 * h), yv);
+      if (y) _mm512_mask_storeu_ps(y + j * o + 16 * h, m[h], yv);
+      if (e.scale)  // as pack_signs with a threshold: scale y > thr
+        word |= static_cast<u32>(_mm512_mask_cmp_ps_mask(m[h], _mm512_mul_ps(yv, s_row[h]), t_row[h], _CMP_GT_OQ))
                 << (16 * h);
-      }
     }
     if (e.scale) *bits_at(e, t, j) = word;
   }
+}
+
+using TileFn = void (*)(const u64*, const u64*, const Geometry&, const Tile&, const Epilogue&, EpilogueFn);
+
+// The compiled tile for g's words per pixel, and the epilogue for e's fields.
+void choose_avx512(const Geometry& g, const Epilogue& e, TileFn& tile, EpilogueFn& epilogue) {
+  tile = g.cw == 1 ? tile_avx512<1> : g.cw == 2 ? tile_avx512<2> : g.cw == 4 ? tile_avx512<4>
+       : g.cw == 8 ? tile_avx512<8> : tile_avx512<0>;
+  static const EpilogueFn table[8] = {
+      epilogue_avx512<false, false, false>, epilogue_avx512<false, false, true>,
+      epilogue_avx512<false, true, false>,  epilogue_avx512<false, true, true>,
+      epilogue_avx512<true, false, false>,  epilogue_avx512<true, false, true>,
+      epilogue_avx512<true, true, false>,   epilogue_avx512<true, true, true>};
+  epilogue = table[(e.corr ? 4 : 0) + (e.gamma_y ? 2 : 0) + (e.residual ? 1 : 0)];
 }
 #endif
 
@@ -597,6 +654,11 @@ void run_tiles(const torch::Tensor& xb, const torch::Tensor& wt, const Geometry&
   // sweeps the pixels; when all the weights fit in the first-level cache, pixels outermost instead, so that
   // each pixel's outputs (and residual, Gamma, correction) are read and written at once.
   const bool pixels_outer = wt.numel() * 8 <= 32 * 1024;
+#if XNORPP_AVX512
+  TileFn tile = nullptr;
+  EpilogueFn epilogue = nullptr;
+  if (simd) choose_avx512(g, e, tile, epilogue);
+#endif
   at::parallel_for(0, n_ob * N * n_pb, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t ob = pixels_outer ? t % n_ob : t / (N * n_pb), r = pixels_outer ? t / n_ob : t % (N * n_pb);
@@ -604,7 +666,7 @@ void run_tiles(const torch::Tensor& xb, const torch::Tensor& wt, const Geometry&
       const Tile tl = make_tile(g, n, pb * PB, ob * OB);
 #if XNORPP_AVX512
       if (simd) {
-        tile_avx512(xp, wp, g, tl, e);
+        tile(xp, wp, g, tl, e, epilogue);
         continue;
       }
 #endif
@@ -639,7 +701,7 @@ std::vector<torch::Tensor> packed_conv(torch::Tensor xb, torch::Tensor wt, int64
                                        c10::optional<torch::Tensor> gamma_x, bool relu,
                                        c10::optional<torch::Tensor> residual, c10::optional<torch::Tensor> next_scale,
                                        c10::optional<torch::Tensor> next_thr, int64_t out_ph, int64_t out_pw,
-                                       bool write_y, bool simd) {
+                                       int64_t write_y, bool simd) {
   const Geometry g = check_conv(xb, wt, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
   const int64_t N = xb.size(0);
   Epilogue e{};
@@ -667,12 +729,7 @@ std::vector<torch::Tensor> packed_conv(torch::Tensor xb, torch::Tensor wt, int64
   }
   const bool has_scale = set_float_epilogue(e, gamma, gamma_y, gamma_x, relu, residual, next_scale, next_thr, N,
                                             h_out, w_out, g.o, "packed_conv");
-  TORCH_CHECK(write_y || has_scale, "packed_conv: nothing to write (neither y nor the next layer's signs)");
-  torch::Tensor out, bits;
-  if (write_y) {
-    out = torch::empty({N, g.P, g.o}, xb.options().dtype(torch::kFloat32));
-    e.y = out.data_ptr<float>();
-  }
+  torch::Tensor out = float_output(e, write_y, has_scale, residual, N, g.P, g.o, xb.options(), "packed_conv"), bits;
   if (has_scale) bits = next_bits(g, e, N, h_out, w_out, out_ph, out_pw, xb.options(), "packed_conv");
   if (N > 0) run_tiles(xb, wt, g, e, simd);
   return {out, bits};
@@ -1020,19 +1077,14 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor xi, torch::Tensor wi, int64_t 
                                     c10::optional<torch::Tensor> gamma_y, c10::optional<torch::Tensor> gamma_x,
                                     bool relu, c10::optional<torch::Tensor> residual,
                                     c10::optional<torch::Tensor> next_scale, c10::optional<torch::Tensor> next_thr,
-                                    int64_t out_ph, int64_t out_pw, int64_t out_border, bool write_y) {
+                                    int64_t out_ph, int64_t out_pw, int64_t out_border, int64_t write_y) {
   const AmxGeometry g = check_amx(xi, wi, N, Hp, Wp, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
   Epilogue e{};
   const bool has_scale = set_float_epilogue(e, gamma, gamma_y, gamma_x, relu, residual, next_scale, next_thr, N,
                                             g.h_out, g.w_out, g.o, "amx_conv");
   torch::Tensor signs;
   if (has_scale) signs = next_signs(g, e, out_ph, out_pw, out_border, xi.options());
-  TORCH_CHECK(write_y || has_scale, "amx_conv: nothing to write (neither y nor the next layer's signs)");
-  torch::Tensor out;
-  if (write_y) {
-    out = torch::empty({N, g.P, g.o}, xi.options().dtype(torch::kFloat32));
-    e.y = out.data_ptr<float>();
-  }
+  torch::Tensor out = float_output(e, write_y, has_scale, residual, N, g.P, g.o, xi.options(), "amx_conv");
   if (N > 0) run_amx(xi, wi, g, e);
   return {out, signs};
 }
