@@ -261,9 +261,10 @@ def test_int8_real_layers_equal_their_emulation(backend, method):
     model = _randomized(binary_resnet18(method, num_classes=10, input_size=40))
     net = PackedNetwork(model, backend, real_layers="int8")
     x = torch.randn(3, 3, 40, 40, generator=torch.Generator().manual_seed(7))
-    int8 = [name for name, m in net.reference.named_modules() if isinstance(m, packed.int8.Int8Layers)]
-    assert sorted(int8) == ["graph.blocks.2.shortcut.0", "graph.blocks.4.shortcut.0", "graph.blocks.6.shortcut.0",
-                            "graph.fc", "graph.stem.0"]
+    kinds = {name: type(m).__name__ for name, m in net.reference.named_modules()
+             if isinstance(m, (packed.int8.Int8Layers, packed.int8.Int8Gemm))}
+    assert kinds == {"graph.stem.0": "Int8Layers", "graph.fc": "Int8Gemm", **{
+        f"graph.blocks.{i}.shortcut.0": "Int8Gemm" for i in (2, 4, 6)}}
     with torch.no_grad():
         logits = net(x)
         assert torch.equal(logits, net.reference(x))

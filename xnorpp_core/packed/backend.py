@@ -50,7 +50,8 @@ _SOURCE = Path(__file__).parent / "csrc" / "packed_conv.cpp"
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 # A portable build: the compiler's default target (with POPCNT on x86-64, as every x86-64 CPU since 2008 has);
 # the AVX-512 functions carry their own target attribute and are chosen at run time (csrc/packed_conv.cpp).
-_CFLAGS = ["-O3", "-fopenmp"] + (["-mpopcnt"] if _X86 else [])
+# No contraction of a multiply and an add into one fused operation: the kernels round each, as torch does.
+_CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"] + (["-mpopcnt"] if _X86 else [])
 _LDFLAGS = ["-fopenmp"]  # scripts/sanitize.sh adds the sanitizers to both
 
 

@@ -2,15 +2,23 @@
 
 The paper keeps every layer that is not binary in floating point (its Section 4.3
 counts them apart); deployed binary networks usually quantize them. With
-``quantize_real_layers`` every real ``nn.Conv2d`` (strided 1x1 ones on the pixels they
-read) and ``nn.Linear`` of a traced float network becomes ``Int8Layers``: its input
-quantized to ``quint8`` per tensor, PyTorch's own quantized convolution or linear
-layer (``torch.ao.nn.quantized``, weights ``qint8`` per output channel), a directly
-following ``ReLU`` and ``MaxPool2d`` run on the quantized values, and the result
-dequantized to float32. The ranges come from PyTorch's default observers for the
-quantized engine (``torch.ao.quantization.get_default_qconfig``), run on calibration
-inputs. The packed network and its emulation (``network.fused_emulation``) call the
-very same modules, so the int8 layers change both alike and their logits stay equal.
+``quantize_real_layers`` every real ``nn.Conv2d`` and ``nn.Linear`` of a traced float
+network runs in int8, its input quantized per tensor and its weights per output channel
+(``qint8``, symmetric), with ranges from PyTorch's default observers for the quantized
+engine (``torch.ao.quantization.get_default_qconfig``) run on calibration inputs:
+
+- ``Int8Layers``: a convolution (with a directly following ``ReLU`` and ``MaxPool2d``,
+  the stem) as PyTorch's own quantized modules (``torch.ao.nn.quantized``), input
+  ``quint8``, output requantized and dequantized to float32;
+- ``Int8Gemm``: a 1x1 convolution (the downsampling shortcuts, strided ones on the pixels
+  they read) or a linear layer (the classifier) as one integer matrix product with a
+  float output, ``y = float(sum_k (q_k - z) w_k) * (s_x s_w) + b``, codes
+  ``q = clamp(round(x / s_x) + z, 0, 255)``: in torch operations here (the emulation's
+  definition), in the packed network by the compiled ``int8_gemm`` (VNNI where the CPU
+  has it), which gives the same floats.
+
+The packed network and its emulation (``network.fused_emulation``) hold the very same
+modules, so the int8 layers change both alike and their logits stay equal.
 """
 
 import contextlib
@@ -23,7 +31,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.ao.quantization import get_default_qconfig
 
-__all__ = ["ENGINES", "Int8Layers", "default_engine", "quantize_real_layers"]
+__all__ = ["ENGINES", "Int8Gemm", "Int8Layers", "default_engine", "quantize_real_layers"]
 
 ENGINES = ("x86", "onednn", "fbgemm", "qnnpack")  # by preference, among torch.backends.quantized.supported_engines
 
@@ -86,6 +94,76 @@ class Int8Layers(nn.Module):
         return f"in_scale={self.in_scale:.4g}, in_zero_point={self.in_zero_point}, step={self.step}"
 
 
+class Int8Gemm(nn.Module):
+    """A 1x1 convolution (no padding, on every ``stride``-th pixel) or a linear layer in int8: float32 in, float32
+    out (module docstring). ``forward`` is the definition, in torch operations; ``kernel_operands`` gives the
+    compiled ``int8_gemm`` its weights."""
+
+    def __init__(self, layer, in_qparams, qconfig, step=None):
+        super().__init__()
+        weight = layer.weight.detach().float()
+        observer = qconfig.weight()
+        observer(weight)
+        w_scale, w_zero = observer.calculate_qparams()
+        if bool((w_zero != 0).any()):
+            raise ValueError("Int8Gemm takes symmetric weight quantization (zero points 0)")
+        shape = (-1,) + (1,) * (weight.dim() - 1)
+        q = torch.clamp(torch.round(weight / w_scale.float().view(shape)), -128, 127).to(torch.int8)
+        self.linear = isinstance(layer, nn.Linear)
+        self.stride = (1, 1) if self.linear else tuple(step or layer.stride)
+        self.register_buffer("weight_codes", q.reshape(q.shape[0], -1).contiguous())  # (o, K) int8
+        scale, zero_point = float(in_qparams[0]), int(in_qparams[1])
+        self.zero_point = zero_point
+        self.inv_scale = float(torch.tensor(1.0 / scale, dtype=torch.float32))  # a float32 value
+        self.register_buffer("out_scale", (scale * w_scale.double()).float())  # s_x s_w per output
+        bias = layer.bias.detach().float() if layer.bias is not None else torch.zeros(q.shape[0])
+        self.register_buffer("bias", bias.clone())
+        self._operands = None
+
+    @property
+    def out_features(self):
+        return self.weight_codes.shape[0]
+
+    def codes(self, x):
+        """The input codes ``clamp(round(x * inv_scale) + zero_point, 0, 255)``, float32 (ties to even)."""
+        return torch.clamp(torch.round(x * self.inv_scale) + self.zero_point, 0, 255)
+
+    def forward(self, x):
+        if not self.linear:
+            x = x[:, :, ::self.stride[0], ::self.stride[1]]
+            n, _, h, w = x.shape
+            x = x.permute(0, 2, 3, 1).reshape(n * h * w, -1)
+        acc = (self.codes(x).double() - self.zero_point) @ self.weight_codes.double().t()  # exact integers
+        y = acc.float() * self.out_scale + self.bias
+        return y if self.linear else y.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+    def kernel_operands(self):
+        """``(wq, w_sums, scale, bias)`` as ``int8_gemm`` takes them (outputs padded to a multiple of 64)."""
+        if self._operands is None:
+            o, k = self.weight_codes.shape
+            o_pad, k4 = -(-o // 64) * 64, -(-k // 4)
+            w = torch.zeros(o_pad, 4 * k4, dtype=torch.int8)
+            w[:o, :k] = self.weight_codes
+            wq = w.reshape(o_pad // 16, 16, k4, 4).permute(0, 2, 1, 3).reshape(o_pad // 16, k4, 64).contiguous()
+            pad = lambda v: torch.cat([v, v.new_zeros(o_pad - o)]).contiguous()  # noqa: E731
+            self._operands = (wq, pad(self.weight_codes.sum(1, dtype=torch.int32)), pad(self.out_scale),
+                              pad(self.bias))
+        return self._operands
+
+    def extra_repr(self):
+        return (f"out_features={self.out_features}, stride={self.stride}, inv_scale={self.inv_scale:.4g}, "
+                f"zero_point={self.zero_point}")
+
+
+def _gemm_layer(layer, relu, pool):
+    """Whether ``Int8Gemm`` takes ``layer``: a linear layer, or a 1x1 convolution (no padding, groups or dilation)
+    followed by neither ReLU nor pooling."""
+    if isinstance(layer, nn.Linear):
+        return True
+    return (isinstance(layer, nn.Conv2d) and not relu and pool is None and layer.kernel_size == (1, 1)
+            and layer.padding in (0, (0, 0)) and layer.groups == 1 and layer.dilation == (1, 1))
+
+
 def _follower(node, kind, modules):
     """The single user of ``node`` when it is a module of type ``kind``, else None."""
     if len(node.users) != 1:
@@ -140,8 +218,11 @@ def _quantize(gm, calibration, is_real, engine):
             layer = modules[node.target]
             first_obs, last_obs = observers[node]
             step = getattr(layer, "step", None)
-            int8 = Int8Layers(layer, first_obs.calculate_qparams(), last_obs.calculate_qparams(), qconfig, relu,
-                              pool, step)
+            if _gemm_layer(layer, relu, pool):
+                int8 = Int8Gemm(layer, first_obs.calculate_qparams(), qconfig, step)
+            else:
+                int8 = Int8Layers(layer, first_obs.calculate_qparams(), last_obs.calculate_qparams(), qconfig, relu,
+                                  pool, step)
             parent, _, leaf = node.target.rpartition(".")
             setattr(gm.get_submodule(parent) if parent else gm, leaf, int8)
             if last is not node:

@@ -59,7 +59,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..layers import BinaryConv2d
 from ..models import fuse_model
 from .backend import backend_info
-from .int8 import Int8Layers, quantize_real_layers
+from .int8 import Int8Gemm, Int8Layers, quantize_real_layers
 from .layer import PackedBinaryConv2d, _gamma_factors, amx_capable
 from .numpy_kernels import conv_numpy, pack_numpy
 
@@ -324,6 +324,21 @@ class _Pool:
                 and m.dilation in (1, (1, 1)))
 
 
+class _Gemm:
+    """An ``Int8Gemm`` (a 1x1 convolution or linear layer in int8) run by the compiled ``int8_gemm``."""
+
+    def __init__(self, node, module, backend):
+        self.node, self.source, self.module = node, node.args[0], module
+        self.kernel, self.simd = backend.kernel, backend.simd
+
+    def __call__(self, x):
+        m = self.module
+        rows = x.reshape(x.shape[0], 1, 1, -1) if m.linear else x.permute(0, 2, 3, 1)  # (N, H, W, K)
+        y = self.kernel.int8_gemm(rows.contiguous(), *m.stride, m.inv_scale, m.zero_point, *m.kernel_operands(),
+                                  m.out_features, self.simd)
+        return y.view(x.shape[0], -1) if m.linear else y.permute(0, 3, 1, 2)
+
+
 class PackedNetwork(nn.Module):
     """Inference of a whole binary ``model`` on packed bits (module docstring). ``forward(x)`` gives its logits.
 
@@ -448,8 +463,9 @@ class PackedNetwork(nn.Module):
                 self._steps.append(("stem" if order[n] < first else "glue", pools[n]))
             elif n.op != "placeholder":
                 where = "stem" if order[n] < first else "classifier" if order[n] > last else (
-                    "shortcuts" if isinstance(mod(n), (nn.Conv2d, Int8Layers)) else "glue")
-                self._steps.append((where, n))
+                    "shortcuts" if isinstance(mod(n), (nn.Conv2d, Int8Layers, Int8Gemm)) else "glue")
+                gemm = isinstance(mod(n), Int8Gemm) and self.backend.name != "numpy"
+                self._steps.append((where, _Gemm(n, mod(n), self.backend) if gemm else n))
         self._input = next(n for n in nodes if n.op == "placeholder")
         self._output = next(n for n in nodes if n.op == "output").args[0]
         self._mods = mods
@@ -482,7 +498,7 @@ class PackedNetwork(nn.Module):
         def reads(step):
             if isinstance(step, _Binary):
                 return [step.source[1]] * (step.source[0] == "float") + [step.residual] * (step.residual is not None)
-            if isinstance(step, _Pool):
+            if isinstance(step, (_Pool, _Gemm)):
                 return [step.source]
             if step in self._aliases:
                 return []
@@ -496,7 +512,7 @@ class PackedNetwork(nn.Module):
                 last[root(n)] = i
             if isinstance(step, _Binary):
                 fresh.add(step.out)
-            elif isinstance(step, _Pool):
+            elif isinstance(step, (_Pool, _Gemm)):
                 fresh.add(step.node)
             elif step.op == "call_module" and isinstance(self._mods[step.target], (Int8Layers, nn.Conv2d)):
                 fresh.add(step)
@@ -618,6 +634,8 @@ class PackedNetwork(nn.Module):
                                                  *step.call)
                 if step.emit is not None:
                     packed[step.emit[0]] = signs
+            elif isinstance(step, _Gemm):
+                env[step.node] = step(env[step.source])
             elif step in self._aliases:
                 env[step] = env[self._aliases[step]]
             else:

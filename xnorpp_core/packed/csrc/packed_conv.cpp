@@ -1249,6 +1249,179 @@ std::vector<torch::Tensor> max_pool_bits(torch::Tensor x, int64_t kh, int64_t kw
   return {y, bits};
 }
 
+// ------------------------------------------------------------ int8 real layers (1x1 convolutions, linear)
+//
+// int8_gemm(x, sh, sw, inv_scale, zero_point, wq, w_sums, scale, bias, out_features, simd) -> y: a 1x1
+// convolution (no padding; on every sh-th row and sw-th column) or a linear layer, x (N, H, W, K) float32
+// (channels innermost; a linear layer's input is (N, 1, 1, K)) -> y (N, h, w, out_features) float32, h =
+// (H - 1) / sh + 1, w = (W - 1) / sw + 1. Each input is quantized to a code
+//     q = min(max(nearbyint(x * inv_scale) + zero_point, 0), 255)    (float32 arithmetic, ties to even),
+// the sums acc = sum_k (q_k - zero_point) w_k are exact int32 (w int8), and
+//     y = float(acc) * scale[o] + bias[o]                           (a multiply, then an add: two roundings).
+// wq holds the weights (o_pad / 16, ceil(K / 4), 16, 4): for 16 outputs and 4 inputs, output by output, the
+// 4 weights of consecutive inputs (zero past K and past out_features); w_sums (o_pad,) int32 their sums over
+// k; scale, bias (o_pad,) float32; o_pad a multiple of 64. With AVX-512 VNNI (simd) 4 pixels x 64 outputs
+// per tile, VPDPBUSD (unsigned codes times signed weights, exact int32 sums); else portable loops, the same
+// integers and the same float operations.
+
+constexpr int64_t GP = 4;   // pixels per tile
+constexpr int64_t GO = 64;  // outputs per tile (4 x 16 lanes)
+
+bool cpu_has_vnni() {
+#if XNORPP_AVX512
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
+bool vnni_available() {
+  static const bool has = cpu_has_vnni();
+  return has;
+}
+
+struct GemmShape {
+  int64_t N, H, W, K, K4, sh, sw, h, w, M, o, o_pad;
+};
+
+// The codes of one pixel's K inputs (codes[K .. 4 K4) stay 0: their weights are 0).
+void quantize_generic(const float* x, int64_t K, float inv, float zp, uint8_t* codes) {
+  for (int64_t k = 0; k < K; ++k) {
+    const float v = std::nearbyint(x[k] * inv) + zp;
+    codes[k] = static_cast<uint8_t>(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
+  }
+}
+
+// One tile of pixels m0 .. m0 + np - 1 (codes[j], j < np), every output, portable.
+void gemm_tile_generic(const GemmShape& s, const uint8_t* codes, int64_t np, const int8_t* wq, const int32_t* w_sums,
+                       const float* scale, const float* bias, int32_t zp, float* y) {
+  for (int64_t j = 0; j < np; ++j) {
+    const uint8_t* q = codes + j * 4 * s.K4;
+    for (int64_t o = 0; o < s.o; ++o) {
+      const int8_t* w = wq + (o / 16) * s.K4 * 64 + (o % 16) * 4;
+      int32_t acc = 0;
+      for (int64_t k4 = 0; k4 < s.K4; ++k4)
+        for (int64_t r = 0; r < 4; ++r) acc += static_cast<int32_t>(q[4 * k4 + r]) * w[k4 * 64 + r];
+      acc -= zp * w_sums[o];
+      const float v = static_cast<float>(acc) * scale[o];
+      y[j * s.o + o] = v + bias[o];
+    }
+  }
+}
+
+#if XNORPP_AVX512
+#define XNORPP_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+XNORPP_VNNI_FN void quantize_avx512(const float* x, int64_t K, float inv, float zp, uint8_t* codes) {
+  const __m512 vi = _mm512_set1_ps(inv), vz = _mm512_set1_ps(zp), lo = _mm512_setzero_ps(),
+               hi = _mm512_set1_ps(255.0f);
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 m = K - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (K - k)) - 1);
+    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k), vi),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), lo), hi);
+    _mm_mask_storeu_epi8(codes + k, m, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+  }
+}
+
+// As gemm_tile_generic: GP pixels (a short tile repeats codes of its last pixel) x GO outputs at a time.
+XNORPP_VNNI_FN void gemm_tile_avx512(const GemmShape& s, const uint8_t* codes, int64_t np, const int8_t* wq,
+                                     const int32_t* w_sums, const float* scale, const float* bias, int32_t zp,
+                                     float* y) {
+  const int32_t* q[GP];
+  for (int64_t j = 0; j < GP; ++j) q[j] = reinterpret_cast<const int32_t*>(codes + std::min(j, np - 1) * 4 * s.K4);
+  const __m512i vzp = _mm512_set1_epi32(zp);
+  for (int64_t o0 = 0; o0 < s.o_pad; o0 += GO) {
+    __m512i acc[GP][4];
+    for (int64_t j = 0; j < GP; ++j)
+      for (int b = 0; b < 4; ++b) acc[j][b] = _mm512_setzero_si512();
+    const int8_t* w = wq + (o0 / 16) * s.K4 * 64;
+    for (int64_t k4 = 0; k4 < s.K4; ++k4) {
+      __m512i wv[4];
+      for (int b = 0; b < 4; ++b) wv[b] = _mm512_loadu_si512(w + (b * s.K4 + k4) * 64);
+      for (int64_t j = 0; j < GP; ++j) {
+        const __m512i a = _mm512_set1_epi32(q[j][k4]);
+        for (int b = 0; b < 4; ++b) acc[j][b] = _mm512_dpbusd_epi32(acc[j][b], a, wv[b]);
+      }
+    }
+    for (int b = 0; b < 4; ++b) {
+      const int64_t o = o0 + 16 * b;
+      if (o >= s.o) break;
+      const __mmask16 m = s.o - o >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (s.o - o)) - 1);
+      const __m512i sums = _mm512_mullo_epi32(vzp, _mm512_loadu_si512(w_sums + o));
+      const __m512 sc = _mm512_loadu_ps(scale + o), bi = _mm512_loadu_ps(bias + o);
+      for (int64_t j = 0; j < np; ++j) {
+        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[j][b], sums)), sc);
+        _mm512_mask_storeu_ps(y + j * s.o + o, m, _mm512_add_ps(v, bi));
+      }
+    }
+  }
+}
+#endif
+
+torch::Tensor int8_gemm(torch::Tensor x, int64_t sh, int64_t sw, double inv_scale, int64_t zero_point,
+                        torch::Tensor wq, torch::Tensor w_sums, torch::Tensor scale, torch::Tensor bias,
+                        int64_t out_features, bool simd) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.is_contiguous() && x.device().is_cpu(),
+              "int8_gemm: x must be contiguous float32 (N, H, W, K)");
+  TORCH_CHECK(x.size(3) >= 1 && sh >= 1 && sw >= 1, "int8_gemm: K and the steps must be positive");
+  TORCH_CHECK(zero_point >= 0 && zero_point <= 255, "int8_gemm: zero_point must be a uint8 code");
+  TORCH_CHECK(std::isfinite(inv_scale) && inv_scale > 0, "int8_gemm: inv_scale must be finite and positive");
+  GemmShape s{x.size(0), x.size(1), x.size(2), x.size(3), (x.size(3) + 3) / 4, sh, sw, 0, 0, 0, out_features,
+              wq.dim() == 3 ? 16 * wq.size(0) : 0};
+  s.h = s.H > 0 ? (s.H - 1) / sh + 1 : 0;
+  s.w = s.W > 0 ? (s.W - 1) / sw + 1 : 0;
+  s.M = s.N * s.h * s.w;
+  TORCH_CHECK(wq.dim() == 3 && wq.scalar_type() == torch::kInt8 && wq.is_contiguous() && wq.size(1) == s.K4 &&
+                  wq.size(2) == 64,
+              "int8_gemm: wq must be contiguous int8 (o_pad / 16, ceil(K / 4), 64)");
+  TORCH_CHECK(s.o_pad % GO == 0 && out_features >= 1 && out_features <= s.o_pad,
+              "int8_gemm: o_pad must be a multiple of 64, >= out_features >= 1");
+  TORCH_CHECK(w_sums.dim() == 1 && w_sums.size(0) == s.o_pad && w_sums.scalar_type() == torch::kInt32 &&
+                  w_sums.is_contiguous(),
+              "int8_gemm: w_sums must be contiguous int32 (o_pad,)");
+  for (const auto& t : {scale, bias})
+    TORCH_CHECK(t.dim() == 1 && t.size(0) == s.o_pad && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+                "int8_gemm: scale and bias must be contiguous float32 (o_pad,)");
+  auto y = torch::empty({s.N, s.h, s.w, out_features}, x.options());
+  if (s.M == 0) return y;
+  const float* xp = x.data_ptr<float>();
+  const int8_t* wp = wq.data_ptr<int8_t>();
+  const int32_t* sp = w_sums.data_ptr<int32_t>();
+  const float* scp = scale.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const float inv = static_cast<float>(inv_scale), zp = static_cast<float>(zero_point);
+  simd = simd && vnni_available();
+  at::parallel_for(0, (s.M + GP - 1) / GP, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint8_t> codes(GP * 4 * s.K4, 0);  // padding past K stays 0
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t m0 = t * GP, np = std::min(GP, s.M - m0);
+      for (int64_t j = 0; j < np; ++j) {
+        const int64_t m = m0 + j, n = m / (s.h * s.w), r = m % (s.h * s.w);
+        const float* src = xp + ((n * s.H + (r / s.w) * sh) * s.W + (r % s.w) * sw) * s.K;
+#if XNORPP_AVX512
+        if (simd) {
+          quantize_avx512(src, s.K, inv, zp, codes.data() + j * 4 * s.K4);
+          continue;
+        }
+#endif
+        quantize_generic(src, s.K, inv, zp, codes.data() + j * 4 * s.K4);
+      }
+#if XNORPP_AVX512
+      if (simd) {
+        gemm_tile_avx512(s, codes.data(), np, wp, sp, scp, bp, static_cast<int32_t>(zero_point), yp + m0 * s.o);
+        continue;
+      }
+#endif
+      gemm_tile_generic(s, codes.data(), np, wp, sp, scp, bp, static_cast<int32_t>(zero_point), yp + m0 * s.o);
+    }
+  });
+  return y;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -1263,6 +1436,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("amx_available", &amx_available, "whether this CPU and OS run the AMX int8 tile path (run-time check)");
   m.def("max_pool_signs", &max_pool_signs, "max pooling (of relu(x)) in one pass, with the next layer's sign bytes");
   m.def("max_pool_bits", &max_pool_bits, "max pooling (of relu(x)) in one pass, with the next layer's sign bits");
+  m.def("int8_gemm", &int8_gemm, "a 1x1 convolution or linear layer on int8 codes of its input, float output");
+  m.def("vnni_available", &vnni_available, "whether this CPU runs int8_gemm's AVX-512 VNNI path (run-time check)");
   m.attr("amx_tail_rows") = TAIL;
   m.attr("simd_compiled") = static_cast<bool>(XNORPP_AVX512);
   m.attr("amx_emulated") = static_cast<bool>(XNORPP_AMX && XNORPP_AMX_EMULATION);

@@ -1,0 +1,144 @@
+"""Int8 real layers: ``Int8Gemm`` (1x1 convolutions and linear layers) against an integer reference, and the
+compiled ``int8_gemm`` against ``Int8Gemm``, bit for bit, on both of its paths."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torch.ao.quantization import get_default_qconfig
+
+from xnorpp_core import packed
+from xnorpp_core.packed.int8 import Int8Gemm, default_engine
+
+
+def _kernel():
+    try:
+        return packed.backend._compiled()[0] or pytest.skip("no compiled kernel")
+    except RuntimeError as err:
+        pytest.skip(str(err))
+
+
+def _gemm(layer, scale=0.05, zero_point=60, step=None):
+    return Int8Gemm(layer, (scale, zero_point), get_default_qconfig(default_engine()), step)
+
+
+def _conv(c, o, stride=1, seed=0):
+    torch.manual_seed(seed)
+    return nn.Conv2d(c, o, 1, stride, bias=True).eval()
+
+
+def _inputs(shape, gemm, seed=0):
+    """Random inputs, with some exactly halfway between two codes (ties go to the even code) and some far out of
+    the codes' range (clamped)."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 4
+    flat = x.view(-1)
+    flat[::7] = (torch.arange(flat[::7].numel()) % 40 - 20 + 0.5) / gemm.inv_scale  # k + 1/2 codes
+    flat[3::11] = torch.where(torch.arange(flat[3::11].numel()) % 2 == 0, 1e4, -1e4)
+    return x
+
+
+def _reference(gemm, x):
+    """``Int8Gemm``'s output from numpy integers: codes rounded half to even in float32, exact int64 sums."""
+    rows = x.numpy().astype(np.float32)
+    if not gemm.linear:
+        rows = rows[:, :, ::gemm.stride[0], ::gemm.stride[1]]
+        n, _, h, w = rows.shape
+        rows = rows.transpose(0, 2, 3, 1).reshape(n * h * w, -1)
+    codes = np.clip(np.rint(rows * np.float32(gemm.inv_scale)) + np.float32(gemm.zero_point), 0, 255)
+    acc = (codes.astype(np.int64) - gemm.zero_point) @ gemm.weight_codes.numpy().astype(np.int64).T
+    y = acc.astype(np.float32) * gemm.out_scale.numpy() + gemm.bias.numpy()
+    y = torch.from_numpy(y)
+    return y if gemm.linear else y.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _run_kernel(gemm, x, simd):
+    rows = x.reshape(x.shape[0], 1, 1, -1) if gemm.linear else x.permute(0, 2, 3, 1)
+    y = _kernel().int8_gemm(rows.contiguous(), *gemm.stride, gemm.inv_scale, gemm.zero_point,
+                            *gemm.kernel_operands(), gemm.out_features, simd)
+    return y.view(x.shape[0], -1) if gemm.linear else y.permute(0, 3, 1, 2)
+
+
+CASES = [  # (in, out, stride, batch, size): K and outputs not multiples of 4, 16 or 64 too
+    (64, 128, 2, 1, 9), (5, 10, 1, 3, 4), (70, 100, 2, 2, 7), (1, 1, 1, 1, 1), (256, 512, 2, 1, 6),
+    (33, 64, 3, 2, 8),
+]
+
+
+@pytest.mark.parametrize("c,o,stride,batch,size", CASES)
+def test_int8_gemm_conv_equals_the_integer_reference(c, o, stride, batch, size):
+    gemm = _gemm(_conv(c, o, stride))
+    x = _inputs((batch, c, size, size), gemm)
+    with torch.no_grad():
+        assert torch.equal(gemm(x), _reference(gemm, x))
+
+
+@pytest.mark.parametrize("k,o", [(512, 1000), (7, 3), (64, 64)])
+def test_int8_gemm_linear_equals_the_integer_reference(k, o):
+    torch.manual_seed(1)
+    gemm = _gemm(nn.Linear(k, o))
+    x = _inputs((4, k), gemm, seed=1)
+    with torch.no_grad():
+        assert torch.equal(gemm(x), _reference(gemm, x))
+
+
+@pytest.mark.parametrize("simd", [False, True])
+@pytest.mark.parametrize("c,o,stride,batch,size", CASES)
+def test_the_compiled_kernel_equals_int8_gemm(simd, c, o, stride, batch, size):
+    gemm = _gemm(_conv(c, o, stride, seed=2), scale=0.03, zero_point=0)
+    x = _inputs((batch, c, size, size), gemm, seed=2).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(_run_kernel(gemm, x, simd), gemm(x))
+
+
+@pytest.mark.parametrize("simd", [False, True])
+def test_the_compiled_kernel_equals_int8_gemm_on_a_linear_layer(simd):
+    torch.manual_seed(3)
+    gemm = _gemm(nn.Linear(300, 70), zero_point=128)
+    x = _inputs((5, 300), gemm, seed=3)
+    with torch.no_grad():
+        assert torch.equal(_run_kernel(gemm, x, simd), gemm(x))
+
+
+def test_the_vnni_path_runs_where_the_cpu_has_it():
+    # the AVX-512 VNNI path is chosen at run time; a CPU without it runs the portable loops for simd=True too
+    kernel = _kernel()
+    assert isinstance(kernel.vnni_available(), bool)
+
+
+def test_int8_gemm_is_close_to_the_float_layer():
+    layer = _conv(64, 32, 2, seed=4)
+    x = torch.randn(2, 64, 8, 8, generator=torch.Generator().manual_seed(4))
+    gemm = _gemm(layer, scale=float(x.abs().max()) / 127, zero_point=128)
+    with torch.no_grad():
+        real, int8 = layer(x), gemm(x)
+    assert not torch.equal(int8, real)
+    torch.testing.assert_close(int8, real, rtol=0.05, atol=0.05 * float(real.abs().max()))
+
+
+def test_asymmetric_weights_are_refused():
+    qconfig = get_default_qconfig(default_engine())
+    affine = torch.ao.quantization.QConfig(
+        activation=qconfig.activation,
+        weight=torch.ao.quantization.PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
+                                                                       qscheme=torch.per_channel_affine))
+    layer = _conv(8, 4)
+    with torch.no_grad():
+        layer.weight.abs_()  # all positive: an affine observer gives nonzero zero points
+    with pytest.raises(ValueError, match="symmetric weight quantization"):
+        Int8Gemm(layer, (0.1, 0), affine)
+
+
+def test_the_kernel_checks_its_operands():
+    gemm = _gemm(_conv(8, 4))
+    kernel, (wq, sums, scale, bias) = _kernel(), gemm.kernel_operands()
+    x = torch.randn(1, 5, 5, 8)
+    with pytest.raises(RuntimeError, match="contiguous float32"):
+        kernel.int8_gemm(x.permute(0, 2, 1, 3), 1, 1, gemm.inv_scale, 0, wq, sums, scale, bias, 4, True)
+    with pytest.raises(RuntimeError, match="ceil"):
+        kernel.int8_gemm(torch.randn(1, 5, 5, 9), 1, 1, gemm.inv_scale, 0, wq, sums, scale, bias, 4, True)
+    with pytest.raises(RuntimeError, match="zero_point"):
+        kernel.int8_gemm(x, 1, 1, gemm.inv_scale, 256, wq, sums, scale, bias, 4, True)
+    with pytest.raises(RuntimeError, match="out_features"):
+        kernel.int8_gemm(x, 1, 1, gemm.inv_scale, 0, wq, sums, scale, bias, 65, True)
+    with pytest.raises(RuntimeError, match="scale and bias"):
+        kernel.int8_gemm(x, 1, 1, gemm.inv_scale, 0, wq, sums, scale[:4].contiguous(), bias, 4, True)
