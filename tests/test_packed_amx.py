@@ -105,7 +105,7 @@ def test_row_masks_give_the_same_outputs_as_int8_tiles(tiles, method, o):
     assert masks._kernel_weights().dtype == torch.int64  # the default for a multiple of 64 channels
     bytes_ = amx_weights(masks.weight_bits, 128, masks=False)
     y = tiles.kernel.amx_conv(masks.pack_input(x), bytes_, 3, 8, 8, 128, o, 3, 3, 1, 1, 6, 6, *masks.gamma_operands(), False,
-                        None, None, None, 0, 0, -1, True)[0]
+                        None, None, None, False, None, None, 0, 0, -1, True)[0]
     assert torch.equal(masks(x), y.view(3, 6, 6, o).permute(0, 3, 1, 2))
     with pytest.raises(ValueError, match="multiple of 64"):
         amx_weights(pack_weight(torch.randn(8, 70, 3, 3), "numpy"), 70, masks=True)
@@ -176,7 +176,8 @@ def test_the_tile_kernel_refuses_what_it_cannot_read(tiles):
     layer = PackedBinaryConv2d.from_binary_conv(_layer(64, 32, 3, 1, 1, "direct", "zero", 6), tiles.name)
     xi = layer.pack_input(torch.randn(1, 64, 6, 6))
     w = layer._kernel_weights()
-    args = (1, 8, 8, 64, 32, 3, 3, 1, 1, 6, 6, None, None, None, False, None, None, None, 0, 0, -1, True)
+    args = (1, 8, 8, 64, 32, 3, 3, 1, 1, 6, 6, None, None, None, False, None, None, None, False, None, None, 0, 0, -1,
+            True)
     assert kernel.amx_conv(xi, w, *args)[0].shape == (1, 36, 32)
     with pytest.raises(RuntimeError, match="rows"):  # the tail the last tiles read is missing
         kernel.amx_conv(xi[:64].contiguous(), w, *args)
@@ -249,7 +250,7 @@ def test_tile_products_of_any_bytes_equal_a_float_convolution(tiles, shape):
     xi, wi, x, w = _byte_operands(c, o, k, size, n, seed=9)
     h = (size - k) // s + 1
     y = tiles.kernel.amx_conv(xi, wi, n, size, size, c, o, k, k, s, s, h, h, None, None, None, False, None, None,
-                              None, 0, 0, -1, True)[0]  # (n, P, o)
+                              None, False, None, None, 0, 0, -1, True)[0]  # (n, P, o)
     count = F.conv2d(x, w, stride=s)  # (n, o, h, h)
     assert count.abs().max() < 2 ** 24  # float32 holds every count exactly
     assert torch.equal(y.double(), count.flatten(2).transpose(1, 2))
@@ -259,7 +260,7 @@ def test_the_emulated_tiles_equal_the_hardware_ones():
     if not HARDWARE:
         pytest.skip("this CPU has no AMX-INT8 tiles: on one, every tile test of this file also runs on the hardware "
                     "(backend cpp), and this test compares the emulated tiles with it on bytes of every value, with "
-                    "Gamma factors, ReLU, residual and the next layer's signs")
+                    "Gamma factors, ReLU, residual, a following batch norm and its ReLU, and the next layer's signs")
     hardware, emulated = _tile_backend("cpp"), _tile_backend("cpp_amx_emulated")
     assert hardware.kernel.amx_emulated is False and emulated.kernel.amx_emulated is True
     for c, o, k, s, size, n in BYTE_SHAPES:
@@ -269,7 +270,8 @@ def test_the_emulated_tiles_equal_the_hardware_ones():
         gamma, gy, gx = torch.rand(1, o, generator=g), torch.rand(h, generator=g), torch.rand(h, generator=g)
         residual, scale = torch.randn(n, h * h, o, generator=g), torch.where(torch.arange(o) % 3 == 0, -1.0, 1.0)
         thr = torch.randn(o, generator=g)
-        args = (xi, wi, n, size, size, c, o, k, k, s, s, h, h, gamma, gy, gx, True, residual, scale, thr, 1, 1, 0,
-                True)
+        post_scale, post_shift = torch.randn(o, generator=g), torch.randn(o, generator=g)
+        args = (xi, wi, n, size, size, c, o, k, k, s, s, h, h, gamma, gy, gx, True, residual, post_scale, post_shift,
+                True, scale, thr, 1, 1, 0, True)
         (y_hw, signs_hw), (y_emu, signs_emu) = hardware.kernel.amx_conv(*args), emulated.kernel.amx_conv(*args)
         assert torch.equal(y_hw, y_emu) and torch.equal(signs_hw, signs_emu)

@@ -152,6 +152,8 @@ def test_packed_resnet_logits_equal_the_fused_emulation(backend, method, pad_mod
     # each block's output is written over its residual (read by nothing after), by the compiled kernels, except
     # the first block's: its residual is the stem's ReLU, which the rule does not take for a new tensor
     assert [b.in_place for b in net.binaries] == [False, False] + [False, net.backend.name != "numpy"] * 3
+    # the head's batch norm and ReLU run in the last binary layer's epilogue, by the compiled kernels
+    assert [b.post[2] for b in net.binaries] == [False] * 7 + [net.backend.name != "numpy"]
 
 
 class _ResidualReadAgain(nn.Module):

@@ -80,15 +80,30 @@ class Int8Layers(nn.Module):
         q.scale, q.zero_point = float(out_qparams[0]), int(out_qparams[1])
         self.layer, self.pool, self.step = q, pool, step
         self.in_scale, self.in_zero_point = float(in_qparams[0]), int(in_qparams[1])
+        self._values = None
 
-    def forward(self, x):
+    def quantized(self, x):
+        """The input quantized, through the layer (and a convolution's ReLU): ``quint8``, before the pooling."""
         if self.step is not None:
             x = x[:, :, ::self.step[0], ::self.step[1]]
         q = torch.quantize_per_tensor(x, self.in_scale, self.in_zero_point, torch.quint8)
-        q = self.layer(q)  # a convolution's ReLU is fused into it
+        return self.layer(q)  # a convolution's ReLU is fused into it
+
+    def forward(self, x):
+        q = self.quantized(x)
         if self.pool is not None:
             q = self.pool(q)
         return q.dequantize()
+
+    def code_values(self):
+        """float32 ``(256,)``: what ``dequantize`` makes of each output code (the output's scale and zero point)."""
+        if self._values is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+                codes = torch._make_per_tensor_quantized_tensor(torch.arange(256, dtype=torch.uint8), self.layer.scale,
+                                                                self.layer.zero_point)
+            self._values = codes.dequantize().contiguous()
+        return self._values
 
     def extra_repr(self):
         return f"in_scale={self.in_scale:.4g}, in_zero_point={self.in_zero_point}, step={self.step}"

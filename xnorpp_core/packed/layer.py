@@ -314,7 +314,8 @@ class PackedBinaryConv2d(nn.Module):
             hp, wp = h + 2 * ph, w + 2 * pw
             y = k.amx_conv(xb, self._kernel_weights(), (xb.shape[0] - k.amx_tail_rows) // (hp * wp), hp, wp,
                            self.channels, self.out_channels, *self.kernel_size, *self.stride, h_out, w_out,
-                           *self.gamma_operands(), False, None, None, None, 0, 0, -1, True)[0]  # (N, P, o)
+                           *self.gamma_operands(), False, None, None, None, False, None, None, 0, 0, -1,
+                           True)[0]  # (N, P, o)
         elif self.backend.name == "numpy":
             corr = self._correction(tuple(input_size))
             y = conv_numpy(xb, self.weight_bits, self.channels, self.stride, (h_out, w_out), corr, self.gamma)
@@ -322,7 +323,8 @@ class PackedBinaryConv2d(nn.Module):
             y = self.backend.kernel.packed_conv(xb, self._kernel_weights(), self.channels, self.out_channels,
                                                 *self.kernel_size, *self.stride, h_out, w_out,
                                                 *self.correction_table(input_size), *self.gamma_operands(), False, None,
-                                                None, None, 0, 0, True, self.backend.simd)[0]  # (N, P, o)
+                                                None, None, False, None, None, 0, 0, True,
+                                                self.backend.simd)[0]  # (N, P, o)
         y = y.view(y.shape[0], h_out, w_out, self.out_channels).permute(0, 3, 1, 2)  # (N, o, h_out, w_out)
         if self.bias is not None:
             y = y + self.bias[:, None, None]

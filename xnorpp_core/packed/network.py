@@ -104,6 +104,35 @@ def _subsampling(m):
             and m.groups == 1 and m.dilation == (1, 1))
 
 
+class _ChannelAffine(nn.Module):
+    """An eval ``BatchNorm2d`` whose output no binary layer reads (a network's last one, before its classifier), as
+    ``x * scale + shift`` per channel: a multiply, then an add, each rounded, as the kernels compute it when they
+    apply it in a binary layer's epilogue."""
+
+    def __init__(self, bn):
+        super().__init__()
+        weight = bn.weight.double() if bn.affine else torch.ones(bn.num_features, dtype=torch.float64)
+        bias = bn.bias.double() if bn.affine else torch.zeros(bn.num_features, dtype=torch.float64)
+        scale = weight / torch.sqrt(bn.running_var.double() + bn.eps)
+        self.register_buffer("scale", scale.float().contiguous())
+        self.register_buffer("shift", (bias - bn.running_mean.double() * scale).float().contiguous())
+
+    def forward(self, x):
+        return x * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
+
+
+def _reaches_binary(node, modules):
+    """Whether ``node``'s output reaches a binary layer through single-user monotone layers (its sign is read)."""
+    while len(node.users) == 1:
+        node = next(iter(node.users))
+        m = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(m, BinaryConv2d) and m.method != "real":
+            return True
+        if not isinstance(m, _MONOTONE):
+            return False
+    return len(node.users) > 1
+
+
 class _ChannelsLast(nn.Module):
     """Runs ``graph`` on a channels-last copy of the input."""
 
@@ -141,6 +170,11 @@ def fused_emulation(model, real_layers="float", calibration=None):
                         fuse_conv_bn_eval(modules[prev.target], modules[node.target]))
                 node.replace_all_uses_with(prev)
                 gm.graph.erase_node(node)
+    for node in list(gm.graph.nodes):  # batch norms whose sign no binary layer reads: x * scale + shift
+        m = modules.get(node.target) if node.op == "call_module" else None
+        if type(m) is nn.BatchNorm2d and m.running_mean is not None and not _reaches_binary(node, modules):
+            parent, _, name = node.target.rpartition(".")
+            setattr(gm.get_submodule(parent) if parent else gm, name, _ChannelAffine(m))
     for name, m in list(gm.named_modules()):
         if _subsampling(m):
             parent, _, leaf = name.rpartition(".")
@@ -289,6 +323,7 @@ class _Binary:
         self.emit = None  # (consumer, s, t): the int8 tiles' float output also packed for consumer
         self.signs_only = False  # with emit: the float output is not kept (only its signs are used)
         self.in_place = False  # the float output overwrites the residual (no later step reads it)
+        self.post = (None, None, False)  # (scale, shift, relu): a following _ChannelAffine (and ReLU) in the epilogue
 
     @property
     def write_y(self):
@@ -322,6 +357,28 @@ class _Pool:
     def fusable(m):
         return (isinstance(m, nn.MaxPool2d) and not m.ceil_mode and not m.return_indices
                 and m.dilation in (1, (1, 1)))
+
+
+class _Int8Pool:
+    """The int8 stem (``Int8Layers`` with its max pooling), whose float output is also packed for a binary layer:
+    PyTorch's quantized convolution, then the pooling of its codes, their values and the sign bits in one pass
+    (``max_pool_codes``) instead of the quantized pooling, ``dequantize`` and a packing pass."""
+
+    def __init__(self, node, module, consumer, s, t, backend):
+        self.node, self.source, self.module, self.emit = node, node.args[0], module, (consumer, s, t)
+        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+        pool = module.pool
+        self.call = (*pair(pool.kernel_size), *pair(pool.stride or pool.kernel_size), *pair(pool.padding), s, t,
+                     *consumer.layer.padding, backend.simd)
+        self.kernel = backend.kernel
+
+    @staticmethod
+    def fusable(m):
+        return isinstance(m, Int8Layers) and m.pool is not None and _Pool.fusable(m.pool)
+
+    def __call__(self, x):
+        """``(y, bits)``: the float output and the consumer's packed input."""
+        return self.kernel.max_pool_codes(self.module.quantized(x), self.module.code_values(), *self.call)
 
 
 class _Gemm:
@@ -452,6 +509,23 @@ class PackedNetwork(nn.Module):
                 a = by_out.get(c.source[1]) if c.source[0] == "float" else None
                 if a is not None and a.emit is None:
                     a.emit, c.source = (c, *c.source[2:]), ("bits", a)
+        int8_pools = {}
+        if self.backend.name != "numpy" and not self.amx:  # the int8 stem's pooling, values and packing in one pass
+            for c in binaries.values():
+                u = c.source[1] if c.source[0] == "float" else None
+                if u is not None and u not in int8_pools and _Int8Pool.fusable(mod(u)):
+                    int8_pools[u] = _Int8Pool(u, mod(u), c, *c.source[2:], self.backend)
+                    c.source = ("bits", int8_pools[u])
+        if self.backend.name != "numpy":  # a following batch norm (as _ChannelAffine) and ReLU in the epilogue
+            for b in binaries.values():
+                u = next(iter(b.out.users)) if not b.folded and b.emit is None and len(b.out.users) == 1 else None
+                if isinstance(mod(u), _ChannelAffine):
+                    b.post, b.out = (mod(u).scale, mod(u).shift, False), u
+                    skip.add(u)
+                    r = next(iter(u.users)) if len(u.users) == 1 else None
+                    if isinstance(mod(r), nn.ReLU):
+                        b.post, b.out = (*b.post[:2], True), r
+                        skip.add(r)
         first, last = min(order[n] for n in binaries), max(order[n] for n in binaries)
         self._steps = []
         for n in nodes:
@@ -461,6 +535,8 @@ class PackedNetwork(nn.Module):
                 self._steps.append(("binary_convs", binaries[n]))
             elif n in pools:
                 self._steps.append(("stem" if order[n] < first else "glue", pools[n]))
+            elif n in int8_pools:
+                self._steps.append(("stem" if order[n] < first else "glue", int8_pools[n]))
             elif n.op != "placeholder":
                 where = "stem" if order[n] < first else "classifier" if order[n] > last else (
                     "shortcuts" if isinstance(mod(n), (nn.Conv2d, Int8Layers, Int8Gemm)) else "glue")
@@ -498,7 +574,7 @@ class PackedNetwork(nn.Module):
         def reads(step):
             if isinstance(step, _Binary):
                 return [step.source[1]] * (step.source[0] == "float") + [step.residual] * (step.residual is not None)
-            if isinstance(step, (_Pool, _Gemm)):
+            if isinstance(step, (_Pool, _Gemm, _Int8Pool)):
                 return [step.source]
             if step in self._aliases:
                 return []
@@ -512,7 +588,7 @@ class PackedNetwork(nn.Module):
                 last[root(n)] = i
             if isinstance(step, _Binary):
                 fresh.add(step.out)
-            elif isinstance(step, (_Pool, _Gemm)):
+            elif isinstance(step, (_Pool, _Gemm, _Int8Pool)):
                 fresh.add(step.node)
             elif step.op == "call_module" and isinstance(self._mods[step.target], (Int8Layers, nn.Conv2d)):
                 fresh.add(step)
@@ -598,10 +674,10 @@ class PackedNetwork(nn.Module):
             pad = consumer.layer.padding if consumer else (0, 0)
             if self.amx:
                 b.call = ((*geometry, *layer.gamma_operands(), b.relu),
-                          (s, t, *pad, consumer.layer.border if consumer else -1, b.write_y))
+                          (*b.post, s, t, *pad, consumer.layer.border if consumer else -1, b.write_y))
             else:
                 b.call = ((*geometry, *layer.correction_table(b.in_size), *layer.gamma_operands(), b.relu),
-                          (s, t, *pad, b.write_y, self.backend.simd))
+                          (*b.post, s, t, *pad, b.write_y, self.backend.simd))
 
     @torch.no_grad()
     def forward(self, x, timings=None):
@@ -636,6 +712,8 @@ class PackedNetwork(nn.Module):
                     packed[step.emit[0]] = signs
             elif isinstance(step, _Gemm):
                 env[step.node] = step(env[step.source])
+            elif isinstance(step, _Int8Pool):
+                env[step.node], packed[step.emit[0]] = step(env[step.source])
             elif step in self._aliases:
                 env[step] = env[self._aliases[step]]
             else:

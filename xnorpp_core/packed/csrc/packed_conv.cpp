@@ -10,12 +10,15 @@
 //     words and the unused high bits of the last word are 0. Bit = x > 0, or,
 //     with the per-channel tensors scale (+-1) and thr, bit = scale[c] x > thr[c]
 //     (a BN -> sign folded into a threshold).
-// packed_conv(xb, wt, ..., corr, corr_rows, corr_cols, gamma, gamma_y, gamma_x, relu, residual, next_scale,
-//     next_thr, out_ph, out_pw, write_y, simd) -> [y, bits]: xb from pack_signs, wt the
+// packed_conv(xb, wt, ..., corr, corr_rows, corr_cols, gamma, gamma_y, gamma_x, relu, residual, post_scale,
+//     post_shift, post_relu, next_scale, next_thr, out_ph, out_pw, write_y, simd) -> [y, bits]: xb from
+//     pack_signs, wt the
 //     packed weights laid out (kh * kw * cw, o_pad), output channels innermost; y (N, h_out * w_out, o) float32:
 //         y = (c kh kw - 2 sum popcount(a xor b) + corr) * gamma,
-//     then max(y, 0) if relu, then residual + y; write_y 1: y a new tensor, 2: y written over the residual (given
-//     then, and returned as y), 0: no y (an undefined tensor). corr a table (R, C, o)
+//     then max(y, 0) if relu, then residual + y, then (post_scale, post_shift (o,) given: a following batch norm)
+//     y post_scale + post_shift (a multiply, then an add), then max(y, 0) if post_relu; write_y 1: y a new
+//     tensor, 2: y written over the residual (given then, and returned as y), 0: no y (an undefined tensor).
+//     corr a table (R, C, o)
 //     int32 whose row corr_rows[y], column corr_cols[x] is pixel (y, x)'s, gamma (1 or h_out w_out, o) float32,
 //     or gamma (1, o)
 //     with its factors gamma_y (h_out or h_out w_out,) and gamma_x (w_out,), multiplied as (gamma gamma_y) gamma_x
@@ -38,10 +41,10 @@
 // pack_signs_i8(x, ph, pw, scale, thr, border): as pack_signs, -> (N Hp Wp + TAIL, cp)
 //     int8, cp = 64 ceil(C / 64), rows = padded pixels (n, y, x) in order; border and the
 //     TAIL spare rows hold border; unused channels hold any sign (their weights are 0).
-// amx_conv(xi, wi, N, Hp, Wp, ..., gamma, gamma_y, gamma_x, relu, residual, next_scale,
-//     next_thr, out_ph, out_pw, out_border, write_y) -> [y, signs]: y (N, h_out w_out, o) float32 =
+// amx_conv(xi, wi, N, Hp, Wp, ..., gamma, gamma_y, gamma_x, relu, residual, post_scale, post_shift, post_relu,
+//     next_scale, next_thr, out_ph, out_pw, out_border, write_y) -> [y, signs]: y (N, h_out w_out, o) float32 =
 //     count * gamma (Gamma of Cases 3-4 from its factors: (gamma[o] gamma_y[y or p]) gamma_x[x]),
-//     then max(y, 0) if relu, then residual + y (as packed_conv); with next_scale and
+//     then max(y, 0) if relu, then residual + y, then the affine map and its ReLU (as packed_conv); with next_scale and
 //     next_thr also the next layer's input signs of y (as pack_signs_i8), else an undefined
 //     tensor; y as packed_conv's write_y (0: undefined, the signs alone); wi int8: for tap t,
 //     channel block cb and 16 outputs ob, a 1 KB tile whose row r holds, output by
@@ -316,6 +319,10 @@ struct Epilogue {
   const float* gamma_y;    // (h_out,) or, when gamma_y_pixel, (h_out w_out,); or null
   bool gamma_y_pixel;
   const float* gamma_x;    // (w_out,) or null
+  // after the residual: y = y * post_scale + post_shift (a multiply, then an add), then max(y, 0) if post_relu
+  const float* post_scale;  // (o,) or null
+  const float* post_shift;  // (o,), with post_scale
+  bool post_relu;
 };
 
 // Gamma (1 or P rows, o columns) of a float epilogue, checked: e.gamma and e.gamma_rows (1 when absent).
@@ -344,13 +351,16 @@ void set_bounds(Epilogue& e, const torch::Tensor& bound, const torch::Tensor& fl
 }
 
 // The float epilogue's tensors, checked: Gamma (1 or P rows, o columns) or its factors (gamma (1, o) with
-// gamma_y (h_out,) or (P,), and gamma_x (w_out,)), ReLU, the residual (N, P, o) and the next layer's per-channel
-// threshold (next_scale, next_thr (o,)); returns whether the threshold is given.
+// gamma_y (h_out,) or (P,), and gamma_x (w_out,)), ReLU, the residual (N, P, o), a per-channel affine map after
+// it (post_scale, post_shift (o,): a following batch norm) with its ReLU (post_relu), and the next layer's
+// per-channel threshold (next_scale, next_thr (o,)); returns whether the threshold is given.
 bool set_float_epilogue(Epilogue& e, const c10::optional<torch::Tensor>& gamma,
                         const c10::optional<torch::Tensor>& gamma_y, const c10::optional<torch::Tensor>& gamma_x,
                         bool relu, const c10::optional<torch::Tensor>& residual,
-                        const c10::optional<torch::Tensor>& next_scale, const c10::optional<torch::Tensor>& next_thr,
-                        int64_t N, int64_t h_out, int64_t w_out, int64_t o, const char* who) {
+                        const c10::optional<torch::Tensor>& post_scale, const c10::optional<torch::Tensor>& post_shift,
+                        bool post_relu, const c10::optional<torch::Tensor>& next_scale,
+                        const c10::optional<torch::Tensor>& next_thr, int64_t N, int64_t h_out, int64_t w_out,
+                        int64_t o, const char* who) {
   const int64_t P = h_out * w_out;
   e.relu = relu;
   set_gamma(e, gamma, P, o, who);
@@ -374,6 +384,16 @@ bool set_float_epilogue(Epilogue& e, const c10::optional<torch::Tensor>& gamma,
                 who, ": residual must be contiguous float32 (N, h_out * w_out, o)");
     e.residual = residual->data_ptr<float>();
   }
+  const bool has_post = post_scale && post_scale->defined();
+  TORCH_CHECK(has_post == (post_shift && post_shift->defined()), who, ": post_scale and post_shift go together");
+  if (has_post) {
+    for (const auto& t : {*post_scale, *post_shift})
+      TORCH_CHECK(t.dim() == 1 && t.size(0) == o && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+                  who, ": post_scale and post_shift must be contiguous float32 (o,)");
+    e.post_scale = post_scale->data_ptr<float>();
+    e.post_shift = post_shift->data_ptr<float>();
+  }
+  e.post_relu = post_relu;
   const bool has_scale = next_scale && next_scale->defined(), has_thr = next_thr && next_thr->defined();
   TORCH_CHECK(has_scale == has_thr, who, ": next_scale and next_thr go together");
   if (has_scale) {
@@ -473,6 +493,11 @@ inline void epilogue_generic(const Geometry& g, const Tile& t, const Epilogue& e
     }
     if (e.relu) v = v > 0.0f ? v : 0.0f;
     if (res) v = res[q] + v;
+    if (e.post_scale) {
+      v = v * e.post_scale[t.o0 + q];
+      v = v + e.post_shift[t.o0 + q];
+    }
+    if (e.post_relu) v = v > 0.0f ? v : 0.0f;
     if (y) y[q] = v;
     if (e.scale) word |= static_cast<u32>(e.scale[t.o0 + q] * v > e.thr[t.o0 + q]) << q;
   }
@@ -569,8 +594,13 @@ XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Ep
   const bool gamma_row = e.gamma && e.gamma_rows == 1;
   const float* gamma = e.gamma ? e.gamma + (gamma_row ? 0 : t.p0 * o) + o0 : nullptr;
   __m512 g_row[2] = {zero, zero}, s_row[2] = {zero, zero}, t_row[2] = {zero, zero};
+  __m512 p_scale[2] = {zero, zero}, p_shift[2] = {zero, zero};
   for (int h = 0; h < 2; ++h) {
     if (gamma_row) g_row[h] = _mm512_maskz_loadu_ps(m[h], gamma + 16 * h);
+    if (e.post_scale) {
+      p_scale[h] = _mm512_maskz_loadu_ps(m[h], e.post_scale + o0 + 16 * h);
+      p_shift[h] = _mm512_maskz_loadu_ps(m[h], e.post_shift + o0 + 16 * h);
+    }
     if (e.scale) {
       s_row[h] = _mm512_maskz_loadu_ps(m[h], e.scale + o0 + 16 * h);
       t_row[h] = _mm512_maskz_loadu_ps(m[h], e.thr + o0 + 16 * h);
@@ -602,6 +632,8 @@ XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Ep
       }
       if (e.relu) yv = _mm512_max_ps(yv, zero);  // max(y, 0): a NaN-free y gives torch's relu
       if (RES) yv = _mm512_add_ps(_mm512_maskz_loadu_ps(m[h], res + j * o + 16 * h), yv);
+      if (e.post_scale) yv = _mm512_add_ps(_mm512_mul_ps(yv, p_scale[h]), p_shift[h]);
+      if (e.post_relu) yv = _mm512_max_ps(yv, zero);
       if (y) _mm512_mask_storeu_ps(y + j * o + 16 * h, m[h], yv);
       if (e.scale)  // as pack_signs with a threshold: scale y > thr
         word |= static_cast<u32>(_mm512_mask_cmp_ps_mask(m[h], _mm512_mul_ps(yv, s_row[h]), t_row[h], _CMP_GT_OQ))
@@ -699,7 +731,9 @@ std::vector<torch::Tensor> packed_conv(torch::Tensor xb, torch::Tensor wt, int64
                                        c10::optional<torch::Tensor> corr_cols,
                                        c10::optional<torch::Tensor> gamma, c10::optional<torch::Tensor> gamma_y,
                                        c10::optional<torch::Tensor> gamma_x, bool relu,
-                                       c10::optional<torch::Tensor> residual, c10::optional<torch::Tensor> next_scale,
+                                       c10::optional<torch::Tensor> residual, c10::optional<torch::Tensor> post_scale,
+                                       c10::optional<torch::Tensor> post_shift, bool post_relu,
+                                       c10::optional<torch::Tensor> next_scale,
                                        c10::optional<torch::Tensor> next_thr, int64_t out_ph, int64_t out_pw,
                                        int64_t write_y, bool simd) {
   const Geometry g = check_conv(xb, wt, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
@@ -727,8 +761,8 @@ std::vector<torch::Tensor> packed_conv(torch::Tensor xb, torch::Tensor wt, int64
     e.corr_cols = cols;
     e.corr_ncols = corr->size(1);
   }
-  const bool has_scale = set_float_epilogue(e, gamma, gamma_y, gamma_x, relu, residual, next_scale, next_thr, N,
-                                            h_out, w_out, g.o, "packed_conv");
+  const bool has_scale = set_float_epilogue(e, gamma, gamma_y, gamma_x, relu, residual, post_scale, post_shift,
+                                            post_relu, next_scale, next_thr, N, h_out, w_out, g.o, "packed_conv");
   torch::Tensor out = float_output(e, write_y, has_scale, residual, N, g.P, g.o, xb.options(), "packed_conv"), bits;
   if (has_scale) bits = next_bits(g, e, N, h_out, w_out, out_ph, out_pw, xb.options(), "packed_conv");
   if (N > 0) run_tiles(xb, wt, g, e, simd);
@@ -960,6 +994,10 @@ XNORPP_AMX_FN void epilogue_rows(const AmxGeometry& g, const Epilogue& e, Pendin
       }
       if (e.relu) v = _mm512_max_ps(v, zero);
       if (res) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, res + 16 * h), v);
+      if (e.post_scale)
+        v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, e.post_scale + o0 + 16 * h)),
+                          _mm512_maskz_loadu_ps(m, e.post_shift + o0 + 16 * h));
+      if (e.post_relu) v = _mm512_max_ps(v, zero);
       if (yo) _mm512_mask_storeu_ps(yo + 16 * h, m, v);
       if (e.scale) {  // as pack_signs_i8 with a threshold: scale y > thr
         const __m512 sv = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, e.scale + o0 + 16 * h));
@@ -1076,12 +1114,14 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor xi, torch::Tensor wi, int64_t 
                                     int64_t sw, int64_t h_out, int64_t w_out, c10::optional<torch::Tensor> gamma,
                                     c10::optional<torch::Tensor> gamma_y, c10::optional<torch::Tensor> gamma_x,
                                     bool relu, c10::optional<torch::Tensor> residual,
-                                    c10::optional<torch::Tensor> next_scale, c10::optional<torch::Tensor> next_thr,
-                                    int64_t out_ph, int64_t out_pw, int64_t out_border, int64_t write_y) {
+                                    c10::optional<torch::Tensor> post_scale, c10::optional<torch::Tensor> post_shift,
+                                    bool post_relu, c10::optional<torch::Tensor> next_scale,
+                                    c10::optional<torch::Tensor> next_thr, int64_t out_ph, int64_t out_pw,
+                                    int64_t out_border, int64_t write_y) {
   const AmxGeometry g = check_amx(xi, wi, N, Hp, Wp, channels, out_channels, kh, kw, sh, sw, h_out, w_out);
   Epilogue e{};
-  const bool has_scale = set_float_epilogue(e, gamma, gamma_y, gamma_x, relu, residual, next_scale, next_thr, N,
-                                            g.h_out, g.w_out, g.o, "amx_conv");
+  const bool has_scale = set_float_epilogue(e, gamma, gamma_y, gamma_x, relu, residual, post_scale, post_shift,
+                                            post_relu, next_scale, next_thr, N, g.h_out, g.w_out, g.o, "amx_conv");
   torch::Tensor signs;
   if (has_scale) signs = next_signs(g, e, out_ph, out_pw, out_border, xi.options());
   torch::Tensor out = float_output(e, write_y, has_scale, residual, N, g.P, g.o, xi.options(), "amx_conv");
@@ -1246,6 +1286,117 @@ std::vector<torch::Tensor> max_pool_bits(torch::Tensor x, int64_t kh, int64_t kw
   if (y.numel() == 0) return {y, bits};
   max_pool_run(x, y, kh, kw, sh, sw, ph, pw, relu, scale.data_ptr<float>(), thr.data_ptr<float>(), nullptr,
                reinterpret_cast<u64*>(bits.data_ptr<int64_t>()), cw, out_ph, out_pw, simd);
+  return {y, bits};
+}
+
+// max_pool_codes(q, values, kh, kw, sh, sw, ph, pw, scale, thr, out_ph, out_pw, simd) -> [y, bits]: max pooling
+//     (as max_pool_bits, dilation 1, floor mode; the padding never wins) of the uint8 codes q (N, C, H, W)
+//     (quint8 or uint8, channels-last), each output then the float values[code] (values (256,) float32: what
+//     the codes stand for, a non-decreasing table, so the largest code has the largest value); y (N, C, Ho, Wo)
+//     float32 channels-last, with the next binary layer's sign bits of y (scale y > thr, as pack_signs).
+#if XNORPP_AVX512
+// values[idx] for 16 codes: the 256-entry table in 16 registers, two-register permutes on the low 5 bits of
+// each code, then selected by its bits 5, 6 and 7 (no gather).
+XNORPP_AVX512_FN inline __m512 table_lookup(const __m512 (&t)[16], __m512i idx) {
+  __m512 r[8];
+  for (int k = 0; k < 8; ++k) r[k] = _mm512_permutex2var_ps(t[2 * k], idx, t[2 * k + 1]);
+  for (int bit = 5, n = 8; bit < 8; ++bit, n /= 2) {
+    const __mmask16 m = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(1 << bit));
+    for (int k = 0; k < n / 2; ++k) r[k] = _mm512_mask_blend_ps(m, r[2 * k], r[2 * k + 1]);
+  }
+  return r[0];
+}
+
+// One row of output pixels (oy) of max_pool_codes: x the image (H, W, C) codes, y and wb the row's outputs.
+XNORPP_AVX512_FN void pool_codes_row_avx512(const uint8_t* x, int64_t W, int64_t C, int64_t iy0, int64_t iy1,
+                                            int64_t Wo, int64_t kw, int64_t sw, int64_t pw, const float* values,
+                                            const float* scale, const float* thr, float* y, u64* wb, int64_t cw) {
+  __m512 t[16];
+  for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_ps(values + 16 * k);
+  for (int64_t ox = 0; ox < Wo; ++ox, y += C, wb += cw) {
+    const int64_t ix0 = std::max<int64_t>(0, ox * sw - pw), ix1 = std::min(W, ox * sw - pw + kw);
+    for (int64_t c = 0; c < C; c += 64) {
+      const int64_t left = C - c;
+      const __mmask64 m = left >= 64 ? ~0ULL : (1ULL << left) - 1;
+      __m512i v = _mm512_setzero_si512();  // codes are >= 0; every window holds at least one input
+      for (int64_t iy = iy0; iy < iy1; ++iy)
+        for (int64_t ix = ix0; ix < ix1; ++ix)
+          v = _mm512_max_epu8(v, _mm512_maskz_loadu_epi8(m, x + (iy * W + ix) * C + c));
+      u64 word = 0;
+      for (int64_t q = 0; q < 4 && c + 16 * q < C; ++q) {
+        const int64_t lane = c + 16 * q, rest = C - lane;
+        const __mmask16 mq = rest >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << rest) - 1);
+        const __m512 f = table_lookup(t, _mm512_cvtepu8_epi32(_mm512_castsi512_si128(v)));
+        v = _mm512_alignr_epi32(v, v, 4);  // the next 16 codes into the low lane
+        _mm512_mask_storeu_ps(y + lane, mq, f);
+        const __m512 sv = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(mq, scale + lane));
+        word |= static_cast<u64>(_mm512_mask_cmp_ps_mask(mq, sv, _mm512_maskz_loadu_ps(mq, thr + lane), _CMP_GT_OQ))
+                << (16 * q);
+      }
+      wb[c / 64] = word;
+    }
+  }
+}
+#endif
+
+std::vector<torch::Tensor> max_pool_codes(torch::Tensor q, torch::Tensor values, int64_t kh, int64_t kw, int64_t sh,
+                                          int64_t sw, int64_t ph, int64_t pw, torch::Tensor scale, torch::Tensor thr,
+                                          int64_t out_ph, int64_t out_pw, bool simd) {
+  TORCH_CHECK(q.dim() == 4 && (q.scalar_type() == torch::kQUInt8 || q.scalar_type() == torch::kByte) &&
+                  q.device().is_cpu() && q.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "max_pool_codes: q must be channels-last quint8 or uint8 (N, C, H, W)");
+  TORCH_CHECK(values.dim() == 1 && values.size(0) == 256 && values.scalar_type() == torch::kFloat32 &&
+                  values.is_contiguous(),
+              "max_pool_codes: values must be contiguous float32 (256,)");
+  const float* table = values.data_ptr<float>();
+  for (int64_t i = 1; i < 256; ++i)
+    TORCH_CHECK(table[i] >= table[i - 1], "max_pool_codes: values must not decrease with the code");
+  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
+              "max_pool_codes: bad kernel, stride or padding");
+  const int64_t N = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3);
+  TORCH_CHECK(H + 2 * ph >= kh && W + 2 * pw >= kw, "max_pool_codes: input smaller than the kernel");
+  for (const auto& t : {scale, thr})
+    TORCH_CHECK(t.dim() == 1 && t.size(0) == C && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+                "max_pool_codes: scale and thr must be contiguous float32 (C,)");
+  TORCH_CHECK(out_ph >= 0 && out_pw >= 0, "max_pool_codes: bad padding of the next layer");
+  const int64_t Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1, cw = (C + 63) / 64;
+  const int64_t oHp = Ho + 2 * out_ph, oWp = Wo + 2 * out_pw;
+  auto y = torch::empty({N, C, Ho, Wo}, values.options().memory_format(at::MemoryFormat::ChannelsLast));
+  auto bits = torch::zeros({N, oHp, oWp, cw}, values.options().dtype(torch::kInt64));
+  if (y.numel() == 0) return {y, bits};
+  const uint8_t* src = static_cast<const uint8_t*>(q.data_ptr());
+  float* dst = y.data_ptr<float>();
+  u64* words = reinterpret_cast<u64*>(bits.data_ptr<int64_t>());
+  const float *sc = scale.data_ptr<float>(), *th = thr.data_ptr<float>();
+  simd = simd && simd_available();
+  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / Ho, oy = r % Ho;
+      const int64_t iy0 = std::max<int64_t>(0, oy * sh - ph), iy1 = std::min(H, oy * sh - ph + kh);
+      const uint8_t* img = src + n * H * W * C;
+      float* row = dst + (n * Ho + oy) * Wo * C;
+      u64* row_bits = words + ((n * oHp + oy + out_ph) * oWp + out_pw) * cw;
+#if XNORPP_AVX512
+      if (simd) {
+        pool_codes_row_avx512(img, W, C, iy0, iy1, Wo, kw, sw, pw, table, sc, th, row, row_bits, cw);
+        continue;
+      }
+#endif
+      for (int64_t ox = 0; ox < Wo; ++ox) {
+        const int64_t ix0 = std::max<int64_t>(0, ox * sw - pw), ix1 = std::min(W, ox * sw - pw + kw);
+        float* yo = row + ox * C;
+        u64* wb = row_bits + ox * cw;
+        for (int64_t c = 0; c < C; ++c) {
+          uint8_t code = 0;
+          for (int64_t iy = iy0; iy < iy1; ++iy)
+            for (int64_t ix = ix0; ix < ix1; ++ix) code = std::max(code, img[(iy * W + ix) * C + c]);
+          const float v = table[code];
+          yo[c] = v;
+          wb[c / 64] |= static_cast<u64>(sc[c] * v > th[c]) << (c % 64);
+        }
+      }
+    }
+  });
   return {y, bits};
 }
 
@@ -1436,6 +1587,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("amx_available", &amx_available, "whether this CPU and OS run the AMX int8 tile path (run-time check)");
   m.def("max_pool_signs", &max_pool_signs, "max pooling (of relu(x)) in one pass, with the next layer's sign bytes");
   m.def("max_pool_bits", &max_pool_bits, "max pooling (of relu(x)) in one pass, with the next layer's sign bits");
+  m.def("max_pool_codes", &max_pool_codes, "max pooling of uint8 codes, their float values and the next layer's bits");
   m.def("int8_gemm", &int8_gemm, "a 1x1 convolution or linear layer on int8 codes of its input, float output");
   m.def("vnni_available", &vnni_available, "whether this CPU runs int8_gemm's AVX-512 VNNI path (run-time check)");
   m.attr("amx_tail_rows") = TAIL;
