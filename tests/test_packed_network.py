@@ -287,3 +287,33 @@ def test_int8_real_layers_need_calibration_and_a_known_name():
         fused_emulation(model, "int8")
     with pytest.raises(ValueError, match="real_layers must be one of"):
         PackedNetwork(model, "numpy", real_layers="int4")
+
+
+# ---------------------------------------------------------------- the head: batch norm and global pooling
+
+@pytest.mark.parametrize("simd", [False, True])
+@pytest.mark.parametrize("shape", [(1, 512, 7, 7), (3, 20, 2, 5), (2, 16, 1, 1)])
+def test_channel_mean_equals_the_global_mean_module(simd, shape):
+    # the kernel sums each channel's pixels in the order _GlobalMean states; both close to torch's own pooling
+    try:
+        kernel = backend_info("cpp").kernel
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(8)).contiguous(memory_format=torch.channels_last)
+    mean = packed.network._GlobalMean()(x)
+    assert torch.equal(kernel.channel_mean(x, simd), mean)
+    torch.testing.assert_close(mean, x.mean((2, 3)))
+
+
+def test_a_batch_norm_no_binary_layer_reads_becomes_a_multiply_and_add():
+    model = _randomized(binary_resnet18("case4", num_classes=10, input_size=12, small_input=True))
+    emulation = fused_emulation(model).graph
+    affine = [n for n, m in emulation.named_modules() if isinstance(m, packed.network._ChannelAffine)]
+    means = [n for n, m in emulation.named_modules() if isinstance(m, packed.network._GlobalMean)]
+    assert affine == ["head.0"] and means == ["head.2"]  # the blocks' batch norms feed signs: kept
+    bn, x = model.head[0], torch.randn(2, 512, 3, 3, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        y = emulation.get_submodule("head.0")(x)
+        assert torch.equal(y, x * emulation.get_submodule("head.0").scale.view(1, -1, 1, 1)
+                           + emulation.get_submodule("head.0").shift.view(1, -1, 1, 1))
+        torch.testing.assert_close(y, bn(x))

@@ -121,6 +121,28 @@ class _ChannelAffine(nn.Module):
         return x * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
 
 
+class _GlobalMean(nn.Module):
+    """``AdaptiveAvgPool2d(1)`` then ``Flatten()``: (N, C, H, W) -> (N, C), each channel's pixels summed in order (row
+    by row) from the first, then divided by their number, as the kernel ``channel_mean`` sums them."""
+
+    def forward(self, x):
+        flat = x.flatten(2)
+        total = flat[:, :, 0]
+        for p in range(1, flat.shape[2]):
+            total = total + flat[:, :, p]
+        return total / flat.shape[2]
+
+
+def _global_pooling(node, modules):
+    """The ``Flatten`` node after ``node`` when ``node`` is a global average pooling followed by one, else None."""
+    m = modules.get(node.target) if node.op == "call_module" else None
+    if not isinstance(m, nn.AdaptiveAvgPool2d) or m.output_size not in (1, (1, 1)) or len(node.users) != 1:
+        return None
+    user = next(iter(node.users))
+    f = modules.get(user.target) if user.op == "call_module" else None
+    return user if isinstance(f, nn.Flatten) and f.start_dim == 1 and f.end_dim == -1 else None
+
+
 def _reaches_binary(node, modules):
     """Whether ``node``'s output reaches a binary layer through single-user monotone layers (its sign is read)."""
     while len(node.users) == 1:
@@ -175,6 +197,13 @@ def fused_emulation(model, real_layers="float", calibration=None):
         if type(m) is nn.BatchNorm2d and m.running_mean is not None and not _reaches_binary(node, modules):
             parent, _, name = node.target.rpartition(".")
             setattr(gm.get_submodule(parent) if parent else gm, name, _ChannelAffine(m))
+    for node in list(gm.graph.nodes):  # global average pooling and flattening: a mean summed in a stated order
+        flatten = _global_pooling(node, modules)
+        if flatten is not None:
+            parent, _, name = node.target.rpartition(".")
+            setattr(gm.get_submodule(parent) if parent else gm, name, _GlobalMean())
+            flatten.replace_all_uses_with(node)
+            gm.graph.erase_node(flatten)
     for name, m in list(gm.named_modules()):
         if _subsampling(m):
             parent, _, leaf = name.rpartition(".")
@@ -381,6 +410,16 @@ class _Int8Pool:
         return self.kernel.max_pool_codes(self.module.quantized(x), self.module.code_values(), *self.call)
 
 
+class _Mean:
+    """A ``_GlobalMean`` run by the compiled ``channel_mean``."""
+
+    def __init__(self, node, backend):
+        self.node, self.source, self.kernel, self.simd = node, node.args[0], backend.kernel, backend.simd
+
+    def __call__(self, x):
+        return self.kernel.channel_mean(x.contiguous(memory_format=torch.channels_last), self.simd)
+
+
 class _Gemm:
     """An ``Int8Gemm`` (a 1x1 convolution or linear layer in int8) run by the compiled ``int8_gemm``."""
 
@@ -540,8 +579,10 @@ class PackedNetwork(nn.Module):
             elif n.op != "placeholder":
                 where = "stem" if order[n] < first else "classifier" if order[n] > last else (
                     "shortcuts" if isinstance(mod(n), (nn.Conv2d, Int8Layers, Int8Gemm)) else "glue")
-                gemm = isinstance(mod(n), Int8Gemm) and self.backend.name != "numpy"
-                self._steps.append((where, _Gemm(n, mod(n), self.backend) if gemm else n))
+                step = n
+                if self.backend.name != "numpy" and isinstance(mod(n), (Int8Gemm, _GlobalMean)):
+                    step = _Gemm(n, mod(n), self.backend) if isinstance(mod(n), Int8Gemm) else _Mean(n, self.backend)
+                self._steps.append((where, step))
         self._input = next(n for n in nodes if n.op == "placeholder")
         self._output = next(n for n in nodes if n.op == "output").args[0]
         self._mods = mods
@@ -574,7 +615,7 @@ class PackedNetwork(nn.Module):
         def reads(step):
             if isinstance(step, _Binary):
                 return [step.source[1]] * (step.source[0] == "float") + [step.residual] * (step.residual is not None)
-            if isinstance(step, (_Pool, _Gemm, _Int8Pool)):
+            if isinstance(step, (_Pool, _Gemm, _Int8Pool, _Mean)):
                 return [step.source]
             if step in self._aliases:
                 return []
@@ -588,7 +629,7 @@ class PackedNetwork(nn.Module):
                 last[root(n)] = i
             if isinstance(step, _Binary):
                 fresh.add(step.out)
-            elif isinstance(step, (_Pool, _Gemm, _Int8Pool)):
+            elif isinstance(step, (_Pool, _Gemm, _Int8Pool, _Mean)):
                 fresh.add(step.node)
             elif step.op == "call_module" and isinstance(self._mods[step.target], (Int8Layers, nn.Conv2d)):
                 fresh.add(step)
@@ -710,7 +751,7 @@ class PackedNetwork(nn.Module):
                                                  *step.call)
                 if step.emit is not None:
                     packed[step.emit[0]] = signs
-            elif isinstance(step, _Gemm):
+            elif isinstance(step, (_Gemm, _Mean)):
                 env[step.node] = step(env[step.source])
             elif isinstance(step, _Int8Pool):
                 env[step.node], packed[step.emit[0]] = step(env[step.source])

@@ -1400,6 +1400,46 @@ std::vector<torch::Tensor> max_pool_codes(torch::Tensor q, torch::Tensor values,
   return {y, bits};
 }
 
+// channel_mean(x, simd) -> y: x (N, C, H, W) float32 channels-last -> y (N, C), each channel's pixels summed in
+//     order (row by row) from the first, y = sum / (H W): the global average pooling that the emulation
+//     defines (network._GlobalMean), one pass.
+#if XNORPP_AVX512
+XNORPP_AVX512_FN void channel_mean_avx512(const float* x, int64_t P, int64_t C, float* y) {
+  const __m512 count = _mm512_set1_ps(static_cast<float>(P));
+  for (int64_t c = 0; c < C; c += 16) {
+    const __mmask16 m = C - c >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (C - c)) - 1);
+    __m512 acc = _mm512_maskz_loadu_ps(m, x + c);
+    for (int64_t p = 1; p < P; ++p) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, x + p * C + c));
+    _mm512_mask_storeu_ps(y + c, m, _mm512_div_ps(acc, count));
+  }
+}
+#endif
+
+torch::Tensor channel_mean(torch::Tensor x, bool simd) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu() &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.size(2) * x.size(3) >= 1,
+              "channel_mean: x must be a channels-last float32 CPU tensor (N, C, H, W) with H W >= 1");
+  const int64_t N = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
+  auto y = torch::empty({N, C}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  const float* src = x.data_ptr<float>();
+  float* dst = y.data_ptr<float>();
+  simd = simd && simd_available();
+  for (int64_t n = 0; n < N; ++n) {
+#if XNORPP_AVX512
+    if (simd) {
+      channel_mean_avx512(src + n * P * C, P, C, dst + n * C);
+      continue;
+    }
+#endif
+    for (int64_t c = 0; c < C; ++c) {
+      float acc = src[n * P * C + c];
+      for (int64_t p = 1; p < P; ++p) acc = acc + src[(n * P + p) * C + c];
+      dst[n * C + c] = acc / static_cast<float>(P);
+    }
+  }
+  return y;
+}
+
 // ------------------------------------------------------------ int8 real layers (1x1 convolutions, linear)
 //
 // int8_gemm(x, sh, sw, inv_scale, zero_point, wq, w_sums, scale, bias, out_features, simd) -> y: a 1x1
@@ -1588,6 +1628,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("max_pool_signs", &max_pool_signs, "max pooling (of relu(x)) in one pass, with the next layer's sign bytes");
   m.def("max_pool_bits", &max_pool_bits, "max pooling (of relu(x)) in one pass, with the next layer's sign bits");
   m.def("max_pool_codes", &max_pool_codes, "max pooling of uint8 codes, their float values and the next layer's bits");
+  m.def("channel_mean", &channel_mean, "each channel's mean over the pixels, summed in order (global pooling)");
   m.def("int8_gemm", &int8_gemm, "a 1x1 convolution or linear layer on int8 codes of its input, float output");
   m.def("vnni_available", &vnni_available, "whether this CPU runs int8_gemm's AVX-512 VNNI path (run-time check)");
   m.attr("amx_tail_rows") = TAIL;
