@@ -525,7 +525,7 @@ void tile_generic(const u64* __restrict xb, const u64* __restrict wt, const Geom
 }
 
 #if XNORPP_AVX512
-template <bool CORR, bool FACTORS, bool RES>
+template <bool CORR, bool FACTORS, int KIND>
 XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Epilogue& epi,
                                       const __m512i (&acc)[PB][OB / 8]);
 using EpilogueFn = void (*)(const Geometry&, const Tile&, const Epilogue&, const __m512i (&)[PB][OB / 8]);
@@ -561,10 +561,14 @@ XNORPP_AVX512_FN void tile_avx512(const u64* __restrict xb, const u64* __restric
 }
 
 // The epilogue of tile_avx512 (as epilogue_generic), 16 channels at a time: acc[j][q] holds the popcounts of
-// channels o0 + 8 q .. o0 + 8 q + 7 of pixel j in 64-bit lanes. CORR, FACTORS and RES say whether e.corr,
-// e.gamma_y and e.residual are set (each choice compiled apart, free of their tests); a missing factor of Gamma
-// is 1 (an exact product).
-template <bool CORR, bool FACTORS, bool RES>
+// channels o0 + 8 q .. o0 + 8 q + 7 of pixel j in 64-bit lanes. CORR and FACTORS say whether e.corr and
+// e.gamma_y are set; KIND which float outputs the epilogue has, each choice compiled apart, free of the tests of
+// the others: SIGNS only the next layer's signs (no ReLU, residual, y or affine map), BLOCK a block's output
+// (ReLU, residual and y; no affine map; signs when e.scale), ANY whatever e holds. A missing factor of Gamma is 1
+// (an exact product).
+constexpr int ANY = 0, SIGNS = 1, BLOCK = 2;
+
+template <bool CORR, bool FACTORS, int KIND>
 XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Epilogue& epi,
                                       const __m512i (&acc)[PB][OB / 8]) {
   const Epilogue e = epi;  // a local copy: its fields stay in registers across the stores below
@@ -589,24 +593,27 @@ XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Ep
   }
   // per tile: the channels' Gamma (one row), threshold; per pixel j: j rows of o further on
   const int64_t first = t.n * P + t.p0;
-  float* y = e.y ? e.y + first * o + o0 : nullptr;
-  const float* res = RES ? e.residual + first * o + o0 : nullptr;
+  const bool has_res = KIND == BLOCK || (KIND == ANY && e.residual), relu = KIND == BLOCK || (KIND == ANY && e.relu);
+  const bool post = KIND == ANY && e.post_scale, post_relu = KIND == ANY && e.post_relu;
+  const bool signs = KIND == SIGNS || e.scale;
+  float* y = KIND != SIGNS && e.y ? e.y + first * o + o0 : nullptr;
+  const float* res = has_res ? e.residual + first * o + o0 : nullptr;
   const bool gamma_row = e.gamma && e.gamma_rows == 1;
   const float* gamma = e.gamma ? e.gamma + (gamma_row ? 0 : t.p0 * o) + o0 : nullptr;
   __m512 g_row[2] = {zero, zero}, s_row[2] = {zero, zero}, t_row[2] = {zero, zero};
   __m512 p_scale[2] = {zero, zero}, p_shift[2] = {zero, zero};
   for (int h = 0; h < 2; ++h) {
     if (gamma_row) g_row[h] = _mm512_maskz_loadu_ps(m[h], gamma + 16 * h);
-    if (e.post_scale) {
+    if (post) {
       p_scale[h] = _mm512_maskz_loadu_ps(m[h], e.post_scale + o0 + 16 * h);
       p_shift[h] = _mm512_maskz_loadu_ps(m[h], e.post_shift + o0 + 16 * h);
     }
-    if (e.scale) {
+    if (signs) {
       s_row[h] = _mm512_maskz_loadu_ps(m[h], e.scale + o0 + 16 * h);
       t_row[h] = _mm512_maskz_loadu_ps(m[h], e.thr + o0 + 16 * h);
     }
   }
-  if (RES && t.p0 + 3 * PB <= P) {  // the residual of the tile two tiles ahead: its loads would stall the epilogue
+  if (has_res && t.p0 + 3 * PB <= P) {  // the residual of the tile two tiles ahead: its loads would stall the epilogue
     for (int64_t j = 0; j < PB; ++j) {
       _mm_prefetch(reinterpret_cast<const char*>(res + (2 * PB + j) * o), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(res + (2 * PB + j) * o + 16), _MM_HINT_T0);
@@ -630,16 +637,16 @@ XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Ep
         if (FACTORS) gv = _mm512_mul_ps(_mm512_mul_ps(gv, gy), gx);  // Gamma's own products: (alpha beta) gamma
         yv = _mm512_mul_ps(yv, gv);  // one multiply (Eq. 9)
       }
-      if (e.relu) yv = _mm512_max_ps(yv, zero);  // max(y, 0): a NaN-free y gives torch's relu
-      if (RES) yv = _mm512_add_ps(_mm512_maskz_loadu_ps(m[h], res + j * o + 16 * h), yv);
-      if (e.post_scale) yv = _mm512_add_ps(_mm512_mul_ps(yv, p_scale[h]), p_shift[h]);
-      if (e.post_relu) yv = _mm512_max_ps(yv, zero);
+      if (relu) yv = _mm512_max_ps(yv, zero);  // max(y, 0): a NaN-free y gives torch's relu
+      if (has_res) yv = _mm512_add_ps(_mm512_maskz_loadu_ps(m[h], res + j * o + 16 * h), yv);
+      if (post) yv = _mm512_add_ps(_mm512_mul_ps(yv, p_scale[h]), p_shift[h]);
+      if (post_relu) yv = _mm512_max_ps(yv, zero);
       if (y) _mm512_mask_storeu_ps(y + j * o + 16 * h, m[h], yv);
-      if (e.scale)  // as pack_signs with a threshold: scale y > thr
+      if (signs)  // as pack_signs with a threshold: scale y > thr
         word |= static_cast<u32>(_mm512_mask_cmp_ps_mask(m[h], _mm512_mul_ps(yv, s_row[h]), t_row[h], _CMP_GT_OQ))
                 << (16 * h);
     }
-    if (e.scale) *bits_at(e, t, j) = word;
+    if (signs) *bits_at(e, t, j) = word;
   }
 }
 
@@ -649,12 +656,15 @@ using TileFn = void (*)(const u64*, const u64*, const Geometry&, const Tile&, co
 void choose_avx512(const Geometry& g, const Epilogue& e, TileFn& tile, EpilogueFn& epilogue) {
   tile = g.cw == 1 ? tile_avx512<1> : g.cw == 2 ? tile_avx512<2> : g.cw == 4 ? tile_avx512<4>
        : g.cw == 8 ? tile_avx512<8> : tile_avx512<0>;
-  static const EpilogueFn table[8] = {
-      epilogue_avx512<false, false, false>, epilogue_avx512<false, false, true>,
-      epilogue_avx512<false, true, false>,  epilogue_avx512<false, true, true>,
-      epilogue_avx512<true, false, false>,  epilogue_avx512<true, false, true>,
-      epilogue_avx512<true, true, false>,   epilogue_avx512<true, true, true>};
-  epilogue = table[(e.corr ? 4 : 0) + (e.gamma_y ? 2 : 0) + (e.residual ? 1 : 0)];
+  static const EpilogueFn table[4][3] = {
+      {epilogue_avx512<false, false, ANY>, epilogue_avx512<false, false, SIGNS>, epilogue_avx512<false, false, BLOCK>},
+      {epilogue_avx512<false, true, ANY>, epilogue_avx512<false, true, SIGNS>, epilogue_avx512<false, true, BLOCK>},
+      {epilogue_avx512<true, false, ANY>, epilogue_avx512<true, false, SIGNS>, epilogue_avx512<true, false, BLOCK>},
+      {epilogue_avx512<true, true, ANY>, epilogue_avx512<true, true, SIGNS>, epilogue_avx512<true, true, BLOCK>}};
+  const bool no_post = !e.post_scale && !e.post_relu;
+  const int kind = !e.residual && !e.relu && !e.y && e.scale && no_post ? SIGNS
+                   : e.residual && e.relu && e.y && no_post ? BLOCK : ANY;
+  epilogue = table[(e.corr ? 2 : 0) + (e.gamma_y ? 1 : 0)][kind];
 }
 #endif
 
