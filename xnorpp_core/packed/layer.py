@@ -79,12 +79,13 @@ def pack_weight(weight, backend=None):
 
 
 def kernel_weights(weight_bits):
-    """The compiled kernel's weight operand: ``(kh kw cw, o_pad)`` words, output channels innermost, zero-padded
-    to a multiple of the kernel's channel tile."""
+    """The compiled kernel's weight operand: ``(o_pad / tile, kh kw cw, tile)`` words, for each tile of the
+    kernel's output channels its rows (tap, word) one after another, channels innermost (one contiguous block
+    per tile), zero-padded to a multiple of the tile."""
     o = weight_bits.shape[0]
     tile = _compiled()[0].tile_out_channels
-    wt = weight_bits.reshape(o, -1).t()  # (K, o)
-    return F.pad(wt, (0, -(-o // tile) * tile - o)).contiguous()
+    wt = F.pad(weight_bits.reshape(o, -1).t(), (0, -(-o // tile) * tile - o))  # (K, o_pad)
+    return wt.reshape(wt.shape[0], -1, tile).permute(1, 0, 2).contiguous()
 
 
 def amx_weights(weight_bits, channels, masks=None):
@@ -268,8 +269,7 @@ class PackedBinaryConv2d(nn.Module):
         return table, rows, cols
 
     def _kernel_weights(self):
-        """The compiled kernel's operand: ``(kh kw cw, o_pad)`` words, output channels innermost, or the int8
-        tiles' weights (``amx_weights``)."""
+        """The compiled kernel's operand: ``kernel_weights``, or the int8 tiles' weights (``amx_weights``)."""
         key = self._cache_key(), self.amx
         if self._kernel_weight is None or self._kernel_weight[0] != key:
             w = amx_weights(self.weight_bits, self.channels) if self.amx else kernel_weights(self.weight_bits)

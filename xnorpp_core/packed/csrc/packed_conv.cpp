@@ -13,7 +13,8 @@
 // packed_conv(xb, wt, ..., corr, corr_rows, corr_cols, gamma, gamma_y, gamma_x, relu, residual, post_scale,
 //     post_shift, post_relu, next_scale, next_thr, out_ph, out_pw, write_y, simd) -> [y, bits]: xb from
 //     pack_signs, wt the
-//     packed weights laid out (kh * kw * cw, o_pad), output channels innermost; y (N, h_out * w_out, o) float32:
+//     packed weights laid out (o_pad / 32, kh * kw * cw, 32): for each tile of 32 output channels, its rows
+//     (tap, word) one after another, channels innermost; y (N, h_out * w_out, o) float32:
 //         y = (c kh kw - 2 sum popcount(a xor b) + corr) * gamma,
 //     then max(y, 0) if relu, then residual + y, then (post_scale, post_shift (o,) given: a following batch norm)
 //     y post_scale + post_shift (a multiply, then an add), then max(y, 0) if post_relu; write_y 1: y a new
@@ -512,9 +513,9 @@ void tile_generic(const u64* __restrict xb, const u64* __restrict wt, const Geom
   for (int64_t ky = 0; ky < g.kh; ++ky)
     for (int64_t kx = 0; kx < g.kw; ++kx) {
       const int64_t a = (ky * g.Wp + kx) * g.cw;
-      const u64* bt = wt + ((ky * g.kw + kx) * g.cw) * g.o_pad + t.o0;
+      const u64* bt = wt + (t.o0 / OB * g.kh * g.kw * g.cw + (ky * g.kw + kx) * g.cw) * OB;
       for (int64_t w = 0; w < g.cw; ++w) {
-        const u64* b = bt + w * g.o_pad;
+        const u64* b = bt + w * OB;
         for (int64_t j = 0; j < PB; ++j) {
           const u64 x = xb[t.base[j] + a + w];
           for (int64_t q = 0; q < OB; ++q) acc[j][q] += static_cast<u64>(__builtin_popcountll(x ^ b[q]));
@@ -535,17 +536,17 @@ using EpilogueFn = void (*)(const Geometry&, const Tile&, const Epilogue&, const
 template <int64_t CW>
 XNORPP_AVX512_FN void tile_avx512(const u64* __restrict xb, const u64* __restrict wt, const Geometry& g,
                                   const Tile& t, const Epilogue& e, EpilogueFn epilogue) {
-  const int64_t cw = CW > 0 ? CW : g.cw, o_pad = g.o_pad;
+  const int64_t cw = CW > 0 ? CW : g.cw;
   __m512i v[PB][OB / 8];
   for (int64_t j = 0; j < PB; ++j)
     for (int64_t q = 0; q < OB / 8; ++q) v[j][q] = _mm512_setzero_si512();
   const u64* x[PB];
   for (int64_t j = 0; j < PB; ++j) x[j] = xb + t.base[j];
-  const u64* b = wt + t.o0;
+  const u64* b = wt + t.o0 / OB * g.kh * g.kw * cw * OB;  // the tile's weights, row after row
   for (int64_t ky = 0; ky < g.kh; ++ky)
     for (int64_t kx = 0; kx < g.kw; ++kx) {
       const int64_t a = (ky * g.Wp + kx) * cw;
-      for (int64_t w = 0; w < cw; ++w, b += o_pad) {
+      for (int64_t w = 0; w < cw; ++w, b += OB) {
         const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 8);
         const __m512i b2 = _mm512_loadu_si512(b + 16), b3 = _mm512_loadu_si512(b + 24);
         for (int64_t j = 0; j < PB; ++j) {
@@ -672,15 +673,16 @@ Geometry check_conv(const torch::Tensor& xb, const torch::Tensor& wt, int64_t ch
                     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t h_out, int64_t w_out) {
   TORCH_CHECK(xb.dim() == 4 && xb.scalar_type() == torch::kInt64 && xb.is_contiguous() && xb.device().is_cpu(),
               "packed_conv: xb must be contiguous int64 (N, Hp, Wp, cw)");
-  TORCH_CHECK(wt.dim() == 2 && wt.scalar_type() == torch::kInt64 && wt.is_contiguous() && wt.device().is_cpu(),
-              "packed_conv: wt must be contiguous int64 (kh * kw * cw, o_pad)");
+  TORCH_CHECK(wt.dim() == 3 && wt.size(2) == OB && wt.scalar_type() == torch::kInt64 && wt.is_contiguous() &&
+                  wt.device().is_cpu(),
+              "packed_conv: wt must be contiguous int64 (o_pad / 32, kh * kw * cw, 32)");
   TORCH_CHECK(channels >= 1 && out_channels >= 1 && kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1,
               "packed_conv: channels, kernel and stride must be positive");
   TORCH_CHECK(h_out >= 1 && w_out >= 1, "packed_conv: the input is smaller than the kernel (output ", h_out, "x",
               w_out, ")");
   Geometry g{xb.size(1), xb.size(2), xb.size(3), kh, kw, sh, sw, w_out, h_out * w_out,
-             out_channels, wt.size(1), channels * kh * kw};
-  TORCH_CHECK(g.cw == (channels + 63) / 64 && wt.size(0) == kh * kw * g.cw, "packed_conv: word counts disagree");
+             out_channels, wt.size(0) * OB, channels * kh * kw};
+  TORCH_CHECK(g.cw == (channels + 63) / 64 && wt.size(1) == kh * kw * g.cw, "packed_conv: word counts disagree");
   TORCH_CHECK(g.n_bits < (1 << 24), "packed_conv: c * kh * kw must be below 2^24 for exact float counts");
   TORCH_CHECK(g.o_pad % OB == 0 && g.o_pad >= g.o, "packed_conv: o_pad must be a multiple of 32, >= o");
   TORCH_CHECK((h_out - 1) * sh + kh <= g.Hp && (w_out - 1) * sw + kw <= g.Wp, "packed_conv: output too large");
