@@ -142,3 +142,26 @@ def test_the_kernel_checks_its_operands():
         kernel.int8_gemm(x, 1, 1, gemm.inv_scale, 0, wq, sums, scale, bias, 65, True)
     with pytest.raises(RuntimeError, match="scale and bias"):
         kernel.int8_gemm(x, 1, 1, gemm.inv_scale, 0, wq, sums, scale[:4].contiguous(), bias, 4, True)
+
+
+@pytest.mark.parametrize("simd", [False, True])
+@pytest.mark.parametrize("channels,k,s,p", [(64, 3, 2, 1), (70, 3, 2, 1), (16, 2, 2, 0), (130, 3, 1, 1)])
+def test_max_pool_codes_equals_pooling_then_values_then_signs(simd, channels, k, s, p):
+    # the pooling of codes, their values from the table and the next layer's bits, against torch's float pooling of
+    # the codes (exact: small integers), a table lookup and pack_signs with the same threshold
+    kernel = _kernel()
+    g = torch.Generator().manual_seed(12)
+    q = torch.randint(0, 256, (2, channels, 9, 9), dtype=torch.uint8, generator=g)
+    q = q.contiguous(memory_format=torch.channels_last)
+    values = torch.sort(torch.randn(256, generator=g)).values
+    scale = torch.where(torch.arange(channels) % 3 == 0, -1.0, 1.0)
+    thr = torch.randn(channels, generator=g) * 0.5
+    y, bits = kernel.max_pool_codes(q, values, k, k, s, s, p, p, scale, thr, 1, 1, simd)
+    codes = torch.nn.functional.max_pool2d(q.float(), k, s, p).long()
+    expected = values[codes]
+    assert torch.equal(y, expected) and y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(bits, kernel.pack_signs(expected, 1, 1, scale, thr, simd))
+    with pytest.raises(RuntimeError, match="must not decrease"):
+        kernel.max_pool_codes(q, values.flip(0).contiguous(), k, k, s, s, p, p, scale, thr, 1, 1, simd)
+    with pytest.raises(RuntimeError, match="quint8 or uint8"):
+        kernel.max_pool_codes(q.float(), values, k, k, s, s, p, p, scale, thr, 1, 1, simd)

@@ -32,12 +32,20 @@ order of layers) with these rewrites:
    pass (``_Pool``, the stem's).
 3. **Fused epilogues.** A binary layer whose float output goes to a ``ReLU``
    and then to a residual addition does both in the kernel's output loop, with
-   the Gamma of Cases 3-4 recomputed from its factors.
+   the Gamma of Cases 3-4 recomputed from its factors; and writes the result over
+   the residual when no later step reads it (``_plan_in_place``).
+4. **The head.** A batch norm whose sign no binary layer reads is ``x * scale +
+   shift`` per channel (``_ChannelAffine``), and global average pooling with its
+   flattening a mean summed in a stated order (``_GlobalMean``), in the emulation
+   too; after the last binary layer the first runs in its epilogue with its ReLU,
+   the second as one compiled pass (``_Mean``).
 
 Real layers (stem, shortcuts, classifier) run as torch modules, channels-last,
 with every real convolution's following BN folded into its weights and strided
 1x1 convolutions run on the pixels they read (``fused_emulation``); with
-``real_layers="int8"`` they run in int8 (``int8``).
+``real_layers="int8"`` they run in int8 (``int8``): the shortcuts and the
+classifier by the compiled ``int8_gemm`` (``_Gemm``), the stem's pooling, code
+values and packing in one pass (``_Int8Pool``).
 ``fused_emulation(model)`` is also the reference: the
 float-emulated network with the same foldings, whose logits the packed network
 reproduces (``torch.equal``) when no threshold decision differs from torch's
@@ -169,9 +177,10 @@ class _ChannelsLast(nn.Module):
 @torch.no_grad()
 def fused_emulation(model, real_layers="float", calibration=None):
     """The fused float-emulated network: an eval copy of ``model`` with learned Gammas fused, each real
-    convolution's following ``BatchNorm2d`` folded into it, each strided 1x1 real convolution run on the
-    pixels it reads (``_Subsampled``), in channels-last memory format (binary layers keep their weights'
-    layout).
+    convolution's following ``BatchNorm2d`` folded into it, every other batch norm that no binary layer reads
+    as a multiply and add (``_ChannelAffine``), global average pooling and flattening as ``_GlobalMean``, each
+    strided 1x1 real convolution run on the pixels it reads (``_Subsampled``), in channels-last memory format
+    (binary layers keep their weights' layout).
 
     ``real_layers="int8"``: the real convolutions and linear layers then run in int8 (``int8``), their ranges
     observed on ``calibration`` (inputs ``(n, c, H, W)``, required then).

@@ -123,19 +123,25 @@ namespace {
 constexpr int64_t OB = 32;  // output channels per tile (4 x 8 lanes of 64 bits; one 32-bit half word of bits)
 constexpr int64_t PB = 6;   // output pixels per tile
 
-bool cpu_has_avx512() {
+// Whether the CPU has AVX-512 (F, BW, DQ, VL) with VPOPCNTDQ (the popcount kernels), or with VNNI (int8_gemm).
+bool cpu_has_avx512(bool vnni) {
 #if XNORPP_AVX512
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512vpopcntdq");
+         (vnni ? __builtin_cpu_supports("avx512vnni") : __builtin_cpu_supports("avx512vpopcntdq"));
 #else
   return false;
 #endif
 }
 
 bool simd_available() {
-  static const bool has = cpu_has_avx512();
+  static const bool has = cpu_has_avx512(false);
+  return has;
+}
+
+bool vnni_available() {
+  static const bool has = cpu_has_avx512(true);
   return has;
 }
 
@@ -351,6 +357,21 @@ void set_bounds(Epilogue& e, const torch::Tensor& bound, const torch::Tensor& fl
   e.bound_rows = bound.size(0);
 }
 
+// Two per-channel float32 vectors (o,) that go together (both or neither), checked: their data into a and b;
+// returns whether they are given.
+bool channel_pair(const c10::optional<torch::Tensor>& ta, const c10::optional<torch::Tensor>& tb, int64_t o,
+                  const float*& a, const float*& b, const char* who, const char* names) {
+  const bool given = ta && ta->defined();
+  TORCH_CHECK(given == (tb && tb->defined()), who, ": ", names, " go together");
+  if (!given) return false;
+  for (const auto& t : {*ta, *tb})
+    TORCH_CHECK(t.dim() == 1 && t.size(0) == o && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+                who, ": ", names, " must be contiguous float32 (o,)");
+  a = ta->data_ptr<float>();
+  b = tb->data_ptr<float>();
+  return true;
+}
+
 // The float epilogue's tensors, checked: Gamma (1 or P rows, o columns) or its factors (gamma (1, o) with
 // gamma_y (h_out,) or (P,), and gamma_x (w_out,)), ReLU, the residual (N, P, o), a per-channel affine map after
 // it (post_scale, post_shift (o,): a following batch norm) with its ReLU (post_relu), and the next layer's
@@ -385,26 +406,9 @@ bool set_float_epilogue(Epilogue& e, const c10::optional<torch::Tensor>& gamma,
                 who, ": residual must be contiguous float32 (N, h_out * w_out, o)");
     e.residual = residual->data_ptr<float>();
   }
-  const bool has_post = post_scale && post_scale->defined();
-  TORCH_CHECK(has_post == (post_shift && post_shift->defined()), who, ": post_scale and post_shift go together");
-  if (has_post) {
-    for (const auto& t : {*post_scale, *post_shift})
-      TORCH_CHECK(t.dim() == 1 && t.size(0) == o && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-                  who, ": post_scale and post_shift must be contiguous float32 (o,)");
-    e.post_scale = post_scale->data_ptr<float>();
-    e.post_shift = post_shift->data_ptr<float>();
-  }
+  channel_pair(post_scale, post_shift, o, e.post_scale, e.post_shift, who, "post_scale and post_shift");
   e.post_relu = post_relu;
-  const bool has_scale = next_scale && next_scale->defined(), has_thr = next_thr && next_thr->defined();
-  TORCH_CHECK(has_scale == has_thr, who, ": next_scale and next_thr go together");
-  if (has_scale) {
-    for (const auto& t : {*next_scale, *next_thr})
-      TORCH_CHECK(t.dim() == 1 && t.size(0) == o && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-                  who, ": next_scale and next_thr must be contiguous float32 (o,)");
-    e.scale = next_scale->data_ptr<float>();
-    e.thr = next_thr->data_ptr<float>();
-  }
-  return has_scale;
+  return channel_pair(next_scale, next_thr, o, e.scale, e.thr, who, "next_scale and next_thr");
 }
 
 // The float output y of a float epilogue, (N, h_out w_out, o): none (write_y 0, when the next layer's signs are
@@ -1201,6 +1205,18 @@ XNORPP_AVX512_FN void pool_pixel_avx512(const float* x, int64_t W, int64_t C, in
 }
 #endif
 
+// Calls row(n, oy, iy0, iy1) for every output row of a pooling, in parallel: the input rows iy0 .. iy1 - 1 of
+// image n that its windows read (the padding never wins).
+template <typename Row>
+void pool_rows(int64_t N, int64_t H, int64_t Ho, int64_t kh, int64_t sh, int64_t ph, const Row& row) {
+  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / Ho, oy = r % Ho;
+      row(n, oy, std::max<int64_t>(0, oy * sh - ph), std::min(H, oy * sh - ph + kh));
+    }
+  });
+}
+
 // The pooling of max_pool_signs / max_pool_bits; signs as bytes (bytes, cp per pixel) or words (words, cw per
 // pixel) of the next layer's padded input (oHp, oWp).
 void max_pool_run(const torch::Tensor& x, torch::Tensor& y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
@@ -1211,35 +1227,31 @@ void max_pool_run(const torch::Tensor& x, torch::Tensor& y, int64_t kh, int64_t 
   const float* src = x.data_ptr<float>();
   float* dst = y.data_ptr<float>();
   simd = simd && simd_available();
-  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / Ho, oy = r % Ho;
-      const int64_t iy0 = std::max<int64_t>(0, oy * sh - ph), iy1 = std::min(H, oy * sh - ph + kh);
-      const float* img = src + n * H * W * C;
-      for (int64_t ox = 0; ox < Wo; ++ox) {
-        const int64_t ix0 = std::max<int64_t>(0, ox * sw - pw), ix1 = std::min(W, ox * sw - pw + kw);
-        float* yo = dst + ((n * Ho + oy) * Wo + ox) * C;
-        const int64_t at = ((n * oHp + oy + out_ph) * oWp + ox + out_pw) * units;
-        int8_t* d = bytes ? bytes + at : nullptr;
-        u64* wb = words ? words + at : nullptr;
+  pool_rows(N, H, Ho, kh, sh, ph, [&](int64_t n, int64_t oy, int64_t iy0, int64_t iy1) {
+    const float* img = src + n * H * W * C;
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      const int64_t ix0 = std::max<int64_t>(0, ox * sw - pw), ix1 = std::min(W, ox * sw - pw + kw);
+      float* yo = dst + ((n * Ho + oy) * Wo + ox) * C;
+      const int64_t at = ((n * oHp + oy + out_ph) * oWp + ox + out_pw) * units;
+      int8_t* d = bytes ? bytes + at : nullptr;
+      u64* wb = words ? words + at : nullptr;
 #if XNORPP_AVX512
-        if (simd) {
-          pool_pixel_avx512(img, W, C, iy0, iy1, ix0, ix1, relu, sc, th, yo, d, wb);
-          continue;
-        }
+      if (simd) {
+        pool_pixel_avx512(img, W, C, iy0, iy1, ix0, ix1, relu, sc, th, yo, d, wb);
+        continue;
+      }
 #endif
-        for (int64_t c = 0; c < C; ++c) {  // window row by row, as torch scans it
-          float v = img[(iy0 * W + ix0) * C + c];
-          for (int64_t iy = iy0; iy < iy1; ++iy)
-            for (int64_t ix = ix0; ix < ix1; ++ix) {
-              const float u = img[(iy * W + ix) * C + c];
-              if (u > v || std::isnan(u)) v = u;
-            }
-          if (relu && !std::isnan(v)) v = v > 0.0f ? v : 0.0f;
-          yo[c] = v;
-          if (d) d[c] = sc[c] * v > th[c] ? 1 : -1;
-          if (wb) wb[c / 64] |= static_cast<u64>(sc[c] * v > th[c]) << (c % 64);
-        }
+      for (int64_t c = 0; c < C; ++c) {  // window row by row, as torch scans it
+        float v = img[(iy0 * W + ix0) * C + c];
+        for (int64_t iy = iy0; iy < iy1; ++iy)
+          for (int64_t ix = ix0; ix < ix1; ++ix) {
+            const float u = img[(iy * W + ix) * C + c];
+            if (u > v || std::isnan(u)) v = u;
+          }
+        if (relu && !std::isnan(v)) v = v > 0.0f ? v : 0.0f;
+        yo[c] = v;
+        if (d) d[c] = sc[c] * v > th[c] ? 1 : -1;
+        if (wb) wb[c / 64] |= static_cast<u64>(sc[c] * v > th[c]) << (c % 64);
       }
     }
   });
@@ -1248,10 +1260,12 @@ void max_pool_run(const torch::Tensor& x, torch::Tensor& y, int64_t kh, int64_t 
 // Checks the input, kernel and threshold of max_pool_signs / max_pool_bits; returns y (N, C, Ho, Wo), empty.
 torch::Tensor check_pool(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
                          int64_t pw, const c10::optional<torch::Tensor>& scale, const c10::optional<torch::Tensor>& thr,
-                         int64_t out_ph, int64_t out_pw, const char* who) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu() &&
-                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
-              who, ": x must be a channels-last float32 CPU tensor (N, C, H, W)");
+                         int64_t out_ph, int64_t out_pw, const char* who, bool codes = false) {
+  const bool dtype = codes ? x.scalar_type() == torch::kQUInt8 || x.scalar_type() == torch::kByte
+                           : x.scalar_type() == torch::kFloat32;
+  TORCH_CHECK(x.dim() == 4 && dtype && x.device().is_cpu() && x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              who, codes ? ": q must be a channels-last quint8 or uint8 CPU tensor (N, C, H, W)"
+                         : ": x must be a channels-last float32 CPU tensor (N, C, H, W)");
   TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
               who, ": bad kernel, stride or padding");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -1264,8 +1278,10 @@ torch::Tensor check_pool(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t
     TORCH_CHECK(out_ph >= 0 && out_pw >= 0, who, ": bad padding of the next layer");
   }
   const int64_t Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1;
-  return torch::empty({N, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  return torch::empty({N, C, Ho, Wo},
+                      torch::TensorOptions().dtype(torch::kFloat32).memory_format(at::MemoryFormat::ChannelsLast));
 }
+
 
 std::vector<torch::Tensor> max_pool_signs(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                                           int64_t ph, int64_t pw, bool relu, c10::optional<torch::Tensor> scale,
@@ -1354,26 +1370,15 @@ XNORPP_AVX512_FN void pool_codes_row_avx512(const uint8_t* x, int64_t W, int64_t
 std::vector<torch::Tensor> max_pool_codes(torch::Tensor q, torch::Tensor values, int64_t kh, int64_t kw, int64_t sh,
                                           int64_t sw, int64_t ph, int64_t pw, torch::Tensor scale, torch::Tensor thr,
                                           int64_t out_ph, int64_t out_pw, bool simd) {
-  TORCH_CHECK(q.dim() == 4 && (q.scalar_type() == torch::kQUInt8 || q.scalar_type() == torch::kByte) &&
-                  q.device().is_cpu() && q.is_contiguous(at::MemoryFormat::ChannelsLast),
-              "max_pool_codes: q must be channels-last quint8 or uint8 (N, C, H, W)");
   TORCH_CHECK(values.dim() == 1 && values.size(0) == 256 && values.scalar_type() == torch::kFloat32 &&
                   values.is_contiguous(),
               "max_pool_codes: values must be contiguous float32 (256,)");
   const float* table = values.data_ptr<float>();
   for (int64_t i = 1; i < 256; ++i)
     TORCH_CHECK(table[i] >= table[i - 1], "max_pool_codes: values must not decrease with the code");
-  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
-              "max_pool_codes: bad kernel, stride or padding");
-  const int64_t N = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3);
-  TORCH_CHECK(H + 2 * ph >= kh && W + 2 * pw >= kw, "max_pool_codes: input smaller than the kernel");
-  for (const auto& t : {scale, thr})
-    TORCH_CHECK(t.dim() == 1 && t.size(0) == C && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-                "max_pool_codes: scale and thr must be contiguous float32 (C,)");
-  TORCH_CHECK(out_ph >= 0 && out_pw >= 0, "max_pool_codes: bad padding of the next layer");
-  const int64_t Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1, cw = (C + 63) / 64;
-  const int64_t oHp = Ho + 2 * out_ph, oWp = Wo + 2 * out_pw;
-  auto y = torch::empty({N, C, Ho, Wo}, values.options().memory_format(at::MemoryFormat::ChannelsLast));
+  auto y = check_pool(q, kh, kw, sh, sw, ph, pw, scale, thr, out_ph, out_pw, "max_pool_codes", true);
+  const int64_t N = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3), Ho = y.size(2), Wo = y.size(3);
+  const int64_t cw = (C + 63) / 64, oHp = Ho + 2 * out_ph, oWp = Wo + 2 * out_pw;
   auto bits = torch::zeros({N, oHp, oWp, cw}, values.options().dtype(torch::kInt64));
   if (y.numel() == 0) return {y, bits};
   const uint8_t* src = static_cast<const uint8_t*>(q.data_ptr());
@@ -1381,31 +1386,27 @@ std::vector<torch::Tensor> max_pool_codes(torch::Tensor q, torch::Tensor values,
   u64* words = reinterpret_cast<u64*>(bits.data_ptr<int64_t>());
   const float *sc = scale.data_ptr<float>(), *th = thr.data_ptr<float>();
   simd = simd && simd_available();
-  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / Ho, oy = r % Ho;
-      const int64_t iy0 = std::max<int64_t>(0, oy * sh - ph), iy1 = std::min(H, oy * sh - ph + kh);
-      const uint8_t* img = src + n * H * W * C;
-      float* row = dst + (n * Ho + oy) * Wo * C;
-      u64* row_bits = words + ((n * oHp + oy + out_ph) * oWp + out_pw) * cw;
+  pool_rows(N, H, Ho, kh, sh, ph, [&](int64_t n, int64_t oy, int64_t iy0, int64_t iy1) {
+    const uint8_t* img = src + n * H * W * C;
+    float* row = dst + (n * Ho + oy) * Wo * C;
+    u64* row_bits = words + ((n * oHp + oy + out_ph) * oWp + out_pw) * cw;
 #if XNORPP_AVX512
-      if (simd) {
-        pool_codes_row_avx512(img, W, C, iy0, iy1, Wo, kw, sw, pw, table, sc, th, row, row_bits, cw);
-        continue;
-      }
+    if (simd) {
+      pool_codes_row_avx512(img, W, C, iy0, iy1, Wo, kw, sw, pw, table, sc, th, row, row_bits, cw);
+      return;
+    }
 #endif
-      for (int64_t ox = 0; ox < Wo; ++ox) {
-        const int64_t ix0 = std::max<int64_t>(0, ox * sw - pw), ix1 = std::min(W, ox * sw - pw + kw);
-        float* yo = row + ox * C;
-        u64* wb = row_bits + ox * cw;
-        for (int64_t c = 0; c < C; ++c) {
-          uint8_t code = 0;
-          for (int64_t iy = iy0; iy < iy1; ++iy)
-            for (int64_t ix = ix0; ix < ix1; ++ix) code = std::max(code, img[(iy * W + ix) * C + c]);
-          const float v = table[code];
-          yo[c] = v;
-          wb[c / 64] |= static_cast<u64>(sc[c] * v > th[c]) << (c % 64);
-        }
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      const int64_t ix0 = std::max<int64_t>(0, ox * sw - pw), ix1 = std::min(W, ox * sw - pw + kw);
+      float* yo = row + ox * C;
+      u64* wb = row_bits + ox * cw;
+      for (int64_t c = 0; c < C; ++c) {
+        uint8_t code = 0;
+        for (int64_t iy = iy0; iy < iy1; ++iy)
+          for (int64_t ix = ix0; ix < ix1; ++ix) code = std::max(code, img[(iy * W + ix) * C + c]);
+        const float v = table[code];
+        yo[c] = v;
+        wb[c / 64] |= static_cast<u64>(sc[c] * v > th[c]) << (c % 64);
       }
     }
   });
@@ -1469,21 +1470,6 @@ torch::Tensor channel_mean(torch::Tensor x, bool simd) {
 
 constexpr int64_t GP = 4;   // pixels per tile
 constexpr int64_t GO = 64;  // outputs per tile (4 x 16 lanes)
-
-bool cpu_has_vnni() {
-#if XNORPP_AVX512
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-#else
-  return false;
-#endif
-}
-
-bool vnni_available() {
-  static const bool has = cpu_has_vnni();
-  return has;
-}
 
 struct GemmShape {
   int64_t N, H, W, K, K4, sh, sw, h, w, M, o, o_pad;
@@ -1570,6 +1556,7 @@ torch::Tensor int8_gemm(torch::Tensor x, int64_t sh, int64_t sw, double inv_scal
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.is_contiguous() && x.device().is_cpu(),
               "int8_gemm: x must be contiguous float32 (N, H, W, K)");
   TORCH_CHECK(x.size(3) >= 1 && sh >= 1 && sw >= 1, "int8_gemm: K and the steps must be positive");
+  TORCH_CHECK(x.size(3) <= (int64_t{1} << 31) / (255 * 128) - 1, "int8_gemm: K too large for exact int32 sums");
   TORCH_CHECK(zero_point >= 0 && zero_point <= 255, "int8_gemm: zero_point must be a uint8 code");
   TORCH_CHECK(std::isfinite(inv_scale) && inv_scale > 0, "int8_gemm: inv_scale must be finite and positive");
   GemmShape s{x.size(0), x.size(1), x.size(2), x.size(3), (x.size(3) + 3) / 4, sh, sw, 0, 0, 0, out_features,
