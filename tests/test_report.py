@@ -133,16 +133,17 @@ def _speedup_csv(folder, rows):
 
 
 def test_network_finding_takes_the_least_headline_ratio_per_precision(tmp_path):
-    """The verdict's ratios are the least over the packed networks at 1 thread, batch 1; other settings only in
-    the details; the CPU's arithmetic path is named."""
+    """The verdict's ratios are, for each real-layer option, the least over its packed networks at 1 thread,
+    batch 1; other settings only in the details; the CPU's arithmetic path is named."""
     _speedup_csv(tmp_path / "inference", [
         ("cpu", "case1", "float", 1, 1, "XNOR-popcount", 6.0, 7.0, 3.0, 3.1, 2.5, 2.6),
         ("cpu", "case4", "float", 1, 1, "XNOR-popcount", 6.5, 6.9, 3.2, 3.3, 0.8, 1.9),
         ("cpu", "case4", "int8", 1, 1, "XNOR-popcount", 9.0, 9.9, 4.0, 4.1, 3.0, 3.3),
         ("cpu", "case4", "float", 2, 8, "XNOR-popcount", 0.5, 0.5, 0.4, 0.4, 0.1, 0.1)])
     f = findings._read_network(tmp_path / "inference", None)
-    assert f.verdict.startswith("**faster** than fp32 and bf16; **slower** than int8 by the median call "
-                                "(6.0x fp32, 3.0x bf16, 0.8x int8)")
+    assert f.verdict == ("float real layers: **faster** than fp32 and bf16; **slower** than int8 by the median call "
+                         "(6.0x fp32, 3.0x bf16, 0.8x int8); int8 real layers: **faster** than fp32 and bf16 and int8 "
+                         "by the median call (9.0x fp32, 4.0x bf16, 3.0x int8)")
     assert "case4 (int8 real layers), 1 thread, batch 1: 9.0x (9.9x) over fp32" in f.ours
     assert "XNOR-popcount" in f.ours and "2 threads" not in f.ours and "2 threads, batch 8" in f.details[0]
 

@@ -263,17 +263,27 @@ def _read_network(net, layer):
     headline = (m["threads"] == NETWORK_SETTING["threads"]) & (m["batch"] == NETWORK_SETTING["batch"])
     if not headline.any():
         headline = m.index == m.index[0]
-    rows = [(_network_label(r), q) for (_, r), q, h in zip(m.iterrows(), ratios, headline) if h]
-    worst = {p: (min(q[p][0] for _, q in rows), min(q[p][1] for _, q in rows)) for p in rows[0][1]}
+    rows = [(_network_label(r), q, r.get("real_layers", "float")) for (_, r), q, h in
+            zip(m.iterrows(), ratios, headline) if h]
+    options = list(dict.fromkeys("float" if pd.isna(o) else o for _, _, o in rows))  # real-layer options, in order
+    worst = {}  # per option: {precision: least (median, fastest) ratio}
+    for option in options:
+        group = [q for _, q, o in rows if ("float" if pd.isna(o) else o) == option]
+        worst[option] = {p: (min(q[p][0] for q in group), min(q[p][1] for q in group)) for p in group[0]}
+    if len(options) == 1:
+        verdict = verdict_network(worst[options[0]], single)
+    else:
+        verdict = "; ".join(f"{o} real layers: " + verdict_network(worst[o], single if i == 0 else None)
+                            for i, o in enumerate(options))
     path = m["path"].iloc[0] if "path" in m.columns else _arithmetic(net / "run.json")
-    ours = ("; ".join(_network_text(label, q) for label, q in rows)
+    ours = ("; ".join(_network_text(label, q) for label, q, _ in rows)
             + " (median call, fastest call in brackets)"
-            + "".join(f"; {p} not timed" for p in NETWORK_PRECISIONS if p not in worst)
+            + "".join(f"; {p} not timed" for p in NETWORK_PRECISIONS if p not in worst[options[0]])
             + f"; packed path: {path}" + _busy(net / "run.json", m["threads"]))
     details = ("every setting, median call (fastest call) over the fastest form of each precision: "
                + "; ".join(_network_text(_network_label(r), q) for (_, r), q in zip(m.iterrows(), ratios)),)
     return Finding("Whole binary ResNet-18, packed, against the real-valued one in fp32, bf16 and int8",
-                   "not measured in the paper", ours, verdict_network(worst, single),
+                   "not measured in the paper", ours, verdict,
                    (str(net / "summary.md"), str(net / "speedup.csv")),
                    _command(net / "run.json", "python -m studies.bench_inference"),
                    machine_label(_env(net / "run.json"), threads=_threads(m["threads"])), details)

@@ -272,8 +272,9 @@ def rules_text():
         f"- **Model size**: a claimed storage ratio (~32x, ~64x) *holds* when ours is at least "
         f"{1 - SIZE_TOLERANCE:.0%} of it; the whole-model ratio counts every stored byte (binary weights as bits, scales, real layers) "
         "against the float32 model.",
-        f"- **Whole network**: at {NETWORK_SETTING['threads']} thread, batch {NETWORK_SETTING['batch']}, the least "
-        "speed-up over the packed networks against the fastest form of each precision (fp32, bf16, int8), by the "
+        f"- **Whole network**: at {NETWORK_SETTING['threads']} thread, batch {NETWORK_SETTING['batch']}, for each "
+        "option of the real layers (float, int8), the least speed-up over its packed networks (methods) against the "
+        "fastest form of each precision (fp32, bf16, int8), by the "
         f"median call: *faster* above {1 + NETWORK_EQUAL_BAND:.1f}x, *slower* below {1 - NETWORK_EQUAL_BAND:.1f}x, "
         "else *about as fast*; the fastest-call fp32 ratio is set beside the single binary layer's speed-up at the "
         "same thread count, when both ran on the same CPU.",
