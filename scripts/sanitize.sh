@@ -30,5 +30,5 @@ for name in ("cpp", "cpp_amx_emulated"):
     assert b"__asan_report" in binary and b"__ubsan_handle" in binary, f"{name}: not built with the sanitizers"
     print(f"{name}: {info.path}, built with {' '.join(sanitize)}", flush=True)
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "tests/test_packed.py", "tests/test_packed_amx.py",
-                      "tests/test_packed_network.py", *sys.argv[1:]]))
+                      "tests/test_packed_network.py", "tests/test_packed_int8.py", *sys.argv[1:]]))
 PY

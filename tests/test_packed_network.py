@@ -274,6 +274,10 @@ def test_int8_real_layers_equal_their_emulation(backend, method):
         real = fused_emulation(model)(x)
     assert not torch.equal(logits, real)  # the real layers did run in int8 ...
     torch.testing.assert_close(logits, real, rtol=0.2, atol=0.2 * float(real.abs().max()))  # ... close to float
+    # compiled: the shortcuts and classifier by int8_gemm, the stem's pooling, values and signs in one pass (bits)
+    steps = [type(step).__name__ for _, step in net._steps]
+    compiled = net.backend.name != "numpy"
+    assert steps.count("_Gemm") == 4 * compiled and steps.count("_Int8Pool") == int(compiled and not net.amx)
 
 
 def net_calibration(net):
