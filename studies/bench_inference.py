@@ -68,6 +68,7 @@ from studies._cli import (add_config_flags, add_out_flag, check_out, config_from
 from xnorpp_core import baselines  # noqa: E402
 from xnorpp_core.models import ARCHS, build_model, fuse_model  # noqa: E402
 from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, backend_info  # noqa: E402
+from xnorpp_core.packed.int8 import arithmetic as int8_arithmetic  # noqa: E402
 from xnorpp_core.packed.network import CATEGORIES, REAL_LAYERS, PackedNetwork, fused_emulation  # noqa: E402
 from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, environment, save_figure, write_csv,  # noqa: E402
                                     write_json)
@@ -203,12 +204,13 @@ def bench(cfg, info, progress):
     finally:
         torch.set_num_threads(previous)
     timing = pd.DataFrame(timing)
-    return timing, speed_table(timing, packed, info.path), pd.DataFrame(breakdown), binary, unavailable
+    return timing, speed_table(timing, packed, info), pd.DataFrame(breakdown), binary, unavailable
 
 
-def speed_table(timing, packed, path):
+def speed_table(timing, packed, info):
     """Per packed network (``{name: (method, real_layers)}``) and setting: its speed-ups over the fastest form
-    of each precision (``baselines.speedups``), over its float emulation, and the arithmetic ``path``."""
+    of each precision (``baselines.speedups``), over its float emulation, and its arithmetic (``path``: the
+    backend ``info``'s, and that of int8 real layers)."""
     t = timing.set_index(["model", "threads", "batch"])
     frames = []
     for name, (m, r) in packed.items():
@@ -220,7 +222,7 @@ def speed_table(timing, packed, path):
         s["emulated_ms"] = emulated
         s["speedup_vs_emulated"] = s.emulated_ms / s.packed_ms
         s["packed_ms_per_image"] = s.packed_ms / s.batch
-        s["path"] = path
+        s["path"] = info.path + (f"; {int8_arithmetic(info)}" if r == "int8" else "")
         frames.append(s)
     return pd.concat(frames, ignore_index=True).sort_values(["threads", "batch", "method", "real_layers"],
                                                              kind="stable", ignore_index=True)
@@ -291,7 +293,7 @@ def summary_text(cfg, info, speed, timing, breakdown, exact, load, command, cpu)
     fastest = baselines.fastest_per_precision(timing)
     lines = [f"# Whole-network inference: packed binary {cfg.arch} against the real one in fp32, bf16 and int8", "",
              f"Load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after; packed backend {info.name}: "
-             f"{info.path}.", "",
+             f"{info.path}" + (f"; {int8_arithmetic(info)}" if "int8" in cfg.real_layers else "") + ".", "",
              "## Speed-up over the fastest form of each precision (median call; fastest call beside it)", "",
              cpu_markdown_table(speed, SPEEDUP_COLUMNS, cpu),
              "## The fastest form of each precision (ms per call)", "",

@@ -45,6 +45,7 @@ from studies.export import load_checkpoint
 from xnorpp_core import baselines
 from xnorpp_core.models import build_model
 from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, backend_info
+from xnorpp_core.packed.int8 import arithmetic as int8_arithmetic
 from xnorpp_core.packed.network import PackedNetwork
 from xnorpp_core.provenance import atomic_write, cpu_markdown_table, environment, write_csv, write_json
 from xnorpp_core.report.machine import cpu_label
@@ -246,7 +247,8 @@ def main(argv=None):
     command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
     md = [f"# What binarization costs and buys: digits ResNet-18 ({cfg.method}) against the real one", "",
           f"One thread, batch 1, median call (ms) at {small}x{small} (the digits) and {LARGE}x{LARGE}; top-1 on the "
-          f"digits' {len(val)} validation images; packed backend {info.name}: {info.path}. Load average (1 min) "
+          f"digits' {len(val)} validation images; packed backend {info.name}: {info.path}; {int8_arithmetic(info)}. "
+          "Load average (1 min) "
           f"{load_before[0]:.2f} before, {load_after[0]:.2f} after.", "",
           cpu_markdown_table(table, ["form", "precision", "top1", f"median_ms_{small}", f"median_ms_{LARGE}",
                                      "logits_equal_emulation"], cpu),

@@ -31,7 +31,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.ao.quantization import get_default_qconfig
 
-__all__ = ["ENGINES", "Int8Gemm", "Int8Layers", "default_engine", "quantize_real_layers"]
+__all__ = ["ENGINES", "Int8Gemm", "Int8Layers", "arithmetic", "default_engine", "quantize_real_layers"]
 
 ENGINES = ("x86", "onednn", "fbgemm", "qnnpack")  # by preference, among torch.backends.quantized.supported_engines
 
@@ -43,6 +43,16 @@ def default_engine():
     if engine is None:
         raise RuntimeError(f"this PyTorch offers no quantized CPU engine (it offers {offered})")
     return engine
+
+
+def arithmetic(backend):
+    """The int8 real layers' arithmetic in the packed network on ``backend`` (a ``BackendInfo``), in words."""
+    if backend.name == "numpy":
+        gemm = "torch operations"
+    else:
+        gemm = "int8_gemm, " + ("AVX-512 VNNI" if backend.simd and backend.kernel.vnni_available() else "portable loops")
+    return (f"int8 real layers: the stem by PyTorch's quantized convolution ({default_engine()} engine), the "
+            f"shortcuts and the classifier by {gemm}")
 
 
 @contextlib.contextmanager

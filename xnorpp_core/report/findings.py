@@ -275,7 +275,8 @@ def _read_network(net, layer):
     else:
         verdict = "; ".join(f"{o} real layers: " + verdict_network(worst[o], single if i == 0 else None)
                             for i, o in enumerate(options))
-    path = m["path"].iloc[0] if "path" in m.columns else _arithmetic(net / "run.json")
+    # the longest path names the int8 real layers' arithmetic too, where they were timed
+    path = max(m["path"].astype(str), key=len) if "path" in m.columns else _arithmetic(net / "run.json")
     ours = ("; ".join(_network_text(label, q) for label, q, _ in rows)
             + " (median call, fastest call in brackets)"
             + "".join(f"; {p} not timed" for p in NETWORK_PRECISIONS if p not in worst[options[0]])
