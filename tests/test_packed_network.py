@@ -321,3 +321,6 @@ def test_a_batch_norm_no_binary_layer_reads_becomes_a_multiply_and_add():
         assert torch.equal(y, x * emulation.get_submodule("head.0").scale.view(1, -1, 1, 1)
                            + emulation.get_submodule("head.0").shift.view(1, -1, 1, 1))
         torch.testing.assert_close(y, bn(x))
+    real = fused_emulation(binary_resnet18("real", num_classes=10, input_size=12, small_input=True).eval()).graph
+    assert not any(isinstance(m, (packed.network._ChannelAffine, packed.network._GlobalMean))  # a real network's
+                   for m in real.modules())  # folded form keeps torch's own batch norm and pooling

@@ -177,10 +177,11 @@ class _ChannelsLast(nn.Module):
 @torch.no_grad()
 def fused_emulation(model, real_layers="float", calibration=None):
     """The fused float-emulated network: an eval copy of ``model`` with learned Gammas fused, each real
-    convolution's following ``BatchNorm2d`` folded into it, every other batch norm that no binary layer reads
-    as a multiply and add (``_ChannelAffine``), global average pooling and flattening as ``_GlobalMean``, each
-    strided 1x1 real convolution run on the pixels it reads (``_Subsampled``), in channels-last memory format
-    (binary layers keep their weights' layout).
+    convolution's following ``BatchNorm2d`` folded into it, each strided 1x1 real convolution run on the
+    pixels it reads (``_Subsampled``), in channels-last memory format (binary layers keep their weights'
+    layout). In a binary network (one with a binary layer, which the packed network runs) also every other
+    batch norm that no binary layer reads as a multiply and add (``_ChannelAffine``), and global average
+    pooling with its flattening as ``_GlobalMean``, as the packed network computes them.
 
     ``real_layers="int8"``: the real convolutions and linear layers then run in int8 (``int8``), their ranges
     observed on ``calibration`` (inputs ``(n, c, H, W)``, required then).
@@ -201,12 +202,13 @@ def fused_emulation(model, real_layers="float", calibration=None):
                         fuse_conv_bn_eval(modules[prev.target], modules[node.target]))
                 node.replace_all_uses_with(prev)
                 gm.graph.erase_node(node)
-    for node in list(gm.graph.nodes):  # batch norms whose sign no binary layer reads: x * scale + shift
+    binary = any(isinstance(m, BinaryConv2d) and m.method != "real" for m in modules.values())
+    for node in list(gm.graph.nodes) if binary else []:  # batch norms whose sign no binary layer reads
         m = modules.get(node.target) if node.op == "call_module" else None
         if type(m) is nn.BatchNorm2d and m.running_mean is not None and not _reaches_binary(node, modules):
             parent, _, name = node.target.rpartition(".")
             setattr(gm.get_submodule(parent) if parent else gm, name, _ChannelAffine(m))
-    for node in list(gm.graph.nodes):  # global average pooling and flattening: a mean summed in a stated order
+    for node in list(gm.graph.nodes) if binary else []:  # global average pooling and flattening: a stated order
         flatten = _global_pooling(node, modules)
         if flatten is not None:
             parent, _, name = node.target.rpartition(".")
