@@ -12,9 +12,8 @@
 //     (a BN -> sign folded into a threshold).
 // packed_conv(xb, wt, ..., corr, corr_rows, corr_cols, gamma, gamma_y, gamma_x, relu, residual, post_scale,
 //     post_shift, post_relu, next_scale, next_thr, out_ph, out_pw, write_y, simd) -> [y, bits]: xb from
-//     pack_signs, wt the
-//     packed weights laid out (o_pad / 32, kh * kw * cw, 32): for each tile of 32 output channels, its rows
-//     (tap, word) one after another, channels innermost; y (N, h_out * w_out, o) float32:
+//     pack_signs, wt the packed weights laid out (o_pad / 32, kh * kw * cw, 32): for each tile of 32 output
+//     channels, its rows (tap, word) one after another, channels innermost; y (N, h_out * w_out, o) float32:
 //         y = (c kh kw - 2 sum popcount(a xor b) + corr) * gamma,
 //     then max(y, 0) if relu, then residual + y, then (post_scale, post_shift (o,) given: a following batch norm)
 //     y post_scale + post_shift (a multiply, then an add), then max(y, 0) if post_relu; write_y 1: y a new
@@ -45,8 +44,8 @@
 // amx_conv(xi, wi, N, Hp, Wp, ..., gamma, gamma_y, gamma_x, relu, residual, post_scale, post_shift, post_relu,
 //     next_scale, next_thr, out_ph, out_pw, out_border, write_y) -> [y, signs]: y (N, h_out w_out, o) float32 =
 //     count * gamma (Gamma of Cases 3-4 from its factors: (gamma[o] gamma_y[y or p]) gamma_x[x]),
-//     then max(y, 0) if relu, then residual + y, then the affine map and its ReLU (as packed_conv); with next_scale and
-//     next_thr also the next layer's input signs of y (as pack_signs_i8), else an undefined
+//     then max(y, 0) if relu, then residual + y, then the affine map and its ReLU (as packed_conv); with
+//     next_scale and next_thr also the next layer's input signs of y (as pack_signs_i8), else an undefined
 //     tensor; y as packed_conv's write_y (0: undefined, the signs alone); wi int8: for tap t,
 //     channel block cb and 16 outputs ob, a 1 KB tile whose row r holds, output by
 //     output, the weights of channels 64 cb + 4 r .. 64 cb + 4 r + 3; laid out
