@@ -13,7 +13,8 @@ engine (``torch.ao.quantization.get_default_qconfig``) run on calibration inputs
 - ``Int8Gemm``: a 1x1 convolution (the downsampling shortcuts, strided ones on the pixels
   they read) or a linear layer (the classifier) as one integer matrix product with a
   float output, ``y = float(sum_k (q_k - z) w_k) * (s_x s_w) + b``, codes
-  ``q = clamp(round(x / s_x) + z, 0, 255)``: in torch operations here (the emulation's
+  ``q = clamp(round(x * inv) + z, 0, 255)`` (``inv`` the float32 nearest ``1 / s_x``, ties to even),
+  weights ``round(w / s_w)`` in [-128, 127]: in torch operations here (the emulation's
   definition), in the packed network by the compiled ``int8_gemm`` (VNNI where the CPU
   has it), which gives the same floats.
 
