@@ -212,6 +212,7 @@ def speed_table(timing, packed, info):
     of each precision (``baselines.speedups``), over its float emulation, and its arithmetic (``path``: the
     backend ``info``'s, and that of int8 real layers)."""
     t = timing.set_index(["model", "threads", "batch"])
+    paths = {"float": info.path, "int8": f"{info.path}; {int8_arithmetic(info)}"}
     frames = []
     for name, (m, r) in packed.items():
         s = baselines.speedups(timing, name).rename(columns={"model": "packed", "ms": "packed_ms",
@@ -222,7 +223,7 @@ def speed_table(timing, packed, info):
         s["emulated_ms"] = emulated
         s["speedup_vs_emulated"] = s.emulated_ms / s.packed_ms
         s["packed_ms_per_image"] = s.packed_ms / s.batch
-        s["path"] = info.path + (f"; {int8_arithmetic(info)}" if r == "int8" else "")
+        s["path"] = paths[r]
         frames.append(s)
     return pd.concat(frames, ignore_index=True).sort_values(["threads", "batch", "method", "real_layers"],
                                                              kind="stable", ignore_index=True)

@@ -151,6 +151,12 @@ def _global_pooling(node, modules):
     return user if isinstance(f, nn.Flatten) and f.start_dim == 1 and f.end_dim == -1 else None
 
 
+def _replace(gm, target, module):
+    """Puts ``module`` in place of the submodule ``target`` of ``gm``."""
+    parent, _, name = target.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, name, module)
+
+
 def _reaches_binary(node, modules):
     """Whether ``node``'s output reaches a binary layer through single-user monotone layers (its sign is read)."""
     while len(node.users) == 1:
@@ -197,28 +203,22 @@ def fused_emulation(model, real_layers="float", calibration=None):
             prev = node.args[0]
             if (isinstance(prev, fx.Node) and prev.op == "call_module" and _is_real_conv(modules[prev.target])
                     and len(prev.users) == 1 and modules[node.target].running_mean is not None):
-                parent, _, name = prev.target.rpartition(".")
-                setattr(gm.get_submodule(parent) if parent else gm, name,
-                        fuse_conv_bn_eval(modules[prev.target], modules[node.target]))
+                _replace(gm, prev.target, fuse_conv_bn_eval(modules[prev.target], modules[node.target]))
                 node.replace_all_uses_with(prev)
                 gm.graph.erase_node(node)
-    binary = any(isinstance(m, BinaryConv2d) and m.method != "real" for m in modules.values())
-    for node in list(gm.graph.nodes) if binary else []:  # batch norms whose sign no binary layer reads
-        m = modules.get(node.target) if node.op == "call_module" else None
-        if type(m) is nn.BatchNorm2d and m.running_mean is not None and not _reaches_binary(node, modules):
-            parent, _, name = node.target.rpartition(".")
-            setattr(gm.get_submodule(parent) if parent else gm, name, _ChannelAffine(m))
-    for node in list(gm.graph.nodes) if binary else []:  # global average pooling and flattening: a stated order
-        flatten = _global_pooling(node, modules)
-        if flatten is not None:
-            parent, _, name = node.target.rpartition(".")
-            setattr(gm.get_submodule(parent) if parent else gm, name, _GlobalMean())
-            flatten.replace_all_uses_with(node)
-            gm.graph.erase_node(flatten)
+    if any(isinstance(m, BinaryConv2d) and m.method != "real" for m in modules.values()):  # a binary network
+        for node in list(gm.graph.nodes):
+            m = modules.get(node.target) if node.op == "call_module" else None
+            flatten = _global_pooling(node, modules)
+            if type(m) is nn.BatchNorm2d and m.running_mean is not None and not _reaches_binary(node, modules):
+                _replace(gm, node.target, _ChannelAffine(m))  # a batch norm whose sign no binary layer reads
+            elif flatten is not None:  # global average pooling and flattening: a sum in a stated order
+                _replace(gm, node.target, _GlobalMean())
+                flatten.replace_all_uses_with(node)
+                gm.graph.erase_node(flatten)
     for name, m in list(gm.named_modules()):
         if _subsampling(m):
-            parent, _, leaf = name.rpartition(".")
-            setattr(gm.get_submodule(parent) if parent else gm, leaf, _Subsampled(m))
+            _replace(gm, name, _Subsampled(m))
     gm.graph.lint()
     gm.recompile()
     gm = gm.to(memory_format=torch.channels_last)
@@ -389,9 +389,14 @@ class _Pool:
     binary layer (``emit``, as ``_Binary.emit``)."""
 
     def __init__(self, node, module, source, relu):
-        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
         self.node, self.source, self.relu, self.emit = node, source, relu, None
-        self.args = (*pair(module.kernel_size), *pair(module.stride or module.kernel_size), *pair(module.padding))
+        self.args = self.geometry(module)
+
+    @staticmethod
+    def geometry(m):
+        """``(kh, kw, sh, sw, ph, pw)`` of the ``MaxPool2d`` ``m``, as the pooling kernels take them."""
+        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+        return (*pair(m.kernel_size), *pair(m.stride or m.kernel_size), *pair(m.padding))
 
     @staticmethod
     def fusable(m):
@@ -406,10 +411,7 @@ class _Int8Pool:
 
     def __init__(self, node, module, consumer, s, t, backend):
         self.node, self.source, self.module, self.emit = node, node.args[0], module, (consumer, s, t)
-        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
-        pool = module.pool
-        self.call = (*pair(pool.kernel_size), *pair(pool.stride or pool.kernel_size), *pair(pool.padding), s, t,
-                     *consumer.layer.padding, backend.simd)
+        self.call = (*_Pool.geometry(module.pool), s, t, *consumer.layer.padding, backend.simd)
         self.kernel = backend.kernel
 
     @staticmethod
