@@ -303,29 +303,21 @@ def test_an_input_smaller_than_the_kernel_is_a_value_error(backend, size):
         layer.forward_packed(pack_signs(torch.randn(1, 64, size, size), 0, backend), (size, size))
 
 
-def test_the_compiled_kernel_checks_the_output_size_itself():
-    try:
-        module = packed.backend._compiled()[0] or pytest.skip("no compiled kernel")
-    except RuntimeError as err:
-        pytest.skip(str(err))
+def test_the_compiled_kernel_checks_the_output_size_itself(kernel):
     layer = PackedBinaryConv2d.from_binary_conv(BinaryConv2d(64, 8, 3, method="direct"), "cpp_popcount")
     xb = pack_signs(torch.randn(1, 64, 1, 1), 0, "cpp")
     for h_out in (-1, 0):  # what (1 - 3) // 1 + 1 and (2 - 3) // 1 + 1 give
         with pytest.raises(RuntimeError, match="smaller than the kernel"):
-            module.packed_conv(xb, layer._kernel_weights(), 64, 8, 3, 3, 1, 1, h_out, h_out, None, None, None,
+            kernel.packed_conv(xb, layer._kernel_weights(), 64, 8, 3, 3, 1, 1, h_out, h_out, None, None, None,
                                None, None, None, False, None, None, None, False, None, None, 0, 0, True, False)
 
 
 @pytest.mark.parametrize("simd", [False, True])
 @pytest.mark.parametrize("method", ["case1", "case4"])
-def test_relu_and_residual_written_anew_or_over_the_residual(simd, method):
+def test_relu_and_residual_written_anew_or_over_the_residual(kernel, simd, method):
     # packed_conv's float epilogue, residual + max(count * Gamma, 0), against the fused float layer; write_y 2
     # writes it over the residual (the memory of the residual tensor), 1 into a new tensor: the same values;
     # then a per-channel multiply, add and ReLU after it (a following batch norm), as torch rounds them
-    try:
-        module = packed.backend._compiled()[0] or pytest.skip("no compiled kernel")
-    except RuntimeError as err:
-        pytest.skip(str(err))
     layer = _layer(70, 40, 3, 1, 1, method, "zero", input_size=(9, 7), seed=7)
     x = torch.randn(2, 70, 9, 7, generator=torch.Generator().manual_seed(8))
     packed_layer = PackedBinaryConv2d.from_binary_conv(layer, "cpp_popcount")
@@ -336,19 +328,19 @@ def test_relu_and_residual_written_anew_or_over_the_residual(simd, method):
     head = (xb, packed_layer._kernel_weights(), 70, 40, 3, 3, 1, 1, 9, 7, *packed_layer.correction_table((9, 7)),
             *packed_layer.gamma_operands(), True)
     none = (None, None, False, None, None)  # no affine map after the residual, no next layer's threshold
-    y_new = module.packed_conv(*head, residual, *none, 0, 0, 1, simd)[0]
+    y_new = kernel.packed_conv(*head, residual, *none, 0, 0, 1, simd)[0]
     assert torch.equal(y_new, expected)
     over = residual.clone()
-    y_over = module.packed_conv(*head, over, *none, 0, 0, 2, simd)[0]
+    y_over = kernel.packed_conv(*head, over, *none, 0, 0, 2, simd)[0]
     assert torch.equal(y_over, expected) and torch.equal(over, expected)
     assert y_over.data_ptr() == over.data_ptr()
     scale, shift = torch.randn(2, 40, generator=torch.Generator().manual_seed(10))
-    y_post = module.packed_conv(*head, residual, scale, shift, True, None, None, 0, 0, 1, simd)[0]
+    y_post = kernel.packed_conv(*head, residual, scale, shift, True, None, None, 0, 0, 1, simd)[0]
     assert torch.equal(y_post, torch.relu(expected * scale + shift))  # a following batch norm and ReLU
     with pytest.raises(RuntimeError, match="the residual, which is not given"):
-        module.packed_conv(*head, None, *none, 0, 0, 2, simd)
+        kernel.packed_conv(*head, None, *none, 0, 0, 2, simd)
     with pytest.raises(RuntimeError, match="write_y must be 0"):
-        module.packed_conv(*head, residual, *none, 0, 0, 3, simd)
+        kernel.packed_conv(*head, residual, *none, 0, 0, 3, simd)
 
 
 @pytest.mark.parametrize("method", ["case2", "case4"])  # case4: the int8 tiles' Gamma factors must go too

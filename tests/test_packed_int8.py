@@ -7,15 +7,7 @@ import torch
 import torch.nn as nn
 from torch.ao.quantization import get_default_qconfig
 
-from xnorpp_core import packed
 from xnorpp_core.packed.int8 import Int8Gemm, default_engine
-
-
-def _kernel():
-    try:
-        return packed.backend._compiled()[0] or pytest.skip("no compiled kernel")
-    except RuntimeError as err:
-        pytest.skip(str(err))
 
 
 def _gemm(layer, scale=0.05, zero_point=60, step=None):
@@ -51,9 +43,9 @@ def _reference(gemm, x):
     return y if gemm.linear else y.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
 
-def _run_kernel(gemm, x, simd):
+def _run_kernel(kernel, gemm, x, simd):
     rows = x.reshape(x.shape[0], 1, 1, -1) if gemm.linear else x.permute(0, 2, 3, 1)
-    y = _kernel().int8_gemm(rows.contiguous(), *gemm.stride, gemm.inv_scale, gemm.zero_point,
+    y = kernel.int8_gemm(rows.contiguous(), *gemm.stride, gemm.inv_scale, gemm.zero_point,
                             *gemm.kernel_operands(), gemm.out_features, simd)
     return y.view(x.shape[0], -1) if gemm.linear else y.permute(0, 3, 1, 2)
 
@@ -83,25 +75,24 @@ def test_int8_gemm_linear_equals_the_integer_reference(k, o):
 
 @pytest.mark.parametrize("simd", [False, True])
 @pytest.mark.parametrize("c,o,stride,batch,size", CASES)
-def test_the_compiled_kernel_equals_int8_gemm(simd, c, o, stride, batch, size):
+def test_the_compiled_kernel_equals_int8_gemm(kernel, simd, c, o, stride, batch, size):
     gemm = _gemm(_conv(c, o, stride, seed=2), scale=0.03, zero_point=0)
     x = _inputs((batch, c, size, size), gemm, seed=2).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        assert torch.equal(_run_kernel(gemm, x, simd), gemm(x))
+        assert torch.equal(_run_kernel(kernel, gemm, x, simd), gemm(x))
 
 
 @pytest.mark.parametrize("simd", [False, True])
-def test_the_compiled_kernel_equals_int8_gemm_on_a_linear_layer(simd):
+def test_the_compiled_kernel_equals_int8_gemm_on_a_linear_layer(kernel, simd):
     torch.manual_seed(3)
     gemm = _gemm(nn.Linear(300, 70), zero_point=128)
     x = _inputs((5, 300), gemm, seed=3)
     with torch.no_grad():
-        assert torch.equal(_run_kernel(gemm, x, simd), gemm(x))
+        assert torch.equal(_run_kernel(kernel, gemm, x, simd), gemm(x))
 
 
-def test_the_vnni_path_runs_where_the_cpu_has_it():
+def test_the_vnni_path_runs_where_the_cpu_has_it(kernel):
     # the AVX-512 VNNI path is chosen at run time; a CPU without it runs the portable loops for simd=True too
-    kernel = _kernel()
     assert isinstance(kernel.vnni_available(), bool)
 
 
@@ -128,9 +119,9 @@ def test_asymmetric_weights_are_refused():
         Int8Gemm(layer, (0.1, 0), affine)
 
 
-def test_the_kernel_checks_its_operands():
+def test_the_kernel_checks_its_operands(kernel):
     gemm = _gemm(_conv(8, 4))
-    kernel, (wq, sums, scale, bias) = _kernel(), gemm.kernel_operands()
+    wq, sums, scale, bias = gemm.kernel_operands()
     x = torch.randn(1, 5, 5, 8)
     with pytest.raises(RuntimeError, match="contiguous float32"):
         kernel.int8_gemm(x.permute(0, 2, 1, 3), 1, 1, gemm.inv_scale, 0, wq, sums, scale, bias, 4, True)
@@ -146,10 +137,9 @@ def test_the_kernel_checks_its_operands():
 
 @pytest.mark.parametrize("simd", [False, True])
 @pytest.mark.parametrize("channels,k,s,p", [(64, 3, 2, 1), (70, 3, 2, 1), (16, 2, 2, 0), (130, 3, 1, 1)])
-def test_max_pool_codes_equals_pooling_then_values_then_signs(simd, channels, k, s, p):
+def test_max_pool_codes_equals_pooling_then_values_then_signs(kernel, simd, channels, k, s, p):
     # the pooling of codes, their values from the table and the next layer's bits, against torch's float pooling of
     # the codes (exact: small integers), a table lookup and pack_signs with the same threshold
-    kernel = _kernel()
     g = torch.Generator().manual_seed(12)
     q = torch.randint(0, 256, (2, channels, 9, 9), dtype=torch.uint8, generator=g)
     q = q.contiguous(memory_format=torch.channels_last)

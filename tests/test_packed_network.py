@@ -233,8 +233,7 @@ def test_bad_inputs_and_models_raise():
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("simd", [False, True])
 @pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 2, 0), (3, 1, 1)])
-def test_max_pool_bits_equal_torch_then_pack_signs(channels, relu, simd, k, s, p):
-    kernel = packed.backend._compiled()[0] or pytest.skip("no compiled kernel")
+def test_max_pool_bits_equal_torch_then_pack_signs(kernel, channels, relu, simd, k, s, p):
     g = torch.Generator().manual_seed(channels + k)
     x = torch.randn(3, channels, 9, 8, generator=g).contiguous(memory_format=torch.channels_last)
     x[0, 1, 2, 3] = float("nan")
@@ -297,12 +296,8 @@ def test_int8_real_layers_need_calibration_and_a_known_name():
 
 @pytest.mark.parametrize("simd", [False, True])
 @pytest.mark.parametrize("shape", [(1, 512, 7, 7), (3, 20, 2, 5), (2, 16, 1, 1)])
-def test_channel_mean_equals_the_global_mean_module(simd, shape):
+def test_channel_mean_equals_the_global_mean_module(kernel, simd, shape):
     # the kernel sums each channel's pixels in the order _GlobalMean states; both close to torch's own pooling
-    try:
-        kernel = backend_info("cpp").kernel
-    except RuntimeError as err:
-        pytest.skip(str(err))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(8)).contiguous(memory_format=torch.channels_last)
     mean = packed.network._GlobalMean()(x)
     assert torch.equal(kernel.channel_mean(x, simd), mean)
