@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 
 from xnorpp_core.provenance import check_writable_folder
+from xnorpp_core.training.checkpoint import CheckpointError
+from xnorpp_core.training.checkpoint import load_checkpoint as _load_checkpoint
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 FIT_HELP = {  # xnorpp_core.reconstruction.FitConfig: Adam's schedule for the learned scales
@@ -102,6 +104,15 @@ def check_out(prog, out):
     except ValueError as e:
         fail(prog, f"--out {e}")
     return Path(out)
+
+
+def load_checkpoint(prog, path):
+    """``(model, arch, model_kwargs, classes)`` of a training checkpoint (``training.checkpoint``), or a one-line
+    exit naming the file and the cause."""
+    try:
+        return _load_checkpoint(path)
+    except CheckpointError as err:
+        fail(prog, str(err))
 
 
 def resolve_device(prog, device):

@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from studies._cli import add_out_flag, add_threads_flag, check_out, fail, make_parser
-from studies.export import load_checkpoint
+from studies._cli import add_out_flag, add_threads_flag, check_out, fail, load_checkpoint, make_parser
 from xnorpp_core.packed import BACKENDS, backend_info
 from xnorpp_core.packed.model_file import ModelFileError, load_model, size_budget
 from xnorpp_core.packed.network import PackedNetwork, fused_emulation

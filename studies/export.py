@@ -15,39 +15,14 @@ Writes to ``--out`` (default: the checkpoint's folder): ``model.xnorpp`` (nothin
 import sys
 from pathlib import Path
 
-from studies._cli import add_out_flag, check_out, fail, make_parser
+from studies._cli import add_out_flag, check_out, fail, load_checkpoint, make_parser
 from xnorpp_core.models import build_model
 from xnorpp_core.packed import SUPPORTED_METHODS
-from xnorpp_core.packed.model_file import FORMAT, ModelFileError, export_bytes, size_budget
-from xnorpp_core.provenance import atomic_write, read_bytes, read_torch_file
+from xnorpp_core.packed.model_file import ModelFileError, export_bytes, size_budget
+from xnorpp_core.provenance import atomic_write
 
 PROG = "python -m studies.export"
 FILE_NAME = "model.xnorpp"
-
-
-def load_checkpoint(prog, path):
-    """``(model, arch, model_kwargs, classes)`` from a training checkpoint, in eval mode (``classes``: its class
-    folder names, None in older checkpoints); one-line errors naming the file and the cause."""
-    path = Path(path)
-    if path.is_file() and read_bytes(path, "checkpoint", len(FORMAT)) == FORMAT.encode():
-        fail(prog, f"{path} is a packed model file, not a training checkpoint: use --model")
-    try:
-        ckpt = read_torch_file(path, "checkpoint")
-    except ValueError as err:
-        fail(prog, str(err))
-    if not isinstance(ckpt, dict) or not {"config", "model"} <= set(ckpt):
-        fail(prog, f"{path} is a PyTorch file but not a training checkpoint of python -m studies.train")
-    try:
-        config, state = ckpt["config"], ckpt["model"]
-        linear = [k for k, v in state.items() if k.endswith(".weight") and v.dim() == 2]
-        kwargs = {"num_classes": int(state[linear[-1]].shape[0]), "input_size": int(config["input_size"]),
-                  "pad_mode": config["pad_mode"], "small_input": bool(config["small_input"])}
-        model = build_model(config["arch"], config["method"], **kwargs)
-        model.load_state_dict(state)
-    except Exception as err:  # noqa: BLE001 - any failure to read is the same one-line error
-        fail(prog, f"checkpoint {path} does not hold a model of its own configuration: {type(err).__name__}: "
-                   f"{(str(err).splitlines() or [''])[0][:200]}")
-    return model.eval(), config["arch"], kwargs, ckpt.get("classes")
 
 
 def main(argv=None):

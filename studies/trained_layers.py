@@ -38,8 +38,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from studies._cli import (FIT_HELP, add_config_flags, add_out_flag, add_threads_flag, check_out,  # noqa: E402
-                          config_from_args, fail, make_parser)
-from studies.export import load_checkpoint  # noqa: E402
+                          config_from_args, fail, load_checkpoint, make_parser)
 from xnorpp_core import paper  # noqa: E402
 from xnorpp_core.provenance import (atomic_write, environment, markdown_table, save_figure, write_csv,  # noqa: E402
                                     write_json)

@@ -1,9 +1,9 @@
-"""studies.bench_inference: the exactness check covers every real-layer option of the packed network."""
+"""The whole-network benchmark: the exactness check covers every real-layer option of the packed network."""
 
 import pytest
 import torch
 
-from studies import bench_inference as bench
+from xnorpp_core.deploy import whole_network as bench
 from xnorpp_core.models import build_model
 from xnorpp_core.packed import backend_info
 

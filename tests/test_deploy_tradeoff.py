@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from studies import deploy_tradeoff as study
+from xnorpp_core.deploy import tradeoff
 
 
 def _table(packed_ms, int8_ms, top1_packed=95.0, int8real_ms=None):
@@ -18,7 +19,7 @@ def _table(packed_ms, int8_ms, top1_packed=95.0, int8real_ms=None):
 
 
 def test_conclusion_follows_the_numbers():
-    fast = study.conclusion(_table((2.0, 5.0), (6.0, 20.0)), 16)
+    fast = tradeoff.conclusion(_table((2.0, 5.0), (6.0, 20.0)), 16)
     assert "at 16x16 the packed binary network (2.00 ms) is faster than the fastest int8 form (int8_x86_real, " \
            "6.00 ms: 3.0x)" in fast
     assert "at 224x224 the packed binary network (5.00 ms) is faster than the fastest int8 form (int8_x86_real, " \
@@ -26,17 +27,17 @@ def test_conclusion_follows_the_numbers():
     assert "top-1 of the packed binary network is 95.0% against the real network's 98.0% in fp32 (-3.0 points" \
         in fast
     assert "int8 real layers" not in fast
-    slow = study.conclusion(_table((2.0, 30.0), (6.0, 20.0)), 16)
+    slow = tradeoff.conclusion(_table((2.0, 30.0), (6.0, 20.0)), 16)
     assert "at 224x224 the packed binary network (30.00 ms) is slower than the fastest int8 form" in slow
-    both = study.conclusion(_table((2.0, 30.0), (6.0, 20.0), int8real_ms=(1.0, 10.0)), 16)
+    both = tradeoff.conclusion(_table((2.0, 30.0), (6.0, 20.0), int8real_ms=(1.0, 10.0)), 16)
     assert "slower than the fastest int8 form (int8_x86_real, 20.00 ms: 0.7x)" in both
     assert ("and the packed binary network with int8 real layers (10.00 ms) is faster than the fastest int8 form "
             "(int8_x86_real, 20.00 ms: 2.0x)") in both
     assert "the digits top-1 of the packed binary network with int8 real layers is 94.0%" in both
-    band = study.EQUAL_BAND
-    even = study.conclusion(_table((2.0, 20.0 / (1 + band / 2)), (6.0, 20.0)), 16)
+    band = tradeoff.EQUAL_BAND
+    even = tradeoff.conclusion(_table((2.0, 20.0 / (1 + band / 2)), (6.0, 20.0)), 16)
     assert "is about as fast as the fastest int8 form (int8_x86_real" in even
-    even = study.conclusion(_table((2.0, 20.0 / (1 - band / 2)), (6.0, 20.0)), 16)
+    even = tradeoff.conclusion(_table((2.0, 20.0 / (1 - band / 2)), (6.0, 20.0)), 16)
     assert "is about as fast as the fastest int8 form (int8_x86_real" in even
 
 

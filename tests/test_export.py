@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from studies import evaluate, export
-from studies.bench_inference import trained_like
 from xnorpp_core import packed
+from xnorpp_core.deploy.whole_network import trained_like
 from xnorpp_core.models import build_model
 from xnorpp_core.packed.model_file import (FORMAT, ModelFileError, export_bytes, load_model, load_network,
                                            size_budget, unpack_weight)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from studies import evaluate, export, notebooks, reconstruction, train
-from studies.bench_inference import trained_like
+from xnorpp_core.deploy.whole_network import trained_like
 from xnorpp_core.models import build_model
 from xnorpp_core.packed.model_file import ModelFileError, export_bytes, load_model
 from xnorpp_core.training import TrainConfig

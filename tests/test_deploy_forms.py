@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from xnorpp_core import baselines
-from xnorpp_core.baselines import fastest_per_precision, precision_of, speedups
+from xnorpp_core.deploy import forms
+from xnorpp_core.deploy.timing import fastest_per_precision, precision_of, speedups
 
 
 def _timing(rows):
@@ -87,16 +87,16 @@ def test_real_forms_names_precisions_and_stays_near_the_float_network():
     torch.manual_seed(0)
     model = _Tiny().eval()
     calibration = [torch.randn(2, 3, 8, 8) for _ in range(4)]
-    engines = tuple(e for e in ("x86", "onednn", "fbgemm") if e in baselines.int8_engines())
-    forms, unavailable = baselines.real_forms({"net": model}, {"net": model}, calibration=calibration,
-                                              engines=(*engines, "no_such_engine"))
-    assert set(forms) == {"fp32_net_eager", "fp32_net_folded_cl", "bf16_net_folded_cl",
+    engines = tuple(e for e in ("x86", "onednn", "fbgemm") if e in forms.int8_engines())
+    built, unavailable = forms.real_forms({"net": model}, {"net": model}, calibration=calibration,
+                                          engines=(*engines, "no_such_engine"))
+    assert set(built) == {"fp32_net_eager", "fp32_net_folded_cl", "bf16_net_folded_cl",
                           *[f"int8_{e}_net" for e in engines]}
     assert set(unavailable) == {"int8_no_such_engine_net"}
     x = calibration[0]
     with torch.inference_mode():
         ref = model(x)
-        for name, form in forms.items():
+        for name, form in built.items():
             y = form(x)
             assert y.dtype == (torch.bfloat16 if name.startswith("bf16") else torch.float32), name
             tol = {"fp32": 1e-5, "bf16": 0.05, "int8": 0.1}[precision_of(name)]
@@ -115,13 +115,13 @@ class _Engine(nn.Module):
         return x
 
 
-@pytest.mark.parametrize("engine", baselines.int8_engines())
+@pytest.mark.parametrize("engine", forms.int8_engines())
 def test_quantized_engine_is_set_for_the_call_and_restored(engine):
-    other = next(e for e in baselines.int8_engines() if e != engine)
+    other = next(e for e in forms.int8_engines() if e != engine)
     inner, before = _Engine(), torch.backends.quantized.engine
     torch.backends.quantized.engine = other
     try:
-        baselines.QuantizedEngine(inner, engine)(torch.zeros(1))
+        forms.QuantizedEngine(inner, engine)(torch.zeros(1))
         assert inner.seen == [engine]
         assert torch.backends.quantized.engine == other
     finally:

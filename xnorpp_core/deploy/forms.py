@@ -1,7 +1,7 @@
 """The real-valued network as a user would deploy it on a CPU: float32, bfloat16 and int8 forms.
 
 A form's name starts with its precision: ``fp32_*``, ``bf16_*`` or ``int8_<engine>_*``
-(``precision_of``). The forms of one real network (``real_forms``):
+(``timing.precision_of``). The forms of one real network (``real_forms``):
 
 - ``fp32_<net>_eager``: the model as built, eval mode;
 - ``fp32_<net>_folded_cl``: every BN folded into its convolution, channels-last;
@@ -15,61 +15,17 @@ A form's name starts with its precision: ``fp32_*``, ``bf16_*`` or ``int8_<engin
 
 A form that cannot be built (an API missing from the installed torch, a quantizer that fails on the
 network) is left out and its reason returned beside the forms, never raised.
-
-``fastest_per_precision`` and ``speedups`` turn a timing table into the fastest form of each precision
-per setting (chosen per statistic: fastest call and median call separately) and into the speed-up of
-another network (the packed binary one) over each.
 """
 
 import copy
-import math
-import time
 
-import pandas as pd
 import torch
 import torch.nn as nn
 
-__all__ = ["PRECISIONS", "INT8_API", "precision_of", "channels_last_input", "Autocast", "QuantizedEngine", "int8_engines", "time_round", "time_interleaved",
-           "quantize_int8_fx", "quantize_int8_pt2e", "real_forms", "fastest_per_precision", "speedups", "STATISTICS"]
+__all__ = ["INT8_API", "Autocast", "QuantizedEngine", "int8_engines", "quantize_int8_fx", "quantize_int8_pt2e",
+           "real_forms"]
 
-PRECISIONS = ("fp32", "bf16", "int8")
 INT8_API = "torch.ao.quantization.quantize_fx (FX graph mode), default qconfig mapping of each engine"
-STATISTICS = {"median": "median_ms", "fastest": "ms"}  # statistic -> column of a timing table
-
-
-def precision_of(name):
-    """``fp32``, ``bf16`` or ``int8`` from a form's name (its first word), else ``None``."""
-    head = str(name).split("_", 1)[0]
-    return head if head in PRECISIONS else None
-
-
-def channels_last_input(name):
-    """Whether a model of this name is given its input channels-last (the folded, compiled and packed forms
-    run in it); the eager and int8 forms get the input as it comes (contiguous)."""
-    return any(w in name for w in ("folded", "compiled", "packed"))
-
-
-def time_round(models, x, order, times):
-    """One round: each model of ``order`` called once on ``x`` (in the memory format it runs in, converted before
-    the clock starts), its seconds appended to ``times[name]``."""
-    for name in order:
-        x_in = x.contiguous(memory_format=torch.channels_last) if channels_last_input(name) else x
-        t0 = time.perf_counter()
-        models[name](x_in)
-        times[name].append(time.perf_counter() - t0)
-
-
-def time_interleaved(models, x, repeats, warmup=2):
-    """``{name: [seconds]}``: ``warmup`` untimed calls of each model, then ``repeats`` rounds of one call per
-    model, each round in a rotated order; under ``torch.inference_mode``."""
-    names, times = list(models), {name: [] for name in models}
-    with torch.inference_mode():
-        for name in names:
-            for _ in range(warmup):
-                time_round(models, x, [name], {name: []})
-        for r in range(repeats):
-            time_round(models, x, names[r % len(names):] + names[:r % len(names)], times)
-    return times
 
 
 class Autocast(nn.Module):
@@ -178,47 +134,3 @@ def real_forms(models, folded, compile=False, calibration=(), engines=None):
             except Exception as err:  # noqa: BLE001
                 unavailable[name] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
     return forms, unavailable
-
-
-def fastest_per_precision(timing):
-    """Per setting (threads, batch) and precision, the fastest form by each statistic.
-
-    ``timing`` has columns ``model, threads, batch, ms, median_ms`` (``ms`` the fastest call); rows whose
-    model has no precision (``precision_of``) are ignored. Returns one row per (threads, batch, precision)
-    present: ``fastest`` and ``fastest_ms`` (the form with the least fastest call, and that call),
-    ``fastest_median`` and ``fastest_median_ms`` (the form with the least median, and that median)."""
-    t = timing.assign(precision=timing["model"].map(precision_of)).dropna(subset=["precision"])
-    rows = []
-    for (threads, batch, precision), part in t.groupby(["threads", "batch", "precision"], sort=False):
-        by_min, by_median = part.loc[part["ms"].idxmin()], part.loc[part["median_ms"].idxmin()]
-        rows.append({"threads": threads, "batch": batch, "precision": precision,
-                     "fastest": by_min["model"], "fastest_ms": float(by_min["ms"]),
-                     "fastest_median": by_median["model"], "fastest_median_ms": float(by_median["median_ms"])})
-    return pd.DataFrame(rows, columns=["threads", "batch", "precision", "fastest", "fastest_ms", "fastest_median",
-                                       "fastest_median_ms"])
-
-
-def speedups(timing, name):
-    """Per setting, the speed-up of model ``name`` over the fastest form of each precision, median call first.
-
-    One row per (threads, batch) where ``name`` was timed: ``model, threads, batch, ms, median_ms`` of
-    ``name``, then for each precision ``p`` of ``PRECISIONS``: ``fastest_<p>_median``,
-    ``fastest_<p>_median_ms``, ``speedup_vs_<p>_median`` (the fastest median over ``name``'s median),
-    ``fastest_<p>``, ``fastest_<p>_ms``, ``speedup_vs_<p>`` (the fastest call over ``name``'s fastest
-    call); NaN / empty where no form of ``p`` was timed in that setting."""
-    best = fastest_per_precision(timing).set_index(["threads", "batch", "precision"])
-    rows = []
-    for _, r in timing[timing["model"] == name].iterrows():
-        row = {"model": name, "threads": r["threads"], "batch": r["batch"], "ms": float(r["ms"]),
-               "median_ms": float(r["median_ms"])}
-        for p in PRECISIONS:
-            key = (r["threads"], r["batch"], p)
-            b = best.loc[key] if key in best.index else None
-            row[f"fastest_{p}_median"] = b["fastest_median"] if b is not None else ""
-            row[f"fastest_{p}_median_ms"] = b["fastest_median_ms"] if b is not None else math.nan
-            row[f"speedup_vs_{p}_median"] = row[f"fastest_{p}_median_ms"] / row["median_ms"]
-            row[f"fastest_{p}"] = b["fastest"] if b is not None else ""
-            row[f"fastest_{p}_ms"] = b["fastest_ms"] if b is not None else math.nan
-            row[f"speedup_vs_{p}"] = row[f"fastest_{p}_ms"] / row["ms"]
-        rows.append(row)
-    return pd.DataFrame(rows)
