@@ -42,7 +42,7 @@ from ..packed.network import CATEGORIES, REAL_LAYERS, PackedNetwork, fused_emula
 from ..provenance import cpu_markdown_table
 from ..scales import LearnedScale
 from .forms import real_forms
-from .timing import PRECISIONS, fastest_per_precision, speedups, time_round
+from .timing import PRECISIONS, fastest_per_precision, no_garbage_collection, speedups, time_round
 
 INPUT_SIZE = {"resnet18": 224, "alexnet": 227}
 CALIBRATION_INPUTS = 4  # random inputs that calibrate each int8 form
@@ -163,7 +163,8 @@ def bench(cfg, info, progress):
                     time_round(models, x, names[r % len(names):] + names[:r % len(names)], times)
                     for p in packed:
                         t, per_step = {}, []
-                        models[p](x.contiguous(memory_format=torch.channels_last), timings=t, per_step=per_step)
+                        with no_garbage_collection():
+                            models[p](x.contiguous(memory_format=torch.channels_last), timings=t, per_step=per_step)
                         for c in CATEGORIES:
                             parts[p][c].append(t.get(c, 0.0))
                         for _, name, seconds in per_step:
