@@ -52,13 +52,15 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 __all__ = ["DataError", "DataSource", "InMemorySplit", "InMemoryLoader", "IMAGENET_MEAN", "IMAGENET_STD",
-           "FASHION_MNIST_ROOT", "NATIVE_SIZE", "parse_data", "splits", "val_split", "describe_classes", "load_image",
+           "FASHION_MNIST_ROOT", "NATIVE_SIZE", "DATA_HELP", "parse_data", "splits", "val_split", "describe_classes", "load_image",
            "imagefolder_splits", "imagefolder_val", "digits_splits", "fashion_mnist_splits", "cifar10_splits"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32}  # the in-memory datasets' image sizes
+DATA_HELP = ("an ImageFolder root with train/ and val/ class folders, fashion-mnist (Debian's dataset-fashion-mnist; "
+             "fashion-mnist:DIR for the four idx files in DIR) or cifar10:DIR (its python batches)")
 
 
 class DataError(ValueError):

@@ -111,10 +111,8 @@ class TrainConfig:
     arch: str = _opt("resnet18", "network", choices=tuple(ARCHS))
     method: str = _opt("case4", "scale method of the binary convolutions ('real': the float baseline)",
                        choices=METHODS)
-    data: str | None = _opt(None, "what to train on: an ImageFolder root with train/ and val/ class folders, "
-                                  "fashion-mnist (Debian's dataset-fashion-mnist; fashion-mnist:DIR for the four idx "
-                                  "files in DIR), or cifar10:DIR (its python batches) (default: the embedded "
-                                  "scikit-learn digits)")
+    data: str | None = _opt(None, f"what to train on: {datasets.DATA_HELP} (default: the embedded scikit-learn "
+                                  "digits)")
     epochs: int | None = _opt(None, "epochs (recipe: 80; Fashion-MNIST and CIFAR-10 30; digits 9)")
     batch_size: int | None = _opt(None, "global batch size over all processes (recipe: 256 ResNet-18, 400 AlexNet; "
                                         "digits 64)")
