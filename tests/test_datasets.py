@@ -7,7 +7,10 @@ any machine; the one test that reads Debian's Fashion-MNIST files runs where the
 
 import gzip
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +21,11 @@ from torchvision import datasets as tv_datasets
 
 from datafiles import CIFAR, FASHION, cifar_files, fashion_files, idx
 from studies import train as cli
-from xnorpp_core.training import data
+from xnorpp_core.models import build_model
+from xnorpp_core.training import accuracy, data
 from xnorpp_core.training import readers
 
+REPO = Path(__file__).resolve().parents[1]
 RUN = ["--epochs", "1", "--batch-size", "4", "--limit-batches", "2", "--quiet"]
 
 
@@ -322,6 +327,27 @@ def test_resumed_run_equals_an_uninterrupted_one(fashion, tmp_path):
     straight, resumed = (pd.read_csv(tmp_path / r / "metrics.csv")[columns] for r in ("straight", "resumed"))
     pd.testing.assert_frame_equal(straight, resumed)
     assert straight.train_loss.iloc[0] != straight.train_loss.iloc[1]
+
+
+def test_torchrun_shards_the_images_held_in_memory(fashion, tmp_path):
+    """Two processes on gloo: validation is sharded (rank r takes images r, r + 2, ...) and summed, so with 1 batch
+    of 4 images per process it scores the first 8 validation images, as one process does here."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "studies.train", "--data", f"fashion-mnist:{fashion[0]}", "--epochs", "1", "--batch-size", "8",
+           "--limit-batches", "1", "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    model = build_model("resnet18", "case4", 10, 28, small_input=True)
+    model.load_state_dict(ckpt["model"])
+    _, val, _ = data.splits(f"fashion-mnist:{fashion[0]}", 28)
+    with torch.no_grad():
+        output = model.eval()(torch.stack([val[i][0] for i in range(8)]))
+    assert ckpt["history"][-1]["val_top1"] == pytest.approx(100 * accuracy(output, val.labels[:8])[0] / 8)
+    assert ckpt["history"][-1]["val_loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(output, val.labels[:8]).item(), rel=1e-5)
 
 
 @pytest.mark.skipif(not Path(data.FASHION_MNIST_ROOT).is_dir(), reason="Debian's dataset-fashion-mnist is not "

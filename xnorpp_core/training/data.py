@@ -298,6 +298,11 @@ class InMemoryLoader:
     def __len__(self):
         return len(self.batch_sampler)
 
+    @property
+    def sampler(self):
+        """The sampler of the index batches (a ``DistributedSampler`` under torchrun), as a DataLoader has it."""
+        return self.batch_sampler.sampler
+
     def __iter__(self):
         for indices in self.batch_sampler:
             i = torch.as_tensor(indices, device=self.split.images.device)
