@@ -308,11 +308,11 @@ FASHION_MNIST_COMMAND = "bash scripts/gpu_grid.sh"
 
 
 def _grid_finding(folder, grid, title, paper_text, command, missing):
-    """The finding of ``grid`` from the runs under ``folder/runs`` (``missing()`` when there are none)."""
+    """The finding of ``grid`` from the runs under ``folder/runs``, or the finding ``missing`` when there are none."""
     runs_root = Path(folder) / "runs"
     runs = collect_runs(runs_root) if runs_root.is_dir() else pd.DataFrame()
     if runs.empty:
-        return missing()
+        return missing
     stats = row_statistics(runs, grid)
     ran = [r for r in stats if r["n"]]
     datasets = sorted({r["dataset"] for r in ran})
@@ -337,7 +337,7 @@ def read_grids(results):
     for grid, (title, paper_text) in GRID_TITLES.items():
         command = f"python -m studies.notebooks {grid}"
         missing = _missing(title, paper_text, Path(results) / "runs", command)
-        out.append(_grid_finding(results, grid, title, paper_text, command, lambda: missing))
+        out.append(_grid_finding(results, grid, title, paper_text, command, missing))
     return out
 
 
@@ -352,7 +352,7 @@ def read_fashion_mnist_grids(results):
                           f"not measured yet: the grid needs a GPU (`{FASHION_MNIST_COMMAND}`)", (),
                           FASHION_MNIST_COMMAND, "", estimate)
         found = _grid_finding(Path(results) / FASHION_MNIST, grid, title, paper_text, FASHION_MNIST_COMMAND,
-                              lambda: missing)
+                              missing)
         out.append(replace(found, details=found.details + _wall_time(Path(results) / FASHION_MNIST)) if found.ran
                    else found)
     return out
@@ -377,6 +377,7 @@ def _fashion_mnist_estimate(results):
                 "--device cuda`)",)
     step_ms = _column(pd.read_csv(bench / "benchmark.csv").set_index("method"), "step_ms").to_dict()
     plan = FASHION_MNIST_PLAN
+    step_ms = {m: step_ms[m] for _, m in plan.rows}  # the methods the grid trains
     record = _record(bench / "run.json")
     protocol, gpu = record.get("protocol", {}), record.get("environment", {}).get("gpu", "a GPU")
     minutes, size = grids.estimate_seconds(plan, step_ms) / 60, NATIVE_SIZE["fashion-mnist"]

@@ -52,8 +52,9 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 __all__ = ["DataError", "DataSource", "InMemorySplit", "InMemoryLoader", "IMAGENET_MEAN", "IMAGENET_STD",
-           "FASHION_MNIST_ROOT", "NATIVE_SIZE", "DATA_HELP", "parse_data", "splits", "val_split", "describe_classes", "load_image",
-           "imagefolder_splits", "imagefolder_val", "digits_splits", "fashion_mnist_splits", "cifar10_splits"]
+           "FASHION_MNIST_ROOT", "NATIVE_SIZE", "DATA_HELP", "parse_data", "splits", "val_split", "check_input_size",
+           "describe_classes", "load_image", "imagefolder_splits", "imagefolder_val", "digits_splits",
+           "fashion_mnist_splits", "cifar10_splits"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -207,7 +208,7 @@ def splits(spec, input_size, resize=256, hflip=True):
         return digits_splits(input_size)
     if source.kind == "imagefolder":
         return imagefolder_splits(source.path, input_size, resize, hflip)
-    _check_native(source, input_size)
+    check_input_size(source.kind, input_size)
     reader = fashion_mnist_splits if source.kind == "fashion-mnist" else cifar10_splits
     return reader(source.path, hflip)
 
@@ -221,10 +222,11 @@ def val_split(spec, input_size, resize=256):
     return val, classes
 
 
-def _check_native(source, input_size):
-    if input_size != NATIVE_SIZE[source.kind]:
-        size = NATIVE_SIZE[source.kind]
-        raise DataError(f"{source.kind} images are {size}x{size}: input_size must be {size}, got {input_size}")
+def check_input_size(kind, input_size):
+    """``DataError`` when ``kind`` is held at its own size (``NATIVE_SIZE``) and ``input_size`` is another."""
+    size = NATIVE_SIZE.get(kind, input_size)
+    if input_size != size:
+        raise DataError(f"{kind} images are {size}x{size}: input_size must be {size}, got {input_size}")
 
 
 # ---------------------------------------------------------------- in memory: Fashion-MNIST, CIFAR-10
@@ -253,7 +255,6 @@ class InMemorySplit(Dataset):
 
     images: torch.Tensor
     labels: torch.Tensor
-    classes: tuple
     mean: tuple
     std: tuple
     shift: int = 0
@@ -312,7 +313,7 @@ class InMemoryLoader:
 def _in_memory(train_images, train_labels, val_images, val_labels, classes, hflip):
     """``(train, val, classes)``: the training split augmented, both normalised with its statistics."""
     mean, std = _channel_statistics(train_images)
-    common = dict(classes=tuple(classes), mean=mean, std=std)
+    common = dict(mean=mean, std=std)
     size = train_images.shape[-1]
     as_tensor = torch.from_numpy
     train = InMemorySplit(as_tensor(np.array(train_images)), as_tensor(train_labels), **common, shift=size // 8,

@@ -190,9 +190,7 @@ class TrainConfig:
         check(self.data is not None or self.input_size >= 8, "digits need input_size >= 8 (they are 8x8)")
         check(self.dataset != "imagefolder" or self.resize >= self.input_size,
               f"resize ({self.resize}) must be at least input_size ({self.input_size})")
-        native = datasets.NATIVE_SIZE.get(self.dataset, self.input_size)
-        check(self.input_size == native, f"{self.dataset} images are {native}x{native}: input_size must be {native}, "
-                                         f"got {self.input_size}")
+        datasets.check_input_size(self.dataset, self.input_size)
         check(_network_accepts(self), f"input_size {self.input_size} is too small for {self.arch} with "
               f"{'the 3x3/1 small-input stem' if self.small_input else 'the ImageNet stem (try --small-input)'}")
 
