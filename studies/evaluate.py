@@ -1,7 +1,7 @@
 """Evaluate a packed model file on the digits or an ImageFolder: top-1 and top-5.
 
     python -m studies.evaluate --model RUN/model.xnorpp                       # the embedded digits' validation split
-    python -m studies.evaluate --model RUN/model.xnorpp --data /data/imagenet  # ROOT/val of an ImageFolder tree
+    python -m studies.evaluate --model RUN/model.xnorpp --data /data/imagenet  # DIR/val of an ImageFolder tree
     python -m studies.evaluate --model RUN/model.xnorpp --checkpoint RUN/checkpoint.pt --out results/inference/x
 
 Runs the file's ``PackedNetwork`` (``xnorpp_core.packed``) on the validation
@@ -29,7 +29,7 @@ from xnorpp_core.packed.model_file import ModelFileError, load_model, size_budge
 from xnorpp_core.packed.network import PackedNetwork, fused_emulation
 from xnorpp_core.provenance import environment, write_json
 from xnorpp_core.training import DataError
-from xnorpp_core.training.data import describe_classes, digits_splits, imagefolder_val
+from xnorpp_core.training.data import DATA_HELP, describe_classes, val_split
 from xnorpp_core.training.loop import accuracy
 
 PROG = "python -m studies.evaluate"
@@ -39,9 +39,9 @@ def build_parser():
     parser = make_parser(PROG, __doc__)
     parser.add_argument("--model", type=Path, required=True, metavar="FILE",
                         help="packed model file from python -m studies.export")
-    parser.add_argument("--data", type=Path, default=None, metavar="ROOT",
-                        help="ImageFolder root as for training; only ROOT/val (one folder per class) is read "
-                             "(default: the embedded digits)")
+    parser.add_argument("--data", default=None, metavar="DATA",
+                        help=f"the images: the validation split of {DATA_HELP}; of an ImageFolder tree only "
+                             "DIR/val is read (default: the embedded digits)")
     parser.add_argument("--resize", type=int, default=256, metavar="N",
                         help="ImageFolder: shorter side before the centre crop (default 256)")
     parser.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
@@ -85,8 +85,7 @@ def main(argv=None):
             fail(PROG, f"checkpoint {args.checkpoint} is not the run of {args.model} "
                        f"({float_model.method}, {kwargs} vs {payload['method']}, {payload['model_kwargs']})")
     try:
-        _, val, classes = digits_splits(size) if args.data is None else (None, *imagefolder_val(args.data, size,
-                                                                                                 args.resize))
+        val, classes = val_split(args.data, size, args.resize)
     except DataError as err:
         fail(PROG, str(err))
     check_classes(args, payload, classes)
