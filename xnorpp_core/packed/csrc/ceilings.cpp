@@ -10,7 +10,8 @@
 // vnni_peak(seconds, simd) -> int8 multiply-adds per second of int8_conv's inner loop (int8_layers.cpp:
 //     4 pixels x 64 outputs, per group of 4 codes four weight vectors, four broadcasts and 16 VPDPBUSD),
 //     or of the portable loop.
-// Each runs for about `seconds` and reports its best of several rounds (the least disturbed).
+// Each runs for about `seconds` in rounds of about a millisecond and reports its best round (the least
+// disturbed by other processes: one undisturbed millisecond is enough).
 
 #include "common.h"
 
@@ -23,18 +24,20 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// The best rate (work per second) of `round` (one call does `work`), over rounds filling about `seconds`.
-template <typename Round>
-double best_rate(double seconds, double work, const Round& round) {
-  round();  // warm up
+// The best rate (work per second) of `call` (one call does `work`) over rounds of about a millisecond that fill
+// about `seconds`.
+template <typename Call>
+double best_rate(double seconds, double work, const Call& call) {
+  call();  // warm up
   const double t0 = now();
-  round();
+  call();
   const double once = std::max(now() - t0, 1e-9);
-  const int64_t calls = std::max<int64_t>(1, static_cast<int64_t>(seconds / 8 / once));
+  const int64_t calls = std::max<int64_t>(1, static_cast<int64_t>(1e-3 / once));
+  const int64_t rounds = std::max<int64_t>(3, static_cast<int64_t>(seconds / (calls * once)));
   double best = 0;
-  for (int r = 0; r < 8; ++r) {
+  for (int64_t r = 0; r < rounds; ++r) {
     const double a = now();
-    for (int64_t i = 0; i < calls; ++i) round();
+    for (int64_t i = 0; i < calls; ++i) call();
     best = std::max(best, work * calls / std::max(now() - a, 1e-9));
   }
   return best;
