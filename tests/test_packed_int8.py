@@ -11,7 +11,7 @@ from xnorpp_core.packed.int8 import Int8Gemm, default_engine
 
 
 def _gemm(layer, scale=0.05, zero_point=60, step=None):
-    return Int8Gemm(layer, (scale, zero_point), get_default_qconfig(default_engine()), step)
+    return Int8Gemm.from_float(layer, (scale, zero_point), get_default_qconfig(default_engine()), step)
 
 
 def _conv(c, o, stride=1, seed=0):
@@ -116,7 +116,7 @@ def test_asymmetric_weights_are_refused():
     with torch.no_grad():
         layer.weight.abs_()  # all positive: an affine observer gives nonzero zero points
     with pytest.raises(ValueError, match="symmetric weight quantization"):
-        Int8Gemm(layer, (0.1, 0), affine)
+        Int8Gemm.from_float(layer, (0.1, 0), affine)
 
 
 def test_the_kernel_checks_its_operands(kernel):

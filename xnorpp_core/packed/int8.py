@@ -32,7 +32,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.ao.quantization import get_default_qconfig
 
-__all__ = ["ENGINES", "Int8Gemm", "Int8Layers", "arithmetic", "default_engine", "quantize_real_layers"]
+__all__ = ["ENGINES", "KINDS", "Int8Gemm", "Int8Layers", "Int8Module", "Int8StateError", "arithmetic",
+           "default_engine", "quantize_real_layers", "real_layer_states", "restore_real_layers"]
 
 ENGINES = ("x86", "onednn", "fbgemm", "qnnpack")  # by preference, among torch.backends.quantized.supported_engines
 
@@ -66,32 +67,101 @@ def _engine(name):
         torch.backends.quantized.engine = previous
 
 
-class Int8Layers(nn.Module):
+def _checked(name, t, dtype, shape=None):
+    """``t``, a tensor of ``dtype`` (and ``shape``), or ``ValueError`` naming it."""
+    if not isinstance(t, torch.Tensor) or t.dtype != dtype or (shape is not None and tuple(t.shape) != tuple(shape)):
+        got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name} must be {dtype} {'' if shape is None else tuple(shape)}, got {got}")
+    return t
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(int(a) for a in v)
+
+
+class Int8Module(nn.Module):
+    """An int8 real layer that a model file can carry: ``state()`` gives its constructor's arguments (plain
+    values and tensors) with its ``kind``, and ``from_state`` builds it again from them (``KINDS``)."""
+
+    kind = None
+
+    def state(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, state):
+        """The module of ``state()``; ``ValueError``, ``KeyError`` or ``TypeError`` when it is not one."""
+        if state.get("kind") != cls.kind:
+            raise ValueError(f"kind {state.get('kind')!r} is not {cls.kind!r}")
+        return cls(**{k: v for k, v in state.items() if k != "kind"})
+
+
+class Int8Layers(Int8Module):
     """A real convolution (with a following ReLU and max pooling) or linear layer in int8: float32 in, float32 out.
 
-    ``step`` (a convolution's stride, when it is run on the pixels it reads) subsamples the input first.
+    Built from the int8 quantities themselves (its ``state()``): weight codes ``(o, ...)`` int8 with per-output
+    scales and zero points, a float32 bias, the input's and the output's scale and zero point, a convolution's
+    geometry, ``relu``, ``pool`` (``nn.MaxPool2d``'s arguments, or None) and ``step`` (a convolution's stride,
+    when it is run on the pixels it reads: the input is subsampled first); ``from_float`` observes them.
     """
 
-    def __init__(self, layer, in_qparams, out_qparams, qconfig, relu=False, pool=None, step=None):
+    kind = "torch_quantized"
+
+    def __init__(self, weight_codes, weight_scales, weight_zero_points, bias, in_scale, in_zero_point, out_scale,
+                 out_zero_point, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, relu=False, pool=None,
+                 step=None, engine=None):
         super().__init__()
+        o = _checked("weight_codes", weight_codes, torch.int8).shape[0]
+        _checked("weight_scales", weight_scales, torch.float32, (o,))
+        _checked("weight_zero_points", weight_zero_points, torch.int64, (o,))
+        if bias is not None:
+            _checked("bias", bias, torch.float32, (o,))
+        weight = torch._make_per_channel_quantized_tensor(weight_codes, weight_scales.double(), weight_zero_points,
+                                                          0)
+        with _engine(engine or default_engine()):
+            if weight_codes.dim() == 2:
+                q = nnq.Linear(weight_codes.shape[1], o)
+            else:
+                kind = nniq.ConvReLU2d if relu else nnq.Conv2d
+                q = kind(weight_codes.shape[1] * groups, o, tuple(weight_codes.shape[2:]), _pair(stride),
+                         _pair(padding), _pair(dilation), groups)
+            q.set_weight_bias(weight, bias)
+        q.scale, q.zero_point = float(out_scale), int(out_zero_point)
+        self.layer, self.relu, self.step = q, bool(relu), None if step is None else _pair(step)
+        self.pool = None if pool is None else nn.MaxPool2d(**pool)
+        self.in_scale, self.in_zero_point = float(in_scale), int(in_zero_point)
+        self.weight_scales, self.weight_zero_points = weight_scales, weight_zero_points  # as observed
+        self._values = None
+
+    @classmethod
+    def from_float(cls, layer, in_qparams, out_qparams, qconfig, relu=False, pool=None, step=None, engine=None):
+        """``layer`` quantized: weights per output channel by ``qconfig``'s observer, the input's and the output's
+        ranges ``(scale, zero_point)`` as observed on calibration inputs."""
         observer = qconfig.weight()
         observer(layer.weight.detach())
         w_scale, w_zero = observer.calculate_qparams()
-        weight = torch.quantize_per_channel(layer.weight.detach().float(), w_scale.float(), w_zero.long(), 0,
-                                            torch.qint8)
-        bias = None if layer.bias is None else layer.bias.detach().float()
-        if isinstance(layer, nn.Linear):
-            q = nnq.Linear(layer.in_features, layer.out_features)
-        else:
-            kind = nniq.ConvReLU2d if relu else nnq.Conv2d
-            stride = (1, 1) if step is not None else layer.stride
-            q = kind(layer.in_channels, layer.out_channels, layer.kernel_size, stride, layer.padding,
-                     layer.dilation, layer.groups)
-        q.set_weight_bias(weight, bias)
-        q.scale, q.zero_point = float(out_qparams[0]), int(out_qparams[1])
-        self.layer, self.pool, self.step = q, pool, step
-        self.in_scale, self.in_zero_point = float(in_qparams[0]), int(in_qparams[1])
-        self._values = None
+        w_scale, w_zero = w_scale.float(), w_zero.long()
+        codes = torch.quantize_per_channel(layer.weight.detach().float(), w_scale, w_zero, 0, torch.qint8).int_repr()
+        bias = None if layer.bias is None else layer.bias.detach().float().clone()
+        conv = {} if isinstance(layer, nn.Linear) else {
+            "stride": (1, 1) if step is not None else layer.stride, "padding": layer.padding,
+            "dilation": layer.dilation, "groups": layer.groups}
+        pool = None if pool is None else {k: getattr(pool, k) for k in
+                                          ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
+        return cls(codes, w_scale, w_zero, bias, *in_qparams, *out_qparams, **conv, relu=relu, pool=pool, step=step,
+                   engine=engine)
+
+    def state(self):
+        q, linear = self.layer, isinstance(self.layer, nnq.Linear)
+        pool = None if self.pool is None else {k: getattr(self.pool, k) for k in
+                                               ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
+        return {"kind": self.kind, "weight_codes": q.weight().int_repr().contiguous(),
+                "weight_scales": self.weight_scales, "weight_zero_points": self.weight_zero_points,
+                "bias": q.bias(), "in_scale": self.in_scale, "in_zero_point": self.in_zero_point,
+                "out_scale": float(q.scale), "out_zero_point": int(q.zero_point),
+                **({} if linear else {"stride": q.stride, "padding": q.padding, "dilation": q.dilation,
+                                      "groups": q.groups}),
+                "relu": self.relu, "pool": pool, "step": self.step}
 
     def quantized(self, x):
         """The input quantized, through the layer (and a convolution's ReLU): ``quint8``, before the pooling."""
@@ -120,31 +190,56 @@ class Int8Layers(nn.Module):
         return f"in_scale={self.in_scale:.4g}, in_zero_point={self.in_zero_point}, step={self.step}"
 
 
-class Int8Gemm(nn.Module):
+class Int8Gemm(Int8Module):
     """A 1x1 convolution (no padding, on every ``stride``-th pixel) or a linear layer in int8: float32 in, float32
     out (module docstring). ``forward`` is the definition, in torch operations; ``kernel_operands`` gives the
-    compiled ``int8_gemm`` its weights."""
+    compiled ``int8_gemm`` its weights.
 
-    def __init__(self, layer, in_qparams, qconfig, step=None):
+    Built from the int8 quantities themselves (its ``state()``): weight codes ``(o, c, 1, 1)`` or ``(o, k)``
+    int8, their per-output scales ``s_w`` (float32), the input's scale ``s_x`` and zero point, a float32 bias
+    and the stride; ``from_float`` observes them.
+    """
+
+    kind = "gemm"
+
+    def __init__(self, weight_codes, weight_scales, in_scale, in_zero_point, bias, stride=(1, 1)):
         super().__init__()
+        o = _checked("weight_codes", weight_codes, torch.int8).shape[0]
+        if weight_codes.dim() not in (2, 4) or (weight_codes.dim() == 4 and tuple(weight_codes.shape[2:]) != (1, 1)):
+            raise ValueError(f"weight_codes must be (o, k) or (o, c, 1, 1), got {tuple(weight_codes.shape)}")
+        _checked("weight_scales", weight_scales, torch.float32, (o,))
+        _checked("bias", bias, torch.float32, (o,))
+        self.linear = weight_codes.dim() == 2
+        self.stride = (1, 1) if self.linear else _pair(stride)
+        self.register_buffer("weight_codes", weight_codes.reshape(o, -1).contiguous())  # (o, K) int8
+        self.weight_scales, self.in_scale, self.zero_point = weight_scales, float(in_scale), int(in_zero_point)
+        self.inv_scale = float(torch.tensor(1.0 / self.in_scale, dtype=torch.float32))  # a float32 value
+        self.register_buffer("out_scale", (self.in_scale * weight_scales.double()).float())  # s_x s_w per output
+        self.register_buffer("bias", bias.clone())
+        self._operands = None
+
+    @classmethod
+    def from_float(cls, layer, in_qparams, qconfig, step=None):
+        """``layer`` quantized: weights per output channel by ``qconfig``'s observer (symmetric: zero points 0),
+        the input's range ``(scale, zero_point)`` as observed on calibration inputs."""
         weight = layer.weight.detach().float()
         observer = qconfig.weight()
         observer(weight)
         w_scale, w_zero = observer.calculate_qparams()
         if bool((w_zero != 0).any()):
             raise ValueError("Int8Gemm takes symmetric weight quantization (zero points 0)")
+        w_scale = w_scale.float()
         shape = (-1,) + (1,) * (weight.dim() - 1)
-        q = torch.clamp(torch.round(weight / w_scale.float().view(shape)), -128, 127).to(torch.int8)
-        self.linear = isinstance(layer, nn.Linear)
-        self.stride = (1, 1) if self.linear else tuple(step or layer.stride)
-        self.register_buffer("weight_codes", q.reshape(q.shape[0], -1).contiguous())  # (o, K) int8
-        scale, zero_point = float(in_qparams[0]), int(in_qparams[1])
-        self.zero_point = zero_point
-        self.inv_scale = float(torch.tensor(1.0 / scale, dtype=torch.float32))  # a float32 value
-        self.register_buffer("out_scale", (scale * w_scale.double()).float())  # s_x s_w per output
+        q = torch.clamp(torch.round(weight / w_scale.view(shape)), -128, 127).to(torch.int8)
         bias = layer.bias.detach().float() if layer.bias is not None else torch.zeros(q.shape[0])
-        self.register_buffer("bias", bias.clone())
-        self._operands = None
+        stride = (1, 1) if isinstance(layer, nn.Linear) else tuple(step or layer.stride)
+        return cls(q, w_scale, *in_qparams, bias, stride)
+
+    def state(self):
+        o, k = self.weight_codes.shape
+        return {"kind": self.kind, "weight_codes": self.weight_codes.reshape((o, k) if self.linear else (o, k, 1, 1)),
+                "weight_scales": self.weight_scales, "in_scale": self.in_scale, "in_zero_point": self.zero_point,
+                "bias": self.bias, "stride": self.stride}
 
     @property
     def out_features(self):
@@ -198,11 +293,58 @@ def _follower(node, kind, modules):
     return user if user.op == "call_module" and isinstance(modules[user.target], kind) else None
 
 
+KINDS = {m.kind: m for m in (Int8Layers, Int8Gemm)}  # each int8 module type by its ``kind`` (``from_state``)
+
+
+class Int8StateError(ValueError):
+    """Int8 states that do not rebuild a network's real layers (``restore_real_layers``), in one line."""
+
+
+def _int8_type(layer, relu, pool):
+    """The int8 module type that runs ``layer`` (with a following ReLU and pooling)."""
+    return Int8Gemm if _gemm_layer(layer, relu, pool) else Int8Layers
+
+
+def _groups(gm, is_real):
+    """``[(first node, last node, relu, pool)]``: each real layer of ``gm`` with the ReLU (and max pooling)
+    that directly follows a convolution, which its int8 module runs too."""
+    modules = dict(gm.named_modules())
+    groups = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and is_real(modules[node.target]):
+            last, relu, pool = node, False, None
+            relu_node = _follower(node, nn.ReLU, modules)
+            if relu_node is not None and not isinstance(modules[node.target], nn.Linear):
+                last, relu = relu_node, True
+                pool_node = _follower(relu_node, nn.MaxPool2d, modules)
+                if pool_node is not None:
+                    last, pool = pool_node, modules[pool_node.target]
+            groups.append((node, last, relu, pool))
+    return groups
+
+
+def _install(gm, groups, int8):
+    """Puts ``int8[i]`` in place of the ``i``-th group's layer and drops the nodes it absorbs. Returns ``gm``."""
+    for (node, last, _, _), module in zip(groups, int8):
+        parent, _, leaf = node.target.rpartition(".")
+        setattr(gm.get_submodule(parent) if parent else gm, leaf, module)
+        if last is not node:
+            last.replace_all_uses_with(node)
+            while last is not node:
+                previous = last.args[0]
+                gm.graph.erase_node(last)
+                last = previous
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return gm
+
+
 @torch.no_grad()
 def quantize_real_layers(gm, calibration, is_real, engine=None):
-    """Replace, in place, each real layer of the ``fx.GraphModule`` ``gm`` (``is_real(module)``) by
-    ``Int8Layers``, with ranges observed on the calibration inputs ``calibration`` (a tensor, run by
-    ``gm`` in batches of 8). Returns ``gm``."""
+    """Replace, in place, each real layer of the ``fx.GraphModule`` ``gm`` (``is_real(module)``) by its int8
+    module, with ranges observed on the calibration inputs ``calibration`` (a tensor, run by ``gm`` in batches
+    of 8, on one thread: the same ranges whatever the thread count). Returns ``gm``."""
     with warnings.catch_warnings():
         # PyTorch's own default observers use an argument it plans to drop, and it marks its quantized tensors
         # deprecated (once per process: here rather than in a later run)
@@ -214,17 +356,7 @@ def quantize_real_layers(gm, calibration, is_real, engine=None):
 def _quantize(gm, calibration, is_real, engine):
     qconfig = get_default_qconfig(engine)
     modules = dict(gm.named_modules())
-    groups = []  # (first node, last node, relu, pool)
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and is_real(modules[node.target]):
-            last, relu, pool = node, False, None
-            relu_node = _follower(node, nn.ReLU, modules)
-            if relu_node is not None and not isinstance(modules[node.target], nn.Linear):
-                last, relu = relu_node, True
-                pool_node = _follower(relu_node, nn.MaxPool2d, modules)
-                if pool_node is not None:
-                    last, pool = pool_node, modules[pool_node.target]
-            groups.append((node, last, relu, pool))
+    groups = _groups(gm, is_real)
     if not groups:
         return gm
     observers = {node: (qconfig.activation(), qconfig.activation()) for node, *_ in groups}
@@ -233,31 +365,64 @@ def _quantize(gm, calibration, is_real, engine):
         first_obs, last_obs = observers[node]
         hooks.append(modules[node.target].register_forward_pre_hook(lambda m, args, o=first_obs: o(args[0])))
         hooks.append(modules[last.target].register_forward_hook(lambda m, args, out, o=last_obs: o(out)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the observed ranges do not depend on the thread count
     try:
         for start in range(0, len(calibration), 8):
             gm(calibration[start:start + 8].contiguous(memory_format=torch.channels_last))
     finally:
+        torch.set_num_threads(threads)
         for h in hooks:
             h.remove()
-    with _engine(engine):
-        for node, last, relu, pool in groups:
-            layer = modules[node.target]
-            first_obs, last_obs = observers[node]
-            step = getattr(layer, "step", None)
-            if _gemm_layer(layer, relu, pool):
-                int8 = Int8Gemm(layer, first_obs.calculate_qparams(), qconfig, step)
-            else:
-                int8 = Int8Layers(layer, first_obs.calculate_qparams(), last_obs.calculate_qparams(), qconfig, relu,
-                                  pool, step)
-            parent, _, leaf = node.target.rpartition(".")
-            setattr(gm.get_submodule(parent) if parent else gm, leaf, int8)
-            if last is not node:
-                last.replace_all_uses_with(node)
-                while last is not node:
-                    previous = last.args[0]
-                    gm.graph.erase_node(last)
-                    last = previous
-    gm.graph.lint()
-    gm.recompile()
-    gm.delete_all_unused_submodules()
-    return gm
+    int8 = []
+    for node, last, relu, pool in groups:
+        layer = modules[node.target]
+        first_obs, last_obs = observers[node]
+        step = getattr(layer, "step", None)
+        if _int8_type(layer, relu, pool) is Int8Gemm:
+            int8.append(Int8Gemm.from_float(layer, first_obs.calculate_qparams(), qconfig, step))
+        else:
+            int8.append(Int8Layers.from_float(layer, first_obs.calculate_qparams(), last_obs.calculate_qparams(),
+                                              qconfig, relu, pool, step, engine))
+    return _install(gm, groups, int8)
+
+
+def real_layer_states(gm):
+    """``{name: state}``: the ``state()`` of each int8 module of ``gm``, by its name in ``gm``."""
+    return {name: m.state() for name, m in gm.named_modules() if isinstance(m, Int8Module)}
+
+
+@torch.no_grad()
+def restore_real_layers(gm, states, is_real):
+    """Replace, in place, each real layer of ``gm`` (``is_real(module)``, grouped as ``quantize_real_layers``
+    groups them) by the int8 module that ``states[name]`` (``real_layer_states``) rebuilds: no calibration.
+    Returns ``gm``; ``Int8StateError`` when a state is missing, left over, of another kind or another shape, or
+    not a state at all."""
+    modules = dict(gm.named_modules())
+    groups = _groups(gm, is_real)
+    if not isinstance(states, dict):
+        raise Int8StateError(f"int8 states must be a dict by layer name, got {type(states).__name__}")
+    extra = sorted(set(states) - {node.target for node, *_ in groups})
+    if extra:
+        raise Int8StateError(f"int8 state for {extra[0]!r}, which is not a real layer of the network")
+    int8 = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        for node, _, relu, pool in groups:
+            layer, name = modules[node.target], node.target
+            if name not in states:
+                raise Int8StateError(f"no int8 state for the real layer {name!r}")
+            kind = _int8_type(layer, relu, pool).kind
+            try:
+                state = dict(states[name])
+                if state.get("kind") != kind:
+                    raise ValueError(f"kind {state.get('kind')!r}, where the network has {kind!r}")
+                codes = state["weight_codes"]
+                if not isinstance(codes, torch.Tensor) or codes.shape != layer.weight.shape:
+                    raise ValueError(f"weight codes {tuple(getattr(codes, 'shape', ()))}, where the layer has "
+                                     f"weights {tuple(layer.weight.shape)}")
+                int8.append(KINDS[kind].from_state(state))
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:
+                raise Int8StateError(f"the int8 state of {name!r} does not rebuild it: {type(err).__name__}: "
+                                     f"{(str(err).splitlines() or [''])[0][:200]}") from None
+    return _install(gm, groups, int8)

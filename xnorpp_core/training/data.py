@@ -15,6 +15,10 @@ to ``input_size // 8`` pixels (zero padding then a random crop); they are not
 flipped (a mirrored digit is another symbol). Both are normalised with the
 training split's mean and standard deviation.
 
+Calibration (``calibration_images``): ``CALIBRATION_IMAGES`` training images,
+evenly spaced over the training split, transformed as the validation images
+are (no random crop or flip), observe the ranges of a network's int8 layers.
+
 Every problem with the data raises ``DataError`` with a one-line message that
 names the folder or file.
 """
@@ -28,11 +32,12 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision import transforms as T
 
-__all__ = ["DataError", "IMAGENET_MEAN", "IMAGENET_STD", "describe_classes", "load_image", "imagefolder_splits",
-           "imagefolder_val", "digits_splits"]
+__all__ = ["CALIBRATION_IMAGES", "DataError", "IMAGENET_MEAN", "IMAGENET_STD", "calibration_images",
+           "describe_classes", "load_image", "imagefolder_splits", "imagefolder_val", "digits_splits"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CALIBRATION_IMAGES = 32  # training images that calibrate int8 layers (a model file's, the real network's int8 forms)
 
 
 class DataError(ValueError):
@@ -86,11 +91,14 @@ def _normalize():
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
+def _eval_transform(input_size, resize):
+    return T.Compose([T.Resize(resize), T.CenterCrop(input_size)] + _normalize())
+
+
 def imagefolder_val(root, input_size, resize=256):
     """``(val, classes)`` from ``root/val`` alone (one folder per class; ``root/train`` is not read), resized
     and centre-cropped as in ``imagefolder_splits``."""
-    val = _image_folder(_data_root(root) / "val", T.Compose([T.Resize(resize), T.CenterCrop(input_size)]
-                                                            + _normalize()))
+    val = _image_folder(_data_root(root) / "val", _eval_transform(input_size, resize))
     return val, val.classes
 
 
@@ -140,3 +148,18 @@ def digits_splits(input_size=16, val_fraction=0.2):
     train = TensorImages(images[train_idx], labels[train_idx], train_tf)
     val = TensorImages(images[val_idx], labels[val_idx], normalize)
     return train, val, [str(c) for c in digits.target_names]
+
+
+def calibration_images(root, input_size, resize=256, count=CALIBRATION_IMAGES):
+    """``(images, classes)``: ``count`` training images (all of them when there are fewer), evenly spaced over
+    the training split and transformed as the validation images are, float32 ``(n, 3, H, W)``; of the ImageFolder
+    ``root/train`` (``resize`` as in ``imagefolder_splits``), or of the embedded digits when ``root`` is None."""
+    if root is None:
+        train, val, classes = digits_splits(input_size)
+        split = TensorImages(train.images, train.labels, val.transform)
+    else:
+        split = _image_folder(_data_root(root) / "train", _eval_transform(input_size, resize))
+        classes = split.classes
+    n = min(count, len(split))
+    picked = torch.linspace(0, len(split) - 1, n).round().long().tolist()
+    return torch.stack([split[i][0] for i in picked]).float(), classes
