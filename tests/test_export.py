@@ -294,6 +294,19 @@ def test_export_of_an_imagefolder_run_calibrates_on_its_training_images(tmp_path
     assert images.shape == (20, 3, 12, 12) and classes == [f"c{c}" for c in range(10)]
 
 
+def test_calibration_images_of_the_digits_are_training_images_as_evaluation_input():
+    from xnorpp_core.training.data import digits_splits
+
+    images, classes = calibration_images(None, 16)
+    train, val, _ = digits_splits(16)
+    assert images.shape == (CALIBRATION_IMAGES, 3, 16, 16) and images.dtype == torch.float32 and len(classes) == 10
+    as_input = lambda i: val.transform(train.images[i].expand(3, -1, -1))  # noqa: E731
+    assert torch.equal(images[0], as_input(0)) and torch.equal(images[-1], as_input(len(train) - 1))
+    step = (len(train) - 1) / (CALIBRATION_IMAGES - 1)
+    assert torch.equal(images[5], as_input(round(5 * step)))
+    assert calibration_images(None, 16, count=len(train) + 5)[0].shape[0] == len(train)  # all of them, no more
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--checkpoint", "/nonexistent.pt", "--out", "{tmp}/m"], "does not exist"),
     (["--checkpoint", "{ckpt}", "--out", "/proc/forbidden/m"], "cannot write"),
