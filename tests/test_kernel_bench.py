@@ -40,7 +40,7 @@ def test_every_flag_has_help(capsys):
     with pytest.raises(SystemExit):
         kernel_bench.main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--threads", "--methods", "--batch-size", "--min-run-time", "--backend", "--layers", "--model",
+    for flag in ("--threads", "--methods", "--batch-size", "--min-run-time", "--backend", "--layers",
                  "--seed", "--out"):
         assert flag in text
     assert all(f in text for f in ("kernel_bench.csv", "kernel_bench_summary.md", "run.json"))  # the outputs

@@ -20,6 +20,13 @@ engine (``torch.ao.quantization.get_default_qconfig``) run on calibration inputs
 
 The packed network and its emulation (``network.fused_emulation``) hold the very same
 modules, so the int8 layers change both alike and their logits stay equal.
+
+Each int8 module type (``Int8Module``) is built from its int8 quantities, which
+``state()`` gives back as plain values and tensors with its ``kind``; ``from_state``
+builds it again (``KINDS``: one entry per type). ``real_layer_states`` collects the
+states of a quantized graph (a model file stores them) and ``restore_real_layers``
+puts the modules they rebuild in place of a float graph's real layers, with no
+calibration: the same modules, so the same logits.
 """
 
 import contextlib
@@ -77,6 +84,12 @@ def _checked(name, t, dtype, shape=None):
 
 def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(int(a) for a in v)
+
+
+def _pool_args(pool):
+    """The arguments that build the ``nn.MaxPool2d`` ``pool`` again (None for None)."""
+    return None if pool is None else {k: getattr(pool, k) for k in
+                                      ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
 
 
 class Int8Module(nn.Module):
@@ -146,22 +159,18 @@ class Int8Layers(Int8Module):
         conv = {} if isinstance(layer, nn.Linear) else {
             "stride": (1, 1) if step is not None else layer.stride, "padding": layer.padding,
             "dilation": layer.dilation, "groups": layer.groups}
-        pool = None if pool is None else {k: getattr(pool, k) for k in
-                                          ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
-        return cls(codes, w_scale, w_zero, bias, *in_qparams, *out_qparams, **conv, relu=relu, pool=pool, step=step,
-                   engine=engine)
+        return cls(codes, w_scale, w_zero, bias, *in_qparams, *out_qparams, **conv, relu=relu, pool=_pool_args(pool),
+                   step=step, engine=engine)
 
     def state(self):
         q, linear = self.layer, isinstance(self.layer, nnq.Linear)
-        pool = None if self.pool is None else {k: getattr(self.pool, k) for k in
-                                               ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
         return {"kind": self.kind, "weight_codes": q.weight().int_repr().contiguous(),
                 "weight_scales": self.weight_scales, "weight_zero_points": self.weight_zero_points,
                 "bias": q.bias(), "in_scale": self.in_scale, "in_zero_point": self.in_zero_point,
                 "out_scale": float(q.scale), "out_zero_point": int(q.zero_point),
                 **({} if linear else {"stride": q.stride, "padding": q.padding, "dilation": q.dilation,
                                       "groups": q.groups}),
-                "relu": self.relu, "pool": pool, "step": self.step}
+                "relu": self.relu, "pool": _pool_args(self.pool), "step": self.step}
 
     def quantized(self, x):
         """The input quantized, through the layer (and a convolution's ReLU): ``quint8``, before the pooling."""

@@ -33,9 +33,9 @@ are not model files (a training checkpoint, an empty or foreign file, a folder).
 Learned scales are stored as their factors (Case 3: alpha, beta; Case 4:
 alpha, beta, gamma; Eq. 6-7), never as the fused dense Gamma, and fused when
 the network is built (``models.fuse_model``), so the file costs
-``bits + real layers + factors`` plus the header and the container's small
-overhead (``size_budget``). ``xnor_alpha`` stores its per-channel alpha (the float weights it
-came from are gone) and is rebuilt as a Case 1 layer with that alpha: the same
+``bits + factors + real layers + their int8 form`` plus the header and the
+container's small overhead (``size_budget``). ``xnor_alpha`` stores its
+per-channel alpha (the float weights it came from are gone) and is rebuilt as a Case 1 layer with that alpha: the same
 ``y . alpha`` multiply.
 """
 
