@@ -17,8 +17,9 @@ conclusion: ``xnorpp_core.deploy.tradeoff``.
 Writes to ``--out`` (default ``results/inference/digits/tradeoff``): ``tradeoff.csv``,
 ``tradeoff.md`` (the table and the conclusion, naming the CPU and the packed
 arithmetic path), ``run.json`` (config, checkpoints, the model files' sizes,
-forms left out and why, load average, versions, hardware), and ``runs/<method>/`` for each network it
-trained (metrics, config, summary; the checkpoint itself is not committed).
+forms left out and why, load average, versions, hardware), and
+``runs/<method>/`` for each network it trained (metrics, config, summary; the
+checkpoint itself is not committed).
 """
 
 import os

@@ -130,8 +130,8 @@ def main(argv=None):
     for k, (t1, t5) in hits.items():
         if k == "packed" or float_model is not None:
             result[f"{k}_top1"], result[f"{k}_top5"] = 100 * t1 / n, 100 * t5 / n
-    lines = [f"packed ({payload['arch']}, {payload['method']}, {args.real_layers} real layers) on {n} images: top-1 {result['packed_top1']:.2f}%, "
-             f"top-5 {result['packed_top5']:.2f}%"]
+    lines = [f"packed ({payload['arch']}, {payload['method']}, {args.real_layers} real layers) on {n} images: "
+             f"top-1 {result['packed_top1']:.2f}%, top-5 {result['packed_top5']:.2f}%"]
     if float_model is not None:
         result.update({f"agree_{k}": v for k, v in agree.items()})
         lines += [f"float model: top-1 {result['float_top1']:.2f}%, top-5 {result['float_top5']:.2f}%; fused "

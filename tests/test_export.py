@@ -218,7 +218,8 @@ def test_a_file_without_int8_states_is_refused(tmp_path):
     del payload["int8"]
     (tmp_path / "m.xnorpp").write_bytes(_sealed(payload))
     for real_layers in REAL_LAYERS:
-        _refused(tmp_path / "m.xnorpp", "does not match its own architecture: it holds no int8 real layers", real_layers)
+        _refused(tmp_path / "m.xnorpp", "does not match its own architecture: it holds no int8 real layers",
+                 real_layers)
 
 
 def test_bad_files_raise(tmp_path):
@@ -252,7 +253,8 @@ def _image_folder(root, classes=10, per_class=2):
     for c in range(classes):
         (root / "train" / f"c{c}").mkdir(parents=True)
         for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (14, 16, 3), dtype=np.uint8)).save(root / "train" / f"c{c}" / f"{i}.png")
+            pixels = rng.integers(0, 256, (14, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "train" / f"c{c}" / f"{i}.png")
     return root
 
 

@@ -461,7 +461,8 @@ class PackedNetwork(nn.Module):
     ``input_size`` (default ``model.input_size``) is the only input size accepted.
     ``real_layers="int8"`` runs the real layers in int8 (``int8``), calibrated on ``calibration``
     (default: 8 inputs drawn from N(0, 1) with seed 0) or rebuilt from ``int8_state`` (as ``fused_emulation``
-    takes them); ``self.reference`` is the emulation with the same modules. ``forward(x, timings=d)`` adds each step's seconds to ``d[category]`` (``CATEGORIES``).
+    takes them); ``self.reference`` is the emulation with the same modules. ``forward(x, timings=d)`` adds each
+    step's seconds to ``d[category]`` (``CATEGORIES``).
     """
 
     def __init__(self, model, backend=None, input_size=None, real_layers="float", calibration=None, int8_state=None):

@@ -41,7 +41,8 @@ def load_checkpoint(path):
 
 def training_data(path):
     """``(root, resize)`` of the data that the checkpoint ``path`` (one ``load_checkpoint`` reads) was trained on:
-    its ImageFolder root (None for the embedded digits) and the ``Resize`` size of its images (``TrainConfig.resize_to``)."""
+    its ImageFolder root (None for the embedded digits) and the ``Resize`` size of its images
+    (``TrainConfig.resize_to``)."""
     config = read_torch_file(Path(path), "checkpoint")["config"]
     resize = config.get("resize") or 256
     return config.get("data"), resize if config.get("resize_mode") in (None, "shorter_side") else (resize, resize)
