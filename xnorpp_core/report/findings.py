@@ -228,12 +228,8 @@ def _model_size(results):
     whole = _column(size, "compression_vs_real").dropna()
     weights = _column(size, "compression_binary_weights").dropna()
     scales, int8 = _column(size, "scales"), _column(size, "int8_real_layers")
-    groups = {}
-    for method, ratio in whole.items():
-        groups.setdefault(round(float(ratio), 2), []).append(method)
     ours = ("the model file against the float32 real-valued ResNet-18: "
-            + "; ".join(f"{ratio:.2f}x ({', '.join(methods)}; scales {_bytes(scales[methods[0]])})"
-                        for ratio, methods in sorted(groups.items(), reverse=True))
+            + "; ".join(f"{method} {ratio:.2f}x (scales {_bytes(scales[method])})" for method, ratio in whole.items())
             + f" (each file also holds the real layers' int8 form, {_bytes(int8.max())}); binary weights alone "
               f"{weights.min():.1f}x")
     files = [str(folder / "model_size.csv")]
