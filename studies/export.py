@@ -13,7 +13,8 @@ spaced over its training split and transformed as evaluation images are
 a run without ``--data``, else those of ``--data ROOT/train``, the ImageFolder
 the run was trained on (format: ``xnorpp_core.packed.model_file``). Prints the
 file's size beside the bytes of its tensors, the packed weights, scales, real
-layers and int8 real layers. Run it with ``python -m studies.evaluate --model DIR/model.xnorpp``.
+layers and int8 real layers. Run it with
+``python -m studies.evaluate --model DIR/model.xnorpp``.
 
 Writes to ``--out`` (default: the checkpoint's folder): ``model.xnorpp`` (nothing else).
 """
@@ -60,7 +61,8 @@ def main(argv=None):
         fail(PROG, str(err))
     if len(data_classes) != kwargs["num_classes"] or (classes is not None and list(classes) != list(data_classes)):
         fail(PROG, f"--data {args.data} has {len(data_classes)} classes ({describe_classes(data_classes)}); "
-                   f"checkpoint {args.checkpoint} was trained on {kwargs['num_classes']}")
+                   f"checkpoint {args.checkpoint} was trained on {kwargs['num_classes']}"
+                   + (f" ({describe_classes(classes)})" if classes is not None else ""))
     source = "the embedded digits' training split" if args.data is None else f"{args.data}/train"
     try:
         data = export_bytes(model, arch, kwargs, classes, calibration=images, calibration_data=source)

@@ -87,6 +87,22 @@ def test_round_trip_gives_the_logits_of_the_network_it_was_exported_from(tmp_pat
     assert len(data) <= 1.15 * size_budget(model, payload["int8"]["layers"])["total"]
 
 
+def test_round_trip_with_the_imagenet_stem(tmp_path):
+    # a 7x7/2 stem with its ReLU and max pooling: one int8 module (its pooling stored), fused with the signs
+    kwargs = {**KWARGS, "input_size": 32, "small_input": False}
+    model = trained_like(build_model("resnet18", "case4", **kwargs), torch.Generator().manual_seed(3))
+    calibration = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    data = export_bytes(model, "resnet18", kwargs, calibration=calibration)
+    assert _payload(data)["int8"]["layers"]["stem.0"]["pool"] == {"kernel_size": 3, "stride": 2, "padding": 1,
+                                                                  "dilation": 1, "ceil_mode": False}
+    (tmp_path / "m.xnorpp").write_bytes(data)
+    source = PackedNetwork(model, real_layers="int8", calibration=calibration)
+    loaded = load_network(tmp_path / "m.xnorpp")
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x)) and torch.equal(loaded(x), source.reference(x))
+
+
 def test_the_default_option_is_the_int8_one(tmp_path):
     model = _model("case1")
     (tmp_path / "m.xnorpp").write_bytes(_export(model))
@@ -204,6 +220,9 @@ def _edited(tmp_path, edit):
      "the int8 state of 'stem.0' does not rebuild it: ValueError: bias must be torch.float32 (64,)"),
     (lambda layers: layers["stem.0"].pop("in_zero_point"), "the int8 state of 'stem.0' does not rebuild it: "
                                                             "TypeError"),
+    (lambda layers: layers["stem.0"].update(relu=False),
+     "the int8 state of 'stem.0' does not rebuild it: ValueError: (relu, pooling) (False, False), where the "
+     "network has (True, False)"),
     (lambda layers: layers["fc"].update(kind="torch_quantized"),
      "the int8 state of 'fc' does not rebuild it: ValueError: kind 'torch_quantized', where the network has 'gemm'"),
 ])

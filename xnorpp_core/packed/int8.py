@@ -430,7 +430,11 @@ def restore_real_layers(gm, states, is_real):
                 if not isinstance(codes, torch.Tensor) or codes.shape != layer.weight.shape:
                     raise ValueError(f"weight codes {tuple(getattr(codes, 'shape', ()))}, where the layer has "
                                      f"weights {tuple(layer.weight.shape)}")
-                int8.append(KINDS[kind].from_state(state))
+                module = KINDS[kind].from_state(state)
+                ours = (getattr(module, "relu", False), getattr(module, "pool", None) is not None)
+                if ours != (relu, pool is not None):
+                    raise ValueError(f"(relu, pooling) {ours}, where the network has {(relu, pool is not None)}")
+                int8.append(module)
             except (KeyError, TypeError, ValueError, RuntimeError) as err:
                 raise Int8StateError(f"the int8 state of {name!r} does not rebuild it: {type(err).__name__}: "
                                      f"{(str(err).splitlines() or [''])[0][:200]}") from None
