@@ -1,13 +1,20 @@
-"""Write a trained checkpoint as a shippable packed model file (binary weights as bits).
+"""Write a trained checkpoint as a shippable packed model file (binary weights as bits, int8 real layers calibrated).
 
-    python -m studies.export --checkpoint RUN/checkpoint.pt [--out DIR]
+    python -m studies.export --checkpoint RUN/checkpoint.pt [--out DIR]                   # a run on the digits
+    python -m studies.export --checkpoint RUN/checkpoint.pt --data /data/imagenet         # a run on an ImageFolder
 
 Reads a checkpoint of ``python -m studies.train`` (loaded with
 ``weights_only=True``), and writes the model file: binary weights one bit each,
 Cases 3-4 as their factors (fused when the file is loaded), real layers and
-BN in float32 (format: ``xnorpp_core.packed.model_file``). Prints the file's
-size beside its budget, the packed weights plus the real layers and factors.
-Run it with ``python -m studies.evaluate --model DIR/model.xnorpp``.
+BN in float32, and the real layers' int8 form, calibrated on
+``CALIBRATION_IMAGES`` (32) training images of the run's own data, evenly
+spaced over its training split and transformed as evaluation images are
+(``xnorpp_core.training.data.calibration_images``): the embedded digits' for
+a run without ``--data``, else those of ``--data ROOT/train``, the ImageFolder
+the run was trained on (format: ``xnorpp_core.packed.model_file``). Prints the
+file's size beside the bytes of its tensors, the packed weights, scales, real
+layers and int8 real layers. Run it with
+``python -m studies.evaluate --model DIR/model.xnorpp``.
 
 Writes to ``--out`` (default: the checkpoint's folder): ``model.xnorpp`` (nothing else).
 """
@@ -16,10 +23,12 @@ import sys
 from pathlib import Path
 
 from studies._cli import add_out_flag, check_out, fail, load_checkpoint, make_parser
-from xnorpp_core.models import build_model
 from xnorpp_core.packed import SUPPORTED_METHODS
-from xnorpp_core.packed.model_file import ModelFileError, export_bytes, size_budget
+from xnorpp_core.packed.model_file import ModelFileError, export_bytes, load_model, size_budget
 from xnorpp_core.provenance import atomic_write
+from xnorpp_core.training import DataError
+from xnorpp_core.training.checkpoint import training_data
+from xnorpp_core.training.data import calibration_images, describe_classes
 
 PROG = "python -m studies.export"
 FILE_NAME = "model.xnorpp"
@@ -29,21 +38,43 @@ def main(argv=None):
     parser = make_parser(PROG, __doc__)
     parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
                         help="checkpoint.pt of a training run (python -m studies.train)")
+    parser.add_argument("--data", type=Path, default=None, metavar="ROOT",
+                        help="the ImageFolder root the run was trained on (its --data): ROOT/train's images "
+                             "calibrate the int8 real layers; required for such a run, refused for a run on the "
+                             "embedded digits, whose own training images are used")
     add_out_flag(parser, None, f"folder for {FILE_NAME} (default: the checkpoint's folder)")
     args = parser.parse_args(argv)
     path = check_out(PROG, args.checkpoint.parent if args.out is None else args.out) / FILE_NAME
     model, arch, kwargs, classes = load_checkpoint(PROG, args.checkpoint)
     if model.method not in SUPPORTED_METHODS:
         fail(PROG, f"method {model.method!r} has no packed form; supported: {' '.join(SUPPORTED_METHODS)}")
+    trained_on, resize = training_data(args.checkpoint)
+    if trained_on is not None and args.data is None:
+        fail(PROG, f"checkpoint {args.checkpoint} was trained on the ImageFolder {trained_on}: give it as --data "
+                   "(its train/ images calibrate the int8 real layers)")
+    if trained_on is None and args.data is not None:
+        fail(PROG, f"checkpoint {args.checkpoint} was trained on the embedded digits, whose training images "
+                   "calibrate the int8 real layers: --data does not apply")
     try:
-        data = export_bytes(model, arch, kwargs, classes)
+        images, data_classes = calibration_images(args.data, kwargs["input_size"], resize)
+    except DataError as err:
+        fail(PROG, str(err))
+    if len(data_classes) != kwargs["num_classes"] or (classes is not None and list(classes) != list(data_classes)):
+        fail(PROG, f"--data {args.data} has {len(data_classes)} classes ({describe_classes(data_classes)}); "
+                   f"checkpoint {args.checkpoint} was trained on {kwargs['num_classes']}"
+                   + (f" ({describe_classes(classes)})" if classes is not None else ""))
+    source = "the embedded digits' training split" if args.data is None else f"{args.data}/train"
+    try:
+        data = export_bytes(model, arch, kwargs, classes, calibration=images, calibration_data=source)
     except ModelFileError as err:
         fail(PROG, str(err))
     atomic_write(path, data)
-    budget = size_budget(model)
-    print(f"wrote {path}: {len(data)} bytes ({arch}, {model.method}); packed weights "
-          f"{budget['packed_weights']} + real layers and factors {budget['real_layers_and_factors']} = "
-          f"{budget['total']} bytes, file / that = {len(data) / budget['total']:.3f}")
+    _, payload = load_model(path)  # the file as written reads back
+    budget = size_budget(model, payload["int8"]["layers"])
+    print(f"wrote {path}: {len(data)} bytes ({arch}, {model.method}; int8 real layers calibrated on {len(images)} "
+          f"images of {source}); packed weights {budget['packed_weights']} + scales {budget['scales']} + real "
+          f"layers {budget['real_layers']} + int8 real layers {budget['int8_real_layers']} = {budget['total']} "
+          f"bytes, file / that = {len(data) / budget['total']:.3f}")
     return {"file_bytes": len(data), **budget}
 
 

@@ -12,7 +12,7 @@ from xnorpp_core.packed.int8 import Int8Conv, Int8Gemm, default_engine
 
 
 def _gemm(layer, scale=0.05, zero_point=60, step=None):
-    return Int8Gemm(layer, (scale, zero_point), get_default_qconfig(default_engine()), step)
+    return Int8Gemm.from_float(layer, (scale, zero_point), get_default_qconfig(default_engine()), step)
 
 
 def _conv(c, o, stride=1, seed=0):
@@ -117,7 +117,7 @@ def test_asymmetric_weights_are_refused():
     with torch.no_grad():
         layer.weight.abs_()  # all positive: an affine observer gives nonzero zero points
     with pytest.raises(ValueError, match="symmetric weight quantization"):
-        Int8Gemm(layer, (0.1, 0), affine)
+        Int8Gemm.from_float(layer, (0.1, 0), affine)
 
 
 def test_the_kernel_checks_its_operands(kernel):
@@ -142,7 +142,7 @@ def _int8_conv(c, o, k, stride, padding, relu, pool, scale=0.04, zero_point=70, 
     with torch.no_grad():
         layer.bias.normal_(0, 0.5)  # many outputs below zero: the ReLU and the pooling meet zeros and ties
     pool = None if pool is None else nn.MaxPool2d(*pool)
-    return Int8Conv(layer, (scale, zero_point), get_default_qconfig(default_engine()), relu, pool)
+    return Int8Conv.from_float(layer, (scale, zero_point), get_default_qconfig(default_engine()), relu, pool)
 
 
 def _conv_reference(conv, x):
@@ -209,7 +209,7 @@ def test_int8_conv_is_close_to_the_float_layers():
     torch.manual_seed(8)
     layer, pool = nn.Conv2d(3, 16, 7, 2, 3).eval(), nn.MaxPool2d(3, 2, 1)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
-    conv = Int8Conv(layer, (float(x.abs().max()) / 127, 128), get_default_qconfig(default_engine()), True, pool)
+    conv = Int8Conv.from_float(layer, (float(x.abs().max()) / 127, 128), get_default_qconfig(default_engine()), True, pool)
     with torch.no_grad():
         real, int8 = pool(torch.relu(layer(x))), conv(x)
     assert not torch.equal(int8, real)

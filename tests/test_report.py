@@ -174,12 +174,15 @@ def test_compression_verdict_reverses():
     assert "**not reached**" in verdicts.verdict_compression(29.0, 30.0, 32.0)  # more than 5% short
 
 
-def test_compression_finding_reads_the_whole_model_ratios(copy):
-    size = copy / "results" / "kernel_bench" / "model_size.csv"
+def test_compression_finding_reads_the_model_file_ratios(copy):
+    size = copy / "results" / "model_size" / "model_size.csv"
     frame = pd.read_csv(size)
     finding = findings.read_kernel(copy / "results")[1]
     assert finding.artifact.startswith("Model size") and "**not reached** by the whole model" in finding.verdict
     assert "evaluation.json" in " ".join(finding.files) and "exported model file" in finding.ours
+    case4 = frame.set_index("method").loc["case4"]
+    assert f"{case4.compression_vs_real:.2f}x (" in finding.ours and "int8 form" in finding.ours
+    assert finding.command == "python -m studies.model_size"
     frame["compression_vs_real"] = 33.0
     frame.to_csv(size, index=False)
     assert findings.read_kernel(copy / "results")[1].verdict.startswith("~32x model compression **holds**")

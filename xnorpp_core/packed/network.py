@@ -67,7 +67,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..layers import BinaryConv2d
 from ..models import fuse_model
 from .backend import backend_info
-from .int8 import Int8Conv, Int8Gemm, quantize_real_layers
+from .int8 import Int8Conv, Int8Gemm, quantize_real_layers, restore_real_layers
 from .layer import PackedBinaryConv2d, _gamma_factors, amx_capable
 from .numpy_kernels import conv_numpy, pack_numpy
 
@@ -181,7 +181,7 @@ class _ChannelsLast(nn.Module):
 
 
 @torch.no_grad()
-def fused_emulation(model, real_layers="float", calibration=None):
+def fused_emulation(model, real_layers="float", calibration=None, int8_state=None):
     """The fused float-emulated network: an eval copy of ``model`` with learned Gammas fused, each real
     convolution's following ``BatchNorm2d`` folded into it, each strided 1x1 real convolution run on the
     pixels it reads (``_Subsampled``), in channels-last memory format (binary layers keep their weights'
@@ -190,12 +190,16 @@ def fused_emulation(model, real_layers="float", calibration=None):
     pooling with its flattening as ``_GlobalMean``, as the packed network computes them.
 
     ``real_layers="int8"``: the real convolutions and linear layers then run in int8 (``int8``), their ranges
-    observed on ``calibration`` (inputs ``(n, c, H, W)``, required then).
+    observed on ``calibration`` (inputs ``(n, c, H, W)``), or rebuilt from ``int8_state`` (``{name: state}`` of
+    ``int8.real_layer_states``, as a model file stores them; ``int8.Int8StateError`` when it does not fit): one
+    of the two, required then.
     """
     if real_layers not in REAL_LAYERS:
         raise ValueError(f"real_layers must be one of {REAL_LAYERS}, got {real_layers!r}")
-    if real_layers == "int8" and calibration is None:
-        raise ValueError("real_layers='int8' needs calibration inputs")
+    if real_layers == "int8" and (calibration is None) == (int8_state is None):
+        raise ValueError("real_layers='int8' needs calibration inputs or int8 states (one of the two)")
+    if real_layers == "float" and (calibration is not None or int8_state is not None):
+        raise ValueError("calibration inputs and int8 states are for real_layers='int8'")
     gm = _trace(fuse_model(copy.deepcopy(model)).eval())
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
@@ -225,8 +229,11 @@ def fused_emulation(model, real_layers="float", calibration=None):
     for m in gm.modules():  # binary weights as trained: xnor_alpha's mean |W| then sums in the model's order
         if isinstance(m, BinaryConv2d) and m.method != "real":
             m.weight.data = m.weight.data.contiguous()
-    if real_layers == "int8":
-        quantize_real_layers(gm, calibration, lambda m: type(m) in (nn.Conv2d, _Subsampled, nn.Linear))
+    is_real = lambda m: type(m) in (nn.Conv2d, _Subsampled, nn.Linear)  # noqa: E731
+    if int8_state is not None:
+        restore_real_layers(gm, int8_state, is_real)
+    elif real_layers == "int8":
+        quantize_real_layers(gm, calibration, is_real)
     return _ChannelsLast(gm).eval()
 
 
@@ -453,12 +460,13 @@ class PackedNetwork(nn.Module):
 
     ``input_size`` (default ``model.input_size``) is the only input size accepted.
     ``real_layers="int8"`` runs the real layers in int8 (``int8``), calibrated on ``calibration``
-    (default: 8 inputs drawn from N(0, 1) with seed 0); ``self.reference`` is the emulation with the same
-    modules. ``forward(x, timings=d)`` adds each step's seconds to ``d[category]`` (``CATEGORIES``);
-    ``forward(x, per_step=l)`` appends ``(category, name, seconds)`` for each step to the list ``l``.
+    (default: 8 inputs drawn from N(0, 1) with seed 0) or rebuilt from ``int8_state`` (as ``fused_emulation``
+    takes them); ``self.reference`` is the emulation with the same modules. ``forward(x, timings=d)`` adds each
+    step's seconds to ``d[category]`` (``CATEGORIES``); ``forward(x, per_step=l)`` appends ``(category, name,
+    seconds)`` for each step to the list ``l``.
     """
 
-    def __init__(self, model, backend=None, input_size=None, real_layers="float", calibration=None):
+    def __init__(self, model, backend=None, input_size=None, real_layers="float", calibration=None, int8_state=None):
         super().__init__()
         self.backend = backend_info(backend)
         size = input_size if input_size is not None else getattr(model, "input_size", None)
@@ -466,11 +474,11 @@ class PackedNetwork(nn.Module):
             raise ValueError("give input_size: the model does not state one")
         self.input_size = (size, size) if isinstance(size, int) else tuple(size)
         self.in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
-        if real_layers == "int8" and calibration is None:
+        if real_layers == "int8" and calibration is None and int8_state is None:
             calibration = torch.randn(8, self.in_channels, *self.input_size,
                                       generator=torch.Generator().manual_seed(0))
         self.real_layers = real_layers
-        self.reference = fused_emulation(model, real_layers, calibration)
+        self.reference = fused_emulation(model, real_layers, calibration, int8_state)
         gm = self.reference.graph
         ShapeProp(gm).propagate(torch.zeros(1, self.in_channels, *self.input_size).contiguous(
             memory_format=torch.channels_last))

@@ -214,42 +214,42 @@ def read_kernel(results):
                            paper_text, ours, verdict_kernel(measured, predicted),
                            (str(folder / "kernel_bench.md"), str(folder / "kernel_bench.csv")), command,
                            machine_label(env, threads=_threads([t for t, _, _ in lines]))))
-    if (folder / "model_size.csv").exists():
-        out.append(_model_size(Path(results), command))
+    if (Path(results) / "model_size" / "model_size.csv").exists():
+        out.append(_model_size(Path(results)))
     net = Path(results) / "inference"
     if (net / "speedup.csv").exists():
         out.append(_read_network(net, layer))
     return out
 
 
-def _model_size(results, command):
-    """Whole-model storage ratios (model_size.csv) and the exported model file's size (evaluation.json)."""
-    folder = results / "kernel_bench"
+def _model_size(results):
+    """The model file of the binary ResNet-18 against the float32 real one (``model_size.csv``), and the exported
+    file of the default digits run (``evaluation.json``)."""
+    folder = results / "model_size"
     size = pd.read_csv(folder / "model_size.csv").set_index("method")
     whole = _column(size, "compression_vs_real").dropna()
     weights = _column(size, "compression_binary_weights").dropna()
-    scales = _column(size, "packed_scales")
-    groups = {}
-    for method, ratio in whole.items():
-        groups.setdefault(round(float(ratio), 2), []).append(method)
-    ours = ("whole model against the float32 real-valued one: "
-            + "; ".join(f"{ratio:.2f}x ({', '.join(methods)}; scales {_bytes(scales[methods[0]])})"
-                        for ratio, methods in sorted(groups.items(), reverse=True))
-            + f"; binary weights alone {weights.min():.1f}x")
+    scales, int8 = _column(size, "scales"), _column(size, "int8_real_layers")
+    ours = ("the model file against the float32 real-valued ResNet-18: "
+            + "; ".join(f"{method} {ratio:.2f}x (scales {_bytes(scales[method])})" for method, ratio in whole.items())
+            + f" (each file also holds the real layers' int8 form, {_bytes(int8.max())}); binary weights alone "
+              f"{weights.min():.1f}x")
     files = [str(folder / "model_size.csv")]
     evaluation = results / "inference" / "digits" / "evaluation.json"
     if evaluation.exists():
         e = json.loads(evaluation.read_text())
+        b = e["size_budget"]
         ours += (f"; the exported model file of the default digits run ({e['arch']} {e['method']}) holds "
-                 f"{_bytes(e['model_file_bytes'])}, {e['model_file_bytes'] / e['size_budget']['total']:.2f}x "
-                 f"the bytes counted for it (packed weights {_bytes(e['size_budget']['packed_weights'])}, "
-                 f"real layers and factors {_bytes(e['size_budget']['real_layers_and_factors'])})")
+                 f"{_bytes(e['model_file_bytes'])}, {e['model_file_bytes'] / b['total']:.2f}x the bytes of its "
+                 f"tensors (packed weights {_bytes(b['packed_weights'])}, scales {_bytes(b['scales'])}, real "
+                 f"layers {_bytes(b['real_layers'])}, int8 real layers {_bytes(b['int8_real_layers'])})")
         files.append(str(evaluation))
     return Finding("Model size: binary ResNet-18 stored packed, against float32",
                    "~32x model compression (Introduction, after XNOR-Net); ~64x space saving by bit-packing "
                    "(Section 4.3)", ours,
                    verdict_compression(float(whole.min()), float(whole.max()), float(weights.min())),
-                   tuple(files), command, "a count of bytes (no timing)")
+                   tuple(files), _command(folder / "run.json", "python -m studies.model_size"),
+                   "a count of bytes (no timing)")
 
 
 def _read_network(net, layer):

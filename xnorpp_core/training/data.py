@@ -36,6 +36,10 @@ to ``input_size // 8`` pixels (zero padding then a random crop); they are not
 flipped (a mirrored digit is another symbol). Both are normalised with the
 training split's mean and standard deviation.
 
+Calibration (``calibration_images``): ``CALIBRATION_IMAGES`` training images,
+evenly spaced over the training split, transformed as the validation images
+are (no random crop or flip), observe the ranges of a network's int8 layers.
+
 Every problem with the data raises ``DataError`` with a one-line message that
 names the folder or file.
 """
@@ -54,7 +58,7 @@ from torchvision import transforms as T
 __all__ = ["DataError", "DataSource", "InMemorySplit", "InMemoryLoader", "IMAGENET_MEAN", "IMAGENET_STD",
            "FASHION_MNIST_ROOT", "NATIVE_SIZE", "DATA_HELP", "parse_data", "splits", "val_split", "check_input_size",
            "describe_classes", "load_image", "imagefolder_splits", "imagefolder_val", "digits_splits",
-           "fashion_mnist_splits", "cifar10_splits"]
+           "fashion_mnist_splits", "cifar10_splits", "CALIBRATION_IMAGES", "calibration_images"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,6 +66,7 @@ FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fas
 NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32}  # the in-memory datasets' image sizes
 DATA_HELP = ("an ImageFolder root with train/ and val/ class folders, fashion-mnist (Debian's dataset-fashion-mnist; "
              "fashion-mnist:DIR for the four idx files in DIR) or cifar10:DIR (its python batches)")
+CALIBRATION_IMAGES = 32  # training images that calibrate int8 layers (a model file's, the real network's int8 forms)
 
 
 class DataError(ValueError):
@@ -144,11 +149,14 @@ def _normalize():
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
+def _eval_transform(input_size, resize):
+    return T.Compose([T.Resize(resize), T.CenterCrop(input_size)] + _normalize())
+
+
 def imagefolder_val(root, input_size, resize=256):
     """``(val, classes)`` from ``root/val`` alone (one folder per class; ``root/train`` is not read), resized
     and centre-cropped as in ``imagefolder_splits``."""
-    val = _image_folder(_data_root(root) / "val", T.Compose([T.Resize(resize), T.CenterCrop(input_size)]
-                                                            + _normalize()))
+    val = _image_folder(_data_root(root) / "val", _eval_transform(input_size, resize))
     return val, val.classes
 
 
@@ -346,3 +354,17 @@ def cifar10_splits(root, hflip=True):
     train_images, train_labels, classes = readers.read_cifar10(root, "train")
     val_images, val_labels, _ = readers.read_cifar10(root, "val")
     return _in_memory(train_images, train_labels, val_images, val_labels, classes, hflip)
+
+def calibration_images(root, input_size, resize=256, count=CALIBRATION_IMAGES):
+    """``(images, classes)``: ``count`` training images (all of them when there are fewer), evenly spaced over
+    the training split and transformed as the validation images are, float32 ``(n, 3, H, W)``; of the ImageFolder
+    ``root/train`` (``resize`` as in ``imagefolder_splits``), or of the embedded digits when ``root`` is None."""
+    if root is None:
+        train, val, classes = digits_splits(input_size)
+        split = TensorImages(train.images, train.labels, val.transform)
+    else:
+        split = _image_folder(_data_root(root) / "train", _eval_transform(input_size, resize))
+        classes = split.classes
+    n = min(count, len(split))
+    picked = torch.linspace(0, len(split) - 1, n).round().long().tolist()
+    return torch.stack([split[i][0] for i in picked]).float(), classes
