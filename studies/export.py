@@ -38,10 +38,11 @@ def main(argv=None):
     parser = make_parser(PROG, __doc__)
     parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
                         help="checkpoint.pt of a training run (python -m studies.train)")
-    parser.add_argument("--data", type=Path, default=None, metavar="ROOT",
-                        help="the ImageFolder root the run was trained on (its --data): ROOT/train's images "
-                             "calibrate the int8 real layers; required for such a run, refused for a run on the "
-                             "embedded digits, whose own training images are used")
+    parser.add_argument("--data", default=None, metavar="ROOT",
+                        help="the data the run was trained on (its --data: an ImageFolder root, fashion-mnist[:DIR] "
+                             "or cifar10:DIR): its training images calibrate the int8 real layers; required for "
+                             "such a run, refused for a run on the embedded digits, whose own training images are "
+                             "used")
     add_out_flag(parser, None, f"folder for {FILE_NAME} (default: the checkpoint's folder)")
     args = parser.parse_args(argv)
     path = check_out(PROG, args.checkpoint.parent if args.out is None else args.out) / FILE_NAME
@@ -50,8 +51,8 @@ def main(argv=None):
         fail(PROG, f"method {model.method!r} has no packed form; supported: {' '.join(SUPPORTED_METHODS)}")
     trained_on, resize = training_data(args.checkpoint)
     if trained_on is not None and args.data is None:
-        fail(PROG, f"checkpoint {args.checkpoint} was trained on the ImageFolder {trained_on}: give it as --data "
-                   "(its train/ images calibrate the int8 real layers)")
+        fail(PROG, f"checkpoint {args.checkpoint} was trained on {trained_on}: give it as --data (its training "
+                   "images calibrate the int8 real layers)")
     if trained_on is None and args.data is not None:
         fail(PROG, f"checkpoint {args.checkpoint} was trained on the embedded digits, whose training images "
                    "calibrate the int8 real layers: --data does not apply")
@@ -63,7 +64,7 @@ def main(argv=None):
         fail(PROG, f"--data {args.data} has {len(data_classes)} classes ({describe_classes(data_classes)}); "
                    f"checkpoint {args.checkpoint} was trained on {kwargs['num_classes']}"
                    + (f" ({describe_classes(classes)})" if classes is not None else ""))
-    source = "the embedded digits' training split" if args.data is None else f"{args.data}/train"
+    source = "the embedded digits' training split" if args.data is None else f"the training split of {args.data}"
     try:
         data = export_bytes(model, arch, kwargs, classes, calibration=images, calibration_data=source)
     except ModelFileError as err:

@@ -313,7 +313,7 @@ def test_export_of_an_imagefolder_run_calibrates_on_its_training_images(tmp_path
     ckpt = _checkpoint(tmp_path, "case1", data=str(root))
     export.main(["--checkpoint", str(ckpt), "--data", str(root), "--out", str(tmp_path / "m")])
     int8 = _payload((tmp_path / "m" / "model.xnorpp").read_bytes())["int8"]
-    assert int8["calibration_images"] == 20 and int8["calibration_data"] == f"{root}/train"  # all 20 (< 32)
+    assert int8["calibration_images"] == 20 and int8["calibration_data"] == f"the training split of {root}"  # all 20 (< 32)
     images, classes = calibration_images(root, 12, 256)
     assert images.shape == (20, 3, 12, 12) and classes == [f"c{c}" for c in range(10)]
 
@@ -341,7 +341,7 @@ def test_calibration_images_of_the_digits_are_training_images_as_evaluation_inpu
      "was trained on the embedded digits, whose training images calibrate the int8 real layers: --data does "
      "not apply"),
     (["--checkpoint", "{folder_ckpt}", "--out", "{tmp}/m"],
-     "was trained on the ImageFolder {tmp}/data: give it as --data (its train/ images calibrate"),
+     "was trained on {tmp}/data: give it as --data (its training images calibrate"),
     (["--checkpoint", "{folder_ckpt}", "--data", "{tmp}/none", "--out", "{tmp}/m"], "none does not exist"),
     (["--checkpoint", "{folder_ckpt}", "--data", "{tmp}/three", "--out", "{tmp}/m"],
      "three has 3 classes (c0, c1, c2); checkpoint {tmp}/case1.pt was trained on 10"),
@@ -369,3 +369,10 @@ def test_evaluate_refuses_a_bad_model_file(tmp_path, capsys):
         assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "junk is not an xnorpp model file" in err and "none does not exist" in err
+
+
+def test_the_network_and_the_model_file_are_importable_from_the_package():
+    from xnorpp_core.packed import PackedNetwork, load_network
+    from xnorpp_core.packed import model_file, network
+
+    assert PackedNetwork is network.PackedNetwork and load_network is model_file.load_network

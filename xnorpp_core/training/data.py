@@ -355,16 +355,22 @@ def cifar10_splits(root, hflip=True):
     val_images, val_labels, _ = readers.read_cifar10(root, "val")
     return _in_memory(train_images, train_labels, val_images, val_labels, classes, hflip)
 
-def calibration_images(root, input_size, resize=256, count=CALIBRATION_IMAGES):
+def calibration_images(spec, input_size, resize=256, count=CALIBRATION_IMAGES):
     """``(images, classes)``: ``count`` training images (all of them when there are fewer), evenly spaced over
-    the training split and transformed as the validation images are, float32 ``(n, 3, H, W)``; of the ImageFolder
-    ``root/train`` (``resize`` as in ``imagefolder_splits``), or of the embedded digits when ``root`` is None."""
-    if root is None:
+    the training split and transformed as the validation images are, float32 ``(n, 3, H, W)``, of the data
+    ``spec`` names (``parse_data``: None for the embedded digits; an ImageFolder tree's ``train/``, ``resize``
+    as in ``imagefolder_splits``)."""
+    source = parse_data(spec)
+    if source.kind == "digits":
         train, val, classes = digits_splits(input_size)
         split = TensorImages(train.images, train.labels, val.transform)
-    else:
-        split = _image_folder(_data_root(root) / "train", _eval_transform(input_size, resize))
+    elif source.kind == "imagefolder":
+        split = _image_folder(_data_root(source.path) / "train", _eval_transform(input_size, resize))
         classes = split.classes
+    else:  # held in memory: the training images through the validation transform
+        train, val, classes = splits(spec, input_size, resize)
+        picked = torch.linspace(0, len(train) - 1, min(count, len(train))).round().long()
+        return val.transform(train.images[picked]).float(), classes
     n = min(count, len(split))
     picked = torch.linspace(0, len(split) - 1, n).round().long().tolist()
     return torch.stack([split[i][0] for i in picked]).float(), classes
