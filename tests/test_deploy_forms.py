@@ -9,6 +9,8 @@ import torch.nn as nn
 
 from xnorpp_core.deploy import forms
 from xnorpp_core.deploy.timing import fastest_per_precision, precision_of, speedups
+from xnorpp_core.deploy.whole_network import trained_like
+from xnorpp_core.models import build_model
 
 
 def _timing(rows):
@@ -89,7 +91,7 @@ def test_real_forms_names_precisions_and_stays_near_the_float_network():
     calibration = [torch.randn(2, 3, 8, 8) for _ in range(4)]
     engines = tuple(e for e in ("x86", "onednn", "fbgemm") if e in forms.int8_engines())
     built, unavailable = forms.real_forms({"net": model}, {"net": model}, calibration=calibration,
-                                          engines=(*engines, "no_such_engine"))
+                                          engines=(*engines, "no_such_engine"), runtimes=False)
     assert set(built) == {"fp32_net_eager", "fp32_net_folded_cl", "bf16_net_folded_cl",
                           *[f"int8_{e}_net" for e in engines]}
     assert set(unavailable) == {"int8_no_such_engine_net"}
@@ -126,3 +128,56 @@ def test_quantized_engine_is_set_for_the_call_and_restored(engine):
         assert torch.backends.quantized.engine == other
     finally:
         torch.backends.quantized.engine = before
+
+
+def test_compiled_forms_freeze_for_their_compile_only(monkeypatch):
+    """The compiled form freezes its weights (inductor's ``freeze`` runs), gives the eager logits, and leaves
+    inductor's global settings as they were."""
+    import torch._inductor.config as inductor_config
+    import torch._inductor.freezing as freezing
+
+    frozen, freeze = [], freezing.freeze
+    monkeypatch.setattr(freezing, "freeze", lambda *a, **k: frozen.append(1) or freeze(*a, **k))
+    torch.manual_seed(0)
+    model, x, before = _Tiny().eval(), torch.randn(2, 3, 8, 8), inductor_config.freezing
+    torch._dynamo.reset()
+    form = forms.compiled(model)
+    with torch.inference_mode():
+        y, ref = form(x), model(x)
+    torch._dynamo.reset()
+    assert frozen, "the compile did not freeze"
+    assert inductor_config.freezing == before
+    assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_real_forms_compile_every_compiled_form_with_freezing(monkeypatch):
+    seen = []
+    monkeypatch.setattr(forms, "compiled", lambda model: seen.append(model) or model)
+    monkeypatch.setattr(forms, "quantize_int8_pt2e", lambda model, calibration: model)
+    model = _Tiny().eval()
+    built, _ = forms.real_forms({"net": model}, {"net": model}, compile=True, calibration=[torch.randn(1, 3, 8, 8)],
+                                engines=(), runtimes=False)
+    assert {n for n in built if n.endswith("_compiled")} == {"fp32_net_compiled", "bf16_net_compiled",
+                                                               "int8_pt2e_net_compiled"}
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize("widths, size", [("paper", 227), ("torchvision", 224), ("paper", 64)])
+def test_alexnet_classifier_as_linear_layers_gives_the_same_logits(widths, size):
+    """fc6 and fc7 (convolutions over the whole map) as ``nn.Linear``: the same logits, no convolution left in
+    the classifier; the binary AlexNet and other networks are returned as they are."""
+    g = torch.Generator().manual_seed(0)
+    model = trained_like(build_model("alexnet", "real", 10, size, widths=widths, small_input=size < 100), g)
+    linear = forms.linear_classifier(model)
+    assert not any(isinstance(m, nn.Conv2d) for m in linear.classifier.modules())
+    assert [m.weight.shape[1] for m in linear.modules() if isinstance(m, nn.Linear)] == \
+        [model.classifier[0].conv.weight[0].numel(), 4096, 4096]
+    x = torch.randn(3, 3, size, size, generator=g)
+    with torch.inference_mode():
+        ref, y = model(x), linear(x)
+    assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert isinstance(model.classifier[0].conv, nn.Conv2d)  # the model itself is left as it was
+    binary = build_model("alexnet", "case4", 10, size, widths=widths, small_input=size < 100)
+    assert forms.linear_classifier(binary) is binary
+    resnet = build_model("resnet18", "real", 10, 32, small_input=True)
+    assert forms.linear_classifier(resnet) is resnet
