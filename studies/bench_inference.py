@@ -9,8 +9,8 @@ Writes to ``--out`` (default ``results/inference``): ``timing.csv`` (every model
 setting), ``speedup.csv`` (per packed network and setting: the fastest form of
 each precision and the speed-ups, the packed arithmetic path), ``breakdown.csv``,
 ``exactness.csv``, ``summary.md`` (tables naming the CPU), ``breakdown.png`` and
-``run.json`` (config, forms left out and why, load average before and after,
-versions, hardware).
+``run.json`` (config, forms left out and why, the versions of the runtimes the
+real network ran in, load average before and after, versions, hardware).
 """
 
 import os
@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from studies._cli import add_config_flags, add_out_flag, check_out, config_from_args, fail, make_parser  # noqa: E402
-from xnorpp_core.deploy import forms  # noqa: E402
+from xnorpp_core.deploy import forms, runtimes  # noqa: E402
 from xnorpp_core.deploy.whole_network import (CALIBRATION_INPUTS, BenchInferenceConfig, bench,  # noqa: E402
                                               exactness, plot_breakdown, summary_text)
 from xnorpp_core.packed import backend_info  # noqa: E402
@@ -84,6 +84,7 @@ def main(argv=None):
     plt.close(fig)
     write_json(out / "run.json", {"command": command, "config": asdict(cfg), "backend": asdict(info), "cpu": cpu,
                                   "int8_api": forms.INT8_API, "int8_engines": list(forms.int8_engines()),
+                                  "runtimes": runtimes.versions(),
                                   "calibration_inputs": CALIBRATION_INPUTS, "forms_left_out": unavailable,
                                   "load_average_before": load_before, "load_average_after": load_after,
                                   "environment": environment("cpu")})

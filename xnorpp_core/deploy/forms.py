@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..models import BinaryAlexNet
-from .runtimes import runtime_forms
+from .runtimes import build_form, runtime_forms
 
 __all__ = ["INT8_API", "COMPILE_OPTIONS", "Autocast", "QuantizedEngine", "int8_engines", "quantize_int8_fx",
            "quantize_int8_pt2e", "compiled", "linear_classifier", "real_forms"]
@@ -184,17 +184,10 @@ def real_forms(models, folded, compile=False, calibration=(), engines=None, runt
             forms[f"fp32_{net}_compiled"] = compiled(folded[net])
             forms[f"bf16_{net}_compiled"] = compiled(Autocast(folded[net]).eval())
         for engine in (int8_engines() if engines is None else engines):
-            name = f"int8_{engine}_{net}"
-            try:
-                forms[name] = quantize_int8_fx(model, engine, calibration)
-            except Exception as err:  # noqa: BLE001 - any failure leaves the form out, with its reason
-                unavailable[name] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+            build_form(forms, unavailable, f"int8_{engine}_{net}", lambda: quantize_int8_fx(model, engine, calibration))
         if compile:
-            name = f"int8_pt2e_{net}_compiled"
-            try:
-                forms[name] = compiled(quantize_int8_pt2e(model, calibration))
-            except Exception as err:  # noqa: BLE001
-                unavailable[name] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+            build_form(forms, unavailable, f"int8_pt2e_{net}_compiled",
+                       lambda: compiled(quantize_int8_pt2e(model, calibration)))
         if runtimes:
             built, missing = runtime_forms(net, model, calibration)
             forms.update(built)

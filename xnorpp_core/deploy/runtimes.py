@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["RUNTIME_PACKAGES", "versions", "export_onnx", "quantize_qdq", "quantize_nncf", "OrtForm",
-           "OpenVinoForm", "runtime_forms"]
+           "OpenVinoForm", "build_form", "runtime_forms"]
 
 RUNTIME_PACKAGES = ("onnx", "onnxscript", "onnxruntime", "openvino", "nncf")
 
@@ -58,6 +58,19 @@ def export_onnx(model, example):
     program = torch.onnx.export(model, (example,), dynamo=True, verbose=False,
                                 dynamic_shapes=({0: torch.export.Dim("batch")},))
     return program.model_proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The quantizers' log messages (per-tensor fallbacks, statistics) and progress bars held back; the
+    logging switch restored after."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
 
 
 class _Calibration:
@@ -81,9 +94,10 @@ def quantize_qdq(onnx_bytes, calibration):
     model = onnx.load_from_string(onnx_bytes)
     with tempfile.TemporaryDirectory() as folder:
         pre, out = Path(folder) / "pre.onnx", Path(folder) / "int8.onnx"
-        quant_pre_process(model, pre)
-        quantize_static(pre, out, reader(model.graph.input[0].name, calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        with _quiet():
+            quant_pre_process(model, pre)
+            quantize_static(pre, out, reader(model.graph.input[0].name, calibration), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         return out.read_bytes()
 
 
@@ -93,11 +107,10 @@ def quantize_nncf(onnx_bytes, calibration):
     import nncf
     import openvino as ov
 
-    nncf.set_log_level(logging.ERROR)
     model = ov.Core().read_model(io.BytesIO(onnx_bytes))
     data = nncf.Dataset([x.detach().contiguous().numpy() for x in calibration])
-    with contextlib.redirect_stdout(io.StringIO()):  # its progress bars
-        return nncf.quantize(model, data, subset_size=sum(len(x) for x in calibration))
+    with _quiet():
+        return nncf.quantize(model, data, subset_size=len(calibration))
 
 
 class _RuntimeForm(nn.Module):
@@ -166,12 +179,13 @@ def _openvino_bf16(model):
     return OpenVinoForm(model, "bf16")
 
 
-def _attempt(make):
-    """``(make(), None)``, or ``(None, reason)`` where it raises: a missing package or a failing tool."""
+def build_form(forms, unavailable, name, make):
+    """``forms[name] = make()``; where it raises (a missing package, a failing tool), ``unavailable[name]`` is
+    the reason instead, never raised."""
     try:
-        return make(), None
+        forms[name] = make()
     except Exception as err:  # noqa: BLE001 - any failure leaves the form out, with its reason
-        return None, f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        unavailable[name] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
 
 
 def _ready(form, x):
@@ -186,20 +200,19 @@ def runtime_forms(net, model, calibration):
     """``(forms, unavailable)``: the forms of the module docstring of ``model`` (eval), named for ``net``,
     each called once on ``calibration[0]``; and ``{name: reason}`` for those that could not be built.
     ``calibration``: input tensors ``(N, C, H, W)`` that calibrate the int8 forms; the first shapes the export."""
-    fp32, why = _attempt(lambda: export_onnx(model, calibration[0]))
-    sources = {"fp32": (fp32, why)}  # what the forms run (ONNX bytes, an OpenVINO model), or why it is missing
+    sources, missing = {}, {}  # what the forms run (ONNX bytes, an OpenVINO model), or why it is missing
+    build_form(sources, missing, "fp32", lambda: export_onnx(model, calibration[0]))
     for kind, quantize in (("qdq", quantize_qdq), ("nncf", quantize_nncf)):
-        sources[kind] = _attempt(lambda: quantize(fp32, calibration)) if fp32 is not None else (None, why)
+        if "fp32" in sources:
+            build_form(sources, missing, kind, lambda: quantize(sources["fp32"], calibration))
     plan = {f"fp32_ort_{net}": ("fp32", OrtForm), f"int8_ort_{net}": ("qdq", OrtForm),
             f"fp32_ov_{net}": ("fp32", lambda m: OpenVinoForm(m, "f32")), f"bf16_ov_{net}": ("fp32", _openvino_bf16),
             f"int8_ov_{net}": ("qdq", lambda m: OpenVinoForm(m, "f32")),
             f"int8_nncf_{net}": ("nncf", lambda m: OpenVinoForm(m, "f32"))}
     forms, unavailable = {}, {}
     for name, (source, make) in plan.items():
-        m, why = sources[source]
-        form, why = (None, why) if m is None else _attempt(lambda: _ready(make(m), calibration[0]))
-        if form is None:
-            unavailable[name] = why
+        if source in sources:
+            build_form(forms, unavailable, name, lambda: _ready(make(sources[source]), calibration[0]))
         else:
-            forms[name] = form
+            unavailable[name] = missing.get(source, missing.get("fp32"))
     return forms, unavailable
