@@ -118,8 +118,9 @@ def _settings(form):
         options = session.get_session_options()
         sequential = options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
         return options.intra_op_num_threads, (options.inter_op_num_threads, sequential), "f32"
-    precision = session.get_property("INFERENCE_PRECISION_HINT").to_string()
-    return session.get_property("INFERENCE_NUM_THREADS"), (session.get_property("NUM_STREAMS"), True), precision
+    compiled = session.get_compiled_model()
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    return compiled.get_property("INFERENCE_NUM_THREADS"), (compiled.get_property("NUM_STREAMS"), True), precision
 
 
 @pytest.mark.parametrize("kind", RUNTIME_FORMS)

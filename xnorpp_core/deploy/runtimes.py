@@ -114,7 +114,8 @@ def quantize_nncf(onnx_bytes, calibration):
 
 
 class _RuntimeForm(nn.Module):
-    """A runtime's model as a torch module; ``session`` is built for torch's thread count at the call."""
+    """A runtime's model as a torch module; ``session`` (an ONNX Runtime session, an OpenVINO infer request) is
+    built for torch's thread count at the call."""
 
     def __init__(self, model):
         super().__init__()
@@ -163,11 +164,10 @@ class OpenVinoForm(_RuntimeForm):
         compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
                                                      "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
                                                      "PERFORMANCE_HINT": "LATENCY"})
-        self.request = compiled.create_infer_request()
-        return compiled
+        return compiled.create_infer_request()
 
     def run(self, x):
-        return self.request.infer({0: x}, share_inputs=True)[0]
+        return self.session.infer({0: x}, share_inputs=True)[0]
 
 
 def _openvino_bf16(model):
