@@ -30,11 +30,12 @@ import contextlib
 import io
 import logging
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from ..provenance import package_versions
 
 __all__ = ["RUNTIME_PACKAGES", "versions", "export_onnx", "quantize_qdq", "quantize_nncf", "OrtForm",
            "OpenVinoForm", "build_form", "runtime_forms"]
@@ -44,13 +45,7 @@ RUNTIME_PACKAGES = ("onnx", "onnxscript", "onnxruntime", "openvino", "nncf")
 
 def versions():
     """``{package: version or None}`` of ``RUNTIME_PACKAGES``."""
-    found = {}
-    for name in RUNTIME_PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+    return package_versions(RUNTIME_PACKAGES)
 
 
 def export_onnx(model, example):
