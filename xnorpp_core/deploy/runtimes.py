@@ -5,8 +5,8 @@ batch dimension dynamic) and run as:
 
 - ``fp32_ort_<net>``: ONNX Runtime, CPU execution provider, every graph optimization;
 - ``fp32_ov_<net>`` / ``bf16_ov_<net>``: OpenVINO on the CPU with the inference precision hint set to
-  ``f32`` / ``bf16`` (left unset, OpenVINO runs bf16 on a CPU with AVX-512 BF16 or AMX, the bf16 form
-  only where the CPU offers it);
+  ``f32`` / ``bf16`` (left unset, OpenVINO runs bf16 where the CPU has AVX-512 BF16 or AMX); the bf16
+  form only where OpenVINO offers bf16 on this CPU;
 - ``int8_ort_<net>`` / ``int8_ov_<net>``: static post-training quantization by ONNX Runtime's tools
   (``quant_pre_process``, then ``quantize_static`` in the QDQ format: int8 weights per output channel,
   uint8 activations, ranges by min-max over the calibration inputs), the same QDQ model run by ONNX
@@ -15,7 +15,7 @@ batch dimension dynamic) and run as:
   model with its default preset, on the same calibration inputs), compiled as above.
 
 Each form is an ``nn.Module`` that takes and returns a torch tensor (``torch.from_numpy`` / ``.numpy()``
-views around the runtime's call). Its session (ONNX Runtime) or compiled model (OpenVINO) has as many
+views around the runtime's call). Its session (ONNX Runtime; OpenVINO: a compiled model) has as many
 intra-op threads as torch has at the call (``torch.get_num_threads()``): one is built at the first call
 under a thread count and kept until the count changes, so a timed call after a warm-up never includes
 it. Inter-op parallelism is off (ONNX Runtime: one inter-op thread, sequential execution; OpenVINO: one
