@@ -325,6 +325,7 @@ def test_a_missing_package_leaves_its_forms_out_by_name(monkeypatch, package):
     no_bf16 = set() if _openvino_offers_bf16() else {"bf16_ov_net"} - missing  # left out for the CPU's sake
     for name in [n for n in sys.modules if n == package or n.startswith(package + ".")] + [package]:
         monkeypatch.setitem(sys.modules, name, None)  # import fails as for a package not installed
+    monkeypatch.setattr(runtimes, "openvino_core", runtimes.openvino_core.__wrapped__)  # not the one made already
     built, unavailable = runtimes.runtime_forms("net", _Tiny().eval(), [torch.randn(1, 3, 8, 8)])
     assert set(unavailable) == missing | no_bf16, unavailable
     assert all(package in unavailable[name] for name in missing), unavailable
@@ -340,6 +341,24 @@ def test_the_library_imports_without_the_runtimes():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "{}"
+
+
+def test_freed_runtime_forms_leave_signal_handling_working():
+    """Forms of two networks built, run and freed, then a Python signal handler runs: the process lives (OpenVINO's
+    CPU plugin swaps the thread's alternate signal stack; one ``Core`` keeps it valid)."""
+    code = ("import gc, os, signal, torch\n"
+            "from xnorpp_core.deploy import runtimes\n"
+            "for _ in range(2):\n"
+            "    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).eval()\n"
+            "    forms, unavailable = runtimes.runtime_forms('net', net, [torch.randn(1, 3, 6, 6)])\n"
+            "    del forms\n"
+            "    gc.collect()\n"
+            "signal.signal(signal.SIGUSR1, lambda *args: print('handled'))\n"
+            "os.kill(os.getpid(), signal.SIGUSR1)\n"
+            "print(sorted(unavailable))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.split("\n")[:2] == ["handled", "[]" if _openvino_offers_bf16() else "['bf16_ov_net']"]
 
 
 def test_versions_names_every_runtime_package():

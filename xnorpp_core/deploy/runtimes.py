@@ -27,6 +27,7 @@ or first call fails, is left out with its reason, never raised.
 """
 
 import contextlib
+import functools
 import io
 import logging
 import tempfile
@@ -38,7 +39,7 @@ import torch.nn as nn
 from ..provenance import package_versions
 
 __all__ = ["RUNTIME_PACKAGES", "versions", "export_onnx", "quantize_qdq", "quantize_nncf", "OrtForm",
-           "OpenVinoForm", "build_form", "runtime_forms"]
+           "OpenVinoForm", "openvino_core", "build_form", "runtime_forms"]
 
 RUNTIME_PACKAGES = ("onnx", "onnxscript", "onnxruntime", "openvino", "nncf")
 
@@ -66,6 +67,19 @@ def _quiet():
             yield
     finally:
         logging.disable(previous)
+
+
+@functools.cache
+def openvino_core():
+    """The process's one OpenVINO ``Core``, as OpenVINO advises.
+
+    One is also needed for safety: OpenVINO's CPU plugin gives the thread that loads it an alternate signal
+    stack of its own and puts the previous one back only when plugins are freed in the reverse order of their
+    loading; ``Core`` objects made and dropped per model leave the thread a freed signal stack, and the next
+    Python signal handler (a ``DataLoader``'s ``SIGCHLD``) then crashes the process."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 class _Calibration:
@@ -100,9 +114,8 @@ def quantize_nncf(onnx_bytes, calibration):
     """The OpenVINO model of ``onnx_bytes`` quantized to int8 by ``nncf.quantize`` (default preset),
     calibrated on ``calibration`` (input tensors)."""
     import nncf
-    import openvino as ov
 
-    model = ov.Core().read_model(io.BytesIO(onnx_bytes))
+    model = openvino_core().read_model(io.BytesIO(onnx_bytes))
     data = nncf.Dataset([x.detach().contiguous().numpy() for x in calibration])
     with _quiet():
         return nncf.quantize(model, data, subset_size=len(calibration))
@@ -152,9 +165,7 @@ class OpenVinoForm(_RuntimeForm):
         self.precision = precision
 
     def build(self, threads):
-        import openvino as ov
-
-        core = ov.Core()
+        core = openvino_core()
         model = core.read_model(io.BytesIO(self.model)) if isinstance(self.model, bytes) else self.model
         compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
                                                      "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
@@ -167,9 +178,7 @@ class OpenVinoForm(_RuntimeForm):
 
 def _openvino_bf16(model):
     """``OpenVinoForm(model, "bf16")`` where OpenVINO's CPU plugin offers bf16 on this CPU; raises where not."""
-    import openvino as ov
-
-    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if "BF16" not in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         raise RuntimeError("OpenVINO's CPU plugin offers no bf16 on this CPU")
     return OpenVinoForm(model, "bf16")
 
