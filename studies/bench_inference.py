@@ -9,9 +9,10 @@ Writes to ``--out`` (default ``results/inference``): ``timing.csv`` (every model
 setting), ``speedup.csv`` (per packed network and setting: the fastest form of
 each precision and the speed-ups, the packed arithmetic path), ``breakdown.csv``,
 ``layers.csv`` (each binary and int8 layer's multiply-adds per cycle beside the
-ceiling of its path, measured on this core), ``exactness.csv``, ``summary.md`` (tables naming the CPU), ``breakdown.png`` and
-``run.json`` (config, forms left out and why, load average before and after,
-versions, hardware).
+ceiling of its path, measured on this core), ``exactness.csv``, ``summary.md``
+(tables naming the CPU), ``breakdown.png`` and ``run.json`` (config, forms left
+out and why, the versions of the runtimes the real network ran in, the
+ceilings, load average before and after, versions, hardware).
 """
 
 import os
@@ -27,7 +28,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from studies._cli import add_config_flags, add_out_flag, check_out, config_from_args, fail, make_parser  # noqa: E402
-from xnorpp_core.deploy import forms  # noqa: E402
+from xnorpp_core.deploy import forms, runtimes  # noqa: E402
 from xnorpp_core.deploy.whole_network import (CALIBRATION_INPUTS, BenchInferenceConfig, bench,  # noqa: E402
                                               ceilings, exactness, layer_table, plot_breakdown, summary_text)
 from xnorpp_core.packed import backend_info  # noqa: E402
@@ -89,6 +90,7 @@ def main(argv=None):
     plt.close(fig)
     write_json(out / "run.json", {"command": command, "config": asdict(cfg), "backend": asdict(info), "cpu": cpu,
                                   "int8_api": forms.INT8_API, "int8_engines": list(forms.int8_engines()),
+                                  "runtimes": runtimes.versions(),
                                   "calibration_inputs": CALIBRATION_INPUTS, "forms_left_out": unavailable,
                                   "ceilings": limits, "load_average_before": load_before,
                                   "load_average_after": load_after,

@@ -5,10 +5,11 @@ interleaved round by round in the same process (``timing``), each given the
 input in the memory format it runs in, all under ``torch.inference_mode``:
 
 - the real-valued network (our pre-activation ResNet-18 with float
-  convolutions, ``real``, or AlexNet; for ResNet-18 also torchvision's
-  ``resnet18``, ``tv``) in the forms a user would deploy (``forms``), each
-  named by its precision. Forms that cannot be built are returned with the
-  reason;
+  convolutions, ``real``, or AlexNet with its fully connected layers as linear
+  ones, ``forms.linear_classifier``; for ResNet-18 also torchvision's
+  ``resnet18``, ``tv``) in the forms a user would deploy (``forms``: torch's,
+  ONNX Runtime's and OpenVINO's), each named by its precision. Forms that
+  cannot be built are returned with the reason;
 - ``emulated_<method>``: the float-emulated binary network (learned Gammas
   fused), as PyTorch binary-network code runs it;
 - ``packed_<method>``: ``xnorpp_core.packed.PackedNetwork`` (BN -> sign folded
@@ -41,7 +42,8 @@ from ..packed.int8 import arithmetic as int8_arithmetic
 from ..packed.network import CATEGORIES, REAL_LAYERS, PackedNetwork, fused_emulation
 from ..provenance import cpu_markdown_table
 from ..scales import LearnedScale
-from .forms import real_forms
+from .forms import linear_classifier, real_forms
+from .runtimes import versions as runtime_versions
 from .timing import PRECISIONS, fastest_per_precision, no_garbage_collection, speedups, time_round
 
 INPUT_SIZE = {"resnet18": 224, "alexnet": 227}
@@ -120,7 +122,7 @@ def real_models(cfg, size, generator):
     forms that could not be built, with the reason."""
     from torch.fx.experimental.optimization import fuse
 
-    nets = {"real": build_model(cfg.arch, "real", 1000, size).eval()}
+    nets = {"real": linear_classifier(build_model(cfg.arch, "real", 1000, size).eval())}
     folded = {"real": fused_emulation(nets["real"])}
     if cfg.arch == "resnet18":
         import torchvision
@@ -307,9 +309,11 @@ def summary_text(cfg, info, speed, timing, breakdown, layers, limits, exact, loa
                                      values="median_ms")
     per_part = per_part[list(CATEGORIES)].reset_index()
     fastest = fastest_per_precision(timing)
+    runtimes = ", ".join(f"{name} {version or 'not installed'}" for name, version in runtime_versions().items())
     lines = [f"# Whole-network inference: packed binary {cfg.arch} against the real one in fp32, bf16 and int8", "",
              f"Load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after; packed backend {info.name}: "
              f"{info.path}" + (f"; {int8_arithmetic(info)}" if "int8" in cfg.real_layers else "") + ".", "",
+             f"Real network's runtimes: torch {torch.__version__}, {runtimes}.", "",
              "## Speed-up over the fastest form of each precision (median call; fastest call beside it)", "",
              cpu_markdown_table(speed, SPEEDUP_COLUMNS, cpu),
              "## The fastest form of each precision (ms per call)", "",
