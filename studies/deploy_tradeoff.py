@@ -31,7 +31,7 @@ import torch
 
 from studies._cli import (add_config_flags, add_out_flag, check_out, config_from_args, fail, load_checkpoint,
                           make_parser)
-from xnorpp_core.deploy import forms
+from xnorpp_core.deploy import forms, runtimes
 from xnorpp_core.deploy.tradeoff import LARGE, DeployTradeoffConfig, conclusion, measure
 from xnorpp_core.packed import backend_info
 from xnorpp_core.packed.int8 import arithmetic as int8_arithmetic
@@ -118,7 +118,7 @@ def main(argv=None):
     write_csv(out / "tradeoff.csv", table)
     atomic_write(out / "tradeoff.md", "\n".join(md) + "\n")
     write_json(out / "run.json", {"command": command, "config": asdict(cfg), "backend": asdict(info), "cpu": cpu,
-                                  "conclusion": text, "int8_api": forms.INT8_API,
+                                  "conclusion": text, "int8_api": forms.INT8_API, "runtimes": runtimes.versions(),
                                   "calibration_images": CALIBRATION_IMAGES,
                                   "model_file_bytes": {f"{k}x{k}": v for k, v in file_bytes.items()},
                                   "forms_left_out": unavailable,
