@@ -27,10 +27,12 @@ from pathlib import Path
 import torch
 
 from xnorpp_core.provenance import check_writable_folder
+from xnorpp_core.training import TrainingError, train
 from xnorpp_core.training.checkpoint import CheckpointError
 from xnorpp_core.training.checkpoint import load_checkpoint as _load_checkpoint
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+REPO = Path(__file__).resolve().parents[1]  # results/ and runs/ of a checkout
 FIT_HELP = {  # xnorpp_core.reconstruction.FitConfig: Adam's schedule for the learned scales
     "lr": "Adam's starting learning rate for the learned scales",
     "patience": "steps without a relative improvement of the loss by --fit-threshold before the rate drops",
@@ -234,3 +236,23 @@ def config_from_args(prog, config_cls, args, **extra):
         return config_cls(**{**_kwargs(config_cls, vars(args)), **extra})
     except (ValueError, TypeError) as err:
         fail(prog, in_flags(str(err), getattr(args, "_config_flags", None) or {}))
+
+
+def default_run_folder(config):
+    """results/train/NAME for the embedded digits (committed), runs/NAME otherwise (ignored by git);
+    relative when run from the repository root, so that config.json names no machine's path."""
+    path = REPO / ("results/train" if config.data is None else "runs") / config.run_name
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
+def train_in_process(config):
+    """Train ``config`` (``out`` defaulting to ``default_run_folder``, refused when that holds a finished run) and
+    return the summary; a notebook calls it directly. Unusable data, checkpoints or options raise
+    ``DataError`` / ``TrainingError`` (one line)."""
+    if config.out is None:
+        out = default_run_folder(config)
+        if (out / "summary.json").exists() and not config.resume:
+            raise TrainingError(f"{out} (the default --out) holds a finished run: pass --out DIR for a new run, "
+                                f"or --out {out} to replace it")
+        config = dataclasses.replace(config, out=str(out))
+    return train(config)

@@ -61,9 +61,8 @@ import nbformat
 import papermill
 from tqdm.auto import tqdm
 
-from studies import train
-from studies._cli import DEVICE_CHOICES, add_config_flags, add_out_flag, check_out, fail, in_flags, make_parser, \
-    opt, resolve_device
+from studies._cli import DEVICE_CHOICES, add_config_flags, add_out_flag, check_out, default_run_folder, fail, \
+    in_flags, make_parser, opt, resolve_device, train_in_process
 from xnorpp_core.provenance import atomic_write
 from xnorpp_core.report.tables import GRIDS
 from xnorpp_core.training import DataError, TrainConfig
@@ -141,9 +140,9 @@ def run_training(config, nproc=1):
     if nproc < 1:
         raise ValueError(f"nproc must be a positive integer, got {nproc}")
     if nproc == 1:
-        return train.run(config)
+        return train_in_process(config)
     if config.out is None:
-        config = dataclasses.replace(config, out=str(train.default_out(config)))
+        config = dataclasses.replace(config, out=str(default_run_folder(config)))
     argv = cli_flags(**config.to_dict())
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                "-m", "studies.train", *argv]
@@ -357,9 +356,8 @@ def main(argv=None):
                              {"trials": args.trials, "device": device,
                               "out": _relative(results / "reconstruction")})
         if args.force or not (results / "speedup" / "speedup.csv").exists():
-            from studies import speedup  # here: it selects matplotlib's Agg backend, which notebooks must not get
-
-            speedup.main(["--out", os.path.relpath(results / "speedup")])
+            subprocess.run([sys.executable, "-m", "studies.speedup", "--out", os.path.relpath(results / "speedup")],
+                           check=True)
     print("Tables: notebooks/tables.ipynb", flush=True)
     names = ["table1", "table2", "table3", "figure1"] if args.grid_plan.extras else ["table1", "table3"]
     _execute_or_fail(NOTEBOOKS / "tables.ipynb", results / "tables" / "tables.ipynb",

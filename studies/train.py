@@ -24,15 +24,11 @@ process and returns the summary dict. Bad options, data or checkpoints give a
 one-line error and exit code 2 before anything is written.
 """
 
-import dataclasses
-from pathlib import Path
-
-from studies._cli import add_config_flags, config_from_args, fail, in_flags, make_parser
+from studies._cli import add_config_flags, config_from_args, fail, in_flags, make_parser, train_in_process
 from xnorpp_core.training.data import DataError
-from xnorpp_core.training import TrainConfig, TrainingError, train
+from xnorpp_core.training import TrainConfig, TrainingError
 
 PROG = "python -m studies.train"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def build_parser():
@@ -40,31 +36,11 @@ def build_parser():
     return add_config_flags(make_parser(PROG, __doc__), TrainConfig)
 
 
-def default_out(config):
-    """results/train/NAME for the embedded digits (committed), runs/NAME otherwise (ignored by git);
-    relative when run from the repository root, so that config.json names no machine's path."""
-    path = REPO / ("results/train" if config.data is None else "runs") / config.run_name
-    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-
-
-def run(config):
-    """Train ``config`` (``out`` defaulting to ``default_out``, refused when that holds a finished run) and
-    return the summary; a notebook calls it directly. Unusable data, checkpoints or options raise
-    ``DataError`` / ``TrainingError`` (one line)."""
-    if config.out is None:
-        out = default_out(config)
-        if (out / "summary.json").exists() and not config.resume:
-            raise TrainingError(f"{out} (the default --out) holds a finished run: pass --out DIR for a new run, "
-                                f"or --out {out} to replace it")
-        config = dataclasses.replace(config, out=str(out))
-    return train(config)
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     config = config_from_args(PROG, TrainConfig, args)
     try:
-        return run(config)
+        return train_in_process(config)
     except (DataError, TrainingError) as e:
         fail(PROG, in_flags(str(e), args._config_flags))
 

@@ -93,8 +93,7 @@ def test_round_trip_with_the_imagenet_stem(tmp_path):
     model = trained_like(build_model("resnet18", "case4", **kwargs), torch.Generator().manual_seed(3))
     calibration = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     data = export_bytes(model, "resnet18", kwargs, calibration=calibration)
-    assert _payload(data)["int8"]["layers"]["stem.0"]["pool"] == {"kernel_size": 3, "stride": 2, "padding": 1,
-                                                                  "dilation": 1, "ceil_mode": False}
+    assert _payload(data)["int8"]["layers"]["stem.0"]["pool"] == (3, 3, 2, 2, 1, 1)  # (kh, kw, sh, sw, ph, pw)
     (tmp_path / "m.xnorpp").write_bytes(data)
     source = PackedNetwork(model, real_layers="int8", calibration=calibration)
     loaded = load_network(tmp_path / "m.xnorpp")
