@@ -26,8 +26,9 @@ op charged as 64 binary ops, ``xnorpp_core.speedup``). The whole network's time
 is ``python -m studies.bench_inference``'s, its model file's size
 ``python -m studies.model_size``'s.
 
-Writes to ``--out`` (default ``results/kernel_bench``; ``--plot-only`` redraws
-``speedup.png`` from the files there): ``kernel_bench.csv``,
+Writes to ``--out`` (default ``results/kernel_bench``; ``--plot-only`` measures
+nothing and redraws ``speedup.png`` and ``kernel_bench_summary.md`` from the
+files there): ``kernel_bench.csv``,
 ``kernel_bench.md``, ``speedup.png``,
 ``kernel_bench_summary.md`` and ``run.json`` (config, backend, CPU, load average,
 versions, hardware). Every table names the CPU. Timings depend on the machine
@@ -238,24 +239,49 @@ def plot_speedup(table, info, cpu):
     return fig
 
 
+def summary_lines(layers, info, cpu, load, all_layers, batch_size, command):
+    """``kernel_bench_summary.md``'s lines: the paper's layer, and (``all_layers``) the 16 layers summed."""
+    paper = layers[layers.paper_layer]
+    summary = [f"CPU: {cpu}; load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after.", "",
+               "Paper's layer (256 -> 256, 3x3, 14x14), packed (packing included) vs torch float32:"]
+    summary += [f"- {r.method}, {r.threads} thread(s): float {r.float_ms:.3f} ms, packed {r.packed_ms:.3f} ms "
+                f"(packing {r.pack_ms:.3f} ms), speed-up {r.speedup:.1f}x (convolution only "
+                f"{r.speedup_conv_only:.1f}x; median calls {r.float_median_ms / r.packed_median_ms:.1f}x); "
+                f"Eq. 9 {r.eq9:.2f}x" for r in paper.itertuples()]
+    if all_layers:
+        summary += ["", "The 16 binary layers of ResNet-18 at 224x224, summed (ms per image):"]
+        for (m, t), part in layers[layers.in_resnet18 > 0].groupby(["method", "threads"]):
+            total = {k: (part[f"{k}_ms"] * part.in_resnet18).sum() / batch_size
+                     for k in ("float", "emulated", "packed")}
+            summary.append(f"- {m}, {t} thread(s): float {total['float']:.2f}, emulated {total['emulated']:.2f}, "
+                           f"packed {total['packed']:.2f} ({total['float'] / total['packed']:.1f}x)")
+    return summary + ["", f"Backend: {info.name}, {info.path} ({info.reason}). Command: `{command}`"]
+
+
 def main(argv=None):
     parser = make_parser(PROG, __doc__)
     add_config_flags(parser, KernelBenchConfig)
     add_out_flag(parser, "results/kernel_bench")
     parser.add_argument("--plot-only", action="store_true",
-                        help="only redraw speedup.png from the kernel_bench.csv and run.json already in --out")
+                        help="measure nothing: redraw speedup.png and rewrite kernel_bench_summary.md from the "
+                             "kernel_bench.csv and run.json already in --out")
     args = parser.parse_args(argv)
     cfg = config_from_args(PROG, KernelBenchConfig, args)
     out = check_out(PROG, args.out)
     if args.plot_only:
         try:
             layers = pd.read_csv(out / "kernel_bench.csv")
-            info = BackendInfo(**json.loads((out / "run.json").read_text())["backend"])
-        except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError) as err:
+            run = json.loads((out / "run.json").read_text())
+            info = BackendInfo(**run["backend"])
+            summary = summary_lines(layers, info, layers.cpu.iloc[0], (run["load_average_before"][0],
+                                    run["load_average_after"][0]), run["config"]["layers"] == "all",
+                                    run["config"]["batch_size"], run["command"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError, pd.errors.ParserError) as err:
             fail(PROG, f"--plot-only needs kernel_bench.csv and run.json in {out}: {err}")
         fig = plot_speedup(layers, info, layers.cpu.iloc[0])
         save_figure(fig, out / "speedup.png", dpi=120)
         plt.close(fig)
+        atomic_write(out / "kernel_bench_summary.md", "\n".join(summary) + "\n")
         return layers
     if max(cfg.threads) > (os.cpu_count() or 1):
         print(f"note: {max(cfg.threads)} threads on {os.cpu_count()} CPUs", file=sys.stderr)
@@ -283,22 +309,9 @@ def main(argv=None):
     fig = plot_speedup(layers, info, cpu)
     save_figure(fig, out / "speedup.png", dpi=120)
     plt.close(fig)
-    paper = layers[layers.paper_layer]
-    summary = [f"CPU: {cpu}; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after.", "",
-               "Paper's layer (256 -> 256, 3x3, 14x14), packed (packing included) vs torch float32:"]
-    summary += [f"- {r.method}, {r.threads} thread(s): float {r.float_ms:.3f} ms, packed {r.packed_ms:.3f} ms "
-                f"(packing {r.pack_ms:.3f} ms), speed-up {r.speedup:.1f}x (convolution only "
-                f"{r.speedup_conv_only:.1f}x; median calls {r.float_median_ms / r.packed_median_ms:.1f}x); "
-                f"Eq. 9 {r.eq9:.2f}x" for r in paper.itertuples()]
-    if cfg.layers == "all":
-        summary += ["", "The 16 binary layers of ResNet-18 at 224x224, summed (ms per image):"]
-        for (m, t), part in layers[layers.in_resnet18 > 0].groupby(["method", "threads"]):
-            total = {k: (part[f"{k}_ms"] * part.in_resnet18).sum() / cfg.batch_size
-                     for k in ("float", "emulated", "packed")}
-            summary.append(f"- {m}, {t} thread(s): float {total['float']:.2f}, emulated {total['emulated']:.2f}, "
-                           f"packed {total['packed']:.2f} ({total['float'] / total['packed']:.1f}x)")
     command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
-    summary += ["", f"Backend: {info.name}, {info.path} ({info.reason}). Command: `{command}`"]
+    summary = summary_lines(layers, info, cpu, (load_before[0], load_after[0]), cfg.layers == "all", cfg.batch_size,
+                            command)
     atomic_write(out / "kernel_bench_summary.md", "\n".join(summary) + "\n")
     write_json(out / "run.json", {"command": command, "config": asdict(cfg), "backend": asdict(info), "cpu": cpu,
                                   "load_average_before": load_before, "load_average_after": load_after,

@@ -93,6 +93,8 @@ def test_plot_only_redraws_the_figure_from_the_files_and_names_the_arithmetic(tm
     assert (tmp_path / "speedup.png").stat().st_size > 0
     backend = kernel_bench.BackendInfo(**json.loads((results / "run.json").read_text())["backend"])
     assert f"backend {backend.name}: {backend.path}" in titles[0]
+    # the summary, rewritten from the same files, is the committed one
+    assert (tmp_path / "kernel_bench_summary.md").read_text() == (results / "kernel_bench_summary.md").read_text()
     (tmp_path / "run.json").unlink()
     with pytest.raises(SystemExit) as exit_info:
         kernel_bench.main(["--plot-only", "--out", str(tmp_path)])
