@@ -9,7 +9,8 @@ BN in float32 (format: ``xnorpp_core.packed.model_file``). Prints the file's
 size beside its budget, the packed weights plus the real layers and factors.
 Run it with ``python -m studies.evaluate --model DIR/model.xnorpp``.
 
-Writes to ``--out`` (default: the checkpoint's folder): ``model.xnorpp`` (nothing else).
+Writes to ``--out`` (default: the checkpoint's folder): ``model.xnorpp`` (nothing else). An existing
+``model.xnorpp`` there is refused unless ``--force`` (as ``python -m studies.train`` refuses an existing run).
 """
 
 import sys
@@ -30,8 +31,11 @@ def main(argv=None):
     parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
                         help="checkpoint.pt of a training run (python -m studies.train)")
     add_out_flag(parser, None, f"folder for {FILE_NAME} (default: the checkpoint's folder)")
+    parser.add_argument("--force", action="store_true", help=f"replace an existing {FILE_NAME} in that folder")
     args = parser.parse_args(argv)
     path = check_out(PROG, args.checkpoint.parent if args.out is None else args.out) / FILE_NAME
+    if path.exists() and not args.force:
+        fail(PROG, f"{path} exists: pass --force to replace it, or --out DIR for another folder")
     model, arch, kwargs, classes = load_checkpoint(PROG, args.checkpoint)
     if model.method not in SUPPORTED_METHODS:
         fail(PROG, f"method {model.method!r} has no packed form; supported: {' '.join(SUPPORTED_METHODS)}")

@@ -29,7 +29,7 @@ model, by kind and method. The whole network's time is
 
 Writes to ``--out`` (default ``results/kernel_bench``; ``--plot-only`` redraws
 ``speedup.png`` from the files there): ``kernel_bench.csv``,
-``kernel_bench.md``, ``speedup.png``, ``model_size.csv`` (unless ``--no-model``),
+``kernel_bench.md``, ``speedup.png``, ``model_size.csv`` (unless ``--no-model-size``),
 ``kernel_bench_summary.md`` and ``run.json`` (config, backend, CPU, load average,
 versions, hardware). Every table names the CPU. Timings depend on the machine
 and its load: rerun on a quiet one.
@@ -57,6 +57,7 @@ from tqdm import tqdm  # noqa: E402
 from studies._cli import (add_config_flags, add_out_flag, check_out, config_from_args, fail,  # noqa: E402
                           make_parser, opt)
 from xnorpp_core.layers import BinaryConv2d  # noqa: E402
+from xnorpp_core.limits import BATCH_SIZE, SEED, THREADS, check_fields, reals  # noqa: E402
 from xnorpp_core.models import binary_resnet18  # noqa: E402
 from xnorpp_core.packed import (BACKENDS, SUPPORTED_METHODS, BackendInfo, PackedBinaryConv2d, backend_info,  # noqa: E402
                                 pack_model, storage_bytes)
@@ -74,26 +75,25 @@ PAPER_LAYER = (256, 256, 3, 1, 1, 14)  # Section 4.3: o = 256, 3x3; at ResNet-18
 class KernelBenchConfig:
     """One run of the benchmark; validated here, written to ``run.json``."""
 
-    threads: tuple = opt((1, 2), "torch CPU threads, each count timed in turn", metavar="N")
+    threads: tuple = opt((1, 2), "torch CPU threads (1 to the CPUs this process may use), each count timed in turn",
+                         bounds=THREADS)
     methods: tuple = opt(("case4",), "scales of the binary layers", choices=SUPPORTED_METHODS)
-    batch_size: int = opt(1, "images per layer call")
-    min_run_time: float = opt(0.5, "seconds of calls per function and measurement (calls interleaved)")
+    batch_size: int = opt(1, "images per layer call", bounds=BATCH_SIZE)
+    min_run_time: float = opt(0.5, "seconds of calls per function and measurement (calls interleaved; at most 60)",
+                              bounds=reals(0, 60, open_low=True))
     backend: str = opt("auto", "packed kernel backend (auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)",
                        choices=("auto", *BACKENDS))
     layers: str = opt("all", "all (ResNet-18's binary layers and the paper's) or paper", choices=("all", "paper"))
-    model: bool = opt(True, "also count the storage of the whole binary ResNet-18 by method")
-    seed: int = opt(0, "seed of weights and inputs")
+    model_size: bool = opt(True, "also count the storage of the whole binary ResNet-18 by method (model_size.csv)")
+    seed: int = opt(0, "seed of weights and inputs", bounds=SEED)
 
     def __post_init__(self):
-        if not self.threads or any(int(t) != t or t < 1 for t in self.threads):
-            raise ValueError(f"threads must be positive integers, got {self.threads}")
+        check_fields(self)
+        if not self.threads:
+            raise ValueError("threads needs at least one value")
         bad = [m for m in self.methods if m not in SUPPORTED_METHODS]
         if not self.methods or bad:
             raise ValueError(f"methods must be among {SUPPORTED_METHODS}, got {bad or 'none'}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if not self.min_run_time > 0:
-            raise ValueError(f"min_run_time must be positive, got {self.min_run_time}")
         if self.layers not in ("all", "paper"):
             raise ValueError(f"layers must be 'all' or 'paper', got {self.layers!r}")
         if self.backend not in ("auto", *BACKENDS):
@@ -295,7 +295,7 @@ def main(argv=None):
     steps = len(cfg.threads) * 7 * len(layer_shapes(cfg.layers)) * len(cfg.methods)
     with tqdm(total=steps, desc="kernel_bench", disable=None) as progress:
         layers = bench_layers(cfg, info.name, progress)
-        sizes = model_sizes(cfg, info.name) if cfg.model else None
+        sizes = model_sizes(cfg, info.name) if cfg.model_size else None
     load_after = os.getloadavg()
 
     layers.insert(0, "cpu", cpu)
@@ -322,7 +322,7 @@ def main(argv=None):
                      for k in ("float", "emulated", "packed")}
             summary.append(f"- {m}, {t} thread(s): float {total['float']:.2f}, emulated {total['emulated']:.2f}, "
                            f"packed {total['packed']:.2f} ({total['float'] / total['packed']:.1f}x)")
-    if cfg.model:
+    if cfg.model_size:
         write_csv(out / "model_size.csv", sizes)
         summary += ["", "Binary ResNet-18 at 224x224, storage (bytes):", "",
                     cpu_markdown_table(sizes, ["method", "float_total", "packed_total", "compression_vs_real",
@@ -337,7 +337,7 @@ def main(argv=None):
                                   "environment": environment("cpu")})
     print("\n".join(summary))
     print(f"wrote {out}/{{kernel_bench.csv,kernel_bench.md,speedup.png,kernel_bench_summary.md,run.json"
-          f"{',model_size.csv' if cfg.model else ''}}}")
+          f"{',model_size.csv' if cfg.model_size else ''}}}")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monk
                                              {"input_size": 8}, None))
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
-        trained_layers.main(["--checkpoint", str(path), "--out", str(out), *FAST_FLAGS])
+        trained_layers.main(["--checkpoints", str(path), "--out", str(out), *FAST_FLAGS])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err
@@ -192,7 +192,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monk
 def test_a_checkpoint_gives_every_file(tmp_path):
     path = checkpoint(tmp_path / "checkpoint.pt")
     out = tmp_path / "out"
-    layers, claims = trained_layers.main(["--checkpoint", str(path), "--out", str(out), *FAST_FLAGS])
+    layers, claims = trained_layers.main(["--checkpoints", str(path), "--out", str(out), *FAST_FLAGS])
     assert sorted(p.name for p in out.iterdir()) == ["claims.csv", "layers.csv", "run.json", "trained_layers.md",
                                                      "trained_layers.png"]
     assert layers.layer.nunique() == 20 and set(layers.method) == set(RECONSTRUCTION_METHODS)
