@@ -34,9 +34,9 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help=f"replace an existing {FILE_NAME} in that folder")
     args = parser.parse_args(argv)
     path = check_out(PROG, args.checkpoint.parent if args.out is None else args.out) / FILE_NAME
+    model, arch, kwargs, classes = load_checkpoint(PROG, args.checkpoint)
     if path.exists() and not args.force:
         fail(PROG, f"{path} exists: pass --force to replace it, or --out DIR for another folder")
-    model, arch, kwargs, classes = load_checkpoint(PROG, args.checkpoint)
     if model.method not in SUPPORTED_METHODS:
         fail(PROG, f"method {model.method!r} has no packed form; supported: {' '.join(SUPPORTED_METHODS)}")
     try:

@@ -144,8 +144,8 @@ def reals(low, high, open_low=False, open_high=False):
 
 
 SEED = ints(0, 2**63 - 1)
-THREADS = ints(1, usable_cpus)
-WORKERS = ints(0, usable_cpus)
+THREADS = ints(1, lambda: usable_cpus())  # looked up at each check: this process's CPUs now
+WORKERS = ints(0, lambda: usable_cpus())
 SIDE = ints(1, MAX_SIDE)
 REPEATS = ints(3, 10_000)
 EPOCHS = ints(1, 10_000)
