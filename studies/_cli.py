@@ -102,13 +102,13 @@ def add_out_flag(parser, default, what="output folder"):
                         help=f"{what}{shown}")
 
 
+THREADS_HELP = "torch CPU threads, 1 to the CPUs this process may use"
+
+
 def add_threads_flag(parser, default, why=""):
     """``--threads N``: torch's CPU threads for the study, 1 to the CPUs here (``limits.THREADS``)."""
     parser.add_argument("--threads", type=bounded(THREADS), default=default, metavar="N",
                         help=f"{THREADS_HELP} (default {default}{': ' + why if why else ''})")
-
-
-THREADS_HELP = "torch CPU threads, 1 to the CPUs this process may use"
 
 
 def add_device_flag(parser, what):

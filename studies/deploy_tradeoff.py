@@ -52,7 +52,8 @@ def _checkpoints(cfg):
                        f"{kwargs['small_input']}, input size {kwargs['input_size']}; the digits recipe's: resnet18, "
                        f"True, {TrainConfig().input_size})")
         try:
-            check_classes("the embedded digits", digits, f"checkpoint {path}", classes)
+            check_classes("the embedded digits", digits, f"checkpoint {path}",
+                          kwargs["num_classes"] if classes is None else classes)
         except DataError as err:
             fail(PROG, str(err))
         kind = "real" if model.method == "real" else "binary"

@@ -98,13 +98,14 @@ def _images(prog, data, size, resize, config, source, trained_on):
 
 
 def _checked(prog, path):
-    """A checkpoint's model in eval mode, its convolutions and classes; one-line exits for every problem."""
+    """A checkpoint's model in eval mode, its convolutions and classes (their names, or their number where the
+    checkpoint does not name them); one-line exits for every problem."""
     model, arch, kwargs, classes = load_checkpoint(prog, path)
     try:
         layers = convolutions(model, torch.zeros(2, 3, kwargs["input_size"], kwargs["input_size"]))
     except ValueError as err:
         fail(prog, f"checkpoint {path}: {err}")
-    return model, arch, kwargs, layers, classes
+    return model, arch, kwargs, layers, kwargs["num_classes"] if classes is None else classes
 
 
 def _top1(path):

@@ -15,6 +15,7 @@ from xnorpp_core.packed.model_file import (FORMAT, ModelFileError, export_bytes,
 from xnorpp_core.packed.network import fused_emulation
 from xnorpp_core.scales import LearnedScale
 from xnorpp_core.training import TrainConfig
+from xnorpp_core.training.checkpoint import seal
 
 KWARGS = {"num_classes": 10, "input_size": 12, "pad_mode": "zero", "small_input": True}
 
@@ -76,7 +77,7 @@ def test_bad_files_raise(tmp_path):
 def _checkpoint(tmp_path, method):
     config = TrainConfig(method=method, input_size=12).to_dict()
     path = tmp_path / f"{method}.pt"
-    torch.save({"format": "x", "model": _model(method).state_dict(), "config": config}, path)
+    torch.save(seal({"format": "x", "model": _model(method).state_dict(), "config": config}), path)
     return path
 
 

@@ -20,6 +20,7 @@ from xnorpp_core.training.data import digits_splits
 from xnorpp_core.layers import METHODS
 from xnorpp_core.models import build_model
 from xnorpp_core.training import loop as training
+from xnorpp_core.training.checkpoint import seal
 from xnorpp_core.training import METRICS_COLUMNS, TrainConfig, accuracy, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -451,8 +452,8 @@ def test_checkpoint_of_the_torchvision_alexnet_is_refused(tmp_path, capsys):
     fails(capsys, [*alexnet, "--epochs", "2", "--resume"],
           "another configuration (--alexnet-widths: 'torchvision' there, 'paper' here)", out)
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    del ckpt["identity"]["alexnet_widths"]  # as written before the field existed
-    torch.save(ckpt, out / "checkpoint.pt")
+    del ckpt["identity"]["alexnet_widths"]  # as written before the field existed (with its own digest)
+    torch.save(seal(ckpt), out / "checkpoint.pt")
     fails(capsys, [*alexnet, "--epochs", "2", "--resume"], "--alexnet-widths: None there, 'paper' here", out)
 
 

@@ -22,6 +22,8 @@ import numbers
 import os
 from dataclasses import dataclass, fields
 
+import torch
+
 __all__ = ["Bounds", "ints", "reals", "SEED", "THREADS", "WORKERS", "SIDE", "MAX_SIDE", "REPEATS", "EPOCHS",
            "BATCH_SIZE", "ITERATIONS", "TRIALS", "STARTS", "CHANNELS", "KERNEL_SIZE", "usable_cpus", "physical_memory",
            "check_memory", "forward_bytes", "check_fields"]
@@ -61,8 +63,6 @@ def forward_bytes(build, input_shape):
     """Bytes of the float32 outputs of every leaf module of the model ``build()`` returns, in one eval forward
     pass of an input of ``input_shape``: what a pass keeps at least (training keeps them all for the backward
     pass). Built and run on the meta device: no memory used, no random numbers drawn."""
-    import torch
-
     total = 0
 
     def count(module, inputs, output):
@@ -115,12 +115,6 @@ class Bounds:
         low_ok = value > self.low if self.open_low else value >= self.low
         high_ok = value < self.top if self.open_high else value <= self.top
         return low_ok and high_ok
-
-    def check(self, value):
-        """``value`` when inside the bounds, else ``ValueError("must be ..., got ...")``."""
-        if not self.contains(value):
-            raise ValueError(f"must be {self.describe()}, got {value!r}")
-        return value
 
     def parse(self, text):
         """The number ``text`` (a command-line value) when inside the bounds, else ``ValueError``."""
