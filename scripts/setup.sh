@@ -22,6 +22,6 @@ pip_install --upgrade pip
 pip_install torch==2.14.1 torchvision==0.29.1
 # setuptools reports every editable install as a warning block ("Editable installation. ... folders in your
 # working directory with the same name as your package"): information, not a problem, so it is not shown.
-PYTHONWARNINGS="ignore:Editable installation" pip_install -e ".[notebooks,test]"
+PYTHONWARNINGS="ignore:Editable installation" pip_install -e ".[notebooks,test,deploy]"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "$want" > "$stamp"

@@ -15,7 +15,7 @@
 - Errors: one line on stderr, exit code 2 (``fail``), before anything is written.
 
 Flag names, one per concept in every study (the same metavar, bounds and default meaning; tests/test_cli.py):
---out DIR, --data ROOT, --checkpoint FILE (one) / --checkpoints FILE [FILE ...], --batch-size N,
+--out DIR, --data DATA, --checkpoint FILE (one) / --checkpoints FILE [FILE ...], --batch-size N,
 --method / --methods, --loss / --losses, --device, --threads N (torch CPU threads, 1 to the CPUs here),
 --seed / --seeds N, --repeats N (at least 3), --trials N, --padding P.
 """

@@ -8,9 +8,11 @@ The protocol, the forms and the exactness check: ``xnorpp_core.deploy.whole_netw
 Writes to ``--out`` (default ``results/inference``): ``timing.csv`` (every model,
 setting), ``speedup.csv`` (per packed network and setting: the fastest form of
 each precision and the speed-ups, the packed arithmetic path), ``breakdown.csv``,
-``exactness.csv``, ``summary.md`` (tables naming the CPU), ``breakdown.png`` and
-``run.json`` (config, forms left out and why, load average before and after,
-versions, hardware).
+``layers.csv`` (each binary and int8 layer's multiply-adds per cycle beside the
+ceiling of its path, measured on this core), ``exactness.csv``, ``summary.md``
+(tables naming the CPU), ``breakdown.png`` and ``run.json`` (config, forms left
+out and why, the versions of the runtimes the real network ran in, the
+ceilings, load average before and after, versions, hardware).
 """
 
 import os
@@ -26,9 +28,9 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from studies._cli import add_config_flags, add_out_flag, check_out, config_from_args, fail, make_parser  # noqa: E402
-from xnorpp_core.deploy import forms  # noqa: E402
+from xnorpp_core.deploy import forms, runtimes  # noqa: E402
 from xnorpp_core.deploy.whole_network import (CALIBRATION_INPUTS, BenchInferenceConfig, bench,  # noqa: E402
-                                              exactness, plot_breakdown, summary_text)
+                                              ceilings, exactness, layer_table, plot_breakdown, summary_text)
 from xnorpp_core.packed import backend_info  # noqa: E402
 from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json  # noqa: E402
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
@@ -64,28 +66,34 @@ def main(argv=None):
     torch.manual_seed(cfg.seed)
     steps = (len(cfg.threads) * len(cfg.batch_sizes) * cfg.repeats
              + len(cfg.methods) * len(cfg.real_layers) * -(-cfg.check_inputs // 8))
+    limits = ceilings(info)
     with tqdm(total=steps, desc="bench_inference", disable=None) as progress:
-        timing, speed, breakdown, binary, unavailable = bench(cfg, info, progress)
+        timing, speed, breakdown, layers, binary, unavailable = bench(cfg, info, progress)
         torch.set_num_threads(1)
         exact = exactness(cfg, info, binary, progress) if cfg.check_inputs else None
     load_after = os.getloadavg()
-    for frame in (timing, speed, breakdown):
+    layers = layer_table(layers, limits)
+    for frame in (timing, speed, breakdown, layers):
         frame.insert(0, "cpu", cpu)
     write_csv(out / "timing.csv", timing)
     write_csv(out / "speedup.csv", speed)
     write_csv(out / "breakdown.csv", breakdown)
+    write_csv(out / "layers.csv", layers)
     if exact is not None:
         write_csv(out / "exactness.csv", exact)
     command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
-    summary = summary_text(cfg, info, speed, timing, breakdown, exact, (load_before[0], load_after[0]), command, cpu)
+    summary = summary_text(cfg, info, speed, timing, breakdown, layers, limits, exact, (load_before[0], load_after[0]),
+                           command, cpu)
     atomic_write(out / "summary.md", summary)
     fig = plot_breakdown(speed, breakdown, cpu)
     save_figure(fig, out / "breakdown.png", dpi=120)
     plt.close(fig)
     write_json(out / "run.json", {"command": command, "config": asdict(cfg), "backend": asdict(info), "cpu": cpu,
                                   "int8_api": forms.INT8_API, "int8_engines": list(forms.int8_engines()),
+                                  "runtimes": runtimes.versions(),
                                   "calibration_inputs": CALIBRATION_INPUTS, "forms_left_out": unavailable,
-                                  "load_average_before": load_before, "load_average_after": load_after,
+                                  "ceilings": limits, "load_average_before": load_before,
+                                  "load_average_after": load_after,
                                   "environment": environment("cpu")})
     print(summary)
     return speed

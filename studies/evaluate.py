@@ -1,20 +1,23 @@
 """Evaluate a packed model file on the digits or an ImageFolder: top-1 and top-5.
 
     python -m studies.evaluate --model RUN/model.xnorpp                       # the embedded digits' validation split
-    python -m studies.evaluate --model RUN/model.xnorpp --data /data/imagenet  # ROOT/val of an ImageFolder tree
+    python -m studies.evaluate --model RUN/model.xnorpp --data /data/imagenet  # DIR/val of an ImageFolder tree
     python -m studies.evaluate --model RUN/model.xnorpp --checkpoint RUN/checkpoint.pt --out results/inference/x
 
-Runs the file's ``PackedNetwork`` (``xnorpp_core.packed``) on the validation
-images and prints top-1 / top-5. With ``--checkpoint`` (the run the file was
-exported from), also evaluates the float model and its fused float emulation
-on the same images, and counts the images whose packed logits equal the fused
-emulation's exactly and whose predictions agree with each. Data whose classes
+Runs the file's ``PackedNetwork`` (``xnorpp_core.packed``) with the real-layer
+option ``--real-layers`` (default ``int8``: its int8 real layers as calibrated
+at export; ``float``: float32 ones) on the validation images and prints top-1 /
+top-5. With ``--checkpoint`` (the run the file was exported from), also
+evaluates the float model and its fused float emulation (with the same
+real-layer option: for ``int8`` the file's int8 layers) on the same images, and
+counts the images whose packed logits equal the fused emulation's exactly and
+whose predictions agree with each. Data whose classes
 differ from the model's (their number, or their folder names when the file
 records them) are refused, as are damaged model files.
 
-Output (only with ``--out DIR``): ``DIR/evaluation.json`` (accuracies, agreement
-counts, the file's size beside the packed weights plus real layers and factors,
-the command, versions and hardware).
+Output (only with ``--out DIR``): ``DIR/evaluation.json`` (the real-layer option
+and the file's calibration, accuracies, agreement counts, the file's size beside
+the bytes of its tensors by kind, the command, versions and hardware).
 """
 
 import sys
@@ -28,10 +31,10 @@ from studies._cli import add_out_flag, add_threads_flag, bounded, check_out, dat
 from xnorpp_core.limits import BATCH_SIZE, SIDE, check_memory
 from xnorpp_core.packed import BACKENDS, backend_info
 from xnorpp_core.packed.layer import pack_weight
-from xnorpp_core.packed.model_file import ModelFileError, load_model, size_budget
-from xnorpp_core.packed.network import PackedNetwork, fused_emulation
+from xnorpp_core.packed.model_file import ModelFileError, load_model, load_network, size_budget
+from xnorpp_core.packed.network import REAL_LAYERS, fused_emulation
 from xnorpp_core.provenance import environment, write_json
-from xnorpp_core.training.data import check_classes, digits_splits, imagefolder_val
+from xnorpp_core.training.data import DATA_HELP, check_classes, val_split
 from xnorpp_core.training.loop import accuracy
 
 PROG = "python -m studies.evaluate"
@@ -41,13 +44,15 @@ def build_parser():
     parser = make_parser(PROG, __doc__)
     parser.add_argument("--model", type=Path, required=True, metavar="FILE",
                         help="packed model file from python -m studies.export")
-    parser.add_argument("--data", type=Path, default=None, metavar="ROOT",
-                        help="ImageFolder root as for training; only ROOT/val (one folder per class) is read "
-                             "(default: the embedded digits)")
+    parser.add_argument("--data", default=None, metavar="DATA",
+                        help=f"the images: the validation split of {DATA_HELP}; of an ImageFolder tree only "
+                             "DIR/val is read (default: the embedded digits)")
     parser.add_argument("--resize", type=bounded(SIDE), default=256, metavar="N",
                         help="ImageFolder: shorter side before the centre crop (default 256)")
     parser.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
                         help="the training checkpoint the file came from: also evaluate the float model")
+    parser.add_argument("--real-layers", default="int8", choices=REAL_LAYERS,
+                        help="the packed network's real layers: int8 (as calibrated at export; default) or float")
     parser.add_argument("--batch-size", type=bounded(BATCH_SIZE), default=64, metavar="N",
                         help="images per call (default 64)")
     add_threads_flag(parser, 1)
@@ -92,16 +97,20 @@ def main(argv=None):
                        "differ (another run of the same configuration, or a file exported from another checkpoint)")
     try:
         check_memory(f"--batch-size {args.batch_size} of {size}x{size} images", 12 * args.batch_size * size * size)
-        _, val, classes = digits_splits(size) if args.data is None else (None, *imagefolder_val(args.data, size,
-                                                                                                 args.resize))
+        val, classes = val_split(args.data, size, args.resize)
         data = "the embedded digits" if args.data is None else f"--data {args.data}"
         check_classes(data, classes, f"model file {args.model}",
                       payload.get("classes") or payload["model_kwargs"]["num_classes"])
     except ValueError as err:  # DataError, or too little memory
         fail(PROG, str(err))
     torch.set_num_threads(args.threads)
-    net = PackedNetwork(model, args.backend)
-    reference = fused_emulation(float_model) if float_model is not None else None
+    try:
+        net = load_network(args.model, args.backend, args.real_layers)
+    except ModelFileError as err:
+        fail(PROG, str(err))
+    int8_state = payload["int8"]["layers"] if args.real_layers == "int8" else None
+    reference = (fused_emulation(float_model, args.real_layers, int8_state=int8_state)
+                 if float_model is not None else None)
     loader = torch.utils.data.DataLoader(val, batch_size=args.batch_size, shuffle=False)
     hits = {"packed": [0, 0], "float": [0, 0], "fused_emulation": [0, 0]}
     agree = {"float": 0, "fused_emulation": 0, "logits_equal": 0}
@@ -119,15 +128,18 @@ def main(argv=None):
                 top1, top5 = accuracy(out, y, (1, 5))
                 hits[k] = [hits[k][0] + top1, hits[k][1] + top5]
             n += len(y)
+    calibration = {k: payload["int8"][k] for k in ("calibration_images", "calibration_data", "engine")}
     result = {"images": n, "data": "digits" if args.data is None else str(args.data),
               "arch": payload["arch"], "method": payload["method"], "model_kwargs": payload["model_kwargs"],
-              "model_file_bytes": args.model.stat().st_size, "size_budget": size_budget(model)}
+              "real_layers": args.real_layers, "int8_calibration": calibration,
+              "model_file_bytes": args.model.stat().st_size,
+              "size_budget": size_budget(model, payload["int8"]["layers"])}
     result["file_over_budget"] = result["model_file_bytes"] / result["size_budget"]["total"]
     for k, (t1, t5) in hits.items():
         if k == "packed" or float_model is not None:
             result[f"{k}_top1"], result[f"{k}_top5"] = 100 * t1 / n, 100 * t5 / n
-    lines = [f"packed ({payload['arch']}, {payload['method']}) on {n} images: top-1 {result['packed_top1']:.2f}%, "
-             f"top-5 {result['packed_top5']:.2f}%"]
+    lines = [f"packed ({payload['arch']}, {payload['method']}, {args.real_layers} real layers) on {n} images: "
+             f"top-1 {result['packed_top1']:.2f}%, top-5 {result['packed_top5']:.2f}%"]
     if float_model is not None:
         result.update({f"agree_{k}": v for k, v in agree.items()})
         lines += [f"float model: top-1 {result['float_top1']:.2f}%, top-5 {result['float_top5']:.2f}%; fused "

@@ -22,14 +22,13 @@ call by call, the functions below taking turns in rounds of a few calls each
 ``spread`` is the largest median / fastest ratio of a row (near 1 on a quiet
 machine); then ``speedup = float_ms / packed_ms``, ``speedup_conv_only = float_ms /
 conv_ms`` beside ``eq9`` / ``eq8`` (as printed) and ``eq9_consistent`` (a float
-op charged as 64 binary ops, ``xnorpp_core.speedup``). For the whole binary
-ResNet-18 at 224x224: storage in bytes of the float-emulated and the packed
-model, by kind and method. The whole network's time is
-``python -m studies.bench_inference``'s.
+op charged as 64 binary ops, ``xnorpp_core.speedup``). The whole network's time
+is ``python -m studies.bench_inference``'s, its model file's size
+``python -m studies.model_size``'s.
 
 Writes to ``--out`` (default ``results/kernel_bench``; ``--plot-only`` redraws
 ``speedup.png`` from the files there): ``kernel_bench.csv``,
-``kernel_bench.md``, ``speedup.png``, ``model_size.csv`` (unless ``--no-model-size``),
+``kernel_bench.md``, ``speedup.png``,
 ``kernel_bench_summary.md`` and ``run.json`` (config, backend, CPU, load average,
 versions, hardware). Every table names the CPU. Timings depend on the machine
 and its load: rerun on a quiet one.
@@ -59,8 +58,7 @@ from studies._cli import (add_config_flags, add_out_flag, check_out, config_from
 from xnorpp_core.layers import BinaryConv2d  # noqa: E402
 from xnorpp_core.limits import BATCH_SIZE, SEED, THREADS, check_fields, reals  # noqa: E402
 from xnorpp_core.models import binary_resnet18  # noqa: E402
-from xnorpp_core.packed import (BACKENDS, SUPPORTED_METHODS, BackendInfo, PackedBinaryConv2d, backend_info,  # noqa: E402
-                                pack_model, storage_bytes)
+from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, BackendInfo, PackedBinaryConv2d, backend_info  # noqa: E402
 from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, environment, save_figure, write_csv,  # noqa: E402
                                     write_json)
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
@@ -84,7 +82,6 @@ class KernelBenchConfig:
     backend: str = opt("auto", "packed kernel backend (auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)",
                        choices=("auto", *BACKENDS))
     layers: str = opt("all", "all (ResNet-18's binary layers and the paper's) or paper", choices=("all", "paper"))
-    model_size: bool = opt(True, "also count the storage of the whole binary ResNet-18 by method (model_size.csv)")
     seed: int = opt(0, "seed of weights and inputs", bounds=SEED)
 
     def __post_init__(self):
@@ -208,27 +205,6 @@ def bench_layers(cfg, backend, progress):
     return pd.DataFrame(rows)
 
 
-def model_sizes(cfg, backend):
-    """Storage of the binary ResNet-18 at 224x224 per method: as trained (float) vs packed, against the real one.
-
-    The float-emulated model is counted as trained (float32 weights, learned
-    factors unfused); the packed one as ``pack_model`` stores it (weight bits,
-    the fused Gamma, the real layers unchanged).
-    """
-    g = torch.Generator().manual_seed(cfg.seed)
-    real = storage_bytes(binary_resnet18("real", 1000, 224))["total"]
-    rows = [{"method": "real", "float_total": real}]
-    for method in SUPPORTED_METHODS:
-        model = _randomize_scales(binary_resnet18(method, 1000, 224).eval(), g)
-        fl, pk = storage_bytes(model), storage_bytes(pack_model(model, backend))
-        rows.append({"method": method, "float_total": fl["total"], "packed_total": pk["total"],
-                     "compression_vs_real": real / pk["total"], "compression_vs_float": fl["total"] / pk["total"],
-                     "float_binary_weights": fl["binary_weights"], "packed_binary_weights": pk["binary_weights"],
-                     "compression_binary_weights": fl["binary_weights"] / pk["binary_weights"],
-                     "float_scales": fl["scales"], "packed_scales": pk["scales"], "other": pk["other"]})
-    return pd.DataFrame(rows)
-
-
 def plot_speedup(table, info, cpu):
     """Measured speed-ups per layer shape and thread count beside Eq. 9; ``info`` the ``BackendInfo`` that ran."""
     table = table[table.method == table.method.iloc[0]]
@@ -295,7 +271,6 @@ def main(argv=None):
     steps = len(cfg.threads) * 7 * len(layer_shapes(cfg.layers)) * len(cfg.methods)
     with tqdm(total=steps, desc="kernel_bench", disable=None) as progress:
         layers = bench_layers(cfg, info.name, progress)
-        sizes = model_sizes(cfg, info.name) if cfg.model_size else None
     load_after = os.getloadavg()
 
     layers.insert(0, "cpu", cpu)
@@ -322,13 +297,6 @@ def main(argv=None):
                      for k in ("float", "emulated", "packed")}
             summary.append(f"- {m}, {t} thread(s): float {total['float']:.2f}, emulated {total['emulated']:.2f}, "
                            f"packed {total['packed']:.2f} ({total['float'] / total['packed']:.1f}x)")
-    if cfg.model_size:
-        write_csv(out / "model_size.csv", sizes)
-        summary += ["", "Binary ResNet-18 at 224x224, storage (bytes):", "",
-                    cpu_markdown_table(sizes, ["method", "float_total", "packed_total", "compression_vs_real",
-                                               "compression_vs_float", "packed_binary_weights",
-                                               "compression_binary_weights", "float_scales", "packed_scales",
-                                               "other"], cpu, floatfmt=".4g")]
     command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
     summary += ["", f"Backend: {info.name}, {info.path} ({info.reason}). Command: `{command}`"]
     atomic_write(out / "kernel_bench_summary.md", "\n".join(summary) + "\n")
@@ -336,8 +304,7 @@ def main(argv=None):
                                   "load_average_before": load_before, "load_average_after": load_after,
                                   "environment": environment("cpu")})
     print("\n".join(summary))
-    print(f"wrote {out}/{{kernel_bench.csv,kernel_bench.md,speedup.png,kernel_bench_summary.md,run.json"
-          f"{',model_size.csv' if cfg.model_size else ''}}}")
+    print(f"wrote {out}/{{kernel_bench.csv,kernel_bench.md,speedup.png,kernel_bench_summary.md,run.json}}")
 
 
 if __name__ == "__main__":

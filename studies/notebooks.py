@@ -1,6 +1,6 @@
 """Run the papermill notebooks: the training grids of Tables 1 and 3, Table 2, Figure 1, then the tables.
 
-    python -m studies.notebooks table1|table3|all [--data ROOT] [--seeds N ...] [--epochs N] [--threads N] [--out DIR]
+    python -m studies.notebooks table1|table3|all [--data DATA] [--seeds N ...] [--epochs N] [--threads N] [--out DIR]
 
 Grids (``xnorpp_core.report.tables.GRIDS``, the paper's rows this toolkit can train):
 
@@ -21,13 +21,23 @@ parameters is an error. Last, ``notebooks/tables.ipynb`` renders Tables 1-3 and
 Figure 1 beside the paper's numbers into ``OUT/tables/`` (executed notebook:
 ``OUT/tables/tables.ipynb``).
 
-Without ``--data`` every row trains on the embedded digits with 5 seeds (0 1 2 3 4)
-for 2 epochs, the learning rate divided by 10 after every epoch: shorter than the
-digits recipe (9 epochs, a step of 3),
-whose 5 seeds of every row of both grids would take several hours of one CPU core
-(one digits epoch of ResNet-18 takes tens of seconds on one core, AlexNet more);
-with ``--data`` on the ImageFolder tree with the paper's recipe (80 epochs) and one
-seed, e.g. on 8 GPUs:
+What a grid trains depends on the data and the device (``xnorpp_core.training.grids``;
+flags override it). Without ``--data`` every row trains on the embedded digits with 5
+seeds (0 1 2 3 4) for 2 epochs, the learning rate divided by 10 after every epoch:
+shorter than the digits recipe (9 epochs, a step of 3), whose 5 seeds of every row of
+both grids would take several hours of one CPU core (one digits epoch of ResNet-18
+takes tens of seconds on one core, AlexNet more). With ``--data fashion-mnist`` on a
+GPU, 10 rows (ResNet-18 real, BNN, XNOR-Net, Cases 1-4; AlexNet real, BNN, Case 4)
+train with 3 seeds for 2 epochs into ``results/fashion-mnist`` (Table 2 and Figure 1
+are not rerun there: they do not depend on the data); on a CPU the same command runs
+a check of that path instead (ResNet-18 XNOR-Net and Case 4, one seed, one epoch of
+one batch of 8 images), which is not a result and needs ``--out`` outside results/:
+
+    python -m studies.notebooks all --data fashion-mnist --train                # GPU: results/fashion-mnist
+    python -m studies.notebooks all --data fashion-mnist --train --out /tmp/fm  # CPU: the path check
+
+With other ``--data`` (an ImageFolder tree, CIFAR-10) every row trains with the
+recipe (ImageNet: the paper's 80 epochs) and one seed, e.g. on 8 GPUs:
 
     python -m studies.notebooks all --data /data/imagenet --nproc 8 --device cuda
 
@@ -52,20 +62,19 @@ import papermill
 from tqdm.auto import tqdm
 
 from studies import train
-from studies._cli import DEVICE_CHOICES, add_config_flags, add_out_flag, check_device, check_out, fail, \
-    in_flags, make_parser, opt
+from studies._cli import DEVICE_CHOICES, add_config_flags, add_out_flag, check_out, fail, in_flags, make_parser, \
+    opt, resolve_device
 from xnorpp_core.limits import THREADS, TRIALS, ints, usable_cpus
 from xnorpp_core.provenance import atomic_write
 from xnorpp_core.report.tables import GRIDS
-from xnorpp_core.training import TrainConfig
+from xnorpp_core.training import DataError, TrainConfig
+from xnorpp_core.training.data import DATA_HELP, NATIVE_SIZE, parse_data, splits
+from xnorpp_core.training.grids import plan_for
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 PROG = "python -m studies.notebooks"
 KERNEL = "python3"
-EMBEDDED_EPOCHS = 2
-EMBEDDED_LR_STEP = 1
-EMBEDDED_SEEDS = (0, 1, 2, 3, 4)
 RUN_FILES = ("checkpoint.pt", "metrics.csv", "config.json", "summary.json")
 # Parameters compared with a finished run's config.json (the others do not change the experiment).
 EXPERIMENT = ("arch", "method", "alexnet_widths", "data", "epochs", "batch_size", "lr", "weight_decay", "lr_step",
@@ -84,25 +93,26 @@ class GridConfig:
 
     archs: tuple[str, ...] = opt(("resnet18", "alexnet"), "train only the rows of these architectures",
                                  choices=("resnet18", "alexnet"))
-    data: str | None = opt(None, "ImageFolder root with train/ and val/ class folders (default: the embedded "
-                                 "digits)", metavar="ROOT")
-    epochs: int | None = opt(None, f"epochs per run (default: {EMBEDDED_EPOCHS} on the embedded digits, the "
-                                   "paper's 80 on --data)", bounds=_TRAIN["epochs"])
+    data: str | None = opt(None, f"what to train on: {DATA_HELP} (default: the embedded digits)")
+    epochs: int | None = opt(None, "epochs per run (default: the grid's, xnorpp_core.training.grids: 2 on the "
+                                   "digits and Fashion-MNIST, else the recipe's, e.g. the paper's 80)",
+                             bounds=_TRAIN["epochs"])
     batch_size: int | None = opt(None, "global batch size (default: the recipe's)", bounds=_TRAIN["batch_size"])
     lr: float | None = opt(None, "Adam learning rate (default: the paper's 1e-3)", bounds=_TRAIN["lr"])
     weight_decay: float | None = opt(None, "Adam weight decay (default: the paper's 1e-5)",
                                      bounds=_TRAIN["weight_decay"])
-    lr_step: int | None = opt(None, f"learning rate / 10 every N epochs (default: {EMBEDDED_LR_STEP} on the "
-                                    "embedded digits with the default epochs, else the recipe's)",
+    lr_step: int | None = opt(None, "learning rate / 10 every N epochs (default: the grid's with its epochs, 1 on "
+                                    "the digits and Fashion-MNIST, else the recipe's)",
                               bounds=_TRAIN["lr_step"])
-    seeds: tuple[int, ...] | None = opt(None, f"seeds of every row (default: {' '.join(map(str, EMBEDDED_SEEDS))} "
-                                              "on the embedded digits, 0 on --data)", bounds=_TRAIN["seed"])
+    seeds: tuple[int, ...] | None = opt(None, "seeds of every row (default: the grid's: 0 1 2 3 4 on the digits, 0 1 "
+                                              "2 on Fashion-MNIST, 0 on other data)", bounds=_TRAIN["seed"])
     threads: int | None = opt(None, "torch CPU threads per run, 1 to the CPUs this process may use "
                                     "(OMP_NUM_THREADS of the notebook kernels; default: torch's, one per core)",
                               bounds=THREADS)
-    limit_batches: int | None = opt(None, "at most N batches per epoch (smoke runs)", bounds=_TRAIN["limit_batches"])
+    limit_batches: int | None = opt(None, "at most N batches per epoch (smoke runs; the Fashion-MNIST path check "
+                                          "on a CPU: 1)", bounds=_TRAIN["limit_batches"])
     nproc: int = opt(1, "processes per row: more than 1 runs torchrun (at most the CPUs this process may use)",
-                     bounds=ints(1, usable_cpus))
+                     bounds=ints(1, lambda: usable_cpus()))
     device: str = opt("auto", "device of every run; auto: cuda when available", choices=DEVICE_CHOICES)
     workers: int | None = opt(None, "data-loader workers per process (default: the recipe's)",
                               bounds=_TRAIN["workers"])
@@ -203,14 +213,17 @@ def row_parameters(arch, method, seed, out, args):
 
     AlexNet rows name their widths (the paper's), so that a finished run of other widths is refused, not skipped.
     """
-    embedded = args.data is None
-    epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if embedded else None)
-    lr_step = args.lr_step if args.lr_step is not None else (EMBEDDED_LR_STEP if embedded and args.epochs is None
-                                                             else None)
+    plan = args.grid_plan  # the dataset's grid on this device; flags override it
+    epochs = args.epochs if args.epochs is not None else plan.epochs
+    lr_step = args.lr_step if args.lr_step is not None else (plan.lr_step if args.epochs is None else None)
+
+    def chosen(name):
+        return getattr(args, name) if getattr(args, name) is not None else getattr(plan, name)
+
     return {"arch": arch, "method": method, "alexnet_widths": "paper" if arch == "alexnet" else None,
-            "data": args.data, "epochs": epochs, "batch_size": args.batch_size,
+            "data": args.data, "epochs": epochs, "batch_size": chosen("batch_size"),
             "lr": args.lr, "weight_decay": args.weight_decay, "lr_step": lr_step, "seed": seed,
-            "limit_batches": args.limit_batches, "nproc": args.nproc, "device": args.device,
+            "limit_batches": chosen("limit_batches"), "nproc": args.nproc, "device": args.device,
             "workers": args.workers, "out": _relative(out), "resume": False, "quiet": False}
 
 
@@ -244,28 +257,44 @@ def _plan_run(arch, method, seed, args):
 def _validate(args):
     """Every option checked before anything is written (one-line error, exit 2; the numbers' bounds when
     parsed)."""
-    if args.seeds is None:
-        args.seeds = list(EMBEDDED_SEEDS) if args.data is None else [0]
-    args.seeds = list(args.seeds)
+    try:
+        source = parse_data(args.data)
+    except DataError as e:
+        fail(PROG, str(e))
+    device = resolve_device(PROG, args.device)
+    plan = args.grid_plan = plan_for(source.kind, device)
+    args.seeds = list(plan.seeds if args.seeds is None else args.seeds)
     if len(set(args.seeds)) != len(args.seeds):
         fail(PROG, f"--seeds repeats a seed: {' '.join(map(str, args.seeds))}")
-    if args.data is not None:
+    if source.kind == "imagefolder":
         data = Path(args.data)
         missing = [s for s in ("train", "val") if not (data / s).is_dir()]
         if missing:
             fail(PROG, f"--data {args.data}: no {' or '.join(s + '/' for s in missing)} folder "
                        "(an ImageFolder tree holds train/ and val/ class folders)")
         args.data = str(data.resolve())
+    elif source.kind in NATIVE_SIZE:  # read once here, so that a damaged file stops the grid before it starts
+        if source.path != parse_data(source.kind).path:  # a folder of the user's, as the notebooks' cwd sees it
+            args.data = f"{source.kind}:{_relative(source.path)}"
+        try:
+            splits(args.data, NATIVE_SIZE[source.kind])
+        except DataError as e:
+            fail(PROG, str(e))
+    if args.out is None and plan.out is None:
+        fail(PROG, f"on {device} the {source.kind} grid runs only a check of its path (not a result): pass --out DIR "
+                   "outside results/")
+    args.out = Path(plan.out if args.out is None else args.out)
     args.results = check_out(PROG, args.out).resolve()
-    if args.device == "cuda":
-        check_device(PROG, "cuda")
+    if not plan.result and args.results.is_relative_to(REPO / "results"):
+        fail(PROG, f"--out {args.out}: on {device} the {source.kind} grid runs only a check of its path, which is "
+                   "not a result: write it outside results/")
     params = row_parameters("resnet18", "case4", args.seeds[0], args.results, args)
     try:
         TrainConfig(**{k: v for k, v in params.items() if k != "nproc" and v is not None})
     except ValueError as e:
         fail(PROG, in_flags(str(e), {k: "--" + k.replace("_", "-") for k in params}))
     grids = ("table1", "table3") if args.grid == "all" else (args.grid,)
-    rows = [row for row in unique_rows(grids) if row[0] in args.archs]
+    rows = [row for row in unique_rows(grids) if row[0] in args.archs and (plan.rows is None or row in plan.rows)]
     if not rows:
         fail(PROG, f"--archs {' '.join(args.archs)}: {args.grid} has no rows of "
                    f"{'that architecture' if len(args.archs) == 1 else 'those architectures'} "
@@ -280,7 +309,8 @@ def parse_args(argv=None):
     parser = make_parser(PROG, __doc__)
     parser.add_argument("grid", choices=("table1", "table3", "all"), help="which grid to run")
     add_config_flags(parser, GridConfig)
-    add_out_flag(parser, "results", "results folder: runs/, tables/, and with 'all' reconstruction/ and speedup/")
+    add_out_flag(parser, None, "results folder: runs/, tables/, and with 'all' reconstruction/ and speedup/ "
+                               "(default: the grid's, results/ or results/fashion-mnist/)")
     args = parser.parse_args(argv)
     for f in dataclasses.fields(GridConfig):  # flags left out take GridConfig's defaults
         if not hasattr(args, f.name):
@@ -319,9 +349,12 @@ def _execute_or_fail(notebook, output, params):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not args.grid_plan.result:
+        print(f"a check of the path, not a result: {len(args.plan)} run(s) of {args.grid_plan.limit_batches} "
+              f"batch(es) into {_relative(args.results)}", flush=True)
     _run_rows(args)
     results = args.results
-    if args.grid == "all":
+    if args.grid == "all" and args.grid_plan.extras:
         if args.force or not (results / "reconstruction" / "table2.csv").exists():
             print("Table 2: notebooks/reconstruction.ipynb", flush=True)
             device = "cuda" if args.device == "cuda" else "cpu"
@@ -333,9 +366,11 @@ def main(argv=None):
 
             speedup.main(["--out", os.path.relpath(results / "speedup")])
     print("Tables: notebooks/tables.ipynb", flush=True)
+    names = ["table1", "table2", "table3", "figure1"] if args.grid_plan.extras else ["table1", "table3"]
     _execute_or_fail(NOTEBOOKS / "tables.ipynb", results / "tables" / "tables.ipynb",
-                     {"results": _relative(results), "out": _relative(results / "tables")})
-    print(f"wrote {_relative(results / 'tables')}/{{table1,table2,table3,figure1}}.{{md,tex}}, figure1.png")
+                     {"results": _relative(results), "out": _relative(results / "tables"), "render": names})
+    print(f"wrote {_relative(results / 'tables')}/{{{','.join(names)}}}.{{md,tex}}"
+          + (", figure1.png" if "figure1" in names else ""))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m studies.train --out runs/digits    # binary ResNet-18, Case 4, embedded digits, CPU, minutes
     python -m studies.train --data /data/imagenet --method case4 --arch resnet18
+    python -m studies.train --data fashion-mnist --device cuda     # Debian's dataset-fashion-mnist
     torchrun --nproc_per_node 8 -m studies.train --data /data/imagenet --arch alexnet --method xnor
     python -m studies.train --out runs/x --resume   # continue a run from runs/x/checkpoint.pt
 
@@ -11,8 +12,8 @@ comes from there); a flag left out takes the dataset's recipe value
 docs/models.md sets each architecture and recipe choice beside the paper and
 XNOR-Net's code.
 
-Without ``--out`` a digits run goes to results/train/digits-ARCH-METHOD and an
-ImageFolder run to runs/DATANAME-ARCH-METHOD (both under the repository); a
+Without ``--out`` a digits run goes to results/train/digits-ARCH-METHOD and any
+other to runs/DATANAME-ARCH-METHOD (both under the repository); a
 folder there that already holds a finished run (a committed result) is refused:
 pass ``--out DIR`` for a new run, or that folder as ``--out`` to replace it.
 Writes metrics.csv, config.json, summary.json and checkpoint.pt to the run's folder.

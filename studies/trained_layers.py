@@ -10,10 +10,10 @@ earlier), the real-valued ResNet-18 and the Case 4 binary ResNet-18 into
 ``OUT/models/`` (their checkpoint.pt is kept there and reused, or continued,
 by a rerun; metrics.csv, config.json, summary.json beside it). For every
 convolution of each model, in forward order, it records the real inputs on
-validation images (the digits' validation split, or ROOT/val of an
-ImageFolder tree with ``--data``; their classes must be the checkpoint's),
-fits each learned Gamma on ``--fit-images`` of them and scores every method
-on those and on
+validation images (the digits' validation split, or that of what ``--data``
+names, as for ``studies.train``; their classes must be the checkpoint's), fits
+each learned Gamma on ``--fit-images`` of them and scores every method on
+those and on
 ``--heldout-images`` others (``xnorpp_core.reconstruction.trained``), and
 writes to ``--out``:
 
@@ -50,7 +50,7 @@ from xnorpp_core.reconstruction.trained import (CONFIDENCE, TrainedLayersConfig,
                                                 convolutions, layer_rows, record_inputs, score_layer)
 from xnorpp_core.report.tables import METHOD_LABELS  # noqa: E402
 from xnorpp_core.training import DataError, TrainConfig, TrainingError, train  # noqa: E402
-from xnorpp_core.training.data import check_classes, digits_splits, imagefolder_splits  # noqa: E402
+from xnorpp_core.training.data import DATA_HELP, check_classes, splits  # noqa: E402
 
 PROG = "python -m studies.trained_layers"
 DEFAULT_OUT = "results/reconstruction/trained"
@@ -63,9 +63,9 @@ def build_parser():
     parser.add_argument("--checkpoints", type=Path, nargs="+", default=None, metavar="FILE",
                         help="checkpoint.pt of python -m studies.train (one or more; default: train the two "
                              "digits models)")
-    parser.add_argument("--data", type=Path, default=None, metavar="ROOT",
-                        help="ImageFolder root with train/ and val/ class folders; val/ gives the images "
-                             "(default: the embedded digits' validation split)")
+    parser.add_argument("--data", default=None, metavar="DATA",
+                        help=f"the images: the validation split of {DATA_HELP} (default: the embedded digits' "
+                             "validation split)")
     parser.add_argument("--epochs", type=bounded(EPOCHS), default=None, metavar="N",
                         help="epochs of the two digits models trained without --checkpoints (default: the digits "
                              "recipe's, 9; fewer stop the same run earlier)")
@@ -82,7 +82,7 @@ def _images(prog, data, size, resize, config, source, trained_on):
     permutation; a one-line exit when the data cannot be read, has too few images, or other classes than
     ``trained_on``, those of the model ``source`` (a checkpoint)."""
     try:
-        _, val, classes = digits_splits(size) if data is None else imagefolder_splits(data, size, resize)
+        _, val, classes = splits(data, size, resize)
         check_classes("the embedded digits" if data is None else f"--data {data}", classes, source, trained_on)
     except DataError as err:
         fail(prog, str(err))

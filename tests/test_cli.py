@@ -80,7 +80,7 @@ def test_one_flag_name_per_concept(name, monkeypatch, capsys):
 # flag -> (metavar, choices) shared by every study that has it
 VOCABULARY = {"--out": ("DIR", None), "--threads": ("N", None), "--device": (None, _cli.DEVICE_CHOICES),
               "--loss": (None, ("l1", "l2")), "--losses": (None, ("l1", "l2")), "--padding": ("P", None),
-              "--data": ("ROOT", None), "--checkpoint": ("FILE", None), "--checkpoints": ("FILE", None),
+              "--data": ("DATA", None), "--checkpoint": ("FILE", None), "--checkpoints": ("FILE", None),
               "--model": ("FILE", None), "--seed": ("N", None), "--seeds": ("N", None), "--repeats": ("N", None)}
 
 

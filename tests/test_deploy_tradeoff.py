@@ -64,3 +64,26 @@ def test_a_checkpoint_that_is_not_a_digits_resnet_is_refused(tmp_path, capsys):
         study.main(["--checkpoints", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "out")])
     assert e.value.code == 2 and "is not a PyTorch file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_packed_forms_are_the_model_file_loaded_back(tmp_path):
+    import torch
+
+    from xnorpp_core.deploy.whole_network import trained_like
+    from xnorpp_core.models import build_model
+    from xnorpp_core.packed import backend_info
+
+    kwargs = {"num_classes": 10, "input_size": 12, "pad_mode": "zero", "small_input": True}
+    g = torch.Generator().manual_seed(0)
+    real = trained_like(build_model("resnet18", "real", **kwargs), g).eval()
+    binary = trained_like(build_model("resnet18", "case4", **kwargs), g).eval()
+    calibration = torch.randn(8, 3, 12, 12, generator=g)
+    forms, references, _, size = tradeoff.tradeoff_forms(real, binary, kwargs, backend_info("numpy"), calibration,
+                                                        tmp_path)
+    assert size == (tmp_path / "model.xnorpp").stat().st_size
+    assert {"fp32_real_eager", "emulated", "packed", "packed_int8real"} <= set(forms)
+    x = torch.randn(3, 3, 12, 12, generator=g)
+    with torch.no_grad():
+        for name in ("packed", "packed_int8real"):
+            assert torch.equal(forms[name](x), references[name](x))
+        assert not torch.equal(forms["packed"](x), forms["packed_int8real"](x))

@@ -40,7 +40,7 @@ def test_every_flag_has_help(capsys):
     with pytest.raises(SystemExit):
         kernel_bench.main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--threads", "--methods", "--batch-size", "--min-run-time", "--backend", "--layers", "--model",
+    for flag in ("--threads", "--methods", "--batch-size", "--min-run-time", "--backend", "--layers",
                  "--seed", "--out"):
         assert flag in text
     assert all(f in text for f in ("kernel_bench.csv", "kernel_bench_summary.md", "run.json"))  # the outputs
@@ -50,7 +50,7 @@ def test_environment_variable_picks_the_backend(tmp_path, monkeypatch):
     # an explicit --backend auto (the default) defers to XNORPP_PACKED_BACKEND
     monkeypatch.setenv("XNORPP_PACKED_BACKEND", "numpy")
     out = tmp_path / "out"
-    kernel_bench.main(["--layers", "paper", "--threads", "1", "--min-run-time", "0.01", "--no-model-size",
+    kernel_bench.main(["--layers", "paper", "--threads", "1", "--min-run-time", "0.01",
                        "--backend", "auto", "--out", str(out)])
     assert json.loads((out / "run.json").read_text())["backend"]["name"] == "numpy"
 
@@ -64,7 +64,7 @@ def test_out_must_be_a_folder(tmp_path):
 
 def test_short_run_on_the_paper_layer(tmp_path):
     out = tmp_path / "out"
-    kernel_bench.main(["--layers", "paper", "--threads", "1", "--min-run-time", "0.01", "--no-model-size",
+    kernel_bench.main(["--layers", "paper", "--threads", "1", "--min-run-time", "0.01",
                        "--methods", "case1", "case4", "--backend", "numpy", "--out", str(out)])
     assert {p.name for p in out.iterdir()} == {"kernel_bench.csv", "kernel_bench.md", "speedup.png",
                                                "kernel_bench_summary.md", "run.json"}

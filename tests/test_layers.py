@@ -53,6 +53,23 @@ def test_pad_modes_differ_only_on_the_border():
     assert not torch.equal(zero, minus)
 
 
+@pytest.mark.parametrize("dtype, exact_up_to", [(torch.float16, 2048), (torch.bfloat16, 256)])
+@pytest.mark.parametrize("pad_mode", PAD_MODES)
+def test_mixed_precision_never_rounds_a_binary_sum(dtype, exact_up_to, pad_mode):
+    """Under autocast a sum of more terms than the type holds exactly (float16: 2048, bfloat16: 256) is made in
+    float32; up to that, in the autocast type. All-positive signs give the largest sum, c x 1 x 1 = c."""
+    for channels, kept in ((exact_up_to + 1, torch.float32), (exact_up_to, dtype)):
+        layer = BinaryConv2d(channels, 2, 1, method="direct", pad_mode=pad_mode)
+        nn.init.constant_(layer.weight, 0.5)
+        x = torch.rand(1, channels, 3, 2) + 0.1
+        reference = agree_minus_disagree(x.numpy(), layer.weight.detach().numpy(), 1, 0, pad_mode)
+        assert reference.max() == channels
+        with torch.autocast("cpu", dtype=dtype):
+            y = layer(x)
+        np.testing.assert_array_equal(y.detach().float().numpy(), reference)
+        assert y.dtype == kept
+
+
 def _reference(method, layer, x):
     """numpy reference of every method's output for a BinaryConv2d."""
     w = layer.weight.detach().numpy()

@@ -9,7 +9,9 @@ import torch
 import torch.nn as nn
 
 from xnorpp_core import limits
+from xnorpp_core.layers import METHODS
 from xnorpp_core.limits import SEED, Bounds, check_fields, forward_bytes, ints, reals
+from xnorpp_core.models import build_model
 
 
 @pytest.mark.parametrize("bounds, inside, outside", [
@@ -90,3 +92,14 @@ def test_forward_bytes_counts_every_leaf_output_by_hand():
     by_hand = 4 * (8 * 8 * 8 + 8 * 8 * 8 + 8 * 4 * 4 + 8 * 4 * 4 + 5)  # conv, relu, pool, flatten, linear
     assert forward_bytes(build, (1, 3, 8, 8)) == by_hand
     assert forward_bytes(build, (2, 3, 8, 8)) == 2 * by_hand
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "alexnet"])
+@pytest.mark.parametrize("method", METHODS)
+def test_forward_bytes_runs_every_network_of_the_toolkit(arch, method):
+    """Every architecture and method runs on the meta device (the training's memory check runs them there), and
+    keeps more than its input and less than a forward pass could keep at most (every leaf's output times the
+    widest layer's, a loose ceiling)."""
+    size = 32
+    bytes_ = forward_bytes(lambda: build_model(arch, method, 10, size, small_input=True), (1, 3, size, size))
+    assert 4 * 3 * size * size < bytes_ < 4 * 4096 * size * size * 64

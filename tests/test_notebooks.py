@@ -15,7 +15,8 @@ import pytest
 
 from studies import notebooks as runner
 from xnorpp_core.report import tables
-from xnorpp_core.training import METRICS_COLUMNS, TrainConfig, TrainingError
+from datafiles import fashion_files
+from xnorpp_core.training import METRICS_COLUMNS, TrainConfig, TrainingError, grids
 
 TINY = ["--epochs", "1", "--limit-batches", "1", "--batch-size", "8", "--trials", "2", "--seeds", "0"]
 ROWS = {"table1": (("resnet18", "case4"),), "table3": (("alexnet", "xnor"), ("resnet18", "case4"))}
@@ -112,7 +113,7 @@ def test_runner_parameters_are_the_notebooks_parameters(tmp_path):
     args = runner.parse_args(["all", "--train", "--out", str(tmp_path)])
     declared = papermill.inspect_notebook(str(runner.NOTEBOOKS / "train.ipynb"))
     assert set(runner.row_parameters("resnet18", "xnor", 0, tmp_path, args)) == set(declared)
-    assert set(papermill.inspect_notebook(str(runner.NOTEBOOKS / "tables.ipynb"))) == {"results", "out"}
+    assert set(papermill.inspect_notebook(str(runner.NOTEBOOKS / "tables.ipynb"))) == {"results", "out", "render"}
     reconstruction = papermill.inspect_notebook(str(runner.NOTEBOOKS / "reconstruction.ipynb"))
     assert {"trials", "device", "out"} <= set(reconstruction)
     for name in ("train", "reconstruction", "tables"):  # literal defaults only in the parameters cell
@@ -124,20 +125,24 @@ def test_runner_parameters_are_the_notebooks_parameters(tmp_path):
 
 
 def test_help_shows_values_not_names():
-    """The docstring (shown by --help) states the embedded digits' seeds, epochs and step as numbers."""
+    """The docstring (shown by --help) states each grid's seeds, epochs, step and rows as numbers."""
     doc = " ".join(runner.__doc__.split())
-    seeds = " ".join(map(str, runner.EMBEDDED_SEEDS))
-    assert f"{len(runner.EMBEDDED_SEEDS)} seeds ({seeds}) for {runner.EMBEDDED_EPOCHS} epochs" in doc
-    assert runner.EMBEDDED_LR_STEP == 1 and "divided by 10 after every epoch" in doc
-    assert "EMBEDDED_" not in doc
+    digits, fashion, check = (grids.GRID_PLANS[k] for k in (("digits", "any"), ("fashion-mnist", "cuda"),
+                                                             ("fashion-mnist", "cpu")))
+    assert f"{len(digits.seeds)} seeds ({' '.join(map(str, digits.seeds))}) for {digits.epochs} epochs" in doc
+    assert digits.lr_step == fashion.lr_step == 1 and "divided by 10 after every epoch" in doc
+    assert f"{len(fashion.rows)} rows" in doc and f"{len(fashion.seeds)} seeds for {fashion.epochs} epochs" in doc
+    assert f"into ``{fashion.out}``" in doc and len(check.rows) == 2 and check.seeds == (0,)
+    assert (check.epochs, check.limit_batches, check.batch_size) == (1, 1, 8)
+    assert "one seed, one epoch of one batch of 8 images" in doc
 
 
 def test_seeds_epochs_and_shared_rows(tmp_path):
     digits = runner.parse_args(["all", "--train", "--out", str(tmp_path)])
-    assert digits.seeds == list(runner.EMBEDDED_SEEDS) and len(digits.seeds) >= 5
+    plan = grids.GRID_PLANS[("digits", "any")]
+    assert digits.seeds == list(plan.seeds) and len(digits.seeds) >= 5
     params = runner.row_parameters("resnet18", "xnor", 3, tmp_path, digits)
-    assert (params["seed"], params["epochs"], params["lr_step"]) == (3, runner.EMBEDDED_EPOCHS,
-                                                                     runner.EMBEDDED_LR_STEP)
+    assert (params["seed"], params["epochs"], params["lr_step"]) == (3, plan.epochs, plan.lr_step)
     for split in ("train", "val"):
         (tmp_path / "imagenet" / split).mkdir(parents=True)
     imagenet = runner.parse_args(["all", "--train", "--data", str(tmp_path / "imagenet"),
@@ -229,4 +234,70 @@ def test_tables_notebook_writes_inside_its_results_folder_by_default(results, tm
 ])
 def test_notebook_errors_carry_their_message(tmp_path, notebook, parameters, message):
     assert message in _failure(notebook, tmp_path, {**parameters, "out": str(tmp_path / "out")})
+    assert not (tmp_path / "out").exists()
+
+
+# --- Fashion-MNIST: the GPU grid's plan, and its path check on a CPU ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fashion")
+    fashion_files(folder)
+    return folder
+
+
+def test_fashion_mnist_grid_on_a_gpu(fashion, monkeypatch):
+    """What the prepared GPU command trains (planned here, nothing trained): ten rows, three seeds each."""
+    monkeypatch.setattr(runner, "resolve_device", lambda prog, device: "cuda")
+    args = runner.parse_args(["all", "--data", f"fashion-mnist:{fashion}", "--train"])
+    plan = grids.GRID_PLANS[("fashion-mnist", "cuda")]
+    assert args.results == runner.REPO / "results" / "fashion-mnist" and args.seeds == [0, 1, 2]
+    assert sorted({(p[2]["arch"], p[2]["method"]) for p in args.plan}) == sorted(plan.rows)
+    assert len(args.plan) == 30 and {p[3] for p in args.plan} == {"train"}
+    params = args.plan[0][2]
+    assert (params["epochs"], params["lr_step"], params["batch_size"], params["limit_batches"]) == (2, 1, None, None)
+    assert params["data"] == f"fashion-mnist:{fashion}" and not args.results.exists()
+
+
+def test_fashion_mnist_grid_on_a_cpu_is_a_path_check(fashion, tmp_path, capsys):
+    out = tmp_path / "check"
+    runner.main(["all", "--data", f"fashion-mnist:{fashion}", "--train", "--device", "cpu", "--out", str(out)])
+    assert "a check of the path, not a result" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == ["resnet18_case4", "resnet18_xnor"]
+    config = json.loads((out / "runs" / "resnet18_case4" / "seed0" / "config.json").read_text())
+    assert (config["data"], config["epochs"], config["limit_batches"], config["batch_size"]) == (
+        f"fashion-mnist:{fashion}", 1, 1, 8)
+    assert sorted(p.name for p in out.iterdir()) == ["runs", "tables"]  # no Table 2 study, no Figure 1
+    assert sorted(p.name for p in (out / "tables").glob("*.md")) == ["table1.md", "table3.md"]
+    table1 = (out / "tables" / "table1.md").read_text()
+    row = "| Case 4: α ⊗ β ⊗ γ (ours) | α ∈ R^o, β ∈ R^h_out, γ ∈ R^w_out | Fashion-MNIST | 1 "
+    assert row in table1
+    assert "On Fashion-MNIST: 1 epoch(s)" in table1 and "(`python -m studies.notebooks" not in table1
+
+
+@pytest.mark.parametrize("out, message", [
+    (None, "on cpu the fashion-mnist grid runs only a check of its path (not a result): pass --out DIR outside "
+           "results/"),
+    ("results/fashion-mnist-check", "--out results/fashion-mnist-check: on cpu the fashion-mnist grid runs only a "
+                                    "check of its path, which is not a result: write it outside results/"),
+])
+def test_the_path_check_never_writes_into_results(fashion, capsys, out, message):
+    before = sorted((runner.REPO / "results").iterdir())
+    with pytest.raises(SystemExit) as exit_:
+        runner.main(["all", "--data", f"fashion-mnist:{fashion}", "--train", "--device", "cpu"]
+                    + ([] if out is None else ["--out", str(runner.REPO / out)]))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err.replace(str(runner.REPO) + "/", "")
+    assert sorted((runner.REPO / "results").iterdir()) == before
+
+
+def test_a_damaged_file_stops_the_grid_before_it_starts(tmp_path, capsys):
+    folder = tmp_path / "fashion"
+    fashion_files(folder)
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+    with pytest.raises(SystemExit) as exit_:
+        runner.main(["all", "--data", f"fashion-mnist:{folder}", "--train", "--device", "cpu", "--out",
+                     str(tmp_path / "out")])
+    assert exit_.value.code == 2 and "train-labels-idx1-ubyte.gz is a damaged gzip file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

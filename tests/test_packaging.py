@@ -48,13 +48,13 @@ def test_wheel_holds_the_library_and_its_cpp_only(wheel):
 def test_wheel_declares_what_the_library_imports(wheel):
     _, metadata = wheel
     requires = metadata.get_all("Requires-Dist")
-    def normal(requirement):  # ("torch", {"<3", ">=2.3"}) for "torch<3,>=2.3" and "torch>=2.3,<3" alike
+    def normal(requirement):  # ("torch", {"<3", ">=2.4"}) for "torch<3,>=2.4" and "torch>=2.4,<3" alike
         text = requirement.split(";")[0].replace(" ", "")
         name = text[:next(i for i, c in enumerate(text) if c in "<>=!~")]
         return name, frozenset(text[len(name):].split(","))
 
     core = {normal(r) for r in requires if "extra ==" not in r}
-    for needed in ("torch>=2.3,<3", "pandas>=2.1,<4", "pillow>=9.1", "ninja>=1.11,<2"):
+    for needed in ("torch>=2.4,<3", "pandas>=2.1,<4", "pillow>=9.1", "ninja>=1.11,<2"):
         assert normal(needed) in core, (needed, core)
     extras = {normal(r)[0]: r.split("extra ==")[1].strip(" '\"") for r in requires if "extra ==" in r}
     for name in ("papermill", "ipykernel", "jupyterlab", "nbformat"):  # notebooks only

@@ -1,5 +1,6 @@
-"""Int8 real layers: ``Int8Gemm`` (1x1 convolutions and linear layers) against an integer reference, and the
-compiled ``int8_gemm`` against ``Int8Gemm``, bit for bit, on both of its paths."""
+"""Int8 real layers: ``Int8Gemm`` (1x1 convolutions and linear layers) and ``Int8Conv`` (a convolution with its
+ReLU and max pooling) against integer references, and the compiled ``int8_gemm`` and ``int8_conv`` against them,
+bit for bit, on both of their paths."""
 
 import numpy as np
 import pytest
@@ -7,11 +8,11 @@ import torch
 import torch.nn as nn
 from torch.ao.quantization import get_default_qconfig
 
-from xnorpp_core.packed.int8 import Int8Gemm, default_engine
+from xnorpp_core.packed.int8 import Int8Conv, Int8Gemm, default_engine
 
 
 def _gemm(layer, scale=0.05, zero_point=60, step=None):
-    return Int8Gemm(layer, (scale, zero_point), get_default_qconfig(default_engine()), step)
+    return Int8Gemm.from_float(layer, (scale, zero_point), get_default_qconfig(default_engine()), step)
 
 
 def _conv(c, o, stride=1, seed=0):
@@ -116,7 +117,7 @@ def test_asymmetric_weights_are_refused():
     with torch.no_grad():
         layer.weight.abs_()  # all positive: an affine observer gives nonzero zero points
     with pytest.raises(ValueError, match="symmetric weight quantization"):
-        Int8Gemm(layer, (0.1, 0), affine)
+        Int8Gemm.from_float(layer, (0.1, 0), affine)
 
 
 def test_the_kernel_checks_its_operands(kernel):
@@ -135,23 +136,105 @@ def test_the_kernel_checks_its_operands(kernel):
         kernel.int8_gemm(x, 1, 1, gemm.inv_scale, 0, wq, sums, scale[:4].contiguous(), bias, 4, True)
 
 
+def _int8_conv(c, o, k, stride, padding, relu, pool, scale=0.04, zero_point=70, seed=5):
+    torch.manual_seed(seed)
+    layer = nn.Conv2d(c, o, k, stride, padding, bias=True).eval()
+    with torch.no_grad():
+        layer.bias.normal_(0, 0.5)  # many outputs below zero: the ReLU and the pooling meet zeros and ties
+    pool = None if pool is None else nn.MaxPool2d(*pool)
+    return Int8Conv.from_float(layer, (scale, zero_point), get_default_qconfig(default_engine()), relu, pool)
+
+
+def _conv_reference(conv, x):
+    """``Int8Conv``'s output from numpy integers: codes rounded half to even in float32, zero padding (the code
+    of 0.0), exact int64 sums over each window, a float32 multiply then add, ReLU, max pooling (floor mode; the
+    padding never wins)."""
+    codes = np.clip(np.rint(x.numpy() * np.float32(conv.inv_scale)) + np.float32(conv.zero_point), 0, 255)
+    q = codes.astype(np.int64) - conv.zero_point  # (n, c, H, W)
+    (ph, pw), (sh, sw) = conv.padding, conv.stride
+    q = np.pad(q, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    w = conv.weight_codes.numpy().astype(np.int64)  # (o, c, kh, kw)
+    windows = np.lib.stride_tricks.sliding_window_view(q, w.shape[2:], axis=(2, 3))[:, :, ::sh, ::sw]
+    acc = np.einsum("nchwij,ocij->nohw", windows, w)
+    y = acc.astype(np.float32) * conv.out_scale.numpy()[:, None, None] + conv.bias.numpy()[:, None, None]
+    if conv.relu:
+        y = np.maximum(y, np.float32(0))
+    if conv.pool is not None:
+        kh, kw, psh, psw, pph, ppw = conv.pool
+        y = np.pad(y, ((0, 0), (0, 0), (pph, pph), (ppw, ppw)), constant_values=-np.inf)
+        y = np.lib.stride_tricks.sliding_window_view(y, (kh, kw), axis=(2, 3))[:, :, ::psh, ::psw].max((-2, -1))
+    return torch.from_numpy(np.ascontiguousarray(y))
+
+
+CONV_CASES = [  # (c, o, k, stride, padding, relu, pool, batch, size): the stems of ResNet-18 and AlexNet, smaller
+    (3, 64, 7, 2, 3, True, (3, 2, 1), 1, 20),   # ResNet-18's stem
+    (3, 20, 11, 4, 2, True, (3, 2), 2, 31),     # AlexNet's, with outputs not a multiple of 16
+    (3, 16, 3, 1, 1, True, None, 2, 9),         # the small-input stem: no pooling
+    (5, 40, 3, 2, 0, False, (2, 2), 1, 13),     # no ReLU; windows of channels not a multiple of 4
+    (1, 100, 5, 1, 2, True, (3, 1, 1), 3, 7),   # one channel; more than 64 outputs; pooling at stride 1
+    (8, 33, 1, 1, 0, True, (3, 3), 1, 10),      # a 1x1 convolution with a ReLU
+]
+
+
+@pytest.mark.parametrize("c,o,k,stride,padding,relu,pool,batch,size", CONV_CASES)
+def test_int8_conv_equals_the_integer_reference(c, o, k, stride, padding, relu, pool, batch, size):
+    conv = _int8_conv(c, o, k, stride, padding, relu, pool)
+    x = _inputs((batch, c, size, size), conv)
+    with torch.no_grad():
+        assert torch.equal(conv(x), _conv_reference(conv, x))
+
+
 @pytest.mark.parametrize("simd", [False, True])
-@pytest.mark.parametrize("channels,k,s,p", [(64, 3, 2, 1), (70, 3, 2, 1), (16, 2, 2, 0), (130, 3, 1, 1)])
-def test_max_pool_codes_equals_pooling_then_values_then_signs(kernel, simd, channels, k, s, p):
-    # the pooling of codes, their values from the table and the next layer's bits, against torch's float pooling of
-    # the codes (exact: small integers), a table lookup and pack_signs with the same threshold
-    g = torch.Generator().manual_seed(12)
-    q = torch.randint(0, 256, (2, channels, 9, 9), dtype=torch.uint8, generator=g)
-    q = q.contiguous(memory_format=torch.channels_last)
-    values = torch.sort(torch.randn(256, generator=g)).values
-    scale = torch.where(torch.arange(channels) % 3 == 0, -1.0, 1.0)
-    thr = torch.randn(channels, generator=g) * 0.5
-    y, bits = kernel.max_pool_codes(q, values, k, k, s, s, p, p, scale, thr, 1, 1, simd)
-    codes = torch.nn.functional.max_pool2d(q.float(), k, s, p).long()
-    expected = values[codes]
-    assert torch.equal(y, expected) and y.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(bits, kernel.pack_signs(expected, 1, 1, scale, thr, simd))
-    with pytest.raises(RuntimeError, match="must not decrease"):
-        kernel.max_pool_codes(q, values.flip(0).contiguous(), k, k, s, s, p, p, scale, thr, 1, 1, simd)
-    with pytest.raises(RuntimeError, match="quint8 or uint8"):
-        kernel.max_pool_codes(q.float(), values, k, k, s, s, p, p, scale, thr, 1, 1, simd)
+@pytest.mark.parametrize("c,o,k,stride,padding,relu,pool,batch,size", CONV_CASES)
+def test_the_compiled_kernel_equals_int8_conv(kernel, simd, c, o, k, stride, padding, relu, pool, batch, size):
+    conv = _int8_conv(c, o, k, stride, padding, relu, pool, scale=0.03, zero_point=37 if relu else 128, seed=6)
+    x = _inputs((batch, c, size, size), conv, seed=6).contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(7)
+    scale = torch.where(torch.arange(o) % 3 == 0, -1.0, 1.0)  # the next layer's folded BN -> sign
+    thr = torch.randn(o, generator=g) * 0.3
+    y, bits = kernel.int8_conv(x.permute(0, 2, 3, 1).contiguous(), conv.inv_scale, conv.zero_point,
+                               *conv.kernel_operands(), o, k, k, stride, stride, padding, padding, relu,
+                               *(conv.pool or (1, 1, 1, 1, 0, 0)), scale, thr, 1, 2, simd)
+    with torch.no_grad():
+        expected = conv(x)
+    assert torch.equal(y.permute(0, 3, 1, 2), expected)
+    assert torch.equal(bits, kernel.pack_signs(expected, 1, 2, scale, thr, simd))
+    y_only, none = kernel.int8_conv(x.permute(0, 2, 3, 1).contiguous(), conv.inv_scale, conv.zero_point,
+                                    *conv.kernel_operands(), o, k, k, stride, stride, padding, padding, relu,
+                                    *(conv.pool or (1, 1, 1, 1, 0, 0)), None, None, 0, 0, simd)
+    assert torch.equal(y_only, y) and none is None
+
+
+def test_int8_conv_is_close_to_the_float_layers():
+    torch.manual_seed(8)
+    layer, pool = nn.Conv2d(3, 16, 7, 2, 3).eval(), nn.MaxPool2d(3, 2, 1)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    conv = Int8Conv.from_float(layer, (float(x.abs().max()) / 127, 128), get_default_qconfig(default_engine()), True, pool)
+    with torch.no_grad():
+        real, int8 = pool(torch.relu(layer(x))), conv(x)
+    assert not torch.equal(int8, real)
+    torch.testing.assert_close(int8, real, rtol=0.05, atol=0.05 * float(real.abs().max()))
+
+
+def test_int8_conv_checks_its_operands(kernel):
+    conv = _int8_conv(3, 16, 3, 1, 1, True, (2, 2))
+    wq, sums, scale, bias = conv.kernel_operands()
+    x = torch.randn(1, 6, 6, 3)
+    geometry = (16, 3, 3, 1, 1, 1, 1, True, 2, 2, 2, 2, 0, 0)
+
+    def run(*args, **replace):
+        ops = {"x": x, "wq": wq, "scale": scale, **replace}
+        return kernel.int8_conv(ops["x"], conv.inv_scale, conv.zero_point, ops["wq"], sums, ops["scale"], bias,
+                                *(args or geometry), None, None, 0, 0, True)
+
+    with pytest.raises(RuntimeError, match="finite and positive"):
+        run(scale=torch.where(torch.arange(16) == 5, -1.0, scale))
+    with pytest.raises(RuntimeError, match="contiguous float32"):
+        run(x=x.permute(0, 2, 1, 3))
+    with pytest.raises(RuntimeError, match="wq must be"):
+        run(wq=wq[:, :1].contiguous())
+    with pytest.raises(RuntimeError, match="smaller than the kernel"):
+        run(x=torch.randn(1, 1, 1, 3), *(16, 5, 5, 1, 1, 1, 1, True, 2, 2, 2, 2, 0, 0))
+    with pytest.raises(RuntimeError, match="pooling"):
+        run(16, 3, 3, 1, 1, 1, 1, True, 2, 2, 2, 2, 2, 0)  # padding beyond half the pooling window
+    assert run()[0].shape == (1, 3, 3, 16)

@@ -265,8 +265,8 @@ def test_int8_real_layers_equal_their_emulation(backend, method):
     net = PackedNetwork(model, backend, real_layers="int8")
     x = torch.randn(3, 3, 40, 40, generator=torch.Generator().manual_seed(7))
     kinds = {name: type(m).__name__ for name, m in net.reference.named_modules()
-             if isinstance(m, (packed.int8.Int8Layers, packed.int8.Int8Gemm))}
-    assert kinds == {"graph.stem.0": "Int8Layers", "graph.fc": "Int8Gemm", **{
+             if isinstance(m, (packed.int8.Int8Conv, packed.int8.Int8Gemm))}
+    assert kinds == {"graph.stem.0": "Int8Conv", "graph.fc": "Int8Gemm", **{
         f"graph.blocks.{i}.shortcut.0": "Int8Gemm" for i in (2, 4, 6)}}
     with torch.no_grad():
         logits = net(x)
@@ -275,10 +275,13 @@ def test_int8_real_layers_equal_their_emulation(backend, method):
         real = fused_emulation(model)(x)
     assert not torch.equal(logits, real)  # the real layers did run in int8 ...
     torch.testing.assert_close(logits, real, rtol=0.2, atol=0.2 * float(real.abs().max()))  # ... close to float
-    # compiled: the shortcuts and classifier by int8_gemm, the stem's pooling, values and signs in one pass (bits)
-    steps = [type(step).__name__ for _, step in net._steps]
+    # compiled: the shortcuts and classifier by int8_gemm, the stem by int8_conv, which also packs the next layer's
+    # signs (bits) where the binary layers take bits
+    steps = [step for _, step in net._steps]
     compiled = net.backend.name != "numpy"
-    assert steps.count("_Gemm") == 4 * compiled and steps.count("_Int8Pool") == int(compiled and not net.amx)
+    assert [type(s).__name__ for s in steps].count("_Gemm") == 4 * compiled
+    stems = [s for s in steps if type(s).__name__ == "_Int8Conv"]
+    assert len(stems) == int(compiled) and all((s.emit is not None) == (not net.amx) for s in stems)
 
 
 def net_calibration(net):

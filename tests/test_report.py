@@ -12,6 +12,7 @@ from studies import report as report_cli
 from xnorpp_core import provenance
 from xnorpp_core.report import findings, generated, verdicts
 from xnorpp_core.report.machine import cpu_label, machine_label, short_label
+from xnorpp_core.training import grids
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,12 +174,15 @@ def test_compression_verdict_reverses():
     assert "**not reached**" in verdicts.verdict_compression(29.0, 30.0, 32.0)  # more than 5% short
 
 
-def test_compression_finding_reads_the_whole_model_ratios(copy):
-    size = copy / "results" / "kernel_bench" / "model_size.csv"
+def test_compression_finding_reads_the_model_file_ratios(copy):
+    size = copy / "results" / "model_size" / "model_size.csv"
     frame = pd.read_csv(size)
     finding = findings.read_kernel(copy / "results")[1]
     assert finding.artifact.startswith("Model size") and "**not reached** by the whole model" in finding.verdict
     assert "evaluation.json" in " ".join(finding.files) and "exported model file" in finding.ours
+    case4 = frame.set_index("method").loc["case4"]
+    assert f"{case4.compression_vs_real:.2f}x (" in finding.ours and "int8 form" in finding.ours
+    assert finding.command == "python -m studies.model_size"
     frame["compression_vs_real"] = 33.0
     frame.to_csv(size, index=False)
     assert findings.read_kernel(copy / "results")[1].verdict.startswith("~32x model compression **holds**")
@@ -306,3 +310,46 @@ def test_network_is_set_beside_the_single_layer_only_on_the_same_cpu(tmp_path):
     assert "less than the single binary layer's 10.0x" in findings._read_network(tmp_path / "inference", layer).verdict
     other = layer.assign(cpu="cpu B")
     assert "single binary layer" not in findings._read_network(tmp_path / "inference", other).verdict
+
+
+# --- Tables 1 and 3 on Fashion-MNIST: not measured yet, then measured -----------------------------------
+
+
+def test_fashion_mnist_rows_are_not_measured_yet_with_their_estimate(copy):
+    found = [f for f in findings.read_findings(copy / "results") if f.artifact.startswith("Fashion-MNIST")]
+    assert [f.artifact.split(":")[1].strip() for f in found] == ["Table 1", "Table 3"]
+    step_ms = pd.read_csv(copy / "results" / "benchmarks" / "train_step" / "cuda" / "benchmark.csv").set_index(
+        "method")["step_ms"].to_dict()
+    minutes = grids.estimate_seconds(grids.GRID_PLANS[("fashion-mnist", "cuda")], step_ms) / 60
+    for f in found:
+        assert (f.ours, f.files, f.ran) == ("not measured yet", (), False)
+        assert f.verdict == "not measured yet: the grid needs a GPU (`bash scripts/gpu_grid.sh`)"
+        assert f.details[0].startswith(f"estimated, not measured: {minutes:.1f} min on one GPU for 10 rows x 3 "
+                                       "seeds of 2 epochs")
+    report_cli.main(["--repo", str(copy)])
+    assert "| Fashion-MNIST: Table 1: ResNet-18, Cases 1-4 against XNOR-Net | every case above XNOR-Net on " \
+           "ImageNet (+4.3 to +5.9 top-1) | not measured yet | not measured yet" in (copy / "README.md").read_text()
+
+
+def test_fashion_mnist_rows_once_measured(copy):
+    """The digits runs, relabelled as Fashion-MNIST runs, stand in for the grid's: the rows, their seeds and
+    epochs, one row of run records for all of them, and the wall time the GPU script logged."""
+    results = copy / "results"
+    runs = results / "fashion-mnist" / "runs"
+    shutil.copytree(results / "runs", runs)
+    for config in runs.glob("*/*/config.json"):
+        record = json.loads(config.read_text())
+        config.write_text(json.dumps({**record, "data": "fashion-mnist"}))
+    (results / "fashion-mnist" / "gpu").mkdir()
+    (results / "fashion-mnist" / "gpu" / "steps.csv").write_text("step,exit_code,seconds\ngrid,124,540\ngrid,0,90\n")
+    table1, table3 = [f for f in findings.read_findings(results) if f.artifact.startswith("Fashion-MNIST")]
+    digits = [f for f in findings.read_findings(copy / "results") if f.artifact.startswith("Table 1:")][0]
+    assert table1.ours == digits.ours.replace("the embedded digits", "Fashion-MNIST")
+    assert table1.verdict == digits.verdict and table1.ran
+    assert table1.files == ("results/fashion-mnist/tables/table1.md", "results/fashion-mnist/runs")
+    assert table3.details[-1] == "wall time of the grid: 10.5 min over 2 call(s) (`fashion-mnist/gpu/steps.csv`)"
+    rows, n = generated.read_records(results), len(list(runs.glob("*/*/summary.json")))
+    assert [r[:2] for r in rows if "seed<N>" in r[0]] == [("runs/<arch>_<method>/seed<N>/", f"summary.json ({n} runs)"),
+                                                         ("fashion-mnist/runs/<arch>_<method>/seed<N>/",
+                                                          f"summary.json ({n} runs)")]
+    assert not any(r[0].startswith("fashion-mnist/runs/resnet18") for r in rows)

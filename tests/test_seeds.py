@@ -25,6 +25,7 @@ def test_paired_interval_by_hand():
     assert (d.low, d.high) == (pytest.approx(2 - half), pytest.approx(2 + half))
     assert d.text() == f"+2.0 [{2 - half:+.1f}, {2 + half:+.1f}]"
     assert seeds.ordering(d, "embedded digits") == "not separable on the embedded digits"  # 2 - 2.48 < 0
+    assert seeds.ordering(d, "Fashion-MNIST") == "not separable on Fashion-MNIST"  # a name takes no article
 
 
 @pytest.mark.parametrize("diffs, expected", [((1.0, 1.1), "above XNOR-Net"), ((-1.0, -1.1), "below XNOR-Net"),

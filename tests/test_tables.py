@@ -139,7 +139,9 @@ def test_write_table(tmp_path, runs):
 
 @pytest.mark.parametrize("data, label", [(None, "embedded digits"), ("/data/imagenet", "ImageNet"),
                                          ("/data/ILSVRC2012/", "ImageNet"), ("/data/ImageNet-1k/", "ImageNet"),
-                                         ("tiny", "ImageFolder tiny"),
+                                         ("tiny", "ImageFolder tiny"), ("fashion-mnist", "Fashion-MNIST"),
+                                         ("fashion-mnist:/d/f", "Fashion-MNIST"), ("cifar10:/d/c", "CIFAR-10"),
+                                         ("./fashion-mnist", "ImageFolder fashion-mnist"),
                                          ("/data/not-imagenet", "ImageFolder not-imagenet")])
 def test_dataset_label(data, label):
     assert tables.dataset_label(data) == label

@@ -15,13 +15,14 @@ from studies import (bench_inference, deploy_tradeoff, evaluate, export, kernel_
                      reconstruction, train, trained_layers)
 from xnorpp_core.deploy.whole_network import trained_like
 from xnorpp_core.models import build_model
-from xnorpp_core.packed.model_file import ModelFileError, export_bytes, load_model
+from xnorpp_core.packed.model_file import VERSION, ModelFileError, export_bytes, load_model
 from xnorpp_core.training import TrainConfig
 from xnorpp_core.training.checkpoint import seal
 from xnorpp_core.training.loop import CHECKPOINT_FORMAT
 
 KWARGS = {"num_classes": 10, "input_size": 12, "pad_mode": "zero", "small_input": True}
 DIGITS = [str(d) for d in range(10)]
+CALIBRATION = torch.randn(8, 3, 12, 12, generator=torch.Generator().manual_seed(1))
 
 
 def _model(seed=0, arch="resnet18", **kwargs):
@@ -49,12 +50,16 @@ def _image_folders(root, classes, splits=("val",), corrupt=None):
         (root / splits[-1] / corrupt / "1.png").write_bytes(b"not a picture")
 
 
+def _export(model):
+    return export_bytes(model, "resnet18", KWARGS, DIGITS, calibration=CALIBRATION)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A model file, the checkpoint it came from, and a few broken or foreign files."""
     root = tmp_path_factory.mktemp("files")
     model = _model()
-    data = export_bytes(model, "resnet18", KWARGS, DIGITS)
+    data = _export(model)
     (root / "model.xnorpp").write_bytes(data)
     _checkpoint(root / "checkpoint.pt", model)
     _checkpoint(root / "other_run" / "checkpoint.pt", _model(seed=1))  # the same configuration, another run
@@ -227,30 +232,34 @@ def test_evaluate_reads_only_val(files, capsys):
 
 def _offsets(data):
     """Byte offsets in each part of an exported file: header, metadata (the pickle), binary weights, real
-    weights, and the archive's directory."""
+    weights, int8 weights and their scales, and the archive's directory."""
     body_start = data.index(b"\n") + 1
     payload = torch.load(io.BytesIO(data[body_start:]), weights_only=True)
     bits = next(iter(payload["binary"].values()))["bits"].numpy().tobytes()
     real = payload["state"]["fc.weight"].numpy().tobytes()
+    int8 = payload["int8"]["layers"]["fc"]
+    codes, scales = int8["weight_codes"].numpy().tobytes(), int8["weight_scales"].numpy().tobytes()
     names = zipfile.ZipFile(io.BytesIO(data[body_start:])).namelist()
     pickle_name = next(n for n in names if n.endswith("data.pkl"))
     pickle_at = data.index(pickle_name.encode(), body_start) + len(pickle_name) + 100
-    return {"header: format": 3, "header: version": data.index(b" 2 ") + 1,
+    return {"header: format": 3, "header: version": data.index(f" {VERSION} ".encode()) + 1,
             "header: length": data.index(b"bytes=") + 7, "header: digest": data.index(b"sha256=") + 20,
             "header: newline": body_start - 1,
             "metadata": data.index(b"model_kwargs", body_start), "metadata: pickle": pickle_at,
             "binary weights": data.index(bits) + len(bits) // 2, "real weights": data.index(real) + 5,
+            "int8 weights": data.index(codes) + 7, "int8 scales": data.index(scales) + 2,
             "archive directory": len(data) - 30, "last byte": len(data) - 1}
 
 
 @pytest.fixture(scope="module")
 def exported():
-    return export_bytes(_model(), "resnet18", KWARGS, DIGITS)
+    return _export(_model())
 
 
 @pytest.mark.parametrize("part", ["header: format", "header: version", "header: length", "header: digest",
                                   "header: newline", "metadata", "metadata: pickle", "binary weights",
-                                  "real weights", "archive directory", "last byte"])
+                                  "real weights", "int8 weights", "int8 scales", "archive directory",
+                                  "last byte"])
 @pytest.mark.parametrize("mask", [0x40, 0xFF, 0x01])
 def test_a_flipped_byte_anywhere_is_refused(exported, tmp_path, part, mask):
     at = _offsets(exported)[part]
@@ -266,11 +275,11 @@ def test_a_flipped_byte_anywhere_is_refused(exported, tmp_path, part, mask):
 
 def test_intact_file_loads_and_records_its_digest(exported, tmp_path):
     header, _, body = exported.partition(b"\n")
-    head = f"xnorpp-packed-model 2 bytes={len(body)} sha256="
+    head = f"xnorpp-packed-model {VERSION} bytes={len(body)} sha256="
     assert header.decode() == head + hashlib.sha256(head.encode() + body).hexdigest()
     (tmp_path / "m.xnorpp").write_bytes(exported)
     _, payload = load_model(tmp_path / "m.xnorpp")
-    assert payload["classes"] == DIGITS and payload["version"] == 2
+    assert payload["classes"] == DIGITS and payload["version"] == VERSION == 3
 
 
 def test_other_format_version_is_named(exported, tmp_path):
@@ -279,7 +288,7 @@ def test_other_format_version_is_named(exported, tmp_path):
     path = tmp_path / "v9.xnorpp"
     path.write_bytes(head + hashlib.sha256(head + body).hexdigest().encode() + b"\n" + body)
     with pytest.raises(ModelFileError, match=f"model file {path} has format version 9; this toolkit reads "
-                                             "version 2"):
+                                             "version 3"):
         load_model(path)
 
 

@@ -21,6 +21,14 @@ Padding. After binarization a zero-padded border is a third value, neither
 
 Cases 2-4 depend on the output size, so they need ``input_size`` at
 construction, and an input of another spatial size is an error.
+
+Mixed precision. Under ``torch.autocast`` the sum of ``c kh kw`` terms of +-1
+(and 0 at a zero border) is computed in the autocast type only where that type
+holds every such sum exactly: up to 2048 terms in float16 (11 significant
+bits), 256 in bfloat16. A layer with more terms (ResNet-18's 256- and
+512-channel 3x3 layers, AlexNet's fc7) sums in float32, so that mixed
+precision never changes a binary convolution's output; the operands +-1 are
+exact in every type, and the scale and what follows run in the autocast type.
 """
 
 import torch
@@ -56,9 +64,22 @@ def binary_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1, pad_mode
         raise ValueError(f"unknown pad_mode {pad_mode!r}; choose from {PAD_MODES}")
     ph, pw = _pair(padding)
     if pad_mode == "zero":  # border 0, a third value: the convolution's own zero padding
-        return F.conv2d(binarize(x), binarize(weight), None, stride, (ph, pw), dilation, groups)
-    xb = binarize(F.pad(x, (pw, pw, ph, ph), value=0.0))  # border sign(0) = -1
-    return F.conv2d(xb, binarize(weight), None, stride, 0, dilation, groups)
+        xb, pad = binarize(x), (ph, pw)
+    else:
+        xb, pad = binarize(F.pad(x, (pw, pw, ph, ph), value=0.0)), 0  # border sign(0) = -1
+    wb = binarize(weight)
+    if _inexact_under_autocast(x.device.type, weight[0].numel()):
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(xb.float(), wb.float(), None, stride, pad, dilation, groups)
+    return F.conv2d(xb, wb, None, stride, pad, dilation, groups)
+
+
+def _inexact_under_autocast(device_type, terms):
+    """Whether autocast is on for ``device_type`` with a type that cannot hold every integer up to ``terms``
+    (float16: 2048 = 2 / eps, bfloat16: 256), i.e. could round a sum of ``terms`` values +-1. Never on the meta
+    device (shapes only; torch has no autocast there)."""
+    return device_type != "meta" and torch.is_autocast_enabled(device_type) and terms > 2 / torch.finfo(
+        torch.get_autocast_dtype(device_type)).eps
 
 
 class BinaryConv2d(nn.Conv2d):

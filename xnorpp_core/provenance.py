@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "cpu_details", "atomic_write", "read_bytes", "read_torch_file", "write_json", "write_csv",
-           "save_figure", "markdown_cell", "markdown_table", "cpu_markdown_table", "check_writable_folder"]
+__all__ = ["environment", "package_versions", "cpu_details", "atomic_write", "read_bytes", "read_torch_file",
+           "write_json", "write_csv", "save_figure", "markdown_cell", "markdown_table", "cpu_markdown_table",
+           "check_writable_folder"]
 
 _PACKAGES = ("xnorpp", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn", "papermill")
 
@@ -78,14 +79,19 @@ def cpu_details(cpuinfo_text=None):
             "isa": [f for f in ISA_FLAGS if f in flags], "torch_capability": capability}
 
 
-def environment(device="cpu"):
-    """Versions and hardware, for the ``run.json`` beside every result."""
+def package_versions(names):
+    """``{name: installed version, or None}`` of each package in ``names``."""
     versions = {}
-    for name in _PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    return versions
+
+
+def environment(device="cpu"):
+    """Versions and hardware, for the ``run.json`` beside every result."""
     env = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
@@ -95,7 +101,7 @@ def environment(device="cpu"):
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
-        "versions": versions,
+        "versions": package_versions(_PACKAGES),
     }
     if str(device).startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))

@@ -3,24 +3,26 @@
 A form's name starts with its precision: ``fp32_*``, ``bf16_*`` or ``int8_*`` (``precision_of``); the
 binary forms (``packed_*``, ``emulated_*``) have none. Models are timed one call at a time, interleaved
 round by round in one process, each round in a rotated order (``time_interleaved``), each given the input
-in the memory format it runs in, converted before the clock starts (``channels_last_input``).
+in the memory format it runs in, converted before the clock starts (``channels_last_input``), with Python's
+garbage collector off during a round and collecting between rounds (``no_garbage_collection``).
 
 ``fastest_per_precision`` and ``speedups`` turn a timing table into the fastest form of each precision
 per setting (chosen per statistic: fastest call and median call separately) and into the speed-up of
 another network (the packed binary one) over each.
 """
 
+import contextlib
+import gc
 import math
 import time
 
 import pandas as pd
 import torch
 
-__all__ = ["PRECISIONS", "STATISTICS", "precision_of", "channels_last_input", "time_round", "time_interleaved",
-           "fastest_per_precision", "speedups"]
+__all__ = ["PRECISIONS", "precision_of", "channels_last_input", "no_garbage_collection", "time_round",
+           "time_interleaved", "fastest_per_precision", "speedups"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
-STATISTICS = {"median": "median_ms", "fastest": "ms"}  # statistic -> column of a timing table
 
 
 def precision_of(name):
@@ -35,14 +37,31 @@ def channels_last_input(name):
     return any(w in name for w in ("folded", "compiled", "packed"))
 
 
+@contextlib.contextmanager
+def no_garbage_collection():
+    """Python's garbage collector collects first, then stays off until the block ends (and is restored as it
+    was): a collection is never timed, and never charged to whichever form happens to allocate when one is
+    due (``timeit``'s convention)."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def time_round(models, x, order, times):
     """One round: each model of ``order`` called once on ``x`` (in the memory format it runs in, converted before
-    the clock starts), its seconds appended to ``times[name]``."""
-    for name in order:
-        x_in = x.contiguous(memory_format=torch.channels_last) if channels_last_input(name) else x
-        t0 = time.perf_counter()
-        models[name](x_in)
-        times[name].append(time.perf_counter() - t0)
+    the clock starts), its seconds appended to ``times[name]``; the garbage collector off
+    (``no_garbage_collection``)."""
+    with no_garbage_collection():
+        for name in order:
+            x_in = x.contiguous(memory_format=torch.channels_last) if channels_last_input(name) else x
+            t0 = time.perf_counter()
+            models[name](x_in)
+            times[name].append(time.perf_counter() - t0)
 
 
 def time_interleaved(models, x, repeats, warmup=2):

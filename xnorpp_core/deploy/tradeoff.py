@@ -1,24 +1,30 @@
 """What binarization costs and buys on the digits: top-1 and latency of the real ResNet-18 in fp32, bf16 and int8
-against the packed binary one, both trained.
+against the packed binary one, both trained, the binary one through its model file.
 
 The digits-trained ResNet-18 twice: the real-valued one and the binary one of
-a method (default Case 4). Then, on one thread, batch 1:
+a method (default Case 4). The binary one is exported as a model file
+(``packed.model_file``, its int8 real layers calibrated on the
+``CALIBRATION_IMAGES`` training images that also calibrate the real network's
+int8 forms) and loaded back, as a user deploys it. Then, on one thread, batch 1:
 
 - top-1 on the digits' validation split of every deployable form of the real
-  network (``forms``: ``fp32_*``, ``bf16_*``, ``int8_<engine>_*``, int8
-  calibrated on training images), of the binary network's fused float emulation
-  (``emulated``) and of the packed binary network (``packed``, and
-  ``packed_int8real`` with int8 real layers), with the validation images whose
-  packed logits equal the emulation's (``top1``);
+  network (``forms.real_forms``: ``fp32_*``, ``bf16_*``, ``int8_*``), of the
+  binary network's fused float emulation (``emulated``) and of the packed
+  binary network loaded from the file (``packed``, and ``packed_int8real``
+  with its int8 real layers), with the validation images whose packed logits
+  equal those of the emulation of the network the file was exported from
+  (``top1``);
 - the median latency of each, interleaved round by round, at the digits' input
   size and at 224x224 (the same forms of the ImageNet-shaped network of the
-  same method, 7x7 stem, 10 classes, random trained-like weights: latency does
-  not depend on the weights).
+  same method, 7x7 stem, 10 classes, random trained-like weights, also through
+  a model file: latency does not depend on the weights).
 
 The conclusion sentence is chosen by the numbers (``conclusion``).
 """
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,13 +33,15 @@ import torch
 from ..limits import EPOCHS, REPEATS, SEED, check_fields
 from ..models import build_model
 from ..packed import BACKENDS, SUPPORTED_METHODS
-from ..packed.network import REAL_LAYERS, PackedNetwork, fused_emulation
+from ..packed.model_file import export_bytes, load_network
+from ..packed.network import REAL_LAYERS, fused_emulation
+from ..training.data import calibration_images
 from .forms import real_forms
 from .timing import channels_last_input, precision_of, time_interleaved
-from .whole_network import emulation_of, packed_name, trained_like
+from .whole_network import packed_name, trained_like
 
 LARGE = 224  # the second input size timed
-CALIBRATION_IMAGES = 32  # training images that calibrate each int8 form
+LARGE_CALIBRATION = 4  # random inputs that calibrate the int8 forms at LARGE (the weights are random too)
 EQUAL_BAND = 0.1  # a latency ratio within 1 +- this is "about as fast"
 BINARY = {"packed": "binary, packed", "emulated": "binary, fp32 emulation"}  # the binary forms' precision column
 
@@ -110,19 +118,24 @@ def packed_form(real_layers):
     return packed_name("", real_layers).replace("packed_", "packed")
 
 
-def tradeoff_forms(real, binary, info, calibration):
-    """``(forms, references, unavailable)``: every timed form of the networks by name, the fused emulation each
-    packed form must equal, and the real forms left out (with the reason). ``calibration``: a list of input
-    batches that calibrate the int8 forms (the real network's and the packed one's real layers)."""
+def tradeoff_forms(real, binary, binary_kwargs, info, calibration, folder, calibration_data=None):
+    """``(forms, references, unavailable, file_bytes)``: every timed form of the networks by name, the fused
+    emulation each packed form must equal, the real forms left out (with the reason), and the size of the model
+    file. ``calibration`` (float32 ``(n, 3, H, W)``) calibrates the int8 forms: the real network's, and the
+    binary network's int8 real layers when it is exported (as ``folder/model.xnorpp``, from ``binary`` built with
+    ``binary_kwargs``); the packed forms are that file loaded back with each real-layer option, and their
+    references the emulations of ``binary`` itself (with int8 real layers calibrated on the same inputs)."""
     forms, unavailable = real_forms({"real": real}, {"real": fused_emulation(real)},
-                                              calibration=calibration)
+                                    calibration=list(calibration.split(8)))
     forms["emulated"] = fused_emulation(binary)
+    data = export_bytes(binary, "resnet18", binary_kwargs, calibration=calibration, calibration_data=calibration_data)
+    path = Path(folder) / "model.xnorpp"
+    path.write_bytes(data)
     references = {}
     for r in REAL_LAYERS:
-        forms[packed_form(r)] = PackedNetwork(binary, info.name, real_layers=r,
-                                              calibration=torch.cat(calibration) if r == "int8" else None)
-        references[packed_form(r)] = emulation_of(forms[packed_form(r)], binary)
-    return forms, references, unavailable
+        forms[packed_form(r)] = load_network(path, info.name, r)
+        references[packed_form(r)] = fused_emulation(binary, r, calibration if r == "int8" else None)
+    return forms, references, unavailable, len(data)
 
 
 def top1(forms, binary_ref, val):
@@ -145,24 +158,28 @@ def _layout(name, x):
     return x.contiguous(memory_format=torch.channels_last) if channels_last_input(name) else x
 
 
-def measure(real, binary, info, train_set, val, repeats, seed):
-    """``(table, unavailable)``: one row per form (``tradeoff_forms``) with its precision, digits top-1, the
-    validation images whose packed logits equal the emulation's, and its median and fastest call (ms) at the
-    digits' input size and at ``LARGE`` (one thread is the caller's setting); and the real forms left out, with
-    the reason. ``real`` and ``binary`` are the trained digits networks (eval mode); the int8 forms are
-    calibrated on the first ``CALIBRATION_IMAGES`` training images."""
+def measure(real, binary, binary_kwargs, info, val, repeats, seed):
+    """``(table, unavailable, file_bytes)``: one row per form (``tradeoff_forms``) with its precision, digits
+    top-1, the validation images whose packed logits equal the emulation's, and its median and fastest call (ms)
+    at the digits' input size and at ``LARGE`` (one thread is the caller's setting); the real forms left out,
+    with the reason; and the model files' sizes by input size. ``real`` and ``binary`` are the trained digits
+    networks (eval mode; ``binary`` built with ``binary_kwargs``); the int8 forms are calibrated on the digits'
+    ``calibration_images``."""
     small = real.input_size[0]
-    calibration = [torch.stack([val.transform(img.expand(3, -1, -1)) for img in train_set.images[i:i + 8]])
-                   for i in range(0, CALIBRATION_IMAGES, 8)]
-    forms, references, unavailable = tradeoff_forms(real, binary, info, calibration)
-    accuracy, equal = top1(forms, references, val)
-    g = torch.Generator().manual_seed(seed)
-    times = {small: time_interleaved(forms, torch.randn(1, 3, small, small, generator=g), repeats)}
-    big_real = build_model("resnet18", "real", 10, LARGE).eval()
-    big_binary = trained_like(build_model("resnet18", binary.method, 10, LARGE), g)
-    big_forms, _, _ = tradeoff_forms(trained_like(big_real, g), big_binary, info,
-                                     [torch.randn(1, 3, LARGE, LARGE, generator=g) for _ in range(4)])
-    times[LARGE] = time_interleaved(big_forms, torch.randn(1, 3, LARGE, LARGE, generator=g), repeats)
+    calibration, _ = calibration_images(None, small)
+    with tempfile.TemporaryDirectory() as folder:
+        forms, references, unavailable, small_bytes = tradeoff_forms(
+            real, binary, binary_kwargs, info, calibration, folder, "the embedded digits' training split")
+        accuracy, equal = top1(forms, references, val)
+        g = torch.Generator().manual_seed(seed)
+        times = {small: time_interleaved(forms, torch.randn(1, 3, small, small, generator=g), repeats)}
+        big_kwargs = {"num_classes": 10, "input_size": LARGE, "pad_mode": "zero", "small_input": False}
+        big_real = build_model("resnet18", "real", **big_kwargs).eval()
+        big_binary = trained_like(build_model("resnet18", binary.method, **big_kwargs), g)
+        big_forms, _, _, large_bytes = tradeoff_forms(
+            trained_like(big_real, g), big_binary, big_kwargs, info,
+            torch.randn(LARGE_CALIBRATION, 3, LARGE, LARGE, generator=g), folder, "N(0, 1) draws")
+        times[LARGE] = time_interleaved(big_forms, torch.randn(1, 3, LARGE, LARGE, generator=g), repeats)
     rows = []
     for name in forms:
         row = {"form": name, "precision": precision_of(name) or BINARY[name.split("_")[0]],
@@ -172,4 +189,4 @@ def measure(real, binary, info, train_set, val, repeats, seed):
             row[f"median_ms_{size}"] = 1e3 * float(np.median(ts)) if ts else np.nan
             row[f"fastest_ms_{size}"] = 1e3 * min(ts) if ts else np.nan
         rows.append(row)
-    return pd.DataFrame(rows), unavailable
+    return pd.DataFrame(rows), unavailable, {small: small_bytes, LARGE: large_bytes}

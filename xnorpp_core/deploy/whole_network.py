@@ -5,10 +5,11 @@ interleaved round by round in the same process (``timing``), each given the
 input in the memory format it runs in, all under ``torch.inference_mode``:
 
 - the real-valued network (our pre-activation ResNet-18 with float
-  convolutions, ``real``, or AlexNet; for ResNet-18 also torchvision's
-  ``resnet18``, ``tv``) in the forms a user would deploy (``forms``), each
-  named by its precision. Forms that cannot be built are returned with the
-  reason;
+  convolutions, ``real``, or AlexNet with its fully connected layers as linear
+  ones, ``forms.linear_classifier``; for ResNet-18 also torchvision's
+  ``resnet18``, ``tv``) in the forms a user would deploy (``forms``: torch's,
+  ONNX Runtime's and OpenVINO's), each named by its precision. Forms that
+  cannot be built are returned with the reason;
 - ``emulated_<method>``: the float-emulated binary network (learned Gammas
   fused), as PyTorch binary-network code runs it;
 - ``packed_<method>``: ``xnorpp_core.packed.PackedNetwork`` (BN -> sign folded
@@ -42,8 +43,9 @@ from ..packed.int8 import arithmetic as int8_arithmetic
 from ..packed.network import CATEGORIES, REAL_LAYERS, PackedNetwork, fused_emulation
 from ..provenance import cpu_markdown_table
 from ..scales import LearnedScale
-from .forms import real_forms
-from .timing import PRECISIONS, fastest_per_precision, speedups, time_round
+from .forms import linear_classifier, real_forms
+from .runtimes import versions as runtime_versions
+from .timing import PRECISIONS, fastest_per_precision, no_garbage_collection, speedups, time_round
 
 INPUT_SIZE = {"resnet18": 224, "alexnet": 227}
 CALIBRATION_INPUTS = 4  # random inputs that calibrate each int8 form
@@ -118,7 +120,7 @@ def real_models(cfg, size, generator):
     forms that could not be built, with the reason."""
     from torch.fx.experimental.optimization import fuse
 
-    nets = {"real": build_model(cfg.arch, "real", 1000, size).eval()}
+    nets = {"real": linear_classifier(build_model(cfg.arch, "real", 1000, size).eval())}
     folded = {"real": fused_emulation(nets["real"])}
     if cfg.arch == "resnet18":
         import torchvision
@@ -143,7 +145,7 @@ def bench(cfg, info, progress):
         for r in cfg.real_layers:
             packed[packed_name(m, r)] = (m, r)
             models[packed_name(m, r)] = PackedNetwork(model, info.name, real_layers=r)
-    timing, breakdown = [], []
+    timing, breakdown, layers = [], [], []
     previous = torch.get_num_threads()
     try:
         for threads, batch in itertools.product(cfg.threads, cfg.batch_sizes):
@@ -151,6 +153,7 @@ def bench(cfg, info, progress):
             x = torch.randn(batch, 3, size, size, generator=g)
             times = {name: [] for name in models}
             parts = {p: {c: [] for c in CATEGORIES} for p in packed}
+            steps = {p: {} for p in packed}  # step name -> seconds per round
             with torch.inference_mode():
                 for name in models:  # warm-up (and compilation)
                     for _ in range(2):
@@ -159,10 +162,13 @@ def bench(cfg, info, progress):
                 for r in range(cfg.repeats):
                     time_round(models, x, names[r % len(names):] + names[:r % len(names)], times)
                     for p in packed:
-                        t = {}
-                        models[p](x.contiguous(memory_format=torch.channels_last), timings=t)
+                        t, per_step = {}, []
+                        with no_garbage_collection():
+                            models[p](x.contiguous(memory_format=torch.channels_last), timings=t, per_step=per_step)
                         for c in CATEGORIES:
                             parts[p][c].append(t.get(c, 0.0))
+                        for _, name, seconds in per_step:
+                            steps[p].setdefault(name, []).append(seconds)
                     progress.update()
             for name, ts in times.items():
                 timing.append({"model": name, "threads": threads, "batch": batch, "ms": 1e3 * min(ts),
@@ -171,10 +177,42 @@ def bench(cfg, info, progress):
                 for c in CATEGORIES:
                     breakdown.append({"method": m, "real_layers": r, "threads": threads, "batch": batch, "part": c,
                                       "median_ms": 1e3 * float(np.median(parts[p][c]))})
+                for name, (kind, shape, macs) in models[p].layer_work(batch).items():
+                    layers.append({"method": m, "real_layers": r, "threads": threads, "batch": batch, "layer": name,
+                                   "kind": kind, "shape": shape, "multiply_adds": macs,
+                                   "median_ms": 1e3 * float(np.median(steps[p][name]))})
     finally:
         torch.set_num_threads(previous)
     timing = pd.DataFrame(timing)
-    return timing, speed_table(timing, packed, info), pd.DataFrame(breakdown), binary, unavailable
+    return (timing, speed_table(timing, packed, info), pd.DataFrame(breakdown), pd.DataFrame(layers), binary,
+            unavailable)
+
+
+def ceilings(info, seconds=0.3):
+    """What this core does at best on the packed network's paths (``backend.kernel``'s microbenchmarks):
+    ``clock_hz`` (cycles per second of a chain of dependent adds), ``binary_peak`` (binary multiply-adds per
+    second of the XNOR-popcount inner loop on data in the first-level cache; None on the int8 tiles, which have
+    no microbenchmark here) and ``int8_peak`` (int8 multiply-adds per second of ``int8_conv``'s inner loop),
+    each on the path ``info`` runs; None on the numpy backend."""
+    if info.name == "numpy":
+        return {"clock_hz": None, "binary_peak": None, "int8_peak": None}
+    k = info.kernel
+    return {"clock_hz": k.core_clock(seconds), "binary_peak": None if info.amx else k.popcount_peak(seconds, info.simd),
+            "int8_peak": k.vnni_peak(seconds, info.simd)}
+
+
+def layer_table(layers, limits):
+    """``layers`` (``bench``'s per-step rows) with the achieved rate per core: ``per_second`` (multiply-adds per
+    second), ``per_cycle`` (per cycle of the clock ``limits["clock_hz"]``, per thread), ``ceiling_per_cycle``
+    (the path's microbenchmark, ``ceilings``) and ``of_ceiling`` (the fraction reached)."""
+    out = layers.copy()
+    out["per_second"] = out.multiply_adds / (out.median_ms / 1e3)
+    clock = limits.get("clock_hz") or np.nan
+    peak = out.kind.map({"binary": limits.get("binary_peak"), "int8": limits.get("int8_peak")}).astype(float)
+    out["per_cycle"] = out.per_second / out.threads / clock
+    out["ceiling_per_cycle"] = peak / clock
+    out["of_ceiling"] = out.per_cycle / out.ceiling_per_cycle
+    return out
 
 
 def speed_table(timing, packed, info):
@@ -258,15 +296,22 @@ SPEEDUP_COLUMNS = ["method", "real_layers", "threads", "batch", "packed_median_m
                    "speedup_vs_emulated"]
 
 
-def summary_text(cfg, info, speed, timing, breakdown, exact, load, command, cpu):
-    """``summary.md``: speed-ups per precision, the fastest forms, every model, the breakdown, exactness."""
+LAYER_COLUMNS = ["method", "real_layers", "threads", "batch", "layer", "kind", "shape", "median_ms", "per_cycle",
+                 "ceiling_per_cycle", "of_ceiling"]
+
+
+def summary_text(cfg, info, speed, timing, breakdown, layers, limits, exact, load, command, cpu):
+    """``summary.md``: speed-ups per precision, the fastest forms, every model, the breakdown, each layer's rate
+    against the ceiling of its path (``layer_table``; ``limits`` from ``ceilings``), exactness."""
     per_part = breakdown.pivot_table(index=["method", "real_layers", "threads", "batch"], columns="part",
                                      values="median_ms")
     per_part = per_part[list(CATEGORIES)].reset_index()
     fastest = fastest_per_precision(timing)
+    runtimes = ", ".join(f"{name} {version or 'not installed'}" for name, version in runtime_versions().items())
     lines = [f"# Whole-network inference: packed binary {cfg.arch} against the real one in fp32, bf16 and int8", "",
              f"Load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after; packed backend {info.name}: "
              f"{info.path}" + (f"; {int8_arithmetic(info)}" if "int8" in cfg.real_layers else "") + ".", "",
+             f"Real network's runtimes: torch {torch.__version__}, {runtimes}.", "",
              "## Speed-up over the fastest form of each precision (median call; fastest call beside it)", "",
              cpu_markdown_table(speed, SPEEDUP_COLUMNS, cpu),
              "## The fastest form of each precision (ms per call)", "",
@@ -275,6 +320,16 @@ def summary_text(cfg, info, speed, timing, breakdown, exact, load, command, cpu)
              cpu_markdown_table(timing, ["model", "threads", "batch", "median_ms", "ms"], cpu),
              "## Packed network by layer type (median ms per call)", "",
              cpu_markdown_table(per_part, ["method", "real_layers", "threads", "batch", *CATEGORIES], cpu)]
+    if limits.get("clock_hz"):
+        peaks = "; ".join(f"{what} {limits[key] / limits['clock_hz']:.1f} per cycle" for key, what in (
+            ("binary_peak", "binary multiply-adds (XNOR-popcount inner loop)"),
+            ("int8_peak", "int8 multiply-adds (int8_conv's inner loop)")) if limits.get(key))
+        lines += ["## Each layer against the ceiling of its path (median call, per thread)", "",
+                  f"The core ran a chain of dependent adds at {limits['clock_hz'] / 1e9:.2f} GHz; on data in the "
+                  f"first-level cache it does at best {peaks} (microbenchmarks of the kernels' inner loops). "
+                  "`per_cycle`: each layer's multiply-adds per cycle of that clock and per thread, in the whole "
+                  "network's timed calls; `of_ceiling`: the fraction of the ceiling reached.", "",
+                  cpu_markdown_table(layers, LAYER_COLUMNS, cpu)]
     if exact is not None:
         lines += ["## Exactness against the fused float emulation", "", cpu_markdown_table(exact, list(exact.columns),
                                                                                           cpu)]

@@ -46,7 +46,8 @@ __all__ = ["BACKENDS", "ENV_VAR", "BackendInfo", "backend_info", "build_director
 
 BACKENDS = ("cpp", "cpp_popcount", "cpp_generic", "cpp_amx_emulated", "numpy")
 ENV_VAR = "XNORPP_PACKED_BACKEND"
-_SOURCE = Path(__file__).parent / "csrc" / "packed_conv.cpp"
+_CSRC = Path(__file__).parent / "csrc"
+_SOURCES = tuple(_CSRC / f for f in ("packed_conv.cpp", "int8_layers.cpp", "ceilings.cpp"))  # one module
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 # A portable build: the compiler's default target (with POPCNT on x86-64, as every x86-64 CPU since 2008 has);
 # the AVX-512 functions carry their own target attribute and are chosen at run time (csrc/packed_conv.cpp).
@@ -127,7 +128,7 @@ def build_directory(emulated=False):
 
 def _built(folder, name):
     """Whether ``folder`` holds a build ``name`` of the current sources (then loading it takes a second, not 40 s)."""
-    source_time = max(p.stat().st_mtime for p in _SOURCE.parent.iterdir())
+    source_time = max(p.stat().st_mtime for p in _CSRC.iterdir())
     return any(p.stat().st_mtime >= source_time for p in folder.glob(f"{name}*.so"))
 
 
@@ -152,7 +153,7 @@ def _compiled(emulated=False):
                   flush=True)
         folder.mkdir(parents=True, exist_ok=True)
         os.environ["PATH"] = _ninja_path()
-        module = cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS + flags,
+        module = cpp_extension.load(name=name, sources=[str(p) for p in _SOURCES], extra_cflags=_CFLAGS + flags,
                                     extra_ldflags=list(_LDFLAGS), build_directory=str(folder),
                                     verbose=False)  # torch extends the list of link flags
         return module, ""

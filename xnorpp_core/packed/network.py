@@ -44,8 +44,8 @@ Real layers (stem, shortcuts, classifier) run as torch modules, channels-last,
 with every real convolution's following BN folded into its weights and strided
 1x1 convolutions run on the pixels they read (``fused_emulation``); with
 ``real_layers="int8"`` they run in int8 (``int8``): the shortcuts and the
-classifier by the compiled ``int8_gemm`` (``_Gemm``), the stem's pooling, code
-values and packing in one pass (``_Int8Pool``).
+classifier by the compiled ``int8_gemm`` (``_Gemm``), the stem by ``int8_conv``
+with its ReLU, max pooling and the next layer's packing in one pass (``_Int8Conv``).
 ``fused_emulation(model)`` is also the reference: the
 float-emulated network with the same foldings, whose logits the packed network
 reproduces (``torch.equal``) when no threshold decision differs from torch's
@@ -70,7 +70,7 @@ from ..layers import BinaryConv2d
 from ..limits import SIDE
 from ..models import fuse_model
 from .backend import backend_info
-from .int8 import Int8Gemm, Int8Layers, quantize_real_layers
+from .int8 import Int8Conv, Int8Gemm, quantize_real_layers, restore_real_layers
 from .layer import PackedBinaryConv2d, _gamma_factors, amx_capable
 from .numpy_kernels import conv_numpy, pack_numpy
 
@@ -197,7 +197,7 @@ class _ChannelsLast(nn.Module):
 
 
 @torch.no_grad()
-def fused_emulation(model, real_layers="float", calibration=None):
+def fused_emulation(model, real_layers="float", calibration=None, int8_state=None):
     """The fused float-emulated network: an eval copy of ``model`` with learned Gammas fused, each real
     convolution's following ``BatchNorm2d`` folded into it, each strided 1x1 real convolution run on the
     pixels it reads (``_Subsampled``), in channels-last memory format (binary layers keep their weights'
@@ -206,12 +206,16 @@ def fused_emulation(model, real_layers="float", calibration=None):
     pooling with its flattening as ``_GlobalMean``, as the packed network computes them.
 
     ``real_layers="int8"``: the real convolutions and linear layers then run in int8 (``int8``), their ranges
-    observed on ``calibration`` (inputs ``(n, c, H, W)``, required then).
+    observed on ``calibration`` (inputs ``(n, c, H, W)``), or rebuilt from ``int8_state`` (``{name: state}`` of
+    ``int8.real_layer_states``, as a model file stores them; ``int8.Int8StateError`` when it does not fit): one
+    of the two, required then.
     """
     if real_layers not in REAL_LAYERS:
         raise ValueError(f"real_layers must be one of {REAL_LAYERS}, got {real_layers!r}")
-    if real_layers == "int8" and calibration is None:
-        raise ValueError("real_layers='int8' needs calibration inputs")
+    if real_layers == "int8" and (calibration is None) == (int8_state is None):
+        raise ValueError("real_layers='int8' needs calibration inputs or int8 states (one of the two)")
+    if real_layers == "float" and (calibration is not None or int8_state is not None):
+        raise ValueError("calibration inputs and int8 states are for real_layers='int8'")
     gm = _trace(fuse_model(copy.deepcopy(model)).eval())
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
@@ -241,8 +245,11 @@ def fused_emulation(model, real_layers="float", calibration=None):
     for m in gm.modules():  # binary weights as trained: xnor_alpha's mean |W| then sums in the model's order
         if isinstance(m, BinaryConv2d) and m.method != "real":
             m.weight.data = m.weight.data.contiguous()
-    if real_layers == "int8":
-        quantize_real_layers(gm, calibration, lambda m: type(m) in (nn.Conv2d, _Subsampled, nn.Linear))
+    is_real = lambda m: type(m) in (nn.Conv2d, _Subsampled, nn.Linear)  # noqa: E731
+    if int8_state is not None:
+        restore_real_layers(gm, int8_state, is_real)
+    elif real_layers == "int8":
+        quantize_real_layers(gm, calibration, is_real)
     return _ChannelsLast(gm).eval()
 
 
@@ -420,23 +427,23 @@ class _Pool:
                 and m.dilation in (1, (1, 1)))
 
 
-class _Int8Pool:
-    """The int8 stem (``Int8Layers`` with its max pooling), whose float output is also packed for a binary layer:
-    PyTorch's quantized convolution, then the pooling of its codes, their values and the sign bits in one pass
-    (``max_pool_codes``) instead of the quantized pooling, ``dequantize`` and a packing pass."""
+class _Int8Conv:
+    """An ``Int8Conv`` (the int8 stem: a convolution with its ReLU and max pooling) run by the compiled
+    ``int8_conv``, which also packs its float output for a binary layer (``emit``, as ``_Binary.emit``)."""
 
-    def __init__(self, node, module, consumer, s, t, backend):
-        self.node, self.source, self.module, self.emit = node, node.args[0], module, (consumer, s, t)
-        self.call = (*_Pool.geometry(module.pool), s, t, *consumer.layer.padding, backend.simd)
-        self.kernel = backend.kernel
-
-    @staticmethod
-    def fusable(m):
-        return isinstance(m, Int8Layers) and m.pool is not None and _Pool.fusable(m.pool)
+    def __init__(self, node, module, backend):
+        self.node, self.source, self.module, self.emit = node, node.args[0], module, None
+        self.kernel, self.simd = backend.kernel, backend.simd
 
     def __call__(self, x):
-        """``(y, bits)``: the float output and the consumer's packed input."""
-        return self.kernel.max_pool_codes(self.module.quantized(x), self.module.code_values(), *self.call)
+        """``(y, bits)``: the float output and the consumer's packed input (undefined without ``emit``)."""
+        m = self.module
+        consumer, s, t = self.emit or (None, None, None)
+        y, bits = self.kernel.int8_conv(x.permute(0, 2, 3, 1).contiguous(), m.inv_scale, m.zero_point,
+                                        *m.kernel_operands(), m.out_features, *m.weight_codes.shape[2:], *m.stride,
+                                        *m.padding, m.relu, *(m.pool or (1, 1, 1, 1, 0, 0)), s, t,
+                                        *(consumer.layer.padding if consumer else (0, 0)), self.simd)
+        return y.permute(0, 3, 1, 2), bits
 
 
 class _Mean:
@@ -469,19 +476,21 @@ class PackedNetwork(nn.Module):
 
     ``input_size`` (default ``model.input_size``) is the only input size accepted.
     ``real_layers="int8"`` runs the real layers in int8 (``int8``), calibrated on ``calibration``
-    (default: 8 inputs drawn from N(0, 1) with seed 0); ``self.reference`` is the emulation with the same
-    modules. ``forward(x, timings=d)`` adds each step's seconds to ``d[category]`` (``CATEGORIES``).
+    (default: 8 inputs drawn from N(0, 1) with seed 0) or rebuilt from ``int8_state`` (as ``fused_emulation``
+    takes them); ``self.reference`` is the emulation with the same modules. ``forward(x, timings=d)`` adds each
+    step's seconds to ``d[category]`` (``CATEGORIES``); ``forward(x, per_step=l)`` appends ``(category, name,
+    seconds)`` for each step to the list ``l``.
 
     What it cannot run is refused with one ``ValueError`` naming the argument and the reason
     (``_check_arguments``): a model in training mode (call ``model.eval()``: BN folds its running statistics),
     not float32, or without a binary convolution; an ``input_size`` that is not a positive size or that the
-    model's layers were not built for; ``calibration`` of another shape, or given with float real layers (which
-    do not read it). ``forward`` refuses inputs of another shape, dtype or device and non-finite ones (as the
+    model's layers were not built for; ``calibration`` of another shape, or ``calibration`` or ``int8_state``
+    given with float real layers (which read neither). ``forward`` refuses inputs of another shape, dtype or device and non-finite ones (as the
     reference does); an empty batch gives an empty result.
     """
 
     @staticmethod
-    def _check_arguments(model, input_size, real_layers, calibration):
+    def _check_arguments(model, input_size, real_layers, calibration, int8_state):
         """``(input_size as (h, w), input channels)``, or a ``ValueError`` naming the argument and the reason."""
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -506,8 +515,9 @@ class PackedNetwork(nn.Module):
         if real_layers not in REAL_LAYERS:
             raise ValueError(f"real_layers must be one of {REAL_LAYERS}, got {real_layers!r}")
         shape = (convs[0].in_channels, *pair)
-        if calibration is not None and real_layers != "int8":
-            raise ValueError("calibration is read with real_layers='int8' only; float real layers take none")
+        if (calibration is not None or int8_state is not None) and real_layers != "int8":
+            given = "calibration" if calibration is not None else "int8_state"
+            raise ValueError(f"{given} is read with real_layers='int8' only; float real layers take none")
         if calibration is not None and not (isinstance(calibration, torch.Tensor) and calibration.dim() == 4
                                             and calibration.shape[0] > 0 and tuple(calibration.shape[1:]) == shape
                                             and calibration.dtype == torch.float32):
@@ -516,15 +526,16 @@ class PackedNetwork(nn.Module):
             raise ValueError(f"calibration must be float32 inputs (n, {', '.join(map(str, shape))}), n >= 1, got {got}")
         return pair, shape[0]
 
-    def __init__(self, model, backend=None, input_size=None, real_layers="float", calibration=None):
+    def __init__(self, model, backend=None, input_size=None, real_layers="float", calibration=None, int8_state=None):
         super().__init__()
-        self.input_size, self.in_channels = self._check_arguments(model, input_size, real_layers, calibration)
+        self.input_size, self.in_channels = self._check_arguments(model, input_size, real_layers, calibration,
+                                                                  int8_state)
         self.backend = backend_info(backend)
-        if real_layers == "int8" and calibration is None:
+        if real_layers == "int8" and calibration is None and int8_state is None:
             calibration = torch.randn(8, self.in_channels, *self.input_size,
                                       generator=torch.Generator().manual_seed(0))
         self.real_layers = real_layers
-        self.reference = fused_emulation(model, real_layers, calibration)
+        self.reference = fused_emulation(model, real_layers, calibration, int8_state)
         gm = self.reference.graph
         try:  # ShapeProp prints the error's traceback before raising it again: kept off stderr, its cause reported
             with contextlib.redirect_stderr(io.StringIO()):
@@ -624,13 +635,13 @@ class PackedNetwork(nn.Module):
                 a = by_out.get(c.source[1]) if c.source[0] == "float" else None
                 if a is not None and a.emit is None:
                     a.emit, c.source = (c, *c.source[2:]), ("bits", a)
-        int8_pools = {}
-        if self.backend.name != "numpy" and not self.amx:  # the int8 stem's pooling, values and packing in one pass
+        int8_convs = {}  # the int8 stem, and the packing of its output for the next binary layer, in one pass
+        if self.backend.name != "numpy":
+            int8_convs = {n: _Int8Conv(n, mod(n), self.backend) for n in nodes if isinstance(mod(n), Int8Conv)}
             for c in binaries.values():
-                u = c.source[1] if c.source[0] == "float" else None
-                if u is not None and u not in int8_pools and _Int8Pool.fusable(mod(u)):
-                    int8_pools[u] = _Int8Pool(u, mod(u), c, *c.source[2:], self.backend)
-                    c.source = ("bits", int8_pools[u])
+                u = c.source[1] if c.source[0] == "float" and not self.amx else None
+                if u in int8_convs and int8_convs[u].emit is None:
+                    int8_convs[u].emit, c.source = (c, *c.source[2:]), ("bits", int8_convs[u])
         if self.backend.name != "numpy":  # a following batch norm (as _ChannelAffine) and ReLU in the epilogue
             for b in binaries.values():
                 u = next(iter(b.out.users)) if not b.folded and b.emit is None and len(b.out.users) == 1 else None
@@ -650,11 +661,11 @@ class PackedNetwork(nn.Module):
                 self._steps.append(("binary_convs", binaries[n]))
             elif n in pools:
                 self._steps.append(("stem" if order[n] < first else "glue", pools[n]))
-            elif n in int8_pools:
-                self._steps.append(("stem" if order[n] < first else "glue", int8_pools[n]))
+            elif n in int8_convs:
+                self._steps.append(("stem" if order[n] < first else "glue", int8_convs[n]))
             elif n.op != "placeholder":
                 where = "stem" if order[n] < first else "classifier" if order[n] > last else (
-                    "shortcuts" if isinstance(mod(n), (nn.Conv2d, Int8Layers, Int8Gemm)) else "glue")
+                    "shortcuts" if isinstance(mod(n), (nn.Conv2d, Int8Conv, Int8Gemm)) else "glue")
                 step = n
                 if self.backend.name != "numpy" and isinstance(mod(n), (Int8Gemm, _GlobalMean)):
                     step = _Gemm(n, mod(n), self.backend) if isinstance(mod(n), Int8Gemm) else _Mean(n, self.backend)
@@ -691,7 +702,7 @@ class PackedNetwork(nn.Module):
         def reads(step):
             if isinstance(step, _Binary):
                 return [step.source[1]] * (step.source[0] == "float") + [step.residual] * (step.residual is not None)
-            if isinstance(step, (_Pool, _Gemm, _Int8Pool, _Mean)):
+            if isinstance(step, (_Pool, _Gemm, _Int8Conv, _Mean)):
                 return [step.source]
             if step in self._aliases:
                 return []
@@ -705,9 +716,9 @@ class PackedNetwork(nn.Module):
                 last[root(n)] = i
             if isinstance(step, _Binary):
                 fresh.add(step.out)
-            elif isinstance(step, (_Pool, _Gemm, _Int8Pool, _Mean)):
+            elif isinstance(step, (_Pool, _Gemm, _Int8Conv, _Mean)):
                 fresh.add(step.node)
-            elif step.op == "call_module" and isinstance(self._mods[step.target], (Int8Layers, nn.Conv2d)):
+            elif step.op == "call_module" and isinstance(self._mods[step.target], (Int8Conv, nn.Conv2d)):
                 fresh.add(step)
         last[root(self._output)] = len(self._steps) if isinstance(self._output, fx.Node) else -1
         for i, (_, step) in enumerate(self._steps):
@@ -797,7 +808,7 @@ class PackedNetwork(nn.Module):
                           (*b.post, s, t, *pad, b.write_y, self.backend.simd))
 
     @torch.no_grad()
-    def forward(self, x, timings=None):
+    def forward(self, x, timings=None, per_step=None):
         if x.dim() != 4 or x.shape[1] != self.in_channels or tuple(x.shape[-2:]) != self.input_size:
             raise ValueError(f"expected input (N, {self.in_channels}, {self.input_size[0]}, {self.input_size[1]}), "
                              f"got {tuple(x.shape)}")
@@ -809,12 +820,15 @@ class PackedNetwork(nn.Module):
         env = {self._input: x.contiguous(memory_format=torch.channels_last)}
         packed = {}
         clock = time.perf_counter
+        timed = timings is not None or per_step is not None
+        timings = {} if timings is None and timed else timings
         for where, step in self._steps:
-            t0 = clock() if timings is not None else 0.0
+            t0 = clock() if timed else 0.0
+            start = t0
             if isinstance(step, _Binary):
                 if step.source[0] == "float":
                     xb = self._pack(env[step.source[1]], step)
-                    if timings is not None:
+                    if timed:
                         t1 = clock()
                         timings["packing"] = timings.get("packing", 0.0) + t1 - t0
                         t0 = t1
@@ -832,15 +846,51 @@ class PackedNetwork(nn.Module):
                     packed[step.emit[0]] = signs
             elif isinstance(step, (_Gemm, _Mean)):
                 env[step.node] = step(env[step.source])
-            elif isinstance(step, _Int8Pool):
-                env[step.node], packed[step.emit[0]] = step(env[step.source])
+            elif isinstance(step, _Int8Conv):
+                env[step.node], bits = step(env[step.source])
+                if step.emit is not None:
+                    packed[step.emit[0]] = bits
             elif step in self._aliases:
                 env[step] = env[self._aliases[step]]
             else:
                 env[step] = self._run(step, env)
-            if timings is not None:
-                timings[where] = timings.get(where, 0.0) + clock() - t0
+            if timed:
+                end = clock()
+                timings[where] = timings.get(where, 0.0) + end - t0
+                if per_step is not None:
+                    per_step.append((where, self.step_name(step), end - start))
         return env[self._output]
+
+    def layer_work(self, batch):
+        """``{step name: (kind, shape, multiply-adds per call)}`` of the binary
+        convolutions (kind ``binary``: binary multiply-adds, ``c kh kw`` per output) and int8 convolutions and
+        products (kind ``int8``), for ``batch`` images; ``shape`` in words (``c -> o, k x k / s, h x w out``)."""
+        work = {}
+        for _, step in self._steps:
+            name = self.step_name(step)
+            if isinstance(step, _Binary):
+                layer, (h, w) = step.layer, step.out_size
+                kh, kw = layer.kernel_size
+                work[name] = ("binary", f"{layer.channels} -> {layer.out_channels}, {kh}x{kw}/{layer.stride[0]}, "
+                              f"{h}x{w} out", batch * h * w * layer.out_channels * layer.channels * kh * kw)
+            elif isinstance(step, (_Int8Conv, _Gemm)):
+                m, shape = step.module, step.source.meta["tensor_meta"].shape  # the input (1, c, H, W) or (1, K)
+                if isinstance(step, _Int8Conv):
+                    o, c, kh, kw = m.weight_codes.shape
+                    h, w = ((n + 2 * p - k) // s + 1 for n, p, k, s in zip(shape[2:], m.padding, (kh, kw), m.stride))
+                    work[name] = ("int8", f"{c} -> {o}, {kh}x{kw}/{m.stride[0]}, {h}x{w} out (then pooled)",
+                                  batch * h * w * o * c * kh * kw)
+                else:
+                    o, k = m.weight_codes.shape
+                    h, w = (1, 1) if m.linear else ((n - 1) // s + 1 for n, s in zip(shape[2:], m.stride))
+                    work[name] = ("int8", f"{k} -> {o}, 1x1/{m.stride[0]}, {h}x{w} out", batch * h * w * o * k)
+        return work
+
+    @staticmethod
+    def step_name(step):
+        """The graph name of a step (its module's qualified name where it has one)."""
+        node = step if isinstance(step, fx.Node) else step.node
+        return str(node.target) if node.op == "call_module" else node.name
 
     def _run(self, n, env):
         args = fx.node.map_arg(n.args, lambda a: env[a])

@@ -11,12 +11,14 @@ records one.
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 from .. import paper
+from ..training import grids
+from ..training.data import NATIVE_SIZE
 from ..reconstruction.protocol import PAPER_ORDER
 from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from .machine import machine_label
@@ -26,7 +28,7 @@ from .verdicts import (NETWORK_PRECISIONS, NETWORK_SETTING, TRAINED_LAYERS, TRAI
                        verdict_protocol, verdict_rows, verdict_table2_ratio, verdict_train_step, verdict_trained_order,
                        verdict_trained_ratio, verdict_training)
 
-__all__ = ["Finding", "ReportError", "read_findings", "READERS"]
+__all__ = ["Finding", "ReportError", "read_findings", "READERS", "FASHION_MNIST"]
 
 
 class ReportError(ValueError):
@@ -212,42 +214,42 @@ def read_kernel(results):
                            paper_text, ours, verdict_kernel(measured, predicted),
                            (str(folder / "kernel_bench.md"), str(folder / "kernel_bench.csv")), command,
                            machine_label(env, threads=_threads([t for t, _, _ in lines]))))
-    if (folder / "model_size.csv").exists():
-        out.append(_model_size(Path(results), command))
+    if (Path(results) / "model_size" / "model_size.csv").exists():
+        out.append(_model_size(Path(results)))
     net = Path(results) / "inference"
     if (net / "speedup.csv").exists():
         out.append(_read_network(net, layer))
     return out
 
 
-def _model_size(results, command):
-    """Whole-model storage ratios (model_size.csv) and the exported model file's size (evaluation.json)."""
-    folder = results / "kernel_bench"
+def _model_size(results):
+    """The model file of the binary ResNet-18 against the float32 real one (``model_size.csv``), and the exported
+    file of the default digits run (``evaluation.json``)."""
+    folder = results / "model_size"
     size = pd.read_csv(folder / "model_size.csv").set_index("method")
     whole = _column(size, "compression_vs_real").dropna()
     weights = _column(size, "compression_binary_weights").dropna()
-    scales = _column(size, "packed_scales")
-    groups = {}
-    for method, ratio in whole.items():
-        groups.setdefault(round(float(ratio), 2), []).append(method)
-    ours = ("whole model against the float32 real-valued one: "
-            + "; ".join(f"{ratio:.2f}x ({', '.join(methods)}; scales {_bytes(scales[methods[0]])})"
-                        for ratio, methods in sorted(groups.items(), reverse=True))
-            + f"; binary weights alone {weights.min():.1f}x")
+    scales, int8 = _column(size, "scales"), _column(size, "int8_real_layers")
+    ours = ("the model file against the float32 real-valued ResNet-18: "
+            + "; ".join(f"{method} {ratio:.2f}x (scales {_bytes(scales[method])})" for method, ratio in whole.items())
+            + f" (each file also holds the real layers' int8 form, {_bytes(int8.max())}); binary weights alone "
+              f"{weights.min():.1f}x")
     files = [str(folder / "model_size.csv")]
     evaluation = results / "inference" / "digits" / "evaluation.json"
     if evaluation.exists():
         e = json.loads(evaluation.read_text())
+        b = e["size_budget"]
         ours += (f"; the exported model file of the default digits run ({e['arch']} {e['method']}) holds "
-                 f"{_bytes(e['model_file_bytes'])}, {e['model_file_bytes'] / e['size_budget']['total']:.2f}x "
-                 f"the bytes counted for it (packed weights {_bytes(e['size_budget']['packed_weights'])}, "
-                 f"real layers and factors {_bytes(e['size_budget']['real_layers_and_factors'])})")
+                 f"{_bytes(e['model_file_bytes'])}, {e['model_file_bytes'] / b['total']:.2f}x the bytes of its "
+                 f"tensors (packed weights {_bytes(b['packed_weights'])}, scales {_bytes(b['scales'])}, real "
+                 f"layers {_bytes(b['real_layers'])}, int8 real layers {_bytes(b['int8_real_layers'])})")
         files.append(str(evaluation))
     return Finding("Model size: binary ResNet-18 stored packed, against float32",
                    "~32x model compression (Introduction, after XNOR-Net); ~64x space saving by bit-packing "
                    "(Section 4.3)", ours,
                    verdict_compression(float(whole.min()), float(whole.max()), float(weights.min())),
-                   tuple(files), command, "a count of bytes (no timing)")
+                   tuple(files), _command(folder / "run.json", "python -m studies.model_size"),
+                   "a count of bytes (no timing)")
 
 
 def _read_network(net, layer):
@@ -296,36 +298,96 @@ def _paper_gaps(grid):
     return {(a, m): v[0] - rows["xnor"][0] for a, rows in paper.TABLE3.items() for m, v in rows.items()}
 
 
+GRID_TITLES = {"table1": ("Table 1: ResNet-18, Cases 1-4 against XNOR-Net",
+                          "every case above XNOR-Net on ImageNet (+4.3 to +5.9 top-1)"),
+               "table3": ("Table 3: AlexNet and ResNet-18, BNN / XNOR-Net / ours / real",
+                          "BNN < XNOR-Net < ours < real on ImageNet")}
+FASHION_MNIST_PLAN = grids.GRID_PLANS[("fashion-mnist", "cuda")]
+FASHION_MNIST = str(Path(FASHION_MNIST_PLAN.out).relative_to("results"))  # its grid's folder under results/
+FASHION_MNIST_COMMAND = "bash scripts/gpu_grid.sh"
+
+
+def _grid_finding(folder, grid, title, paper_text, command, missing):
+    """The finding of ``grid`` from the runs under ``folder/runs``, or the finding ``missing`` when there are none."""
+    runs_root = Path(folder) / "runs"
+    runs = collect_runs(runs_root) if runs_root.is_dir() else pd.DataFrame()
+    if runs.empty:
+        return missing
+    stats = row_statistics(runs, grid)
+    ran = [r for r in stats if r["n"]]
+    datasets = sorted({r["dataset"] for r in ran})
+    seeds = sorted({r["n"] for r in ran})
+    epochs = sorted({r["epochs"] for r in ran})
+    on = ", ".join(("the " if d[0].islower() else "") + d for d in datasets)  # the embedded digits; Fashion-MNIST
+    ours = (f"{len(ran)} of {len(stats)} rows on {on}, {'/'.join(map(str, seeds))} seeds, "
+            f"{'/'.join(map(str, epochs))} epochs")
+    details = tuple(
+        f"{r['arch']} {r['method']}: top-1 {r['mean']:.1f}" + (f" ± {r['std']:.1f}" if r["n"] > 1 else "")
+        + f" over {r['n']} seed(s)"
+        + (f"; minus XNOR-Net {r['diff']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}], {r['ordering']}"
+           if r["diff_n"] >= 2 else "") for r in ran)
+    machines = sorted(set(runs.machine))
+    return Finding(title, paper_text, ours, verdict_rows(stats, _paper_gaps(grid)),
+                   (str(Path(folder) / "tables" / f"{grid}.md"), str(runs_root)), command, "; ".join(machines),
+                   details)
+
+
 def read_grids(results):
-    runs_root = Path(results) / "runs"
     out = []
-    for grid, title, paper_text in (
-            ("table1", "Table 1: ResNet-18, Cases 1-4 against XNOR-Net",
-             "every case above XNOR-Net on ImageNet (+4.3 to +5.9 top-1)"),
-            ("table3", "Table 3: AlexNet and ResNet-18, BNN / XNOR-Net / ours / real",
-             "BNN < XNOR-Net < ours < real on ImageNet")):
+    for grid, (title, paper_text) in GRID_TITLES.items():
         command = f"python -m studies.notebooks {grid}"
-        runs = collect_runs(runs_root) if runs_root.is_dir() else pd.DataFrame()
-        if runs.empty:
-            out.append(_missing(title, paper_text, runs_root, command))
-            continue
-        stats = row_statistics(runs, grid)
-        ran = [r for r in stats if r["n"]]
-        datasets = sorted({r["dataset"] for r in ran})
-        seeds = sorted({r["n"] for r in ran})
-        epochs = sorted({r["epochs"] for r in ran})
-        ours = (f"{len(ran)} of {len(stats)} rows on the {', '.join(datasets)}, {'/'.join(map(str, seeds))} seeds, "
-                f"{'/'.join(map(str, epochs))} epochs")
-        details = tuple(
-            f"{r['arch']} {r['method']}: top-1 {r['mean']:.1f}" + (f" ± {r['std']:.1f}" if r["n"] > 1 else "")
-            + f" over {r['n']} seed(s)"
-            + (f"; minus XNOR-Net {r['diff']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}], {r['ordering']}"
-               if r["diff_n"] >= 2 else "") for r in ran)
-        machines = sorted(set(runs.machine))
-        out.append(Finding(title, paper_text, ours, verdict_rows(stats, _paper_gaps(grid)),
-                           (str(Path(results) / "tables" / f"{grid}.md"), str(runs_root)), command,
-                           "; ".join(machines), details))
+        missing = _missing(title, paper_text, Path(results) / "runs", command)
+        out.append(_grid_finding(results, grid, title, paper_text, command, missing))
     return out
+
+
+def read_fashion_mnist_grids(results):
+    """Tables 1 and 3 on Fashion-MNIST (``results/fashion-mnist``), or, before they ran, that they are not
+    measured yet, with the time the grid is estimated to take on one GPU (``grids.estimate_seconds``)."""
+    estimate = _fashion_mnist_estimate(results)
+    out = []
+    for grid, (title, paper_text) in GRID_TITLES.items():
+        title = f"Fashion-MNIST: {title}"
+        missing = Finding(title, paper_text, "not measured yet",
+                          f"not measured yet: the grid needs a GPU (`{FASHION_MNIST_COMMAND}`)", (),
+                          FASHION_MNIST_COMMAND, "", estimate)
+        found = _grid_finding(Path(results) / FASHION_MNIST, grid, title, paper_text, FASHION_MNIST_COMMAND,
+                              missing)
+        out.append(replace(found, details=found.details + _wall_time(Path(results) / FASHION_MNIST)) if found.ran
+                   else found)
+    return out
+
+
+def _wall_time(folder):
+    """The grid's wall time over the calls of ``scripts/gpu_grid.sh``, from its ``gpu/steps.csv``, in words."""
+    steps = folder / "gpu" / "steps.csv"
+    if not steps.exists():
+        return ()
+    s = pd.read_csv(steps)
+    grid = s[_column(s, "step") == "grid"]
+    return (f"wall time of the grid: {_column(grid, 'seconds').sum() / 60:.1f} min over {len(grid)} call(s) "
+            f"(`{FASHION_MNIST}/gpu/steps.csv`)",)
+
+
+def _fashion_mnist_estimate(results):
+    """What the GPU grid should take, from the committed GPU training-step benchmark, in words."""
+    bench = Path(results) / "benchmarks" / "train_step" / "cuda"
+    if not (bench / "benchmark.csv").exists():
+        return ("no GPU training-step benchmark to estimate its time from (`python -m studies.bench_train "
+                "--device cuda`)",)
+    step_ms = _column(pd.read_csv(bench / "benchmark.csv").set_index("method"), "step_ms").to_dict()
+    plan = FASHION_MNIST_PLAN
+    step_ms = {m: step_ms[m] for _, m in plan.rows}  # the methods the grid trains
+    record = _record(bench / "run.json")
+    protocol, gpu = record.get("protocol", {}), record.get("environment", {}).get("gpu", "a GPU")
+    minutes, size = grids.estimate_seconds(plan, step_ms) / 60, NATIVE_SIZE["fashion-mnist"]
+    return (f"estimated, not measured: {minutes:.1f} min on one GPU for {len(plan.rows)} rows x {len(plan.seeds)} "
+            f"seeds of {plan.epochs} epochs, every training step charged what the GPU training-step benchmark "
+            f"measured on the {gpu} for binary ResNet-18 with the same method at {protocol.get('input_size', '?')}x"
+            f"{protocol.get('input_size', '?')}, batch {protocol.get('batch_size', '?')}, float32 "
+            f"({min(step_ms.values()):.1f} to {max(step_ms.values()):.1f} ms), a validation batch a third of that, "
+            f"each notebook {grids.RUN_OVERHEAD_S:.0f} s (assumed); no credit taken for the smaller steps on "
+            f"{size}x{size} images or for mixed precision",)
 
 
 def read_training(results):
@@ -431,8 +493,8 @@ def read_trained_layers(results):
                     "; ".join(ours_order), "; ".join(order), files, command, machine)]
 
 
-READERS = (read_table2, read_protocol, read_trained_layers, read_grids, read_speedup, read_kernel, read_training,
-           read_train_step)
+READERS = (read_table2, read_protocol, read_trained_layers, read_grids, read_fashion_mnist_grids, read_speedup,
+           read_kernel, read_training, read_train_step)
 
 
 def read_findings(results):

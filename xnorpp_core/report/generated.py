@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from .findings import read_findings
+from .findings import FASHION_MNIST, read_findings
 from .machine import machine_label, short_label
 from .verdicts import rules_text
 
@@ -82,25 +82,32 @@ def _record_row(folder, results, record):
             short_label(machine_label(env)) if env else "not recorded", isa)
 
 
+# The grids' folders of per-seed runs (the digits', Fashion-MNIST's): one row each, not one per run.
+GRID_RUNS = ("runs", f"{FASHION_MNIST}/runs")
+
+
 def read_records(results):
     """One row per result folder: (folder, record file, recorded command, machine, whether the CPU's instruction
-    set is recorded); a folder without a record says so. The per-seed runs of ``runs/`` make one row."""
+    set is recorded); a folder without a record says so. The per-seed runs of a grid (``GRID_RUNS``) make one row."""
     results = Path(results)
     rows = []
     for folder in sorted(p for p in results.rglob("*") if p.is_dir()):
         rel = folder.relative_to(results)
-        if rel.parts[0] == "runs" or not any(f.is_file() for f in folder.iterdir()):
+        if any(rel.parts[:len(Path(g).parts)] == Path(g).parts for g in GRID_RUNS) or not any(
+                f.is_file() for f in folder.iterdir()):
             continue
         record = next((folder / name for name in RECORD_FILES if (folder / name).is_file()), None)
         rows.append(_record_row(folder, results, record) if record else
                     (f"{rel}/", "none", "not recorded", "not recorded", "no"))
-    seeds = sorted(results.glob("runs/*/*/summary.json"))
-    if seeds:
+    for grid in GRID_RUNS:
+        seeds = sorted(results.glob(f"{grid}/*/*/summary.json"))
+        if not seeds:
+            continue
         machines = sorted({short_label(machine_label(json.loads(p.read_text()).get("environment") or {}))
                            for p in seeds})
         isa = sum(bool((json.loads(p.read_text()).get("environment") or {}).get("cpu_details", {}).get("isa"))
                   for p in seeds)
-        rows.append(("runs/<arch>_<method>/seed<N>/", f"summary.json ({len(seeds)} runs)", "not recorded",
+        rows.append((f"{grid}/<arch>_<method>/seed<N>/", f"summary.json ({len(seeds)} runs)", "not recorded",
                      "; ".join(machines), f"{isa} of {len(seeds)}"))
     return rows
 
@@ -121,6 +128,7 @@ BLOCKS = {
     "protocol": _select("Protocol study"),
     "trained-layers": _select("Table 2 on trained layers"),
     "grids": _select("Table 1", "Table 3"),
+    "grids-fashion-mnist": _select("Fashion-MNIST"),
     "default-training": _select("Default training"),
     "train-step": _select("Training step"),
     "formulas": _select("Eq. 8/9"),

@@ -99,4 +99,4 @@ def ordering(diff, dataset, baseline="XNOR-Net"):
         return f"above {baseline}"
     if diff.high < 0:
         return f"below {baseline}"
-    return f"not separable on the {dataset}" if dataset != "ImageNet" else "not separable on ImageNet"
+    return f"not separable on the {dataset}" if dataset[0].islower() else f"not separable on {dataset}"  # a name

@@ -34,6 +34,7 @@ from .machine import machine_label
 from ..provenance import atomic_write, markdown_table
 from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from ..reconstruction.table2 import display as table2_display
+from ..training.data import parse_data
 
 __all__ = ["GRIDS", "RUN_COLUMNS", "EMBEDDED", "Cell", "Table", "collect_runs", "dataset_label", "read_table2",
            "row_statistics", "table1", "table2", "table3", "figure1_headline", "mark_printed_speedups", "write_table"]
@@ -46,6 +47,7 @@ GRIDS = {
 RUN_COLUMNS = ("row", "arch", "method", "seed", "dataset", "val_images", "epochs", "lr_step", "val_top1",
                "val_top5", "best_val_top1", "best_epoch", "machine")
 EMBEDDED = "embedded digits"
+DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 MISSING = "—"
 ARCH_LABELS = {"alexnet": "AlexNet", "resnet18": "ResNet-18"}
 
@@ -142,13 +144,17 @@ def check_results(results):
 
 
 def dataset_label(data):
-    """What a run was measured on: the embedded digits (``data`` is None) or the ImageFolder's name.
+    """What a run was measured on: the embedded digits (``data`` is None), Fashion-MNIST, CIFAR-10 (``--data``
+    ``fashion-mnist``, ``cifar10:DIR``) or the ImageFolder's name.
 
     A folder whose name starts with ``imagenet`` or ``ilsvrc`` (any case) reads ``ImageNet``; any
     other reads ``ImageFolder <name>``: the table never calls a dataset ImageNet on a guess beyond that.
     """
     if data in (None, ""):
         return EMBEDDED
+    kind = parse_data(data).kind
+    if kind in DATASET_LABELS:
+        return DATASET_LABELS[kind]
     name = Path(str(data)).name or str(data)
     return "ImageNet" if name.lower().startswith(("imagenet", "ilsvrc")) else f"ImageFolder {name}"
 
@@ -261,6 +267,10 @@ def _notes(runs, grid):
             notes.append(f"On the {EMBEDDED}: {epochs} epochs, learning rate divided by 10 every {step} epoch(s) "
                          "(the digits recipe, `xnorpp_core.training.RECIPES`, trains 9 epochs with a step of 3; "
                          "the grids are shortened so that every row can be trained with several seeds on a CPU).")
+    for dataset in sorted(set(mine.dataset) & set(DATASET_LABELS.values())):  # their grids shorten the recipe
+        other = mine[mine.dataset == dataset]
+        for epochs, step in sorted(set(zip(other.epochs, other.lr_step))):
+            notes.append(f"On {dataset}: {epochs} epoch(s), learning rate divided by 10 every {step} epoch(s).")
     for dataset, images in sorted(set(zip(mine.dataset, mine.val_images))):
         counts = sorted(set(mine[mine.dataset == dataset].groupby(["arch", "method"]).size()))
         notes.append(f"{dataset}: {images} validation images, one image is {100 / images:.3g} points of "
@@ -271,8 +281,10 @@ def _notes(runs, grid):
                  "excludes zero.")
     notes += [f"Trained on {machine}." for machine in sorted(set(mine.machine))]
     missing = [f"{ARCH_LABELS[a]} {METHOD_LABELS[m].md}" for a, m in rows if _runs_of(runs, a, m).empty]
-    if missing:
-        notes.append(f"Not run yet: {', '.join(missing)} (`python -m studies.notebooks {grid}`).")
+    if missing:  # the Fashion-MNIST grid leaves rows out, which its command would not train
+        command = ("" if set(mine.dataset) & set(DATASET_LABELS.values())
+                   else f" (`python -m studies.notebooks {grid}`)")
+        notes.append(f"Not run yet: {', '.join(missing)}{command}.")
     return tuple(notes)
 
 

@@ -20,7 +20,7 @@ import torch
 from ..models import build_model
 from ..provenance import read_bytes, read_torch_file
 
-__all__ = ["CheckpointError", "digest", "seal", "verify", "load_checkpoint"]
+__all__ = ["CheckpointError", "digest", "seal", "verify", "load_checkpoint", "training_data"]
 
 _MODEL_FILE_MAGIC = b"xnorpp-packed-model"  # the first bytes of a packed model file (packed.model_file)
 
@@ -96,3 +96,12 @@ def load_checkpoint(path):
         raise CheckpointError(f"checkpoint {path} does not hold a model of its own configuration: "
                               f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}") from None
     return model.eval(), config["arch"], kwargs, ckpt.get("classes")
+
+
+def training_data(path):
+    """``(root, resize)`` of the data that the checkpoint ``path`` (one ``load_checkpoint`` reads) was trained on:
+    its ImageFolder root (None for the embedded digits) and the ``Resize`` size of its images
+    (``TrainConfig.resize_to``)."""
+    config = read_torch_file(Path(path), "checkpoint")["config"]
+    resize = config.get("resize") or 256
+    return config.get("data"), resize if config.get("resize_mode") in (None, "shorter_side") else (resize, resize)

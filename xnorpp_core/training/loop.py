@@ -7,6 +7,14 @@ cropped to 224 (ResNet) or 227 (AlexNet), centre-cropped for evaluation;
 cross-entropy loss. These are the defaults for any ImageFolder dataset
 (``RECIPES["imagefolder"]``).
 
+Fashion-MNIST and CIFAR-10 (``RECIPES["fashion-mnist"]``, ``RECIPES["cifar10"]``)
+keep the optimizer, learning rate, weight decay and batch sizes, and train at
+the images' own size (28x28, 32x32) with the small-input stem: 30 epochs with
+the learning rate divided by 10 every 10 (drops at 1/3 and 2/3 of training, as
+25 and 50 of 80 epochs). Their images are held on the training device and
+augmented there a batch at a time (``xnorpp_core.training.data``), drawing from
+the same seeded loader generator as a DataLoader would.
+
 The embedded digits (``data=None``, see ``xnorpp_core.training.data``) keep the
 optimizer, learning rate and weight decay, and scale the rest to a dataset of
 1,437 training images of 8x8 pixels on a 2-core CPU (``RECIPES["digits"]``):
@@ -51,7 +59,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import BatchSampler, DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
@@ -84,11 +92,14 @@ class Recipe:
     workers: int
 
 
+PAPER_BATCH = {"resnet18": 256, "alexnet": 400}
 RECIPES = {
-    "imagefolder": Recipe(epochs=80, lr_step=25, batch_size={"resnet18": 256, "alexnet": 400},
-                          input_size={"resnet18": 224, "alexnet": 227}, small_input=False, workers=8),
+    "imagefolder": Recipe(epochs=80, lr_step=25, batch_size=PAPER_BATCH, input_size={"resnet18": 224, "alexnet": 227},
+                          small_input=False, workers=8),
     "digits": Recipe(epochs=9, lr_step=3, batch_size={"resnet18": 64, "alexnet": 64},
                      input_size={"resnet18": 16, "alexnet": 16}, small_input=True, workers=0),
+    **{kind: Recipe(epochs=30, lr_step=10, batch_size=PAPER_BATCH, input_size={"resnet18": size, "alexnet": size},
+                    small_input=True, workers=0) for kind, size in datasets.NATIVE_SIZE.items()},
 }
 
 
@@ -103,21 +114,23 @@ class TrainConfig:
     arch: str = _opt("resnet18", "network", choices=tuple(ARCHS))
     method: str = _opt("case4", "scale method of the binary convolutions ('real': the float baseline)",
                        choices=METHODS)
-    data: str | None = _opt(None, "ImageFolder root with train/ and val/ class folders (default: the embedded "
-                                  "scikit-learn digits)", metavar="ROOT")
-    epochs: int | None = _opt(None, "epochs (recipe: 80; digits 9)", bounds=EPOCHS)
+    data: str | None = _opt(None, f"what to train on: {datasets.DATA_HELP} (default: the embedded scikit-learn "
+                                  "digits)")
+    epochs: int | None = _opt(None, "epochs (recipe: 80; Fashion-MNIST and CIFAR-10 30; digits 9)", bounds=EPOCHS)
     batch_size: int | None = _opt(None, "global batch size over all processes (recipe: 256 ResNet-18, 400 AlexNet; "
                                         "digits 64)", bounds=BATCH_SIZE)
     lr: float = _opt(1e-3, "Adam learning rate", bounds=reals(0, 10, open_low=True))
     weight_decay: float = _opt(1e-5, "Adam weight decay (L2)", bounds=reals(0, 1))
     lr_step: int | None = _opt(None, "multiply the learning rate by --lr-gamma every this many epochs (recipe: 25; "
-                                     "digits 3)", bounds=EPOCHS)
+                                     "Fashion-MNIST and CIFAR-10 10; digits 3)", bounds=EPOCHS)
     lr_gamma: float = _opt(0.1, "learning-rate factor at each step", bounds=reals(0, 1, open_low=True))
-    input_size: int | None = _opt(None, "training/evaluation crop (recipe: 224 ResNet-18, 227 AlexNet; digits 16)",
-                                  bounds=SIDE)
+    input_size: int | None = _opt(None, "training/evaluation crop (recipe: 224 ResNet-18, 227 AlexNet; digits 16; "
+                                        "Fashion-MNIST 28 and CIFAR-10 32, their own size)", bounds=SIDE)
     resize: int = _opt(256, "ImageFolder: resize the shorter side to this before cropping", bounds=SIDE)
-    hflip: bool = _opt(True, "ImageFolder: random horizontal flips in training")
-    small_input: bool | None = _opt(None, "3x3/1 stem for small images (recipe: off; digits on)")
+    hflip: bool = _opt(True, "random horizontal flips in training (ImageFolder, Fashion-MNIST, CIFAR-10; never "
+                             "the digits)")
+    small_input: bool | None = _opt(None, "3x3/1 stem for small images (recipe: off; digits, Fashion-MNIST and "
+                                          "CIFAR-10 on)")
     pad_mode: str = _opt("zero", "border of the binary convolutions (see xnorpp_core.layers)", choices=PAD_MODES)
     # Choices the paper leaves open (docs/models.md): the defaults, and the variants one flag away.
     alexnet_widths: str = _opt("paper", "AlexNet filters: paper (96-256-384-384-256, Krizhevsky et al. and "
@@ -139,8 +152,9 @@ class TrainConfig:
                                "checkpoint is an error)")
     device: str = _opt("auto", "cpu, cuda, or auto (cuda when available)", choices=DEVICES)
     amp: bool = _opt(True, "mixed precision (float16 autocast) on CUDA")
-    workers: int | None = _opt(None, "data-loader worker processes per process (recipe: 8, at most the CPUs "
-                                     "of each process; digits 0)", bounds=WORKERS)
+    workers: int | None = _opt(None, "data-loader worker processes per process (recipe: 8, at most the CPUs of each "
+                                     "process; digits 0; Fashion-MNIST and CIFAR-10 are held on the device, without "
+                                     "workers)", bounds=WORKERS)
     quiet: bool = _opt(False, "no progress bars or per-epoch lines")
 
     # Options that may change between a run and its resumption (they do not change the experiment).
@@ -168,19 +182,20 @@ class TrainConfig:
                 object.__setattr__(self, name, value)
         check_fields(self)
         check(self.data is not None or self.input_size >= 8, "digits need input_size >= 8 (they are 8x8)")
-        check(self.data is None or self.resize >= self.input_size,
+        check(self.dataset != "imagefolder" or self.resize >= self.input_size,
               f"resize ({self.resize}) must be at least input_size ({self.input_size})")
+        datasets.check_input_size(self.dataset, self.input_size)
         check(_network_accepts(self), f"input_size {self.input_size} is too small for {self.arch} with "
               f"{'the 3x3/1 small-input stem' if self.small_input else 'the ImageNet stem (try --small-input)'}")
 
     @property
     def dataset(self):
-        """``"digits"`` (embedded) or ``"imagefolder"``."""
-        return "digits" if self.data is None else "imagefolder"
+        """``"digits"`` (embedded), ``"imagefolder"``, ``"fashion-mnist"`` or ``"cifar10"`` (``data.parse_data``)."""
+        return datasets.parse_data(self.data).kind
 
     @property
     def run_name(self):
-        return f"{self.dataset if self.data is None else Path(self.data).name}-{self.arch}-{self.method}"
+        return f"{datasets.parse_data(self.data).name}-{self.arch}-{self.method}"
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -216,11 +231,14 @@ def _network_accepts(config):
 
 def _as_run(config, device):
     """``config`` as a dict, with the settings that did not apply to this run as ``None`` / off: mixed
-    precision off unless on CUDA, the ImageFolder-only ``resize``, ``resize_mode`` and ``hflip`` None for the digits."""
+    precision off unless on CUDA, the ImageFolder-only ``resize`` and ``resize_mode`` None for other data,
+    ``hflip`` None for the digits."""
     applied = config.to_dict()
     applied["amp"] = config.amp and device.type == "cuda"
-    if config.data is None:
-        applied["resize"] = applied["resize_mode"] = applied["hflip"] = None
+    if config.dataset != "imagefolder":
+        applied["resize"] = applied["resize_mode"] = None
+    if config.dataset == "digits":
+        applied["hflip"] = None
     return applied
 
 
@@ -358,11 +376,17 @@ def _loaders(config, train_set, val_set, proc):
         raise TrainingError(f"batch_size {config.batch_size} is larger than the training split "
                             f"({len(train_set)} images)")
     generator = torch.Generator()
+    val_shard = range(proc.rank, len(val_set), proc.world)  # a shard, no padding
     if proc.world > 1:
         sampler = DistributedSampler(train_set, proc.world, proc.rank, shuffle=True, seed=config.seed)
-        val_set = Subset(val_set, range(proc.rank, len(val_set), proc.world))  # a shard, no padding
     else:
         sampler = torch.utils.data.RandomSampler(train_set, generator=generator)
+    if isinstance(train_set, datasets.InMemorySplit):  # held on the device, transformed there a batch at a time
+        train = datasets.InMemoryLoader(train_set.to(proc.device), BatchSampler(sampler, per_process, True), generator)
+        val = datasets.InMemoryLoader(val_set.to(proc.device), BatchSampler(val_shard, per_process, False))
+        return train, val, generator
+    if proc.world > 1:
+        val_set = Subset(val_set, val_shard)
     common = dict(batch_size=per_process, num_workers=config.workers, pin_memory=proc.device.type == "cuda")
     train = DataLoader(train_set, sampler=sampler, drop_last=True, generator=generator, **common)
     val = DataLoader(val_set, shuffle=False, generator=torch.Generator().manual_seed(0), **common)
@@ -434,11 +458,7 @@ def _check_memory(config, proc):
 
 
 def _train(config, out, proc):
-    if config.data is None:
-        train_set, val_set, classes = datasets.digits_splits(config.input_size)
-    else:
-        train_set, val_set, classes = datasets.imagefolder_splits(config.data, config.input_size, config.resize_to,
-                                                                  config.hflip)
+    train_set, val_set, classes = datasets.splits(config.data, config.input_size, config.resize_to, config.hflip)
     dataset = {"name": config.dataset, "classes": len(classes), "train": len(train_set), "val": len(val_set)}
     train_loader, val_loader, generator = _loaders(config, train_set, val_set, proc)
 

@@ -73,31 +73,18 @@
 // run. Both give identical results. Every shape is checked before any memory
 // is touched: the kernels never read or write outside their tensors.
 
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-
-#include <algorithm>
-#include <cstdint>
-#include <cmath>
-#include <cstring>
-#include <limits>
-#include <vector>
+#include "common.h"
 
 #ifndef XNORPP_AMX_EMULATION
 #define XNORPP_AMX_EMULATION 0
 #endif
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-#include <immintrin.h>
-#define XNORPP_AVX512 1
-#define XNORPP_AVX512_FN __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vpopcntdq")))
+#if XNORPP_AVX512
 #if XNORPP_AMX_EMULATION  // software tiles (amx_emulation.h): no AMX instruction is emitted
 #define XNORPP_AMX_FN __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 #else
 #define XNORPP_AMX_FN __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512dq,avx512vl")))
 #endif
-#else
-#define XNORPP_AVX512 0
 #endif
 
 #if XNORPP_AVX512 && XNORPP_AMX_EMULATION
@@ -112,15 +99,8 @@
 #define XNORPP_AMX 0
 #endif
 
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "bit outputs are written as 32-bit halves of words");
 
-using u64 = uint64_t;
-using u32 = uint32_t;
-
-namespace {
-
-constexpr int64_t OB = 32;  // output channels per tile (4 x 8 lanes of 64 bits; one 32-bit half word of bits)
-constexpr int64_t PB = 6;   // output pixels per tile
+namespace xnorpp {
 
 // Whether the CPU has AVX-512 (F, BW, DQ, VL) with VPOPCNTDQ (the popcount kernels), or with VNNI (int8_gemm).
 bool cpu_has_avx512(bool vnni) {
@@ -143,6 +123,16 @@ bool vnni_available() {
   static const bool has = cpu_has_avx512(true);
   return has;
 }
+
+}  // namespace xnorpp
+
+using xnorpp::simd_available;
+using xnorpp::vnni_available;
+
+namespace {
+
+constexpr int64_t OB = 32;  // output channels per tile (4 x 8 lanes of 64 bits; one 32-bit half word of bits)
+constexpr int64_t PB = 6;   // output pixels per tile
 
 bool cpu_has_amx() {
 #if XNORPP_AMX && XNORPP_AMX_EMULATION
@@ -450,6 +440,19 @@ Tile make_tile(const Geometry& g, int64_t n, int64_t p0, int64_t o0) {
   return t;
 }
 
+// The order of a layer's tiles: output-channel tiles outermost, so that each thread keeps its slice of the
+// weights in cache while it sweeps the pixels; when all the weights fit in the first-level cache
+// (pixels_outer), pixels outermost instead, so that each pixel's outputs (and residual, Gamma, correction) are
+// read and written at once. tile(g, i) is the i-th tile, of n_ob x rows (images x pixel blocks of n_pb).
+struct TileOrder {
+  bool pixels_outer;
+  int64_t n_ob, rows, n_pb;
+  Tile tile(const Geometry& g, int64_t i) const {
+    const int64_t ob = pixels_outer ? i % n_ob : i / rows, r = pixels_outer ? i / n_ob : i % rows;
+    return make_tile(g, r / n_pb, (r % n_pb) * PB, ob * OB);
+  }
+};
+
 // Where pixel j's 32 bits of channels o0 .. o0 + 31 go.
 inline u32* bits_at(const Epilogue& e, const Tile& t, int64_t j) {
   return e.bits + ((t.n * e.out_Hp + t.py[j] + e.out_ph) * e.out_Wp + t.px[j] + e.out_pw) * e.out_units + t.o0 / OB;
@@ -529,42 +532,7 @@ void tile_generic(const u64* __restrict xb, const u64* __restrict wt, const Geom
 }
 
 #if XNORPP_AVX512
-template <bool CORR, bool FACTORS, int KIND>
-XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Epilogue& epi,
-                                      const __m512i (&acc)[PB][OB / 8]);
-using EpilogueFn = void (*)(const Geometry&, const Tile&, const Epilogue&, const __m512i (&)[PB][OB / 8]);
-
-// The same tile with AVX-512 VPOPCNTDQ: 8 output channels per vector, PB x 4 accumulators. CW > 0: a layer of
-// CW words per pixel (the word loop unrolled), else g.cw. The weight rows (tap, word) follow each other.
-template <int64_t CW>
-XNORPP_AVX512_FN void tile_avx512(const u64* __restrict xb, const u64* __restrict wt, const Geometry& g,
-                                  const Tile& t, const Epilogue& e, EpilogueFn epilogue) {
-  const int64_t cw = CW > 0 ? CW : g.cw;
-  __m512i v[PB][OB / 8];
-  for (int64_t j = 0; j < PB; ++j)
-    for (int64_t q = 0; q < OB / 8; ++q) v[j][q] = _mm512_setzero_si512();
-  const u64* x[PB];
-  for (int64_t j = 0; j < PB; ++j) x[j] = xb + t.base[j];
-  const u64* b = wt + t.o0 / OB * g.kh * g.kw * cw * OB;  // the tile's weights, row after row
-  for (int64_t ky = 0; ky < g.kh; ++ky)
-    for (int64_t kx = 0; kx < g.kw; ++kx) {
-      const int64_t a = (ky * g.Wp + kx) * cw;
-      for (int64_t w = 0; w < cw; ++w, b += OB) {
-        const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 8);
-        const __m512i b2 = _mm512_loadu_si512(b + 16), b3 = _mm512_loadu_si512(b + 24);
-        for (int64_t j = 0; j < PB; ++j) {
-          const __m512i xv = _mm512_set1_epi64(static_cast<long long>(x[j][a + w]));
-          v[j][0] = _mm512_add_epi64(v[j][0], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b0)));
-          v[j][1] = _mm512_add_epi64(v[j][1], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b1)));
-          v[j][2] = _mm512_add_epi64(v[j][2], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b2)));
-          v[j][3] = _mm512_add_epi64(v[j][3], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b3)));
-        }
-      }
-    }
-  epilogue(g, t, e, v);
-}
-
-// The epilogue of tile_avx512 (as epilogue_generic), 16 channels at a time: acc[j][q] holds the popcounts of
+// The epilogue of a tile of tiles_avx512 (as epilogue_generic), 16 channels at a time: acc[j][q] holds the popcounts of
 // channels o0 + 8 q .. o0 + 8 q + 7 of pixel j in 64-bit lanes. CORR and FACTORS say whether e.corr and
 // e.gamma_y are set; KIND which float outputs the epilogue has, each choice compiled apart, free of the tests of
 // the others: SIGNS only the next layer's signs (no ReLU, residual, y or affine map), BLOCK a block's output
@@ -573,8 +541,9 @@ XNORPP_AVX512_FN void tile_avx512(const u64* __restrict xb, const u64* __restric
 constexpr int ANY = 0, SIGNS = 1, BLOCK = 2;
 
 template <bool CORR, bool FACTORS, int KIND>
-XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Epilogue& epi,
-                                      const __m512i (&acc)[PB][OB / 8]) {
+XNORPP_AVX512_FN __attribute__((always_inline)) inline void epilogue_avx512(const Geometry& g, const Tile& t,
+                                                                            const Epilogue& epi,
+                                                                            const __m512i (&acc)[PB][OB / 8]) {
   const Epilogue e = epi;  // a local copy: its fields stay in registers across the stores below
   const __m512i n_bits = _mm512_set1_epi32(static_cast<int32_t>(g.n_bits));
   const __m512i low_halves = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -654,21 +623,64 @@ XNORPP_AVX512_FN void epilogue_avx512(const Geometry& g, const Tile& t, const Ep
   }
 }
 
-using TileFn = void (*)(const u64*, const u64*, const Geometry&, const Tile&, const Epilogue&, EpilogueFn);
+// The tiles begin .. end - 1 of a layer (run_tiles' order) with AVX-512 VPOPCNTDQ: 8 output channels per
+// vector, PB x 4 accumulators per tile, then the tile's epilogue, inlined. CW > 0: a layer of CW words per pixel
+// (the word loop unrolled), else g.cw. The weight rows (tap, word) of a tile of 32 outputs follow each other.
+template <int64_t CW, bool CORR, bool FACTORS, int KIND>
+XNORPP_AVX512_FN void tiles_avx512(const u64* __restrict xb, const u64* __restrict wt, const Geometry& g,
+                                   const Epilogue& e, const TileOrder& order, int64_t begin, int64_t end) {
+  const int64_t cw = CW > 0 ? CW : g.cw, taps = g.kh * g.kw;
+  int64_t offset[64];  // each tap's first word, from the pixel's receptive field (kh kw <= 64, or computed)
+  const bool table = taps <= 64;
+  for (int64_t k = 0; table && k < taps; ++k) offset[k] = ((k / g.kw) * g.Wp + k % g.kw) * cw;
+  for (int64_t i = begin; i < end; ++i) {
+    const Tile t = order.tile(g, i);
+    __m512i v[PB][OB / 8];
+    for (int64_t j = 0; j < PB; ++j)
+      for (int64_t q = 0; q < OB / 8; ++q) v[j][q] = _mm512_setzero_si512();
+    const u64* x[PB];
+    for (int64_t j = 0; j < PB; ++j) x[j] = xb + t.base[j];
+    const u64* b = wt + t.o0 / OB * taps * cw * OB;  // the tile's weights, row after row
+    for (int64_t k = 0; k < taps; ++k) {
+      const int64_t a = table ? offset[k] : ((k / g.kw) * g.Wp + k % g.kw) * cw;
+      for (int64_t w = 0; w < cw; ++w, b += OB) {
+        const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 8);
+        const __m512i b2 = _mm512_loadu_si512(b + 16), b3 = _mm512_loadu_si512(b + 24);
+        for (int64_t j = 0; j < PB; ++j) {
+          const __m512i xv = _mm512_set1_epi64(static_cast<long long>(x[j][a + w]));
+          v[j][0] = _mm512_add_epi64(v[j][0], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b0)));
+          v[j][1] = _mm512_add_epi64(v[j][1], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b1)));
+          v[j][2] = _mm512_add_epi64(v[j][2], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b2)));
+          v[j][3] = _mm512_add_epi64(v[j][3], _mm512_popcnt_epi64(_mm512_xor_si512(xv, b3)));
+        }
+      }
+    }
+    epilogue_avx512<CORR, FACTORS, KIND>(g, t, e, v);
+  }
+}
 
-// The compiled tile for g's words per pixel, and the epilogue for e's fields.
-void choose_avx512(const Geometry& g, const Epilogue& e, TileFn& tile, EpilogueFn& epilogue) {
-  tile = g.cw == 1 ? tile_avx512<1> : g.cw == 2 ? tile_avx512<2> : g.cw == 4 ? tile_avx512<4>
-       : g.cw == 8 ? tile_avx512<8> : tile_avx512<0>;
-  static const EpilogueFn table[4][3] = {
-      {epilogue_avx512<false, false, ANY>, epilogue_avx512<false, false, SIGNS>, epilogue_avx512<false, false, BLOCK>},
-      {epilogue_avx512<false, true, ANY>, epilogue_avx512<false, true, SIGNS>, epilogue_avx512<false, true, BLOCK>},
-      {epilogue_avx512<true, false, ANY>, epilogue_avx512<true, false, SIGNS>, epilogue_avx512<true, false, BLOCK>},
-      {epilogue_avx512<true, true, ANY>, epilogue_avx512<true, true, SIGNS>, epilogue_avx512<true, true, BLOCK>}};
+using TilesFn = void (*)(const u64*, const u64*, const Geometry&, const Epilogue&, const TileOrder&, int64_t, int64_t);
+
+template <int64_t CW>
+constexpr TilesFn tiles_table[4][3] = {
+    {tiles_avx512<CW, false, false, ANY>, tiles_avx512<CW, false, false, SIGNS>, tiles_avx512<CW, false, false, BLOCK>},
+    {tiles_avx512<CW, false, true, ANY>, tiles_avx512<CW, false, true, SIGNS>, tiles_avx512<CW, false, true, BLOCK>},
+    {tiles_avx512<CW, true, false, ANY>, tiles_avx512<CW, true, false, SIGNS>, tiles_avx512<CW, true, false, BLOCK>},
+    {tiles_avx512<CW, true, true, ANY>, tiles_avx512<CW, true, true, SIGNS>, tiles_avx512<CW, true, true, BLOCK>}};
+
+// The compiled tiles for g's words per pixel and e's fields.
+TilesFn choose_avx512(const Geometry& g, const Epilogue& e) {
   const bool no_post = !e.post_scale && !e.post_relu;
   const int kind = !e.residual && !e.relu && !e.y && e.scale && no_post ? SIGNS
                    : e.residual && e.relu && e.y && no_post ? BLOCK : ANY;
-  epilogue = table[(e.corr ? 2 : 0) + (e.gamma_y ? 1 : 0)][kind];
+  const int fields = (e.corr ? 2 : 0) + (e.gamma_y ? 1 : 0);
+  switch (g.cw) {
+    case 1: return tiles_table<1>[fields][kind];
+    case 2: return tiles_table<2>[fields][kind];
+    case 4: return tiles_table<4>[fields][kind];
+    case 8: return tiles_table<8>[fields][kind];
+    default: return tiles_table<0>[fields][kind];
+  }
 }
 #endif
 
@@ -697,28 +709,18 @@ void run_tiles(const torch::Tensor& xb, const torch::Tensor& wt, const Geometry&
   const u64* wp = reinterpret_cast<const u64*>(wt.data_ptr<int64_t>());
   const int64_t N = xb.size(0), n_pb = (g.P + PB - 1) / PB, n_ob = g.o_pad / OB;
   simd = simd && simd_available();
-  // Output-channel tiles outermost, so that each thread keeps its slice of the weights in cache while it
-  // sweeps the pixels; when all the weights fit in the first-level cache, pixels outermost instead, so that
-  // each pixel's outputs (and residual, Gamma, correction) are read and written at once.
-  const bool pixels_outer = wt.numel() * 8 <= 32 * 1024;
+  const TileOrder order{wt.numel() * 8 <= 32 * 1024, n_ob, N * n_pb, n_pb};
 #if XNORPP_AVX512
-  TileFn tile = nullptr;
-  EpilogueFn epilogue = nullptr;
-  if (simd) choose_avx512(g, e, tile, epilogue);
+  const TilesFn tiles = simd ? choose_avx512(g, e) : nullptr;
 #endif
   at::parallel_for(0, n_ob * N * n_pb, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t ob = pixels_outer ? t % n_ob : t / (N * n_pb), r = pixels_outer ? t / n_ob : t % (N * n_pb);
-      const int64_t n = r / n_pb, pb = r % n_pb;
-      const Tile tl = make_tile(g, n, pb * PB, ob * OB);
 #if XNORPP_AVX512
-      if (simd) {
-        tile(xp, wp, g, tl, e, epilogue);
-        continue;
-      }
-#endif
-      tile_generic(xp, wp, g, tl, e);
+    if (simd) {
+      tiles(xp, wp, g, e, order, begin, end);
+      return;
     }
+#endif
+    for (int64_t i = begin; i < end; ++i) tile_generic(xp, wp, g, order.tile(g, i), e);
   });
 }
 
@@ -1259,12 +1261,10 @@ void max_pool_run(const torch::Tensor& x, torch::Tensor& y, int64_t kh, int64_t 
 // Checks the input, kernel and threshold of max_pool_signs / max_pool_bits; returns y (N, C, Ho, Wo), empty.
 torch::Tensor check_pool(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
                          int64_t pw, const c10::optional<torch::Tensor>& scale, const c10::optional<torch::Tensor>& thr,
-                         int64_t out_ph, int64_t out_pw, const char* who, bool codes = false) {
-  const bool dtype = codes ? x.scalar_type() == torch::kQUInt8 || x.scalar_type() == torch::kByte
-                           : x.scalar_type() == torch::kFloat32;
-  TORCH_CHECK(x.dim() == 4 && dtype && x.device().is_cpu() && x.is_contiguous(at::MemoryFormat::ChannelsLast),
-              who, codes ? ": q must be a channels-last quint8 or uint8 CPU tensor (N, C, H, W)"
-                         : ": x must be a channels-last float32 CPU tensor (N, C, H, W)");
+                         int64_t out_ph, int64_t out_pw, const char* who) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu() &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              who, ": x must be a channels-last float32 CPU tensor (N, C, H, W)");
   TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
               who, ": bad kernel, stride or padding");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -1316,102 +1316,6 @@ std::vector<torch::Tensor> max_pool_bits(torch::Tensor x, int64_t kh, int64_t kw
   return {y, bits};
 }
 
-// max_pool_codes(q, values, kh, kw, sh, sw, ph, pw, scale, thr, out_ph, out_pw, simd) -> [y, bits]: max pooling
-//     (as max_pool_bits, dilation 1, floor mode; the padding never wins) of the uint8 codes q (N, C, H, W)
-//     (quint8 or uint8, channels-last), each output then the float values[code] (values (256,) float32: what
-//     the codes stand for, a non-decreasing table, so the largest code has the largest value); y (N, C, Ho, Wo)
-//     float32 channels-last, with the next binary layer's sign bits of y (scale y > thr, as pack_signs).
-#if XNORPP_AVX512
-// values[idx] for 16 codes: the 256-entry table in 16 registers, two-register permutes on the low 5 bits of
-// each code, then selected by its bits 5, 6 and 7 (no gather).
-XNORPP_AVX512_FN inline __m512 table_lookup(const __m512 (&t)[16], __m512i idx) {
-  __m512 r[8];
-  for (int k = 0; k < 8; ++k) r[k] = _mm512_permutex2var_ps(t[2 * k], idx, t[2 * k + 1]);
-  for (int bit = 5, n = 8; bit < 8; ++bit, n /= 2) {
-    const __mmask16 m = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(1 << bit));
-    for (int k = 0; k < n / 2; ++k) r[k] = _mm512_mask_blend_ps(m, r[2 * k], r[2 * k + 1]);
-  }
-  return r[0];
-}
-
-// One row of output pixels (oy) of max_pool_codes: x the image (H, W, C) codes, y and wb the row's outputs.
-XNORPP_AVX512_FN void pool_codes_row_avx512(const uint8_t* x, int64_t W, int64_t C, int64_t iy0, int64_t iy1,
-                                            int64_t Wo, int64_t kw, int64_t sw, int64_t pw, const float* values,
-                                            const float* scale, const float* thr, float* y, u64* wb, int64_t cw) {
-  __m512 t[16];
-  for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_ps(values + 16 * k);
-  for (int64_t ox = 0; ox < Wo; ++ox, y += C, wb += cw) {
-    const int64_t ix0 = std::max<int64_t>(0, ox * sw - pw), ix1 = std::min(W, ox * sw - pw + kw);
-    for (int64_t c = 0; c < C; c += 64) {
-      const int64_t left = C - c;
-      const __mmask64 m = left >= 64 ? ~0ULL : (1ULL << left) - 1;
-      __m512i v = _mm512_setzero_si512();  // codes are >= 0; every window holds at least one input
-      for (int64_t iy = iy0; iy < iy1; ++iy)
-        for (int64_t ix = ix0; ix < ix1; ++ix)
-          v = _mm512_max_epu8(v, _mm512_maskz_loadu_epi8(m, x + (iy * W + ix) * C + c));
-      u64 word = 0;
-      for (int64_t q = 0; q < 4 && c + 16 * q < C; ++q) {
-        const int64_t lane = c + 16 * q, rest = C - lane;
-        const __mmask16 mq = rest >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << rest) - 1);
-        const __m512 f = table_lookup(t, _mm512_cvtepu8_epi32(_mm512_castsi512_si128(v)));
-        v = _mm512_alignr_epi32(v, v, 4);  // the next 16 codes into the low lane
-        _mm512_mask_storeu_ps(y + lane, mq, f);
-        const __m512 sv = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(mq, scale + lane));
-        word |= static_cast<u64>(_mm512_mask_cmp_ps_mask(mq, sv, _mm512_maskz_loadu_ps(mq, thr + lane), _CMP_GT_OQ))
-                << (16 * q);
-      }
-      wb[c / 64] = word;
-    }
-  }
-}
-#endif
-
-std::vector<torch::Tensor> max_pool_codes(torch::Tensor q, torch::Tensor values, int64_t kh, int64_t kw, int64_t sh,
-                                          int64_t sw, int64_t ph, int64_t pw, torch::Tensor scale, torch::Tensor thr,
-                                          int64_t out_ph, int64_t out_pw, bool simd) {
-  TORCH_CHECK(values.dim() == 1 && values.size(0) == 256 && values.scalar_type() == torch::kFloat32 &&
-                  values.is_contiguous(),
-              "max_pool_codes: values must be contiguous float32 (256,)");
-  const float* table = values.data_ptr<float>();
-  for (int64_t i = 1; i < 256; ++i)
-    TORCH_CHECK(table[i] >= table[i - 1], "max_pool_codes: values must not decrease with the code");
-  auto y = check_pool(q, kh, kw, sh, sw, ph, pw, scale, thr, out_ph, out_pw, "max_pool_codes", true);
-  const int64_t N = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3), Ho = y.size(2), Wo = y.size(3);
-  const int64_t cw = (C + 63) / 64, oHp = Ho + 2 * out_ph, oWp = Wo + 2 * out_pw;
-  auto bits = torch::zeros({N, oHp, oWp, cw}, values.options().dtype(torch::kInt64));
-  if (y.numel() == 0) return {y, bits};
-  const uint8_t* src = static_cast<const uint8_t*>(q.data_ptr());
-  float* dst = y.data_ptr<float>();
-  u64* words = reinterpret_cast<u64*>(bits.data_ptr<int64_t>());
-  const float *sc = scale.data_ptr<float>(), *th = thr.data_ptr<float>();
-  simd = simd && simd_available();
-  pool_rows(N, H, Ho, kh, sh, ph, [&](int64_t n, int64_t oy, int64_t iy0, int64_t iy1) {
-    const uint8_t* img = src + n * H * W * C;
-    float* row = dst + (n * Ho + oy) * Wo * C;
-    u64* row_bits = words + ((n * oHp + oy + out_ph) * oWp + out_pw) * cw;
-#if XNORPP_AVX512
-    if (simd) {
-      pool_codes_row_avx512(img, W, C, iy0, iy1, Wo, kw, sw, pw, table, sc, th, row, row_bits, cw);
-      return;
-    }
-#endif
-    for (int64_t ox = 0; ox < Wo; ++ox) {
-      const int64_t ix0 = std::max<int64_t>(0, ox * sw - pw), ix1 = std::min(W, ox * sw - pw + kw);
-      float* yo = row + ox * C;
-      u64* wb = row_bits + ox * cw;
-      for (int64_t c = 0; c < C; ++c) {
-        uint8_t code = 0;
-        for (int64_t iy = iy0; iy < iy1; ++iy)
-          for (int64_t ix = ix0; ix < ix1; ++ix) code = std::max(code, img[(iy * W + ix) * C + c]);
-        const float v = table[code];
-        yo[c] = v;
-        wb[c / 64] |= static_cast<u64>(sc[c] * v > th[c]) << (c % 64);
-      }
-    }
-  });
-  return {y, bits};
-}
-
 // channel_mean(x, simd) -> y: x (N, C, H, W) float32 channels-last -> y (N, C), each channel's pixels summed in
 //     order (row by row) from the first, y = sum / (H W): the global average pooling that the emulation
 //     defines (network._GlobalMean), one pass.
@@ -1452,165 +1356,6 @@ torch::Tensor channel_mean(torch::Tensor x, bool simd) {
   return y;
 }
 
-// ------------------------------------------------------------ int8 real layers (1x1 convolutions, linear)
-//
-// int8_gemm(x, sh, sw, inv_scale, zero_point, wq, w_sums, scale, bias, out_features, simd) -> y: a 1x1
-// convolution (no padding; on every sh-th row and sw-th column) or a linear layer, x (N, H, W, K) float32
-// (channels innermost; a linear layer's input is (N, 1, 1, K)) -> y (N, h, w, out_features) float32, h =
-// (H - 1) / sh + 1, w = (W - 1) / sw + 1. Each input is quantized to a code
-//     q = min(max(nearbyint(x * inv_scale) + zero_point, 0), 255)    (float32 arithmetic, ties to even),
-// the sums acc = sum_k (q_k - zero_point) w_k are exact int32 (w int8), and
-//     y = float(acc) * scale[o] + bias[o]                           (a multiply, then an add: two roundings).
-// wq holds the weights (o_pad / 16, ceil(K / 4), 16, 4): for 16 outputs and 4 inputs, output by output, the
-// 4 weights of consecutive inputs (zero past K and past out_features); w_sums (o_pad,) int32 their sums over
-// k; scale, bias (o_pad,) float32; o_pad a multiple of 64. With AVX-512 VNNI (simd) 4 pixels x 64 outputs
-// per tile, VPDPBUSD (unsigned codes times signed weights, exact int32 sums); else portable loops, the same
-// integers and the same float operations.
-
-constexpr int64_t GP = 4;   // pixels per tile
-constexpr int64_t GO = 64;  // outputs per tile (4 x 16 lanes)
-
-struct GemmShape {
-  int64_t N, H, W, K, K4, sh, sw, h, w, M, o, o_pad;
-};
-
-// The codes of one pixel's K inputs (codes[K .. 4 K4) stay 0: their weights are 0).
-void quantize_generic(const float* x, int64_t K, float inv, float zp, uint8_t* codes) {
-  for (int64_t k = 0; k < K; ++k) {
-    const float v = std::nearbyint(x[k] * inv) + zp;
-    codes[k] = static_cast<uint8_t>(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
-  }
-}
-
-// One tile of pixels m0 .. m0 + np - 1 (codes[j], j < np), every output, portable.
-void gemm_tile_generic(const GemmShape& s, const uint8_t* codes, int64_t np, const int8_t* wq, const int32_t* w_sums,
-                       const float* scale, const float* bias, int32_t zp, float* y) {
-  for (int64_t j = 0; j < np; ++j) {
-    const uint8_t* q = codes + j * 4 * s.K4;
-    for (int64_t o = 0; o < s.o; ++o) {
-      const int8_t* w = wq + (o / 16) * s.K4 * 64 + (o % 16) * 4;
-      int32_t acc = 0;
-      for (int64_t k4 = 0; k4 < s.K4; ++k4)
-        for (int64_t r = 0; r < 4; ++r) acc += static_cast<int32_t>(q[4 * k4 + r]) * w[k4 * 64 + r];
-      acc -= zp * w_sums[o];
-      const float v = static_cast<float>(acc) * scale[o];
-      y[j * s.o + o] = v + bias[o];
-    }
-  }
-}
-
-#if XNORPP_AVX512
-#define XNORPP_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-
-XNORPP_VNNI_FN void quantize_avx512(const float* x, int64_t K, float inv, float zp, uint8_t* codes) {
-  const __m512 vi = _mm512_set1_ps(inv), vz = _mm512_set1_ps(zp), lo = _mm512_setzero_ps(),
-               hi = _mm512_set1_ps(255.0f);
-  for (int64_t k = 0; k < K; k += 16) {
-    const __mmask16 m = K - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (K - k)) - 1);
-    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k), vi),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), lo), hi);
-    _mm_mask_storeu_epi8(codes + k, m, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
-  }
-}
-
-// As gemm_tile_generic: GP pixels (a short tile repeats codes of its last pixel) x GO outputs at a time.
-XNORPP_VNNI_FN void gemm_tile_avx512(const GemmShape& s, const uint8_t* codes, int64_t np, const int8_t* wq,
-                                     const int32_t* w_sums, const float* scale, const float* bias, int32_t zp,
-                                     float* y) {
-  const int32_t* q[GP];
-  for (int64_t j = 0; j < GP; ++j) q[j] = reinterpret_cast<const int32_t*>(codes + std::min(j, np - 1) * 4 * s.K4);
-  const __m512i vzp = _mm512_set1_epi32(zp);
-  for (int64_t o0 = 0; o0 < s.o_pad; o0 += GO) {
-    __m512i acc[GP][4];
-    for (int64_t j = 0; j < GP; ++j)
-      for (int b = 0; b < 4; ++b) acc[j][b] = _mm512_setzero_si512();
-    const int8_t* w = wq + (o0 / 16) * s.K4 * 64;
-    for (int64_t k4 = 0; k4 < s.K4; ++k4) {
-      __m512i wv[4];
-      for (int b = 0; b < 4; ++b) wv[b] = _mm512_loadu_si512(w + (b * s.K4 + k4) * 64);
-      for (int64_t j = 0; j < GP; ++j) {
-        const __m512i a = _mm512_set1_epi32(q[j][k4]);
-        for (int b = 0; b < 4; ++b) acc[j][b] = _mm512_dpbusd_epi32(acc[j][b], a, wv[b]);
-      }
-    }
-    for (int b = 0; b < 4; ++b) {
-      const int64_t o = o0 + 16 * b;
-      if (o >= s.o) break;
-      const __mmask16 m = s.o - o >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (s.o - o)) - 1);
-      const __m512i sums = _mm512_mullo_epi32(vzp, _mm512_loadu_si512(w_sums + o));
-      const __m512 sc = _mm512_loadu_ps(scale + o), bi = _mm512_loadu_ps(bias + o);
-      for (int64_t j = 0; j < np; ++j) {
-        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[j][b], sums)), sc);
-        _mm512_mask_storeu_ps(y + j * s.o + o, m, _mm512_add_ps(v, bi));
-      }
-    }
-  }
-}
-#endif
-
-torch::Tensor int8_gemm(torch::Tensor x, int64_t sh, int64_t sw, double inv_scale, int64_t zero_point,
-                        torch::Tensor wq, torch::Tensor w_sums, torch::Tensor scale, torch::Tensor bias,
-                        int64_t out_features, bool simd) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.is_contiguous() && x.device().is_cpu(),
-              "int8_gemm: x must be contiguous float32 (N, H, W, K)");
-  TORCH_CHECK(x.size(3) >= 1 && sh >= 1 && sw >= 1, "int8_gemm: K and the steps must be positive");
-  TORCH_CHECK(x.size(3) <= (int64_t{1} << 31) / (255 * 128) - 1, "int8_gemm: K too large for exact int32 sums");
-  TORCH_CHECK(zero_point >= 0 && zero_point <= 255, "int8_gemm: zero_point must be a uint8 code");
-  TORCH_CHECK(std::isfinite(inv_scale) && inv_scale > 0, "int8_gemm: inv_scale must be finite and positive");
-  GemmShape s{x.size(0), x.size(1), x.size(2), x.size(3), (x.size(3) + 3) / 4, sh, sw, 0, 0, 0, out_features,
-              wq.dim() == 3 ? 16 * wq.size(0) : 0};
-  s.h = s.H > 0 ? (s.H - 1) / sh + 1 : 0;
-  s.w = s.W > 0 ? (s.W - 1) / sw + 1 : 0;
-  s.M = s.N * s.h * s.w;
-  TORCH_CHECK(wq.dim() == 3 && wq.scalar_type() == torch::kInt8 && wq.is_contiguous() && wq.size(1) == s.K4 &&
-                  wq.size(2) == 64,
-              "int8_gemm: wq must be contiguous int8 (o_pad / 16, ceil(K / 4), 64)");
-  TORCH_CHECK(s.o_pad % GO == 0 && out_features >= 1 && out_features <= s.o_pad,
-              "int8_gemm: o_pad must be a multiple of 64, >= out_features >= 1");
-  TORCH_CHECK(w_sums.dim() == 1 && w_sums.size(0) == s.o_pad && w_sums.scalar_type() == torch::kInt32 &&
-                  w_sums.is_contiguous(),
-              "int8_gemm: w_sums must be contiguous int32 (o_pad,)");
-  for (const auto& t : {scale, bias})
-    TORCH_CHECK(t.dim() == 1 && t.size(0) == s.o_pad && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-                "int8_gemm: scale and bias must be contiguous float32 (o_pad,)");
-  auto y = torch::empty({s.N, s.h, s.w, out_features}, x.options());
-  if (s.M == 0) return y;
-  const float* xp = x.data_ptr<float>();
-  const int8_t* wp = wq.data_ptr<int8_t>();
-  const int32_t* sp = w_sums.data_ptr<int32_t>();
-  const float* scp = scale.data_ptr<float>();
-  const float* bp = bias.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  const float inv = static_cast<float>(inv_scale), zp = static_cast<float>(zero_point);
-  simd = simd && vnni_available();
-  at::parallel_for(0, (s.M + GP - 1) / GP, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> codes(GP * 4 * s.K4, 0);  // padding past K stays 0
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t m0 = t * GP, np = std::min(GP, s.M - m0);
-      for (int64_t j = 0; j < np; ++j) {
-        const int64_t m = m0 + j, n = m / (s.h * s.w), r = m % (s.h * s.w);
-        const float* src = xp + ((n * s.H + (r / s.w) * sh) * s.W + (r % s.w) * sw) * s.K;
-#if XNORPP_AVX512
-        if (simd) {
-          quantize_avx512(src, s.K, inv, zp, codes.data() + j * 4 * s.K4);
-          continue;
-        }
-#endif
-        quantize_generic(src, s.K, inv, zp, codes.data() + j * 4 * s.K4);
-      }
-#if XNORPP_AVX512
-      if (simd) {
-        gemm_tile_avx512(s, codes.data(), np, wp, sp, scp, bp, static_cast<int32_t>(zero_point), yp + m0 * s.o);
-        continue;
-      }
-#endif
-      gemm_tile_generic(s, codes.data(), np, wp, sp, scp, bp, static_cast<int32_t>(zero_point), yp + m0 * s.o);
-    }
-  });
-  return y;
-}
-
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -1625,9 +1370,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("amx_available", &amx_available, "whether this CPU and OS run the AMX int8 tile path (run-time check)");
   m.def("max_pool_signs", &max_pool_signs, "max pooling (of relu(x)) in one pass, with the next layer's sign bytes");
   m.def("max_pool_bits", &max_pool_bits, "max pooling (of relu(x)) in one pass, with the next layer's sign bits");
-  m.def("max_pool_codes", &max_pool_codes, "max pooling of uint8 codes, their float values and the next layer's bits");
   m.def("channel_mean", &channel_mean, "each channel's mean over the pixels, summed in order (global pooling)");
-  m.def("int8_gemm", &int8_gemm, "a 1x1 convolution or linear layer on int8 codes of its input, float output");
+  m.def("int8_gemm", &xnorpp::int8_gemm, "a 1x1 convolution or linear layer on int8 codes of its input, float output");
+  m.def("int8_conv", &xnorpp::int8_conv,
+        "a convolution on int8 codes of its input, float output, with its ReLU, max pooling and the next layer's bits");
+  m.def("core_clock", &xnorpp::core_clock, "cycles per second of a chain of dependent adds (the core's clock)");
+  m.def("popcount_peak", &xnorpp::popcount_peak,
+        "binary multiply-adds per second of the XNOR-popcount inner loop on data in the first-level cache");
+  m.def("vnni_peak", &xnorpp::vnni_peak, "int8 multiply-adds per second of int8_conv's inner loop, in cache");
   m.def("vnni_available", &vnni_available, "whether this CPU runs int8_gemm's AVX-512 VNNI path (run-time check)");
   m.attr("amx_tail_rows") = TAIL;
   m.attr("simd_compiled") = static_cast<bool>(XNORPP_AVX512);
