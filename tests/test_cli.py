@@ -275,7 +275,7 @@ def test_random_bad_numbers_exit_2_with_one_line_and_write_nothing(name, parsers
 
 
 def _configs():
-    from studies import bench_reconstruction, bench_train, kernel_bench, speedup
+    from studies import bench_reconstruction, bench_train, kernel_bench, model_size, speedup
     from xnorpp_core.deploy.tradeoff import DeployTradeoffConfig
     from xnorpp_core.deploy.whole_network import BenchInferenceConfig
     from xnorpp_core.reconstruction.fit import FitConfig
@@ -285,8 +285,8 @@ def _configs():
     from xnorpp_core.training import TrainConfig
 
     return [TrainConfig, FitConfig, ReconstructionConfig, SweepConfig, TrainedLayersConfig, BenchInferenceConfig,
-            DeployTradeoffConfig, kernel_bench.KernelBenchConfig, bench_train.BenchConfig, bench_reconstruction.BenchConfig,
-            speedup.SpeedupConfig]
+            DeployTradeoffConfig, kernel_bench.KernelBenchConfig, bench_train.BenchConfig,
+            bench_reconstruction.BenchConfig, speedup.SpeedupConfig, model_size.ModelSizeConfig]
 
 
 @pytest.mark.parametrize("config", _configs(), ids=lambda c: f"{c.__module__}.{c.__name__}")

@@ -247,7 +247,8 @@ def fails(capsys, argv, match, out):
     (["--batch-size", "x"], "--batch-size must be an integer from 1 to 65536, got 'x'"),
     (["--input-size", "100000"], "--input-size must be an integer from 1 to 4096, got '100000'"),
     (["--seed", "1180591620717411303424"], "--seed must be an integer from 0 to 2**63 - 1"),
-    (["--input-size", "4096", "--batch-size", "64"], "a batch of 64 images of 4096x4096 through resnet18 needs at least"),
+    (["--input-size", "4096", "--batch-size", "64"],
+     "a batch of 64 images of 4096x4096 through resnet18 needs at least"),
     (["--batch-size", "4096"], "error: --batch-size 4096 is larger than the training split"),
 ])
 def test_bad_options(tmp_path, capsys, argv, match):

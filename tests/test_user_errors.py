@@ -121,9 +121,12 @@ CASES = {  # name: (study, argv with {f} for the files' folder, what the one lin
     "resume on other classes": (train, "--out {f}/runs/x --resume --epochs 1 --limit-batches 1 --input-size 12",
                                 "the embedded digits has 10 classes (0, 1, 2, 3, 4, ... 5 more); checkpoint "
                                 "{f}/runs/x/checkpoint.pt was trained on 3 (a, b, c)"),
-    "fit learning rate": (reconstruction, "--fit-lr -1 --out {f}/new", "error: --fit-lr must be a number in (0, 100], got '-1'"),
-    "kernel size": (reconstruction, "--kernel-size 0 --out {f}/new", "error: --kernel-size must be an integer from 1 to 31"),
-    "trials": (reconstruction, "--trials 0 --out {f}/new", "error: --trials must be an integer from 1 to 100000, got '0'"),
+    "fit learning rate": (reconstruction, "--fit-lr -1 --out {f}/new",
+                          "error: --fit-lr must be a number in (0, 100], got '-1'"),
+    "kernel size": (reconstruction, "--kernel-size 0 --out {f}/new",
+                    "error: --kernel-size must be an integer from 1 to 31"),
+    "trials": (reconstruction, "--trials 0 --out {f}/new",
+               "error: --trials must be an integer from 1 to 100000, got '0'"),
     "padding": (reconstruction, "--padding 1-reflect --out {f}/new", "error: unknown --padding '1-reflect'"),
     "notebooks, no rows": (notebooks, "table1 --archs alexnet --out {f}/TYPO",
                            "--archs alexnet: table1 has no rows of that architecture"),
@@ -159,7 +162,8 @@ CASES = {  # name: (study, argv with {f} for the files' folder, what the one lin
                                             "checkpoint {f}/older/checkpoint.pt has no digest (an older version of "
                                             "this toolkit wrote it), so its weights cannot be checked: train it again"),
     "checkpoint without a digest, resume": (train, "--out {f}/older --resume --epochs 1 --limit-batches 1 "
-                                                   "--input-size 12", "checkpoint {f}/older/checkpoint.pt has no digest"),
+                                                   "--input-size 12",
+                                            "checkpoint {f}/older/checkpoint.pt has no digest"),
     # values at the extremes
     "--fit-lr inf, reconstruction": (reconstruction, "--fit-lr inf --out {f}/new",
                                      "error: --fit-lr must be a number in (0, 100], got 'inf'"),

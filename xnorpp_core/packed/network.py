@@ -485,8 +485,8 @@ class PackedNetwork(nn.Module):
     (``_check_arguments``): a model in training mode (call ``model.eval()``: BN folds its running statistics),
     not float32, or without a binary convolution; an ``input_size`` that is not a positive size or that the
     model's layers were not built for; ``calibration`` of another shape, or ``calibration`` or ``int8_state``
-    given with float real layers (which read neither). ``forward`` refuses inputs of another shape, dtype or device and non-finite ones (as the
-    reference does); an empty batch gives an empty result.
+    given with float real layers (which read neither). ``forward`` refuses inputs of another shape, dtype or
+    device and non-finite ones (as the reference does); an empty batch gives an empty result.
     """
 
     @staticmethod
