@@ -148,10 +148,9 @@ def main(argv=None):
     config = config_from_args(PROG, BenchConfig, args, device=device)
     size = config.input_size
     try:
-        if config.device == "cpu":
-            check_memory(f"a batch of {config.batch_size} images of {size}x{size} through ResNet-18",
-                         config.batch_size * forward_bytes(lambda: binary_resnet18("real", 1000, size),
-                                                           (1, 3, size, size)))
+        check_memory(f"a batch of {config.batch_size} images of {size}x{size} through ResNet-18",
+                     config.batch_size * forward_bytes(lambda: binary_resnet18("real", 1000, size), (1, 3, size, size)),
+                     config.device)
     except ValueError as err:
         fail(PROG, str(err))
     torch.set_num_threads(config.threads)  # what environment() reports; every worker sets it too

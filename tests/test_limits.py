@@ -77,11 +77,19 @@ def test_check_fields_names_the_first_field_outside_and_skips_none():
         check_fields(Config(sizes=(1, 10)))
 
 
-def test_check_memory_compares_with_this_machines_memory(monkeypatch):
+def test_check_memory_compares_with_the_devices_memory(monkeypatch):
     monkeypatch.setattr(limits, "physical_memory", lambda: 2 ** 30)
     limits.check_memory("a batch", 2 ** 30)
     with pytest.raises(ValueError, match=r"^a batch needs at least 1.5 GiB of memory; this machine has 1.0 GiB$"):
         limits.check_memory("a batch", 3 * 2 ** 29)
+
+    class Properties:  # a GPU of 4 GiB, on a machine of 1 GiB: the GPU's memory counts
+        total_memory = 2 ** 32
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties)
+    limits.check_memory("a batch", 3 * 2 ** 30, "cuda")
+    with pytest.raises(ValueError, match=r"^a batch needs at least 5.0 GiB of memory; cuda has 4.0 GiB$"):
+        limits.check_memory("a batch", 5 * 2 ** 30, "cuda")
 
 
 def test_forward_bytes_counts_every_leaf_output_by_hand():

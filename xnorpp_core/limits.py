@@ -51,12 +51,16 @@ def _bytes(n):
     return f"{n / 2**30:.1f} GiB"
 
 
-def check_memory(what, nbytes):
+def check_memory(what, nbytes, device="cpu"):
     """``ValueError`` (one line) when ``what`` needs at least ``nbytes`` (a lower bound: the main tensors alone)
-    and that exceeds this machine's memory."""
-    total = physical_memory()
+    and that exceeds the memory of ``device``: this machine's, or a CUDA device's own."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        total, where = torch.cuda.get_device_properties(device).total_memory, f"{device} has"
+    else:
+        total, where = physical_memory(), "this machine has"
     if total is not None and nbytes > total:
-        raise ValueError(f"{what} needs at least {_bytes(nbytes)} of memory; this machine has {_bytes(total)}")
+        raise ValueError(f"{what} needs at least {_bytes(nbytes)} of memory; {where} {_bytes(total)}")
 
 
 def forward_bytes(build, input_shape):

@@ -452,7 +452,7 @@ def _check_memory(config, proc):
     build = functools.partial(build_model, config.arch, config.method, 10, size, **config.model_options())
     try:
         check_memory(f"a batch of {per_process} images of {size}x{size} through {config.arch}",
-                     per_process * forward_bytes(build, (1, 3, size, size)))
+                     per_process * forward_bytes(build, (1, 3, size, size)), proc.device)
     except ValueError as e:
         raise TrainingError(str(e)) from None
 
