@@ -9,14 +9,19 @@
 - ``add_out_flag`` / ``check_out``: ``--out DIR`` everywhere, checked to be creatable and writable before any
   work. ``add_device_flag`` / ``resolve_device``: ``--device auto|cpu|cuda``, default auto, everywhere.
   ``add_threads_flag``: ``--threads N``. ``PADDING_HELP``: ``--padding P`` in one notation.
+- Numbers: every numeric flag has ``Bounds`` (``xnorpp_core.limits``: a config field's ``bounds`` metadata, or
+  ``bounded(...)`` as a flag's type), checked as the flag is parsed; its metavar is N (an integer) or X (a real
+  number). The same flag has the same bounds in every study.
 - Errors: one line on stderr, exit code 2 (``fail``), before anything is written.
 
-Flag names, one per concept in every study (the same metavar and default meaning; tests/test_cli.py): --out DIR,
---batch-size, --method / --methods, --loss / --losses, --device, --threads N, --seed / --seeds, --trials,
---padding P.
+Flag names, one per concept in every study (the same metavar, bounds and default meaning; tests/test_cli.py):
+--out DIR, --data DATA, --checkpoint FILE (one) / --checkpoints FILE [FILE ...], --batch-size N,
+--method / --methods, --loss / --losses, --device, --threads N (torch CPU threads, 1 to the CPUs here),
+--seed / --seeds N, --repeats N (at least 3), --trials N, --padding P.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import re
 import sys
@@ -26,9 +31,11 @@ from pathlib import Path
 
 import torch
 
+from xnorpp_core.limits import THREADS
 from xnorpp_core.provenance import check_writable_folder
 from xnorpp_core.training import TrainingError, train
 from xnorpp_core.training.checkpoint import CheckpointError
+from xnorpp_core.training.data import DataError
 from xnorpp_core.training.checkpoint import load_checkpoint as _load_checkpoint
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -51,7 +58,29 @@ class ArgumentParser(argparse.ArgumentParser):
     """``argparse`` whose errors are one line on stderr and exit code 2."""
 
     def error(self, message):
+        # a value outside its bounds reads as a config's error does: "--seed must be ..., got ..."
+        message = re.sub(r"^argument ((?:-[\w-]+/)*-[\w-]+): (must be)", r"\1 \2", message)
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class bounded:
+    """An argparse ``type`` for a number within ``bounds`` (``xnorpp_core.limits.Bounds``): its value, or the
+    one-line error "--flag must be ..., got ..."."""
+
+    def __init__(self, bounds):
+        self.bounds = bounds
+        self.__name__ = "integer" if bounds.integer else "number"
+
+    def __call__(self, text):
+        try:
+            return self.bounds.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def metavar_of(bounds):
+    """The metavar of a numeric flag: N for an integer, X for a real number."""
+    return "N" if bounds.integer else "X"
 
 
 def make_parser(prog, doc):
@@ -75,17 +104,13 @@ def add_out_flag(parser, default, what="output folder"):
                         help=f"{what}{shown}")
 
 
+THREADS_HELP = "torch CPU threads, 1 to the CPUs this process may use"
+
+
 def add_threads_flag(parser, default, why=""):
-    """``--threads N``: torch's CPU threads for the study (checked positive by ``check_threads``)."""
-    parser.add_argument("--threads", type=_positive_int, default=default, metavar="N",
-                        help=f"torch CPU threads (default {default}{': ' + why if why else ''})")
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    """``--threads N``: torch's CPU threads for the study, 1 to the CPUs here (``limits.THREADS``)."""
+    parser.add_argument("--threads", type=bounded(THREADS), default=default, metavar="N",
+                        help=f"{THREADS_HELP} (default {default}{': ' + why if why else ''})")
 
 
 def add_device_flag(parser, what):
@@ -114,6 +139,16 @@ def load_checkpoint(prog, path):
     try:
         return _load_checkpoint(path)
     except CheckpointError as err:
+        fail(prog, str(err))
+
+
+@contextlib.contextmanager
+def data_errors(prog):
+    """Inside: a ``DataError`` (an image that cannot be read, met while iterating over a dataset) becomes the
+    one-line exit."""
+    try:
+        yield
+    except DataError as err:
         fail(prog, str(err))
 
 
@@ -163,12 +198,13 @@ def add_config_flags(parser, config_cls, *, helps=None, choices=None, rename=Non
     """One ``--flag`` per field of the dataclass ``config_cls``; returns the parser.
 
     Help, choices and metavar come from the field's metadata (``help``, ``choices``, ``metavar``) or from
-    ``helps`` / ``choices`` / ``metavars``
+    ``helps`` / ``choices`` / ``metavars``; a numeric field's flag parses within the field's ``bounds``
+    metadata (``xnorpp_core.limits``), metavar N or X
     (maps from field name; for a nested config field, ``helps[name]`` is the nested map). ``rename`` maps a
     field to another flag name (same concept, same flag in every study); ``skip`` lists fields the study
     handles itself; ``defaults``, an instance, gives the defaults shown (a nested config's come from its
     parent's default). Flags left out are not passed (``argparse.SUPPRESS``), so the config's own defaults
-    apply. A field without help text is a programming error (``ValueError``).
+    apply. A field without help text, or a numeric one without bounds, is a programming error (``ValueError``).
     """
     helps, choices, rename = helps or {}, choices or {}, rename or {}
     flags = parser.get_default("_config_flags") or {}  # field (nested: "fit__lr") -> its flag, for error messages
@@ -190,13 +226,17 @@ def add_config_flags(parser, config_cls, *, helps=None, choices=None, rename=Non
             raise ValueError(f"{config_cls.__name__}.{f.name} has no help text")
         kind, several = _value_type(f.type, default)
         allowed = f.metadata.get("choices", choices.get(f.name))
-        shown = "" if default is None else f" (default {_shown(default)})"
+        shown = "" if default is None or default == () else f" (default {_shown(default)})"
         kw = {"help": text + shown, "default": argparse.SUPPRESS, "dest": dest}
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
         metavar = None if allowed else f.metadata.get("metavar", (metavars or {}).get(f.name,
                                                                                     dest.split("__")[-1].upper()))
+        if kind in (int, float):  # a number: parsed within its bounds
+            if "bounds" not in f.metadata:
+                raise ValueError(f"{config_cls.__name__}.{f.name} has no bounds")
+            kind, metavar = bounded(f.metadata["bounds"]), metavar_of(f.metadata["bounds"])
         parser.add_argument(flag, type=kind, choices=allowed, metavar=metavar, nargs="+" if several else None, **kw)
     return parser
 

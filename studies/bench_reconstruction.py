@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from studies._cli import add_config_flags, add_out_flag, check_out, config_from_args, make_parser, opt
 from xnorpp_core.layers import BinaryConv2d
+from xnorpp_core.limits import SEED, TRIALS, check_fields
 from xnorpp_core.provenance import atomic_write, environment, write_json
 from xnorpp_core.reconstruction import adam_until_converged, distance, draw_layers, fit_adam, layer_outputs
 from xnorpp_core.scales import LEARNED_SCALES
@@ -34,17 +35,14 @@ PROG = "python -m studies.bench_reconstruction"
 class BenchConfig:
     """The benchmark's options (the layers are Table 2's: ``ReconstructionConfig``'s defaults)."""
 
-    trials: int = opt(100, "trials of the vectorised study")
-    naive_trials: int = opt(100, "trials the naive loop is timed on (scaled to --trials when fewer)")
-    seed: int = opt(0, "seed of the draws")
+    trials: int = opt(100, "trials of the vectorised study", bounds=TRIALS)
+    naive_trials: int = opt(100, "trials the naive loop is timed on (scaled to --trials when fewer)", bounds=TRIALS)
+    seed: int = opt(0, "seed of the draws", bounds=SEED)
 
     def __post_init__(self):
-        if self.trials < 1:
-            raise ValueError(f"--trials must be a positive integer, got {self.trials}")
-        if not 1 <= self.naive_trials <= self.trials:
-            raise ValueError(f"--naive-trials must be between 1 and --trials ({self.trials})")
-        if self.seed < 0:
-            raise ValueError(f"--seed must be non-negative, got {self.seed}")
+        check_fields(self)
+        if self.naive_trials > self.trials:
+            raise ValueError(f"naive_trials must be at most --trials ({self.trials}), got {self.naive_trials}")
 
 
 def build_parser():

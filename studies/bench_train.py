@@ -1,7 +1,7 @@
 """Training-step time and peak memory of binary ResNet-18, every method against the real one.
 
     python -m studies.bench_train                       # batch 16, 224x224, CPU, 2 threads here
-    python -m studies.bench_train --device cuda --batch-size 128 --steps 10 --warmup 3 --repeats 1
+    python -m studies.bench_train --device cuda --batch-size 128 --steps 10 --warmup 3 --repeats 3
 
 One step is forward, cross-entropy, backward and an Adam update, at the same
 batch and resolution for every method. Each method runs ``--repeats`` times,
@@ -40,6 +40,8 @@ import torch
 from studies._cli import DEVICE_CHOICES, add_config_flags, add_out_flag, check_out, config_from_args, fail, \
     make_parser, opt, resolve_device
 from xnorpp_core.layers import METHODS
+from xnorpp_core.limits import (BATCH_SIZE, ITERATIONS, REPEATS, SIDE, THREADS, check_fields, check_memory,
+                                forward_bytes)
 from xnorpp_core.models import binary_resnet18
 from xnorpp_core.provenance import atomic_write, environment, markdown_table, write_csv, write_json
 
@@ -52,21 +54,19 @@ class BenchConfig:
     """The benchmark's options (see the module docstring)."""
 
     methods: tuple = opt(METHODS, "methods to time (real is always added: the ratios are to it)", choices=METHODS)
-    batch_size: int = opt(16, "images per step")
-    input_size: int = opt(224, "height and width of the images")
-    steps: int = opt(3, "timed steps per repeat")
-    warmup: int = opt(1, "untimed steps first (at least 1: the first step allocates Adam's state)")
-    repeats: int = opt(3, "interleaved repeats of every method, each in a fresh process")
-    threads: int = opt(torch.get_num_threads(), "torch CPU threads of every worker", metavar="N")
+    batch_size: int = opt(16, "images per step", bounds=BATCH_SIZE)
+    input_size: int = opt(224, "height and width of the images", bounds=SIDE)
+    steps: int = opt(3, "timed steps per repeat", bounds=ITERATIONS)
+    warmup: int = opt(1, "untimed steps first (at least 1: the first step allocates Adam's state)", bounds=ITERATIONS)
+    repeats: int = opt(3, "interleaved repeats of every method, each in a fresh process (at least 3)",
+                       bounds=REPEATS)
+    threads: int = opt(torch.get_num_threads(), "torch CPU threads of every worker (1 to the CPUs this process may "
+                       "use)", bounds=THREADS)
     channels_last: bool = opt(False, "channels-last memory format")
     device: str = opt("auto", "device of the steps; auto: cuda when available", choices=DEVICE_CHOICES)
 
     def __post_init__(self):
-        for name in ("batch_size", "input_size", "steps", "repeats", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
-        if self.warmup < 1:
-            raise ValueError("--warmup must be at least 1 (the first step allocates Adam's state)")
+        check_fields(self)
         if "real" not in self.methods:
             object.__setattr__(self, "methods", ("real", *self.methods))
 
@@ -146,6 +146,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     device = resolve_device(PROG, getattr(args, "device", BenchConfig.device))
     config = config_from_args(PROG, BenchConfig, args, device=device)
+    size = config.input_size
+    try:
+        check_memory(f"a batch of {config.batch_size} images of {size}x{size} through ResNet-18",
+                     config.batch_size * forward_bytes(lambda: binary_resnet18("real", 1000, size), (1, 3, size, size)),
+                     config.device)
+    except ValueError as err:
+        fail(PROG, str(err))
     torch.set_num_threads(config.threads)  # what environment() reports; every worker sets it too
     if args.worker:
         print(json.dumps(measure(args.worker, config.batch_size, config.input_size, config.steps, config.warmup,

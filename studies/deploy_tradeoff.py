@@ -9,9 +9,10 @@ of ``--method`` (default Case 4), each trained by ``xnorpp_core.training`` with
 the digits recipe and ``--seed`` (a few minutes on a CPU), or read from
 ``--checkpoints`` (``python -m studies.train`` writes them; a checkpoint of
 method ``real`` is the real network, any other the binary one; the network not
-given is trained). The binary one is exported as a model file (int8 real
-layers calibrated on the digits' training images), loaded back with each
-real-layer option and measured as loaded. The forms, the protocol and the
+given is trained, or its checkpoint in ``runs/`` reused by a rerun). The binary
+one is exported as a model file (int8 real layers calibrated on the digits'
+training images), loaded back with each real-layer option and measured as
+loaded. The forms, the protocol and the
 conclusion: ``xnorpp_core.deploy.tradeoff``.
 
 Writes to ``--out`` (default ``results/inference/digits/tradeoff``): ``tradeoff.csv``,
@@ -38,32 +39,39 @@ from xnorpp_core.packed.int8 import arithmetic as int8_arithmetic
 from xnorpp_core.provenance import atomic_write, cpu_markdown_table, environment, write_csv, write_json
 from xnorpp_core.report.machine import cpu_label
 from xnorpp_core.training import DataError, TrainConfig, TrainingError, train
-from xnorpp_core.training.data import CALIBRATION_IMAGES, digits_splits
+from xnorpp_core.training.data import CALIBRATION_IMAGES, check_classes, digits_splits
 
 PROG = "python -m studies.deploy_tradeoff"
 
 
 def _checkpoints(cfg):
     """``{"real": (model, kwargs), "binary": (model, kwargs)}`` from ``--checkpoints``; one-line exits for
-    unusable ones."""
-    loaded = {}
+    unusable ones: not a ResNet-18 trained on the digits (their classes, the small-input stem, the input size of
+    the networks trained here), or two of one kind."""
+    loaded, digits = {}, digits_splits(TrainConfig().input_size)[2]
     for path in cfg.checkpoints:
-        model, arch, kwargs, _ = load_checkpoint(PROG, path)
-        if arch != "resnet18" or not kwargs["small_input"]:
+        model, arch, kwargs, classes = load_checkpoint(PROG, path)
+        if arch != "resnet18" or not kwargs["small_input"] or kwargs["input_size"] != TrainConfig().input_size:
             fail(PROG, f"checkpoint {path} is not a digits ResNet-18 (arch {arch}, small_input "
-                       f"{kwargs['small_input']})")
+                       f"{kwargs['small_input']}, input size {kwargs['input_size']}; the digits recipe's: resnet18, "
+                       f"True, {TrainConfig().input_size})")
+        try:
+            check_classes("the embedded digits", digits, f"checkpoint {path}",
+                          kwargs["num_classes"] if classes is None else classes)
+        except DataError as err:
+            fail(PROG, str(err))
         kind = "real" if model.method == "real" else "binary"
         if kind in loaded:
-            fail(PROG, f"checkpoints: two {kind} networks given ({path})")
+            fail(PROG, f"--checkpoints: two {kind} networks given ({path})")
         loaded[kind] = model, kwargs
     return loaded
 
 
 def _train(cfg, method, out):
-    """``(model, kwargs)``: a digits ResNet-18 of ``method`` trained into ``out`` (the recipe, ``cfg.seed``), in
-    eval mode."""
+    """``(model, kwargs)``: a digits ResNet-18 of ``method`` trained into ``out`` (the recipe, ``cfg.seed``; a
+    complete checkpoint there of the same configuration is reused, an interrupted one continued), in eval mode."""
     config = TrainConfig(arch="resnet18", method=method, out=str(out), seed=cfg.seed, device="cpu", quiet=True,
-                         **({} if cfg.epochs is None else {"epochs": cfg.epochs}))
+                         resume=True, **({} if cfg.epochs is None else {"epochs": cfg.epochs}))
     print(f"training the {method} network into {out} ...", file=sys.stderr)
     train(config)
     model, _, kwargs, _ = load_checkpoint(PROG, out / "checkpoint.pt")

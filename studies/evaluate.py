@@ -26,13 +26,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from studies._cli import add_out_flag, add_threads_flag, check_out, fail, load_checkpoint, make_parser
+from studies._cli import add_out_flag, add_threads_flag, bounded, check_out, data_errors, fail, load_checkpoint, \
+    make_parser
+from xnorpp_core.limits import BATCH_SIZE, SIDE, check_memory
 from xnorpp_core.packed import BACKENDS, backend_info
+from xnorpp_core.packed.layer import pack_weight
 from xnorpp_core.packed.model_file import ModelFileError, load_model, load_network, size_budget
 from xnorpp_core.packed.network import REAL_LAYERS, fused_emulation
 from xnorpp_core.provenance import environment, write_json
-from xnorpp_core.training import DataError
-from xnorpp_core.training.data import DATA_HELP, describe_classes, val_split
+from xnorpp_core.training.data import DATA_HELP, check_classes, val_split
 from xnorpp_core.training.loop import accuracy
 
 PROG = "python -m studies.evaluate"
@@ -45,13 +47,14 @@ def build_parser():
     parser.add_argument("--data", default=None, metavar="DATA",
                         help=f"the images: the validation split of {DATA_HELP}; of an ImageFolder tree only "
                              "DIR/val is read (default: the embedded digits)")
-    parser.add_argument("--resize", type=int, default=256, metavar="N",
+    parser.add_argument("--resize", type=bounded(SIDE), default=256, metavar="N",
                         help="ImageFolder: shorter side before the centre crop (default 256)")
     parser.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
                         help="the training checkpoint the file came from: also evaluate the float model")
     parser.add_argument("--real-layers", default="int8", choices=REAL_LAYERS,
                         help="the packed network's real layers: int8 (as calibrated at export; default) or float")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per call (default 64)")
+    parser.add_argument("--batch-size", type=bounded(BATCH_SIZE), default=64, metavar="N",
+                        help="images per call (default 64)")
     add_threads_flag(parser, 1)
     parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
                         help="packed kernel backend (default auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)")
@@ -59,22 +62,19 @@ def build_parser():
     return parser
 
 
-def check_classes(args, payload, classes):
-    """A one-line exit when the data's classes (their number, or their names where the file records them) are
-    not the model's."""
-    data = "the embedded digits" if args.data is None else f"--data {args.data}"
-    trained_on, count = payload.get("classes"), payload["model_kwargs"]["num_classes"]
-    if len(classes) != count or (trained_on is not None and list(trained_on) != list(classes)):
-        known = f" ({describe_classes(trained_on)})" if trained_on is not None else ""
-        fail(PROG, f"{data} has {len(classes)} classes ({describe_classes(classes)}); model file {args.model} "
-                   f"was trained on {count}{known}")
+def exported_from(payload, model):
+    """Whether the model file ``payload`` holds ``model``'s weights (the checkpoint it was exported from): the bits
+    of every binary layer and every real tensor it stores."""
+    state, modules = model.state_dict(), dict(model.named_modules())
+    for name, entry in payload["binary"].items():
+        if name not in modules or not torch.equal(pack_weight(modules[name].weight, "numpy"), entry["bits"]):
+            return False
+    return all(k in state and state[k].shape == v.shape and torch.equal(state[k], v)
+               for k, v in payload["state"].items())
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for flag, value in (("--batch-size", args.batch_size), ("--resize", args.resize)):
-        if value < 1:
-            fail(PROG, f"{flag} must be a positive integer, got {value}")
     if args.out is not None:
         check_out(PROG, args.out)
     try:
@@ -85,15 +85,24 @@ def main(argv=None):
     size = payload["model_kwargs"]["input_size"]
     float_model = None
     if args.checkpoint is not None:
-        float_model, _, kwargs, _ = load_checkpoint(PROG, args.checkpoint)
-        if kwargs != payload["model_kwargs"] or float_model.method != payload["method"]:
-            fail(PROG, f"checkpoint {args.checkpoint} is not the run of {args.model} "
-                       f"({float_model.method}, {kwargs} vs {payload['method']}, {payload['model_kwargs']})")
+        float_model, arch, kwargs, trained_on = load_checkpoint(PROG, args.checkpoint)
+        mine = (arch, float_model.method, kwargs, trained_on)
+        theirs = (payload["arch"], payload["method"], payload["model_kwargs"], payload.get("classes") or trained_on)
+        if mine != theirs:
+            fail(PROG, f"checkpoint {args.checkpoint} is not the run of model file {args.model} "
+                       f"({', '.join(map(str, mine[:3]))} vs {', '.join(map(str, theirs[:3]))}"
+                       f"{'; other classes' if mine[3] != theirs[3] else ''})")
+        if not exported_from(payload, float_model):
+            fail(PROG, f"checkpoint {args.checkpoint} is not the run of model file {args.model}: their weights "
+                       "differ (another run of the same configuration, or a file exported from another checkpoint)")
     try:
+        check_memory(f"--batch-size {args.batch_size} of {size}x{size} images", 12 * args.batch_size * size * size)
         val, classes = val_split(args.data, size, args.resize)
-    except DataError as err:
+        data = "the embedded digits" if args.data is None else f"--data {args.data}"
+        check_classes(data, classes, f"model file {args.model}",
+                      payload.get("classes") or payload["model_kwargs"]["num_classes"])
+    except ValueError as err:  # DataError, or too little memory
         fail(PROG, str(err))
-    check_classes(args, payload, classes)
     torch.set_num_threads(args.threads)
     try:
         net = load_network(args.model, args.backend, args.real_layers)
@@ -106,7 +115,7 @@ def main(argv=None):
     hits = {"packed": [0, 0], "float": [0, 0], "fused_emulation": [0, 0]}
     agree = {"float": 0, "fused_emulation": 0, "logits_equal": 0}
     n = 0
-    with torch.no_grad():
+    with torch.no_grad(), data_errors(PROG):
         for x, y in tqdm(loader, desc="evaluate", disable=None):
             logits = net(x)
             outputs = {"packed": logits}

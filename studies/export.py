@@ -10,13 +10,15 @@ BN in float32, and the real layers' int8 form, calibrated on
 ``CALIBRATION_IMAGES`` (32) training images of the run's own data, evenly
 spaced over its training split and transformed as evaluation images are
 (``xnorpp_core.training.data.calibration_images``): the embedded digits' for
-a run without ``--data``, else those of ``--data ROOT/train``, the ImageFolder
-the run was trained on (format: ``xnorpp_core.packed.model_file``). Prints the
+a run without ``--data``, else those of ``--data DATA`` (an ImageFolder's
+DATA/train), the data the run was trained on (format:
+``xnorpp_core.packed.model_file``). Prints the
 file's size beside the bytes of its tensors, the packed weights, scales, real
 layers and int8 real layers. Run it with
 ``python -m studies.evaluate --model DIR/model.xnorpp``.
 
-Writes to ``--out`` (default: the checkpoint's folder): ``model.xnorpp`` (nothing else).
+Writes to ``--out`` (default: the checkpoint's folder): ``model.xnorpp`` (nothing else). An existing
+``model.xnorpp`` there is refused unless ``--force`` (as ``python -m studies.train`` refuses an existing run).
 """
 
 import sys
@@ -28,7 +30,7 @@ from xnorpp_core.packed.model_file import ModelFileError, export_bytes, load_mod
 from xnorpp_core.provenance import atomic_write
 from xnorpp_core.training import DataError
 from xnorpp_core.training.checkpoint import training_data
-from xnorpp_core.training.data import calibration_images, describe_classes
+from xnorpp_core.training.data import calibration_images, check_classes
 
 PROG = "python -m studies.export"
 FILE_NAME = "model.xnorpp"
@@ -38,15 +40,18 @@ def main(argv=None):
     parser = make_parser(PROG, __doc__)
     parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
                         help="checkpoint.pt of a training run (python -m studies.train)")
-    parser.add_argument("--data", default=None, metavar="ROOT",
+    parser.add_argument("--data", default=None, metavar="DATA",
                         help="the data the run was trained on (its --data: an ImageFolder root, fashion-mnist[:DIR] "
                              "or cifar10:DIR): its training images calibrate the int8 real layers; required for "
                              "such a run, refused for a run on the embedded digits, whose own training images are "
                              "used")
     add_out_flag(parser, None, f"folder for {FILE_NAME} (default: the checkpoint's folder)")
+    parser.add_argument("--force", action="store_true", help=f"replace an existing {FILE_NAME} in that folder")
     args = parser.parse_args(argv)
     path = check_out(PROG, args.checkpoint.parent if args.out is None else args.out) / FILE_NAME
     model, arch, kwargs, classes = load_checkpoint(PROG, args.checkpoint)
+    if path.exists() and not args.force:
+        fail(PROG, f"{path} exists: pass --force to replace it, or --out DIR for another folder")
     if model.method not in SUPPORTED_METHODS:
         fail(PROG, f"method {model.method!r} has no packed form; supported: {' '.join(SUPPORTED_METHODS)}")
     trained_on, resize = training_data(args.checkpoint)
@@ -58,12 +63,10 @@ def main(argv=None):
                    "calibrate the int8 real layers: --data does not apply")
     try:
         images, data_classes = calibration_images(args.data, kwargs["input_size"], resize)
+        check_classes("the embedded digits" if args.data is None else f"--data {args.data}", data_classes,
+                      f"checkpoint {args.checkpoint}", kwargs["num_classes"] if classes is None else classes)
     except DataError as err:
         fail(PROG, str(err))
-    if len(data_classes) != kwargs["num_classes"] or (classes is not None and list(classes) != list(data_classes)):
-        fail(PROG, f"--data {args.data} has {len(data_classes)} classes ({describe_classes(data_classes)}); "
-                   f"checkpoint {args.checkpoint} was trained on {kwargs['num_classes']}"
-                   + (f" ({describe_classes(classes)})" if classes is not None else ""))
     source = "the embedded digits' training split" if args.data is None else f"the training split of {args.data}"
     try:
         data = export_bytes(model, arch, kwargs, classes, calibration=images, calibration_data=source)

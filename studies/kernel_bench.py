@@ -57,6 +57,7 @@ from tqdm import tqdm  # noqa: E402
 from studies._cli import (add_config_flags, add_out_flag, check_out, config_from_args, fail,  # noqa: E402
                           make_parser, opt)
 from xnorpp_core.layers import BinaryConv2d  # noqa: E402
+from xnorpp_core.limits import BATCH_SIZE, SEED, THREADS, check_fields, reals  # noqa: E402
 from xnorpp_core.models import binary_resnet18  # noqa: E402
 from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, BackendInfo, PackedBinaryConv2d, backend_info  # noqa: E402
 from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, environment, save_figure, write_csv,  # noqa: E402
@@ -73,25 +74,24 @@ PAPER_LAYER = (256, 256, 3, 1, 1, 14)  # Section 4.3: o = 256, 3x3; at ResNet-18
 class KernelBenchConfig:
     """One run of the benchmark; validated here, written to ``run.json``."""
 
-    threads: tuple = opt((1, 2), "torch CPU threads, each count timed in turn", metavar="N")
+    threads: tuple = opt((1, 2), "torch CPU threads (1 to the CPUs this process may use), each count timed in turn",
+                         bounds=THREADS)
     methods: tuple = opt(("case4",), "scales of the binary layers", choices=SUPPORTED_METHODS)
-    batch_size: int = opt(1, "images per layer call")
-    min_run_time: float = opt(0.5, "seconds of calls per function and measurement (calls interleaved)")
+    batch_size: int = opt(1, "images per layer call", bounds=BATCH_SIZE)
+    min_run_time: float = opt(0.5, "seconds of calls per function and measurement (calls interleaved; at most 60)",
+                              bounds=reals(0, 60, open_low=True))
     backend: str = opt("auto", "packed kernel backend (auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)",
                        choices=("auto", *BACKENDS))
     layers: str = opt("all", "all (ResNet-18's binary layers and the paper's) or paper", choices=("all", "paper"))
-    seed: int = opt(0, "seed of weights and inputs")
+    seed: int = opt(0, "seed of weights and inputs", bounds=SEED)
 
     def __post_init__(self):
-        if not self.threads or any(int(t) != t or t < 1 for t in self.threads):
-            raise ValueError(f"threads must be positive integers, got {self.threads}")
+        check_fields(self)
+        if not self.threads:
+            raise ValueError("threads needs at least one value")
         bad = [m for m in self.methods if m not in SUPPORTED_METHODS]
         if not self.methods or bad:
             raise ValueError(f"methods must be among {SUPPORTED_METHODS}, got {bad or 'none'}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if not self.min_run_time > 0:
-            raise ValueError(f"min_run_time must be positive, got {self.min_run_time}")
         if self.layers not in ("all", "paper"):
             raise ValueError(f"layers must be 'all' or 'paper', got {self.layers!r}")
         if self.backend not in ("auto", *BACKENDS):

@@ -29,6 +29,7 @@ import torch
 
 from studies._cli import add_config_flags, add_out_flag, check_out, config_from_args, make_parser, opt
 from xnorpp_core.deploy.whole_network import trained_like
+from xnorpp_core.limits import SEED, check_fields
 from xnorpp_core.models import build_model
 from xnorpp_core.packed import SUPPORTED_METHODS, storage_bytes
 from xnorpp_core.packed.model_file import export_bytes, load_model, size_budget
@@ -44,7 +45,10 @@ COLUMNS = ["method", "file_bytes", "real_float32_bytes", "compression_vs_real", 
 class ModelSizeConfig:
     """One run; written to ``run.json``."""
 
-    seed: int = opt(0, "seed of the weights and the calibration draws")
+    seed: int = opt(0, "seed of the weights and the calibration draws", bounds=SEED)
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 def size_table(seed, folder):

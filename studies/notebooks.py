@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 
 from studies._cli import DEVICE_CHOICES, add_config_flags, add_out_flag, check_out, default_run_folder, fail, \
     in_flags, make_parser, opt, resolve_device, train_in_process
+from xnorpp_core.limits import THREADS, TRIALS, ints, usable_cpus
 from xnorpp_core.provenance import atomic_write
 from xnorpp_core.report.tables import GRIDS
 from xnorpp_core.training import DataError, TrainConfig
@@ -82,6 +83,9 @@ __all__ = ["GridConfig", "cli_flags", "run_training", "check_parameters", "execu
            "main"]
 
 
+_TRAIN = {f.name: f.metadata.get("bounds") for f in dataclasses.fields(TrainConfig)}  # the same bounds as train's
+
+
 @dataclasses.dataclass(frozen=True)
 class GridConfig:
     """The options of the grids' runs (checked by ``TrainConfig`` and ``_validate``)."""
@@ -90,22 +94,28 @@ class GridConfig:
                                  choices=("resnet18", "alexnet"))
     data: str | None = opt(None, f"what to train on: {DATA_HELP} (default: the embedded digits)")
     epochs: int | None = opt(None, "epochs per run (default: the grid's, xnorpp_core.training.grids: 2 on the "
-                                   "digits and Fashion-MNIST, else the recipe's, e.g. the paper's 80)")
-    batch_size: int | None = opt(None, "global batch size (default: the recipe's)")
-    lr: float | None = opt(None, "Adam learning rate (default: the paper's 1e-3)")
-    weight_decay: float | None = opt(None, "Adam weight decay (default: the paper's 1e-5)")
+                                   "digits and Fashion-MNIST, else the recipe's, e.g. the paper's 80)",
+                             bounds=_TRAIN["epochs"])
+    batch_size: int | None = opt(None, "global batch size (default: the recipe's)", bounds=_TRAIN["batch_size"])
+    lr: float | None = opt(None, "Adam learning rate (default: the paper's 1e-3)", bounds=_TRAIN["lr"])
+    weight_decay: float | None = opt(None, "Adam weight decay (default: the paper's 1e-5)",
+                                     bounds=_TRAIN["weight_decay"])
     lr_step: int | None = opt(None, "learning rate / 10 every N epochs (default: the grid's with its epochs, 1 on "
-                                    "the digits and Fashion-MNIST, else the recipe's)")
+                                    "the digits and Fashion-MNIST, else the recipe's)",
+                              bounds=_TRAIN["lr_step"])
     seeds: tuple[int, ...] | None = opt(None, "seeds of every row (default: the grid's: 0 1 2 3 4 on the digits, 0 1 "
-                                              "2 on Fashion-MNIST, 0 on other data)")
-    threads: int | None = opt(None, "torch CPU threads per run (OMP_NUM_THREADS of the notebook kernels; "
-                                    "default: torch's, one per core)", metavar="N")
+                                              "2 on Fashion-MNIST, 0 on other data)", bounds=_TRAIN["seed"])
+    threads: int | None = opt(None, "torch CPU threads per run, 1 to the CPUs this process may use "
+                                    "(OMP_NUM_THREADS of the notebook kernels; default: torch's, one per core)",
+                              bounds=THREADS)
     limit_batches: int | None = opt(None, "at most N batches per epoch (smoke runs; the Fashion-MNIST path check "
-                                          "on a CPU: 1)")
-    nproc: int = opt(1, "processes per row: more than 1 runs torchrun")
+                                          "on a CPU: 1)", bounds=_TRAIN["limit_batches"])
+    nproc: int = opt(1, "processes per row: more than 1 runs torchrun (at most the CPUs this process may use)",
+                     bounds=ints(1, lambda: usable_cpus()))
     device: str = opt("auto", "device of every run; auto: cuda when available", choices=DEVICE_CHOICES)
-    workers: int | None = opt(None, "data-loader workers per process (default: the recipe's)")
-    trials: int = opt(100, "Table 2 trials, with 'all'")
+    workers: int | None = opt(None, "data-loader workers per process (default: the recipe's)",
+                              bounds=_TRAIN["workers"])
+    trials: int = opt(100, "Table 2 trials, with 'all'", bounds=TRIALS)
     force: bool = opt(False, "retrain finished runs, rerun Table 2 and Figure 1")
     train: bool = opt(False, "train into a results folder that holds no runs yet (without it such a folder is "
                              "refused: a mistyped --out would start the whole grid)")
@@ -113,9 +123,9 @@ class GridConfig:
 
 # ---------------------------------------------------------------- used inside the notebooks
 def cli_flags(**options):
-    """Command-line flags from keyword options: ``foo_bar=1`` -> ``--foo-bar 1``.
+    """Command-line flags from keyword options: ``lr_step=1`` -> ``--lr-step 1``.
 
-    ``None`` gives no flag (the study's default); booleans give ``--flag`` / ``--no-flag``.
+    ``None`` gives no flag (the study's default); booleans give ``--force`` / ``--no-force``.
     """
     argv = []
     for name, value in options.items():
@@ -244,13 +254,8 @@ def _plan_run(arch, method, seed, args):
 
 
 def _validate(args):
-    """Every option checked before anything is written (one-line error, exit 2)."""
-    if args.nproc < 1:
-        fail(PROG, f"--nproc must be a positive integer, got {args.nproc}")
-    if args.trials < 1:
-        fail(PROG, f"--trials must be a positive integer, got {args.trials}")
-    if args.threads is not None and args.threads < 1:
-        fail(PROG, f"--threads must be a positive integer, got {args.threads}")
+    """Every option checked before anything is written (one-line error, exit 2; the numbers' bounds when
+    parsed)."""
     try:
         source = parse_data(args.data)
     except DataError as e:

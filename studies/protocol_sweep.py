@@ -89,6 +89,10 @@ def parse_args(argv=None):
         except ValueError as e:
             fail(PROG, str(e))
     config = config_from_args(PROG, SweepConfig, args, **extra)
+    try:
+        config.check_memory()
+    except ValueError as e:
+        fail(PROG, str(e))
     return config, check_out(PROG, args.out), args.threads
 
 
@@ -116,14 +120,15 @@ def main(argv=None):
     env = environment("cpu")
     run_info = {"command": " ".join([PROG] + [shlex.quote(a) for a in argv]), "config": config.to_dict(),
                 "cells": len(cells), "seconds": round(seconds, 1), "environment": env}
+    figs = figures(sweep, claims, cells, config)  # everything made before the first file is written
+    text = analysis(sweep, claims, cells, config, run_info, list(figs))
     write_csv(out / "sweep.csv", sweep)
     write_csv(out / "claims.csv", claims)
     write_csv(out / "cells.csv", cells)
-    figs = figures(sweep, claims, cells, config)
     for name, fig in figs.items():
         save_figure(fig, out / name, dpi=120, bbox_inches="tight")
     write_json(out / "run.json", run_info)
-    atomic_write(out / "README.md", analysis(sweep, claims, cells, config, run_info, list(figs)))
+    atomic_write(out / "README.md", text)
     outside = sweep[sweep["within_tolerance"].astype(str) == "False"]
     print(f"{len(cells)} cells in {seconds:.0f} s; wrote {out}/")
     if len(outside):

@@ -67,6 +67,10 @@ def parse_args(argv=None):
         fail(PROG, str(err).replace("unknown padding", "unknown --padding"))
     config = config_from_args(PROG, ReconstructionConfig, args, device=resolve_device(PROG, args.device),
                               padding=padding, pad_mode=pad_mode)
+    try:
+        config.check_memory()
+    except ValueError as err:
+        fail(PROG, str(err))
     return config, check_out(PROG, args.out)
 
 

@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 
 from studies._cli import add_config_flags, add_out_flag, check_out, config_from_args, make_parser, opt  # noqa: E402
 from xnorpp_core import paper  # noqa: E402
+from xnorpp_core.limits import check_fields, ints  # noqa: E402
 from xnorpp_core.provenance import environment, save_figure, write_csv, write_json  # noqa: E402
 from xnorpp_core.speedup import CONSISTENT_MODEL, PAPER_MODEL, speedup_ours, speedup_xnor  # noqa: E402
 
@@ -38,11 +39,10 @@ FUNCTIONS = {"xnor": speedup_xnor, "ours": speedup_ours}
 class SpeedupConfig:
     """The figure's range."""
 
-    max_channels: int = opt(1024, "largest number of output channels o on the x axis")
+    max_channels: int = opt(1024, "largest number of output channels o on the x axis", bounds=ints(2, 65_536))
 
     def __post_init__(self):
-        if self.max_channels < 2:
-            raise ValueError(f"--max-channels must be at least 2, got {self.max_channels}")
+        check_fields(self)
 
 
 def build_parser():

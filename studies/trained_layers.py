@@ -1,17 +1,19 @@
 """Table 2 on the layers of trained networks: weights and input activations of every convolution.
 
     python -m studies.trained_layers                                   # trains both digits models, then scores
-    python -m studies.trained_layers --checkpoint RUN/checkpoint.pt    # one or more checkpoints of studies.train
-    python -m studies.trained_layers --checkpoint RUN/checkpoint.pt --data /data/imagenet --out /tmp/t
+    python -m studies.trained_layers --checkpoints RUN/checkpoint.pt   # one or more checkpoints of studies.train
+    python -m studies.trained_layers --checkpoints RUN/checkpoint.pt --data /data/imagenet --out /tmp/t
 
-Without ``--checkpoint`` it trains, on the embedded digits with the default
+Without ``--checkpoints`` it trains, on the embedded digits with the default
 recipe and seed (``python -m studies.train``'s; ``--epochs`` stops it
 earlier), the real-valued ResNet-18 and the Case 4 binary ResNet-18 into
 ``OUT/models/`` (their checkpoint.pt is kept there and reused, or continued,
-by a rerun; metrics.csv, config.json, summary.json beside it). For every convolution of each model, in forward order, it records the
-real inputs on validation images (the digits' validation split, or that of
-what ``--data`` names, as for ``studies.train``), fits each learned Gamma on
-``--fit-images`` of them and scores every method on those and on
+by a rerun; metrics.csv, config.json, summary.json beside it). For every
+convolution of each model, in forward order, it records the real inputs on
+validation images (the digits' validation split, or that of what ``--data``
+names, as for ``studies.train``; their classes must be the checkpoint's), fits
+each learned Gamma on ``--fit-images`` of them and scores every method on
+those and on
 ``--heldout-images`` others (``xnorpp_core.reconstruction.trained``), and
 writes to ``--out``:
 
@@ -37,9 +39,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from studies._cli import (FIT_HELP, add_config_flags, add_out_flag, add_threads_flag, check_out,  # noqa: E402
-                          config_from_args, fail, load_checkpoint, make_parser)
+from studies._cli import (FIT_HELP, add_config_flags, add_out_flag, add_threads_flag, bounded,  # noqa: E402
+                          check_out, config_from_args, fail, load_checkpoint, make_parser)
 from xnorpp_core import paper  # noqa: E402
+from xnorpp_core.limits import EPOCHS, SIDE  # noqa: E402
 from xnorpp_core.provenance import (atomic_write, environment, markdown_table, save_figure, write_csv,  # noqa: E402
                                     write_json)
 from xnorpp_core.reconstruction.fit import RECONSTRUCTION_METHODS  # noqa: E402
@@ -47,38 +50,40 @@ from xnorpp_core.reconstruction.trained import (CONFIDENCE, TrainedLayersConfig,
                                                 convolutions, layer_rows, record_inputs, score_layer)
 from xnorpp_core.report.tables import METHOD_LABELS  # noqa: E402
 from xnorpp_core.training import DataError, TrainConfig, TrainingError, train  # noqa: E402
-from xnorpp_core.training.data import DATA_HELP, splits  # noqa: E402
+from xnorpp_core.training.data import DATA_HELP, check_classes, splits  # noqa: E402
 
 PROG = "python -m studies.trained_layers"
 DEFAULT_OUT = "results/reconstruction/trained"
-TRAINED = ("real", "case4")  # the models trained without --checkpoint: real ResNet-18, Case 4 binary ResNet-18
+TRAINED = ("real", "case4")  # the models trained without --checkpoints: real ResNet-18, Case 4 binary ResNet-18
 HELP = {"fit": FIT_HELP}
 
 
 def build_parser():
     parser = make_parser(PROG, __doc__)
-    parser.add_argument("--checkpoint", type=Path, nargs="+", default=None, metavar="FILE",
+    parser.add_argument("--checkpoints", type=Path, nargs="+", default=None, metavar="FILE",
                         help="checkpoint.pt of python -m studies.train (one or more; default: train the two "
                              "digits models)")
     parser.add_argument("--data", default=None, metavar="DATA",
                         help=f"the images: the validation split of {DATA_HELP} (default: the embedded digits' "
                              "validation split)")
-    parser.add_argument("--epochs", type=int, default=None, metavar="N",
-                        help="epochs of the two digits models trained without --checkpoint (default: the digits "
+    parser.add_argument("--epochs", type=bounded(EPOCHS), default=None, metavar="N",
+                        help="epochs of the two digits models trained without --checkpoints (default: the digits "
                              "recipe's, 9; fewer stop the same run earlier)")
-    parser.add_argument("--resize", type=int, default=256, help="ImageFolder: shorter side before the centre crop "
-                                                                  "(default 256)")
+    parser.add_argument("--resize", type=bounded(SIDE), default=256, metavar="N",
+                        help="ImageFolder: shorter side before the centre crop (default 256)")
     add_config_flags(parser, TrainedLayersConfig, helps=HELP)
     add_threads_flag(parser, 2)
     add_out_flag(parser, DEFAULT_OUT)
     return parser
 
 
-def _images(prog, data, size, resize, config):
+def _images(prog, data, size, resize, config, source, trained_on):
     """The validation images ``(fit (N, 3, s, s), held-out (M, 3, s, s), indices)``, chosen by a seeded
-    permutation; a one-line exit when the data cannot be read or has too few images."""
+    permutation; a one-line exit when the data cannot be read, has too few images, or other classes than
+    ``trained_on``, those of the model ``source`` (a checkpoint)."""
     try:
-        val = splits(data, size, resize)[1]
+        _, val, classes = splits(data, size, resize)
+        check_classes("the embedded digits" if data is None else f"--data {data}", classes, source, trained_on)
     except DataError as err:
         fail(prog, str(err))
     if len(val) < config.images:
@@ -93,13 +98,14 @@ def _images(prog, data, size, resize, config):
 
 
 def _checked(prog, path):
-    """A checkpoint's model in eval mode and its convolutions; one-line exits for every problem."""
-    model, arch, kwargs, _ = load_checkpoint(prog, path)
+    """A checkpoint's model in eval mode, its convolutions and classes (their names, or their number where the
+    checkpoint does not name them); one-line exits for every problem."""
+    model, arch, kwargs, classes = load_checkpoint(prog, path)
     try:
         layers = convolutions(model, torch.zeros(2, 3, kwargs["input_size"], kwargs["input_size"]))
     except ValueError as err:
         fail(prog, f"checkpoint {path}: {err}")
-    return model, arch, kwargs, layers
+    return model, arch, kwargs, layers, kwargs["num_classes"] if classes is None else classes
 
 
 def _top1(path):
@@ -201,8 +207,8 @@ def to_markdown(layers_frame, claims_frame, models, config):
 def _models_to_score(args, out):
     """``(name, path, trained summary or None)`` one at a time: the checkpoints given, or the two digits models,
     each trained here when it comes up (reused when its checkpoint is complete)."""
-    if args.checkpoint is not None:
-        yield from ((n, p, None) for n, p in zip(_names(args.checkpoint), args.checkpoint))
+    if args.checkpoints is not None:
+        yield from ((n, p, None) for n, p in zip(_names(args.checkpoints), args.checkpoints))
         return
     for method in TRAINED:
         folder = out / "models" / f"digits-resnet18-{method}"
@@ -219,26 +225,23 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     config = config_from_args(PROG, TrainedLayersConfig, args)
     out = check_out(PROG, args.out)
-    if args.resize < 1:
-        fail(PROG, "--resize must be positive")
-    if args.checkpoint is None and args.data is not None:
-        fail(PROG, "--data needs --checkpoint (without it the two digits models are trained and scored)")
-    if args.checkpoint is not None and args.epochs is not None:
-        fail(PROG, "--epochs sets the training of the digits models; it does not apply to --checkpoint")
-    if args.epochs is not None and args.epochs < 1:
-        fail(PROG, "--epochs must be positive")
+    if args.checkpoints is None and args.data is not None:
+        fail(PROG, "--data needs --checkpoints (without it the two digits models are trained and scored)")
+    if args.checkpoints is not None and args.epochs is not None:
+        fail(PROG, "--epochs sets the training of the digits models; it does not apply to --checkpoints")
     torch.set_num_threads(args.threads)
     checked = {}
-    if args.checkpoint is not None:  # every checkpoint and the images, before any work
-        for path in args.checkpoint:
+    if args.checkpoints is not None:  # every checkpoint and the images, before any work
+        for path in args.checkpoints:
             checked[path] = _checked(PROG, path)
-        for model, arch, kwargs, layers in checked.values():
-            _images(PROG, args.data, kwargs["input_size"], args.resize, config)
+            _images(PROG, args.data, checked[path][2]["input_size"], args.resize, config, f"checkpoint {path}",
+                    checked[path][4])
     start = time.perf_counter()
     layer_frames, claim_frames, models = [], [], []
     for name, path, summary in _models_to_score(args, out):
-        model, arch, kwargs, layers = checked.get(path) or _checked(PROG, path)
-        x_fit, x_held, indices = _images(PROG, args.data, kwargs["input_size"], args.resize, config)
+        model, arch, kwargs, layers, classes = checked.get(path) or _checked(PROG, path)
+        x_fit, x_held, indices = _images(PROG, args.data, kwargs["input_size"], args.resize, config,
+                                         f"checkpoint {path}", classes)
         top1 = summary["final"]["val_top1"] if summary else _top1(path)
         models.append({"name": name, "checkpoint": str(path), "arch": arch, "method": model.method,
                        "model_kwargs": kwargs, "val_top1": top1, "layers": len(layers), "images": indices})

@@ -42,8 +42,8 @@ def test_conclusion_follows_the_numbers():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--repeats", "2"], "repeats must be at least 3"),
-    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--repeats", "2"], "--repeats must be an integer from 3 to"),
+    (["--epochs", "0"], "--epochs must be an integer from 1 to"),
     (["--checkpoints", "a.pt", "b.pt", "c.pt"], "at most two"),
     (["--checkpoints", "no_such_file.pt"], "does not exist"),
     (["--method", "nope"], "invalid choice"),

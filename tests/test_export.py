@@ -19,6 +19,7 @@ from xnorpp_core.packed.network import REAL_LAYERS, PackedNetwork, fused_emulati
 from xnorpp_core.scales import LearnedScale
 from xnorpp_core.training import TrainConfig
 from xnorpp_core.training.checkpoint import load_checkpoint as training_checkpoint
+from xnorpp_core.training.checkpoint import seal
 from xnorpp_core.training.data import CALIBRATION_IMAGES, calibration_images
 
 KWARGS = {"num_classes": 10, "input_size": 12, "pad_mode": "zero", "small_input": True}
@@ -262,7 +263,7 @@ def test_bad_files_raise(tmp_path):
 def _checkpoint(tmp_path, method, data=None):
     config = TrainConfig(method=method, input_size=12).to_dict() | {"data": data}
     path = tmp_path / f"{method}.pt"
-    torch.save({"format": "x", "model": _model(method).state_dict(), "config": config}, path)
+    torch.save(seal({"format": "x", "model": _model(method).state_dict(), "config": config}), path)
     return path
 
 

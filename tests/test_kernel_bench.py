@@ -20,12 +20,12 @@ def test_resnet18_binary_layer_shapes_counted_by_hand():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--threads", "0"], "threads must be positive"),
+    (["--threads", "0"], "--threads must be an integer from 1 to"),
     (["--methods", "xnor"], "invalid choice: 'xnor'"),
     (["--backend", "gpu"], "invalid choice: 'gpu'"),
     (["--layers", "some"], "invalid choice: 'some'"),
-    (["--min-run-time", "0"], "--min-run-time must be positive"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--min-run-time", "0"], "--min-run-time must be a number in (0, 60]"),
+    (["--batch-size", "0"], "--batch-size must be an integer from 1 to"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:

@@ -177,16 +177,16 @@ def test_run_training_failure_is_an_exception(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["table2"], "invalid choice: 'table2'"),
-    (["all", "--nproc", "0"], "--nproc must be a positive integer"),
-    (["table1", "--epochs", "0"], "epochs must be a positive integer"),
-    (["table3", "--lr", "-1"], "lr must be positive"),
+    (["all", "--nproc", "0"], "--nproc must be an integer from 1 to"),
+    (["table1", "--epochs", "0"], "--epochs must be an integer from 1 to"),
+    (["table3", "--lr", "-1"], "--lr must be a number in (0, 10]"),
     (["all", "--data", "/no/such/folder"], "no train/ or val/ folder"),
     (["all", "--device", "tpu"], "invalid choice: 'tpu'"),
     (["all", "--seeds", "1", "1"], "--seeds repeats a seed: 1 1"),
-    (["all", "--threads", "0"], "--threads must be a positive integer"),
+    (["all", "--threads", "0"], "--threads must be an integer from 1 to"),
     (["table1"], "no runs there yet; pass --train to start training the grid in it"),
     (["table1", "--train", "--archs", "alexnet"], "--archs alexnet: table1 has no rows of that architecture"),
-    (["table3", "--train", "--epochs", "0"], "error: --epochs must be a positive integer, got 0"),
+    (["table3", "--train", "--epochs", "0"], "error: --epochs must be an integer from 1 to 10000, got '0'"),
 ])
 def test_bad_options_exit_2_writing_nothing(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:

@@ -1,5 +1,7 @@
 """The whole-network packed engine: threshold folding against brute force, exact logits on small networks."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -322,3 +324,92 @@ def test_a_batch_norm_no_binary_layer_reads_becomes_a_multiply_and_add():
     real = fused_emulation(binary_resnet18("real", num_classes=10, input_size=12, small_input=True).eval()).graph
     assert not any(isinstance(m, (packed.network._ChannelAffine, packed.network._GlobalMean))  # a real network's
                    for m in real.modules())  # folded form keeps torch's own batch norm and pooling
+
+
+# ---------------------------------------------------------------- what the Python API refuses
+
+
+def _small(method="case4", **kw):
+    return _randomized(binary_resnet18(method, num_classes=10, input_size=16, small_input=True, **kw))
+
+
+API_MISTAKES = {  # name: (model, PackedNetwork keywords, the one message)
+    "an input size the layers were not built for": (
+        _small, {"input_size": 20}, r"^input_size 20x20 does not fit the model: case4 layer was built for 16x16 "
+                                    r"inputs, got 20x20$"),
+    "input size 0": (_small, {"input_size": 0}, r"^input_size must be a side or an \(h, w\) pair, each an integer "
+                                                r"from 1 to 4096, got 0$"),
+    "a negative input size": (_small, {"input_size": -5}, r"^input_size must be .* got -5$"),
+    "an input size as text": (_small, {"input_size": "96"}, r"^input_size must be .* got '96'$"),
+    "a huge input size": (_small, {"input_size": 100_000}, r"^input_size must be .* got 100000$"),
+    "an input size of three sides": (_small, {"input_size": (16, 16, 3)}, r"^input_size must be"),
+    "calibration of another size": (
+        _small, {"real_layers": "int8", "calibration": torch.zeros(4, 3, 32, 32)},
+        r"^calibration must be float32 inputs \(n, 3, 16, 16\), n >= 1, got torch.float32 of shape \(4, 3, 32, 32\)$"),
+    "no calibration inputs": (_small, {"real_layers": "int8", "calibration": torch.zeros(0, 3, 16, 16)},
+                              r"^calibration must be float32 inputs"),
+    "calibration of float64": (_small, {"real_layers": "int8", "calibration": torch.zeros(2, 3, 16, 16).double()},
+                               r"^calibration must be float32 inputs .* got torch.float64"),
+    "calibration with float real layers": (_small, {"calibration": torch.zeros(2, 3, 16, 16)},
+                                           r"^calibration is read with real_layers='int8' only"),
+    "unknown real layers": (_small, {"real_layers": "int4"}, r"^real_layers must be one of"),
+    "a model in training mode": (lambda: _small().train(), {}, r"^model is in training mode: call model.eval\(\)"),
+    "one module in training mode": (lambda: _trained_block(), {},
+                                    r"^model is in training mode"),
+    "a float64 model": (lambda: _small().double(), {}, r"^model holds torch.float64 tensors; the packed network "
+                                                       r"takes a float32 model \(model.float\(\)\)$"),
+    "an nn.Sequential": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval(), {"input_size": 8},
+                         r"^model \(Sequential\) has no binary convolution to pack"),
+    "a real-valued network": (lambda: _small("real"), {}, r"^model \(BinaryResNet\) has no binary convolution"),
+    "not a module": (lambda: "resnet18", {}, r"^model must be an nn.Module, got str$"),
+}
+
+
+def _trained_block():
+    model = _small()
+    model.blocks[1].train()  # the root in eval mode, one block not
+    return model
+
+
+@pytest.mark.parametrize("case", API_MISTAKES)
+def test_the_api_refuses_in_one_message_naming_the_argument(case, capsys):
+    build, kwargs, message = API_MISTAKES[case]
+    with pytest.raises(ValueError, match=message) as err:
+        PackedNetwork(build(), "numpy", **kwargs)
+    assert "\n" not in str(err.value)
+    assert capsys.readouterr().err == ""  # no traceback printed on the way (torch.fx's ShapeProp prints one)
+
+
+@functools.lru_cache(maxsize=None)
+def _small_net(backend, real_layers):
+    """``(model, its PackedNetwork)``, built once per backend and real-layer option for the tests below."""
+    model = _small()
+    return model, PackedNetwork(model, backend, real_layers=real_layers)
+
+
+@pytest.mark.parametrize("real_layers", packed.network.REAL_LAYERS)
+def test_an_empty_batch_gives_an_empty_result_of_the_logits_shape(backend, real_layers):
+    _, net = _small_net(backend, real_layers)
+    empty = torch.zeros(0, 3, 16, 16)
+    assert net(empty).shape == net.reference(empty).shape == (0, 10)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(net(torch.cat([empty, x])), net.reference(x))  # and the batch after it is unchanged
+
+
+def _non_finite(kind):
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    if kind == "all NaN":
+        return torch.full_like(x, float("nan"))
+    x[1, 2, 5, 7] = {"one NaN": float("nan"), "one +inf": float("inf"), "one -inf": -float("inf")}[kind]
+    return x
+
+
+@pytest.mark.parametrize("real_layers", packed.network.REAL_LAYERS)
+def test_non_finite_inputs_are_refused_by_the_packed_network_and_its_reference_alike(backend, real_layers):
+    model, net = _small_net(backend, real_layers)
+    for kind, count in (("all NaN", 3 * 16 * 16 * 2), ("one NaN", 1), ("one +inf", 1), ("one -inf", 1)):
+        x = _non_finite(kind)
+        for run in (net, net.reference, fused_emulation(model)):
+            with pytest.raises(ValueError, match=f"^x holds {count} NaN or infinite values; the packed network "
+                                                 "and its emulation take finite inputs only$"):
+                run(x)

@@ -17,6 +17,7 @@ from xnorpp_core.reconstruction.trained import (PAIRS, TrainedLayersConfig, clai
 from xnorpp_core.report.findings import read_trained_layers
 from xnorpp_core.report.verdicts import verdict_trained_order, verdict_trained_ratio
 from xnorpp_core.training import TrainConfig
+from xnorpp_core.training.checkpoint import seal
 
 PAPER_RATIO = paper.TABLE2["xnor"][0] / paper.TABLE2["case1"][0]
 FAST = TrainedLayersConfig(fit_images=3, heldout_images=4, starts=2, sweeps=20, fit=FitConfig(lr=0.3, max_steps=3000))
@@ -158,7 +159,7 @@ def checkpoint(path, arch="resnet18"):
     config = TrainConfig(input_size=8).to_dict()
     config["arch"] = arch
     model = build_model("resnet18", "case4", 10, 8, small_input=True)
-    torch.save({"config": config, "model": model.state_dict(), "history": [{"val_top1": 12.5}]}, path)
+    torch.save(seal({"config": config, "model": model.state_dict(), "history": [{"val_top1": 12.5}]}), path)
     return path
 
 
@@ -182,7 +183,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monk
                                              {"input_size": 8}, None))
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
-        trained_layers.main(["--checkpoint", str(path), "--out", str(out), *FAST_FLAGS])
+        trained_layers.main(["--checkpoints", str(path), "--out", str(out), *FAST_FLAGS])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err
@@ -192,7 +193,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monk
 def test_a_checkpoint_gives_every_file(tmp_path):
     path = checkpoint(tmp_path / "checkpoint.pt")
     out = tmp_path / "out"
-    layers, claims = trained_layers.main(["--checkpoint", str(path), "--out", str(out), *FAST_FLAGS])
+    layers, claims = trained_layers.main(["--checkpoints", str(path), "--out", str(out), *FAST_FLAGS])
     assert sorted(p.name for p in out.iterdir()) == ["claims.csv", "layers.csv", "run.json", "trained_layers.md",
                                                      "trained_layers.png"]
     assert layers.layer.nunique() == 20 and set(layers.method) == set(RECONSTRUCTION_METHODS)

@@ -20,6 +20,7 @@ from xnorpp_core.training.data import digits_splits
 from xnorpp_core.layers import METHODS
 from xnorpp_core.models import build_model
 from xnorpp_core.training import loop as training
+from xnorpp_core.training.checkpoint import seal
 from xnorpp_core.training import METRICS_COLUMNS, TrainConfig, accuracy, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,9 +57,11 @@ def test_recipe_defaults():
 
 @pytest.mark.parametrize("kw, match", [
     ({"arch": "vgg"}, "unknown arch"), ({"method": "case5"}, "unknown method"),
-    ({"epochs": 0}, "epochs must be a positive"), ({"epochs": -3}, "epochs must be a positive"),
-    ({"batch_size": 0}, "batch_size must be a positive"), ({"batch_size": -1}, "batch_size must be a positive"),
-    ({"lr": 0.0}, "lr must be positive"), ({"lr_gamma": 1.5}, "lr_gamma"), ({"workers": -1}, "workers"),
+    ({"epochs": 0}, "epochs must be an integer from 1"), ({"epochs": -3}, "epochs must be an integer from 1"),
+    ({"batch_size": 0}, "batch_size must be an integer from 1"), ({"batch_size": -1}, "batch_size must be an integer"),
+    ({"seed": -1}, "seed must be an integer from 0 to 2\\*\\*63 - 1"), ({"lr": float("nan")}, "lr must be a number"),
+    ({"workers": 10 ** 6}, "workers must be an integer from 0 to"), ({"input_size": 10 ** 5}, "input_size must be"),
+    ({"lr": 0.0}, "lr must be a number in \\(0, 10\\]"), ({"lr_gamma": 1.5}, "lr_gamma"), ({"workers": -1}, "workers"),
     ({"device": "tpu"}, "unknown device"), ({"pad_mode": "one"}, "unknown pad_mode"),
     ({"limit_batches": 0}, "limit_batches"), ({"input_size": 4}, "digits need"),
     ({"data": "/x", "input_size": 300}, "resize"),
@@ -194,6 +197,36 @@ def test_imagefolder_tree_through_the_imagenet_path(tmp_path):
     assert list(metrics["epoch"]) == [1, 2] and (metrics["val_top5"] == 100).all()  # 2 classes
 
 
+def test_the_recipe_loader_workers_are_at_most_the_cpus_of_each_process(monkeypatch):
+    """The ImageFolder recipe's 8 loader workers, but never more than the CPUs of each process (on 2 CPUs the
+    DataLoader warned, once per loader, that 8 workers exceed them); the digits load in the main process."""
+    for cpus, processes, workers in ((2, None, 2), (64, None, 8), (16, "4", 4), (2, "4", 1)):
+        monkeypatch.setattr("xnorpp_core.limits.usable_cpus", lambda: cpus)
+        monkeypatch.setattr(training, "usable_cpus", lambda: cpus)
+        if processes is None:
+            monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        else:
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
+        assert TrainConfig(data="/data/imagenet").workers == workers, (cpus, processes)
+        assert TrainConfig().workers == 0
+    with pytest.raises(ValueError, match="workers must be an integer from 0 to 2, got 3"):
+        TrainConfig(data="/data/imagenet", workers=3)
+
+
+def test_the_imagefolder_loaders_do_not_warn_about_their_workers(tmp_path):
+    import warnings
+
+    config = TrainConfig(data=str(image_tree(tmp_path / "data", train=2, val=1)), input_size=32, resize=36,
+                         batch_size=2, out=str(tmp_path / "out"))
+    train_set, val_set, _ = training.datasets.imagefolder_splits(config.data, 32, 36)
+    loaders = training._loaders(config, train_set, val_set, training._Process())[:2]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for loader in loaders:
+            next(iter(loader))
+    assert not [w for w in caught if "worker processes" in str(w.message)], [str(w.message) for w in caught]
+
+
 # --- bad input: one line, exit 2, nothing written --------------------------------------------------
 
 
@@ -209,8 +242,13 @@ def fails(capsys, argv, match, out):
 
 @pytest.mark.parametrize("argv, match", [
     (["--arch", "vgg"], "invalid choice: 'vgg'"), (["--method", "case9"], "invalid choice: 'case9'"),
-    (["--epochs", "0"], "epochs must be a positive integer"), (["--epochs", "-2"], "epochs must be a positive"),
-    (["--batch-size", "0"], "--batch-size must be a positive"), (["--batch-size", "x"], "invalid int value"),
+    (["--epochs", "0"], "--epochs must be an integer from 1 to"), (["--epochs", "-2"], "--epochs must be an integer"),
+    (["--batch-size", "0"], "--batch-size must be an integer from 1"),
+    (["--batch-size", "x"], "--batch-size must be an integer from 1 to 65536, got 'x'"),
+    (["--input-size", "100000"], "--input-size must be an integer from 1 to 4096, got '100000'"),
+    (["--seed", "1180591620717411303424"], "--seed must be an integer from 0 to 2**63 - 1"),
+    (["--input-size", "4096", "--batch-size", "64"],
+     "a batch of 64 images of 4096x4096 through resnet18 needs at least"),
     (["--batch-size", "4096"], "error: --batch-size 4096 is larger than the training split"),
 ])
 def test_bad_options(tmp_path, capsys, argv, match):
@@ -415,8 +453,8 @@ def test_checkpoint_of_the_torchvision_alexnet_is_refused(tmp_path, capsys):
     fails(capsys, [*alexnet, "--epochs", "2", "--resume"],
           "another configuration (--alexnet-widths: 'torchvision' there, 'paper' here)", out)
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    del ckpt["identity"]["alexnet_widths"]  # as written before the field existed
-    torch.save(ckpt, out / "checkpoint.pt")
+    del ckpt["identity"]["alexnet_widths"]  # as written before the field existed (with its own digest)
+    torch.save(seal(ckpt), out / "checkpoint.pt")
     fails(capsys, [*alexnet, "--epochs", "2", "--resume"], "--alexnet-widths: None there, 'paper' here", out)
 
 

@@ -76,8 +76,9 @@ def binary_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1, pad_mode
 
 def _inexact_under_autocast(device_type, terms):
     """Whether autocast is on for ``device_type`` with a type that cannot hold every integer up to ``terms``
-    (float16: 2048 = 2 / eps, bfloat16: 256), i.e. could round a sum of ``terms`` values +-1."""
-    return torch.is_autocast_enabled(device_type) and terms > 2 / torch.finfo(
+    (float16: 2048 = 2 / eps, bfloat16: 256), i.e. could round a sum of ``terms`` values +-1. Never on the meta
+    device (shapes only; torch has no autocast there)."""
+    return device_type != "meta" and torch.is_autocast_enabled(device_type) and terms > 2 / torch.finfo(
         torch.get_autocast_dtype(device_type)).eps
 
 

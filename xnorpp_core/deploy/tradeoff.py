@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..limits import EPOCHS, REPEATS, SEED, check_fields
 from ..models import build_model
 from ..packed import BACKENDS, SUPPORTED_METHODS
 from ..packed.model_file import export_bytes, load_network
@@ -56,22 +57,21 @@ class DeployTradeoffConfig:
     method: str = _opt("case4", "scale method of the binary network (a binary checkpoint's own method wins)",
                       choices=SUPPORTED_METHODS)
     checkpoints: tuple[str, ...] = _opt((), "training checkpoints of digits ResNet-18s to use instead of training: "
-                                           "the real one and/or the binary one")
-    epochs: int | None = _opt(None, "epochs of each network trained here (default: the digits recipe's)")
-    repeats: int = _opt(20, "timed rounds per input size")
+                                           "the real one and/or the binary one (default: train both)",
+                                        metavar="FILE")
+    epochs: int | None = _opt(None, "epochs of each network trained here (default: the digits recipe's)",
+                              bounds=EPOCHS)
+    repeats: int = _opt(20, "timed rounds per input size (at least 3)", bounds=REPEATS)
     backend: str = _opt("auto", "packed kernel backend (auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)",
                        choices=("auto", *BACKENDS))
-    seed: int = _opt(0, "seed of training, of the 224x224 networks' weights and of the inputs")
+    seed: int = _opt(0, "seed of training, of the 224x224 networks' weights and of the inputs", bounds=SEED)
 
     def __post_init__(self):
+        check_fields(self)
         if self.method not in SUPPORTED_METHODS:
             raise ValueError(f"method must be one of {SUPPORTED_METHODS}, got {self.method!r}")
         if len(self.checkpoints) > 2:
             raise ValueError(f"checkpoints: at most two (the real and the binary one), got {len(self.checkpoints)}")
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
-        if self.repeats < 3:
-            raise ValueError(f"repeats must be at least 3, got {self.repeats}")
         if self.backend not in ("auto", *BACKENDS):
             raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {self.backend!r}")
 

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from ..limits import BATCH_SIZE, REPEATS, SEED, THREADS, check_fields, ints
 from ..models import ARCHS, build_model, fuse_model
 from ..packed import BACKENDS, SUPPORTED_METHODS
 from ..packed.int8 import arithmetic as int8_arithmetic
@@ -71,32 +72,29 @@ class BenchInferenceConfig:
 
     arch: str = _opt("resnet18", "network", choices=tuple(ARCHS))
     methods: tuple = _opt(("case1", "case4"), "scale methods of the binary network", choices=SUPPORTED_METHODS)
-    threads: tuple = _opt((1, 2), "torch CPU threads, each count timed in turn", metavar="N")
-    batch_sizes: tuple = _opt((1, 8), "images per call, each timed in turn")
-    repeats: int = _opt(20, "timed rounds per setting")
+    threads: tuple = _opt((1, 2), "torch CPU threads (1 to the CPUs this process may use), each count timed in "
+                                  "turn", bounds=THREADS)
+    batch_sizes: tuple = _opt((1, 8), "images per call, each timed in turn", bounds=BATCH_SIZE)
+    repeats: int = _opt(20, "timed rounds per setting (at least 3)", bounds=REPEATS)
     compile: bool = _opt(True, "also time torch.compile of the folded real networks (fp32, bf16)")
-    check_inputs: int = _opt(1000, "random inputs for the exactness check (0 skips it)")
+    check_inputs: int = _opt(1000, "random inputs for the exactness check (0 skips it)", bounds=ints(0, 1_000_000))
     backend: str = _opt("auto", "packed kernel backend (auto: $XNORPP_PACKED_BACKEND, else cpp, else numpy)",
                        choices=("auto", *BACKENDS))
     real_layers: tuple = _opt(REAL_LAYERS, "real layers (stem, downsampling shortcuts, classifier) of the packed "
                                           "network: float, or int8; each given is timed and checked",
                              choices=REAL_LAYERS)
-    seed: int = _opt(0, "seed of weights and inputs")
+    seed: int = _opt(0, "seed of weights and inputs", bounds=SEED)
 
     def __post_init__(self):
+        check_fields(self)
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {tuple(ARCHS)}, got {self.arch!r}")
         bad = [m for m in self.methods if m not in SUPPORTED_METHODS]
         if not self.methods or bad:
             raise ValueError(f"methods must be among {SUPPORTED_METHODS}, got {bad or 'none'}")
         for name in ("threads", "batch_sizes"):
-            values = getattr(self, name)
-            if not values or any(int(v) != v or v < 1 for v in values):
-                raise ValueError(f"{name} must be positive integers, got {values}")
-        if self.repeats < 3:
-            raise ValueError(f"repeats must be at least 3, got {self.repeats}")
-        if self.check_inputs < 0:
-            raise ValueError(f"check_inputs must be >= 0, got {self.check_inputs}")
+            if not getattr(self, name):
+                raise ValueError(f"{name} needs at least one value")
         if self.backend not in ("auto", *BACKENDS):
             raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {self.backend!r}")
         bad = [r for r in self.real_layers if r not in REAL_LAYERS]

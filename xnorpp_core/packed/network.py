@@ -52,8 +52,10 @@ reproduces (``torch.equal``) when no threshold decision differs from torch's
 own rounding.
 """
 
+import contextlib
 import copy
 import functools
+import io
 import operator
 import time
 
@@ -65,6 +67,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..layers import BinaryConv2d
+from ..limits import SIDE
 from ..models import fuse_model
 from .backend import backend_info
 from .int8 import Int8Conv, Int8Gemm, quantize_real_layers, restore_real_layers
@@ -169,14 +172,27 @@ def _reaches_binary(node, modules):
     return len(node.users) > 1
 
 
+def _check_finite(x):
+    """``ValueError`` when ``x`` holds a NaN or an infinity: the packed network and its emulation refuse them alike
+    (a sign bit has no NaN, and a NaN or an infinity reaches the logits by paths the two do not share)."""
+    bad = x.numel() - int(torch.isfinite(x).sum())
+    if bad:
+        raise ValueError(f"x holds {bad} NaN or infinite values; the packed network and its emulation take finite "
+                         "inputs only")
+
+
 class _ChannelsLast(nn.Module):
-    """Runs ``graph`` on a channels-last copy of the input."""
+    """Runs ``graph`` on a channels-last copy of the input (finite: ``_check_finite``; an empty batch gives an
+    empty result)."""
 
     def __init__(self, graph):
         super().__init__()
         self.graph = graph
 
     def forward(self, x):
+        _check_finite(x)
+        if x.shape[0] == 0:  # an empty batch: an empty result of the logits' shape (one zero input's, sliced)
+            return self.graph(x.new_zeros((1, *x.shape[1:])).contiguous(memory_format=torch.channels_last))[:0]
         return self.graph(x.contiguous(memory_format=torch.channels_last))
 
 
@@ -464,24 +480,73 @@ class PackedNetwork(nn.Module):
     takes them); ``self.reference`` is the emulation with the same modules. ``forward(x, timings=d)`` adds each
     step's seconds to ``d[category]`` (``CATEGORIES``); ``forward(x, per_step=l)`` appends ``(category, name,
     seconds)`` for each step to the list ``l``.
+
+    What it cannot run is refused with one ``ValueError`` naming the argument and the reason
+    (``_check_arguments``): a model in training mode (call ``model.eval()``: BN folds its running statistics),
+    not float32, or without a binary convolution; an ``input_size`` that is not a positive size or that the
+    model's layers were not built for; ``calibration`` of another shape, or ``calibration`` or ``int8_state``
+    given with float real layers (which read neither). ``forward`` refuses inputs of another shape, dtype or
+    device and non-finite ones (as the reference does); an empty batch gives an empty result.
     """
+
+    @staticmethod
+    def _check_arguments(model, input_size, real_layers, calibration, int8_state):
+        """``(input_size as (h, w), input channels)``, or a ``ValueError`` naming the argument and the reason."""
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        binary = [m for m in model.modules() if isinstance(m, BinaryConv2d) and m.method != "real"]
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        if not binary:
+            raise ValueError(f"model ({type(model).__name__}) has no binary convolution to pack (the packed network "
+                             "runs the binary networks of xnorpp_core.models)")
+        if any(m.training for m in model.modules()):
+            raise ValueError("model is in training mode: call model.eval() first (the packed network folds each "
+                             "batch norm's running statistics)")
+        dtypes = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()}
+        if dtypes - {torch.float32}:
+            raise ValueError(f"model holds {', '.join(sorted(map(str, dtypes - {torch.float32})))} tensors; the "
+                             "packed network takes a float32 model (model.float())")
+        size = input_size if input_size is not None else getattr(model, "input_size", None)
+        if size is None:
+            raise ValueError("input_size is needed: the model does not state one")
+        pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else None
+        if pair is None or len(pair) != 2 or not all(SIDE.contains(v) for v in pair):
+            raise ValueError(f"input_size must be a side or an (h, w) pair, each {SIDE.describe()}, got {size!r}")
+        if real_layers not in REAL_LAYERS:
+            raise ValueError(f"real_layers must be one of {REAL_LAYERS}, got {real_layers!r}")
+        shape = (convs[0].in_channels, *pair)
+        if (calibration is not None or int8_state is not None) and real_layers != "int8":
+            given = "calibration" if calibration is not None else "int8_state"
+            raise ValueError(f"{given} is read with real_layers='int8' only; float real layers take none")
+        if calibration is not None and not (isinstance(calibration, torch.Tensor) and calibration.dim() == 4
+                                            and calibration.shape[0] > 0 and tuple(calibration.shape[1:]) == shape
+                                            and calibration.dtype == torch.float32):
+            got = (f"{calibration.dtype} of shape {tuple(calibration.shape)}" if isinstance(calibration, torch.Tensor)
+                   else type(calibration).__name__)
+            raise ValueError(f"calibration must be float32 inputs (n, {', '.join(map(str, shape))}), n >= 1, got {got}")
+        return pair, shape[0]
 
     def __init__(self, model, backend=None, input_size=None, real_layers="float", calibration=None, int8_state=None):
         super().__init__()
+        self.input_size, self.in_channels = self._check_arguments(model, input_size, real_layers, calibration,
+                                                                  int8_state)
         self.backend = backend_info(backend)
-        size = input_size if input_size is not None else getattr(model, "input_size", None)
-        if size is None:
-            raise ValueError("give input_size: the model does not state one")
-        self.input_size = (size, size) if isinstance(size, int) else tuple(size)
-        self.in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
         if real_layers == "int8" and calibration is None and int8_state is None:
             calibration = torch.randn(8, self.in_channels, *self.input_size,
                                       generator=torch.Generator().manual_seed(0))
         self.real_layers = real_layers
         self.reference = fused_emulation(model, real_layers, calibration, int8_state)
         gm = self.reference.graph
-        ShapeProp(gm).propagate(torch.zeros(1, self.in_channels, *self.input_size).contiguous(
-            memory_format=torch.channels_last))
+        try:  # ShapeProp prints the error's traceback before raising it again: kept off stderr, its cause reported
+            with contextlib.redirect_stderr(io.StringIO()):
+                ShapeProp(gm).propagate(torch.zeros(1, self.in_channels, *self.input_size).contiguous(
+                    memory_format=torch.channels_last))
+        except RuntimeError as err:
+            cause = err.__cause__ or err
+            raise ValueError(f"input_size {self.input_size[0]}x{self.input_size[1]} does not fit the model: "
+                             f"{(str(cause).splitlines() or [''])[0]}") from None
+        out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+        self._out_shape = tuple(out.meta["tensor_meta"].shape[1:])  # one input's logits: an empty batch's shape
         self._plan(gm, model)
 
     # ---------------------------------------------------------------- planning
@@ -749,6 +814,9 @@ class PackedNetwork(nn.Module):
                              f"got {tuple(x.shape)}")
         if x.dtype != torch.float32 or x.device.type != "cpu":
             raise ValueError(f"expected a float32 CPU tensor, got {x.dtype} on {x.device}")
+        _check_finite(x)
+        if x.shape[0] == 0:
+            return x.new_zeros((0, *self._out_shape))
         env = {self._input: x.contiguous(memory_format=torch.channels_last)}
         packed = {}
         clock = time.perf_counter

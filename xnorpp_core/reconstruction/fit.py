@@ -32,13 +32,14 @@ these into the evidence reported beside Adam's fits.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..layers import PAD_MODES, binary_conv2d, conv_output_size
+from ..limits import ITERATIONS, check_fields, ints, reals
 from ..scales import LEARNED_SCALES, make_learned_scale, xnor_input_scale, xnor_weight_scale
 
 __all__ = [
@@ -71,18 +72,14 @@ class FitConfig:
     divided ``decays`` times and plateaued again, or after ``max_steps``.
     """
 
-    lr: float = 0.1
-    patience: int = 50
-    threshold: float = 1e-5
-    decays: int = 4
-    max_steps: int = 20_000
+    lr: float = field(default=0.1, metadata={"bounds": reals(0, 100, open_low=True)})
+    patience: int = field(default=50, metadata={"bounds": ITERATIONS})
+    threshold: float = field(default=1e-5, metadata={"bounds": reals(0, 1, open_low=True, open_high=True)})
+    decays: int = field(default=4, metadata={"bounds": ints(0, 30)})  # 30 drops of 10: no float32 scale moves
+    max_steps: int = field(default=20_000, metadata={"bounds": ITERATIONS})
 
     def __post_init__(self):
-        for name, ok, rule in (("lr", self.lr > 0, "positive"), ("patience", self.patience >= 1, "at least 1"),
-                               ("threshold", self.threshold > 0, "positive"), ("decays", self.decays >= 0, ">= 0"),
-                               ("max_steps", self.max_steps >= 1, "at least 1")):
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        check_fields(self)
 
 
 def draw_layers(trials, out_channels, in_channels, kernel_size, input_size, generator, device="cpu"):

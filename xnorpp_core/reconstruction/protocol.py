@@ -45,7 +45,9 @@ import torch
 
 from .distributions import INPUT_DISTRIBUTIONS, WEIGHT_SCALES, draw_inputs, draw_weights
 from .expectations import expected_distances
+from .. import limits
 from ..layers import PAD_MODES, conv_output_size
+from ..limits import CHANNELS, ITERATIONS, KERNEL_SIZE, SEED, SIDE, TRIALS, check_fields, ints, reals
 from .evidence import GAP_FLOOR, STARTS, fit_evidence
 from .fit import LOSSES, FitConfig, distance, fit_adam, layer_outputs
 
@@ -59,6 +61,7 @@ LEARNED = ("case1", "case2", "case3", "case4")
 METHODS = ("zero", "direct", "xnor", "xnor_alpha") + LEARNED  # "zero" predicts 0: the scale of Y
 SPLITS = ("train", "heldout")
 AXES = ("weights", "inputs", "padding", "fit_loss", "shape", "train_inputs")
+INPUTS = ints(1, 4_096)  # inputs per trial
 EVIDENCE_COLUMNS = ("reference", "gap_min", "gap_max", "starts", "starts_near_best_min", "lower_bound",
                     "gap_to_bound_min", "adam_steps")
 
@@ -71,8 +74,11 @@ def parse_shape(text):
         size = int(size)
     except ValueError:
         raise ValueError(f"shape {text!r} is not of the form OxCxKxK@H, e.g. 64x64x3x3@16") from None
-    if k1 != k2 or min(o, c, k1, size) < 1 or k1 > size:
-        raise ValueError(f"shape {text!r}: need square kernels no larger than the input and positive sizes")
+    if k1 != k2 or k1 > size:
+        raise ValueError(f"shape {text!r}: need square kernels no larger than the input")
+    for name, value, bounds in (("O", o, CHANNELS), ("C", c, CHANNELS), ("K", k1, KERNEL_SIZE), ("H", size, SIDE)):
+        if not bounds.contains(value):
+            raise ValueError(f"shape {text!r}: {name} must be {bounds.describe()}, got {value}")
     return o, c, k1, size
 
 
@@ -136,17 +142,18 @@ class SweepConfig:
     padding: tuple = PADDINGS
     fit_loss: tuple = LOSSES
     shape: tuple = SHAPES
-    train_inputs: tuple = (1, 4, 16)
+    train_inputs: tuple = field(default=(1, 4, 16), metadata={"bounds": INPUTS})
     crosses: tuple = (("inputs", "padding"), ("fit_loss", "train_inputs"), ("weights", "shape"))
-    trials: int = 10
-    heldout_inputs: int = 8
-    starts: int = STARTS
-    sweeps: int = 100
+    trials: int = field(default=10, metadata={"bounds": TRIALS})
+    heldout_inputs: int = field(default=8, metadata={"bounds": INPUTS})
+    starts: int = field(default=STARTS, metadata={"bounds": limits.STARTS})
+    sweeps: int = field(default=100, metadata={"bounds": ITERATIONS})
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.3, decays=5))
-    tolerance: float = 1e-3
-    seed: int = 0
+    tolerance: float = field(default=1e-3, metadata={"bounds": reals(0, 1, open_low=True, open_high=True)})
+    seed: int = field(default=0, metadata={"bounds": SEED})
 
     def __post_init__(self):
+        check_fields(self)
         for axis in AXES:
             values = getattr(self, axis)
             if not isinstance(values, tuple) or not values or len(set(values)) != len(values):
@@ -156,19 +163,23 @@ class SweepConfig:
         for pair in self.crosses:
             if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(AXES):
                 raise ValueError(f"crosses must be pairs of distinct axes from {AXES}, got {pair!r}")
-        for name in ("trials", "heldout_inputs", "starts", "sweeps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not 0 < self.tolerance < 1:
-            raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance!r}")
         if not isinstance(self.fit, FitConfig):
             raise ValueError("fit must be a FitConfig")
 
     @property
     def base(self):
         return Cell(**{axis: getattr(self, axis)[0] for axis in AXES})
+
+    def check_memory(self):
+        """``ValueError`` (one line) when one cell's main tensors alone, ``W``, its inputs and two outputs of float32
+        (``Y``, ``B``) per input, exceed this machine's memory."""
+        for cell in self.cells():
+            o, c, k, size = cell.layer
+            pad, _ = parse_padding(cell.padding)
+            out = size + 2 * pad - k + 1
+            inputs = cell.train_inputs + self.heldout_inputs
+            floats = self.trials * (o * c * k * k + inputs * (c * size * size + 2 * o * out * out))
+            limits.check_memory(f"the cell {cell.describe()} with {self.trials} trials", 4 * floats)
 
     def cells(self):
         """The base cell, the star around it, then each cross; in that order, without repeats."""

@@ -23,8 +23,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import paper
+from .. import limits, paper
 from ..layers import PAD_MODES
+from ..limits import CHANNELS, ITERATIONS, KERNEL_SIZE, SEED, SIDE, TRIALS, check_fields, ints
 from ..provenance import markdown_table
 from .evidence import GAP_FLOOR, NEAR_BEST, STARTS, fit_evidence
 from .fit import LOSSES, RECONSTRUCTION_METHODS, FitConfig, distance, draw_layers, fit_adam, layer_outputs
@@ -39,27 +40,25 @@ DEVICES = ("cpu", "cuda")
 class ReconstructionConfig:
     """The protocol of one Table 2 run. The defaults are the paper's (Section 4.2)."""
 
-    trials: int = 100
-    seed: int = 0
-    padding: int = 0
+    trials: int = field(default=100, metadata={"bounds": TRIALS})
+    seed: int = field(default=0, metadata={"bounds": SEED})
+    padding: int = field(default=0, metadata={"bounds": ints(0, KERNEL_SIZE.high // 2)})
     pad_mode: str = "zero"
     loss: str = "l1"
     device: str = "cpu"
-    out_channels: int = 64
-    in_channels: int = 64
-    kernel_size: int = 3
-    input_size: int = 16
+    out_channels: int = field(default=64, metadata={"bounds": CHANNELS})
+    in_channels: int = field(default=64, metadata={"bounds": CHANNELS})
+    kernel_size: int = field(default=3, metadata={"bounds": KERNEL_SIZE})
+    input_size: int = field(default=16, metadata={"bounds": SIDE})
     starts: int = field(default=STARTS, metadata={
-        "help": "independent random starts of the alternating search behind Cases 3-4's reference"})
-    sweeps: int = field(default=100, metadata={"help": "most sweeps of the alternating search per start"})
+        "help": "independent random starts of the alternating search behind Cases 3-4's reference",
+        "bounds": limits.STARTS})
+    sweeps: int = field(default=100, metadata={"help": "most sweeps of the alternating search per start",
+                                               "bounds": ITERATIONS})
     fit: FitConfig = field(default_factory=FitConfig)
 
     def __post_init__(self):
-        for name in ("trials", "out_channels", "in_channels", "kernel_size", "input_size", "starts", "sweeps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be non-negative, got {self.seed}")
+        check_fields(self)
         if not 0 <= self.padding <= self.kernel_size // 2:
             raise ValueError(f"padding must be between 0 and {self.kernel_size // 2}, got {self.padding}")
         if self.kernel_size > self.input_size + 2 * self.padding:
@@ -71,6 +70,14 @@ class ReconstructionConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+    def check_memory(self):
+        """``ValueError`` (one line) when the trials' main tensors alone, ``W``, ``I`` and three outputs of float32
+        (``Y``, ``B`` and a prediction), exceed this machine's memory."""
+        o, c, k, size = self.out_channels, self.in_channels, self.kernel_size, self.input_size
+        out = size + 2 * self.padding - k + 1
+        floats = self.trials * (o * c * k * k + c * size * size + 3 * o * out * out)
+        limits.check_memory(f"--trials {self.trials} of a {o}x{c}x{k}x{k} layer on {size}x{size} inputs", 4 * floats)
 
 
 def _analytic_prediction(method, b, alpha, k):

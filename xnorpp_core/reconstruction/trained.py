@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import BinaryConv2d
+from ..limits import ITERATIONS, SEED, STARTS, check_fields, ints
 from .fit import LOSSES, RECONSTRUCTION_METHODS, FitConfig, distance, layer_outputs
 from .protocol import LEARNED, PAPER_ORDER, SPLITS, fit_cases
 
@@ -41,6 +42,7 @@ __all__ = ["CONFIDENCE", "TrainedLayersConfig", "Layer", "convolutions", "record
            "interval", "layer_rows", "claim_rows", "PAIRS"]
 
 CONFIDENCE = 0.95  # two-sided Student-t intervals over images
+IMAGES = ints(1, 10_000)  # validation images recorded, each layer's inputs held for all of them
 PAIRS = tuple(zip(PAPER_ORDER[:-1], PAPER_ORDER[1:]))  # Table 2's order, one consecutive pair at a time
 
 
@@ -48,26 +50,25 @@ PAIRS = tuple(zip(PAPER_ORDER[:-1], PAPER_ORDER[1:]))  # Table 2's order, one co
 class TrainedLayersConfig:
     """The images, the fitting and the evidence of one run over a trained model's layers."""
 
-    fit_images: int = field(default=8, metadata={"help": "validation images each learned Gamma is fitted to"})
+    fit_images: int = field(default=8, metadata={"help": "validation images each learned Gamma is fitted to",
+                                                 "bounds": IMAGES})
     heldout_images: int = field(default=32, metadata={
-        "help": "other validation images every method is also scored on"})
+        "help": "other validation images every method is also scored on (at least 2: an interval needs two)",
+        "bounds": ints(2, IMAGES.high)})
     loss: str = field(default="l1", metadata={"help": "loss the learned scales are fitted with", "choices": LOSSES})
     starts: int = field(default=4, metadata={
-        "help": "independent random starts of the alternating search behind Cases 3-4's reference"})
-    sweeps: int = field(default=100, metadata={"help": "most sweeps of the alternating search per start"})
-    seed: int = field(default=0, metadata={"help": "seed of the choice of images and of the searches' starts"})
+        "help": "independent random starts of the alternating search behind Cases 3-4's reference",
+        "bounds": STARTS})
+    sweeps: int = field(default=100, metadata={"help": "most sweeps of the alternating search per start",
+                                               "bounds": ITERATIONS})
+    seed: int = field(default=0, metadata={"help": "seed of the choice of images and of the searches' starts",
+                                           "bounds": SEED})
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.3))
 
     def __post_init__(self):
-        for name in ("fit_images", "heldout_images", "starts", "sweeps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.heldout_images < 2:
-            raise ValueError(f"heldout_images must be at least 2 (an interval needs two), got {self.heldout_images}")
+        check_fields(self)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     @property
     def images(self):

@@ -1,11 +1,26 @@
-"""Reading a training checkpoint of ``training.train`` back as the model it holds."""
+"""A training checkpoint's digest, and reading a checkpoint of ``training.train`` back as the model it holds.
 
+Every checkpoint carries ``"digest"``: the SHA-256 of everything else in it (every tensor's dtype, shape and
+bytes, every key, number and string, in a fixed order; ``digest``). ``training.train`` writes it (``seal``);
+resuming a run and ``load_checkpoint`` (export to a packed model file, evaluate, every study that reads a
+trained model) check it (``verify``), so a byte changed after training wrote the file (a flipped bit on
+a disk, a truncated copy that torch still reads) is refused with one line, and a model file's own digest can
+only seal weights that training wrote.
+
+A checkpoint without a digest (written before checkpoints carried one) is refused too, with a line that says
+to train it again: it cannot be told from a damaged one, and a model file exported from it would seal
+weights nothing has checked. (The digits runs this toolkit trains take minutes.)
+"""
+
+import hashlib
 from pathlib import Path
+
+import torch
 
 from ..models import build_model
 from ..provenance import read_bytes, read_torch_file
 
-__all__ = ["CheckpointError", "load_checkpoint", "training_data"]
+__all__ = ["CheckpointError", "digest", "seal", "verify", "load_checkpoint", "training_data"]
 
 _MODEL_FILE_MAGIC = b"xnorpp-packed-model"  # the first bytes of a packed model file (packed.model_file)
 
@@ -14,18 +29,62 @@ class CheckpointError(ValueError):
     """A file that is not a usable training checkpoint; the message is one line naming the file and the cause."""
 
 
+def _feed(h, obj):
+    """Add ``obj`` (nested dicts, lists, tuples, tensors, numbers, strings, None) to the hash ``h``, each value
+    with its type, so that no two different contents give the same bytes."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"tensor {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"dict {len(obj)}\n".encode())
+        for key in sorted(obj, key=lambda k: (type(k).__name__, repr(k))):
+            _feed(h, key)
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__} {len(obj)}\n".encode())
+        for item in obj:
+            _feed(h, item)
+    else:  # None, bool, int, float (repr round-trips), str
+        text = repr(obj)
+        h.update(f"{type(obj).__name__} {len(text)}\n{text}".encode())
+
+
+def digest(ckpt):
+    """The SHA-256 (hex) of the checkpoint dict ``ckpt`` without its ``"digest"`` entry."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in ckpt.items() if k != "digest"})
+    return h.hexdigest()
+
+
+def seal(ckpt):
+    """``ckpt`` with its ``"digest"``, as ``training.train`` writes it."""
+    return {**ckpt, "digest": digest(ckpt)}
+
+
+def verify(path, ckpt):
+    """``CheckpointError`` unless the checkpoint dict ``ckpt`` read from ``path`` carries its own digest."""
+    if "digest" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} has no digest (an older version of this toolkit wrote it), so its "
+                              "weights cannot be checked: train it again with python -m studies.train")
+    if ckpt["digest"] != digest(ckpt):
+        raise CheckpointError(f"checkpoint {path} is corrupt: digest mismatch (it changed after training wrote it)")
+
+
 def load_checkpoint(path):
     """``(model, arch, model_kwargs, classes)`` from a training checkpoint, in eval mode (``classes``: its class
-    folder names, None in older checkpoints). Raises ``CheckpointError``."""
+    folder names), its digest checked. Raises ``CheckpointError``."""
     path = Path(path)
     if path.is_file() and read_bytes(path, "checkpoint", len(_MODEL_FILE_MAGIC)) == _MODEL_FILE_MAGIC:
-        raise CheckpointError(f"{path} is a packed model file, not a training checkpoint: use --model")
+        raise CheckpointError(f"{path} is a packed model file, not a training checkpoint (python -m studies.evaluate "
+                              "--model runs it)")
     try:
         ckpt = read_torch_file(path, "checkpoint")
     except ValueError as err:
         raise CheckpointError(str(err)) from None
     if not isinstance(ckpt, dict) or not {"config", "model"} <= set(ckpt):
         raise CheckpointError(f"{path} is a PyTorch file but not a training checkpoint of python -m studies.train")
+    verify(path, ckpt)
     try:
         config, state = ckpt["config"], ckpt["model"]
         linear = [k for k, v in state.items() if k.endswith(".weight") and v.dim() == 2]

@@ -57,7 +57,7 @@ from torchvision import transforms as T
 
 __all__ = ["DataError", "DataSource", "InMemorySplit", "InMemoryLoader", "IMAGENET_MEAN", "IMAGENET_STD",
            "FASHION_MNIST_ROOT", "NATIVE_SIZE", "DATA_HELP", "parse_data", "splits", "val_split", "check_input_size",
-           "describe_classes", "load_image", "imagefolder_splits", "imagefolder_val", "digits_splits",
+           "describe_classes", "check_classes", "load_image", "imagefolder_splits", "imagefolder_val", "digits_splits",
            "fashion_mnist_splits", "cifar10_splits", "CALIBRATION_IMAGES", "calibration_images"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -114,6 +114,17 @@ def describe_classes(classes, shown=5):
     """Class names for a one-line message: the first ``shown``, then how many more."""
     classes = list(classes)
     return ", ".join(classes[:shown]) + (f", ... {len(classes) - shown} more" if len(classes) > shown else "")
+
+
+def check_classes(data, classes, source, trained_on):
+    """``DataError`` unless the class folders ``classes`` of ``data`` (its name in the message) are those that
+    ``source`` (a checkpoint, a model file) was trained on, ``trained_on`` (their names; their number, an int,
+    where only that is known), in the same order."""
+    count = trained_on if isinstance(trained_on, int) else len(trained_on)
+    if len(classes) != count or (not isinstance(trained_on, int) and list(trained_on) != list(classes)):
+        known = "" if isinstance(trained_on, int) else f" ({describe_classes(trained_on)})"
+        raise DataError(f"{data} has {len(classes)} classes ({describe_classes(classes)}); {source} was trained "
+                        f"on {count}{known}")
 
 
 def load_image(path):

@@ -45,8 +45,8 @@ of processes and loader workers).
 """
 
 import dataclasses
+import functools
 import io
-import math
 import os
 import random
 import sys
@@ -64,8 +64,11 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from . import data as datasets
+from .checkpoint import seal, verify
 from ..layers import METHODS, PAD_MODES
 from ..models import ALEXNET_WIDTHS, ARCHS, SHORTCUTS, build_model, center_and_clamp_weights_
+from ..limits import (BATCH_SIZE, EPOCHS, ITERATIONS, SEED, SIDE, WORKERS, check_fields, check_memory, forward_bytes,
+                      reals, usable_cpus)
 from ..provenance import atomic_write, check_writable_folder, environment, read_torch_file, write_csv, write_json
 
 __all__ = ["Recipe", "RECIPES", "TrainConfig", "TrainingError", "accuracy", "train", "METRICS_COLUMNS"]
@@ -74,7 +77,7 @@ DEVICES = ("auto", "cpu", "cuda")
 RESIZE_MODES = ("shorter_side", "square")
 METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "seconds",
                    "images_per_second")
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: with a digest (training.checkpoint)
 
 
 @dataclass(frozen=True)
@@ -113,17 +116,17 @@ class TrainConfig:
                        choices=METHODS)
     data: str | None = _opt(None, f"what to train on: {datasets.DATA_HELP} (default: the embedded scikit-learn "
                                   "digits)")
-    epochs: int | None = _opt(None, "epochs (recipe: 80; Fashion-MNIST and CIFAR-10 30; digits 9)")
+    epochs: int | None = _opt(None, "epochs (recipe: 80; Fashion-MNIST and CIFAR-10 30; digits 9)", bounds=EPOCHS)
     batch_size: int | None = _opt(None, "global batch size over all processes (recipe: 256 ResNet-18, 400 AlexNet; "
-                                        "digits 64)")
-    lr: float = _opt(1e-3, "Adam learning rate")
-    weight_decay: float = _opt(1e-5, "Adam weight decay (L2)")
+                                        "digits 64)", bounds=BATCH_SIZE)
+    lr: float = _opt(1e-3, "Adam learning rate", bounds=reals(0, 10, open_low=True))
+    weight_decay: float = _opt(1e-5, "Adam weight decay (L2)", bounds=reals(0, 1))
     lr_step: int | None = _opt(None, "multiply the learning rate by --lr-gamma every this many epochs (recipe: 25; "
-                                     "Fashion-MNIST and CIFAR-10 10; digits 3)")
-    lr_gamma: float = _opt(0.1, "learning-rate factor at each step")
+                                     "Fashion-MNIST and CIFAR-10 10; digits 3)", bounds=EPOCHS)
+    lr_gamma: float = _opt(0.1, "learning-rate factor at each step", bounds=reals(0, 1, open_low=True))
     input_size: int | None = _opt(None, "training/evaluation crop (recipe: 224 ResNet-18, 227 AlexNet; digits 16; "
-                                        "Fashion-MNIST 28 and CIFAR-10 32, their own size)")
-    resize: int = _opt(256, "ImageFolder: resize the shorter side to this before cropping")
+                                        "Fashion-MNIST 28 and CIFAR-10 32, their own size)", bounds=SIDE)
+    resize: int = _opt(256, "ImageFolder: resize the shorter side to this before cropping", bounds=SIDE)
     hflip: bool = _opt(True, "random horizontal flips in training (ImageFolder, Fashion-MNIST, CIFAR-10; never "
                              "the digits)")
     small_input: bool | None = _opt(None, "3x3/1 stem for small images (recipe: off; digits, Fashion-MNIST and "
@@ -140,17 +143,18 @@ class TrainConfig:
                                       "input channels and clamp them to [-1, 1] (XNOR-Net's training code)")
     resize_mode: str = _opt("shorter_side", "ImageFolder: resize the shorter side to --resize (aspect ratio kept), "
                                             "or the whole image to a --resize x --resize square", choices=RESIZE_MODES)
-    seed: int = _opt(0, "seed of the initialization, data order and augmentation")
+    seed: int = _opt(0, "seed of the initialization, data order and augmentation", bounds=SEED)
     limit_batches: int | None = _opt(None, "at most this many training and validation batches per epoch "
-                                           "(smoke runs)")
+                                           "(smoke runs)", bounds=ITERATIONS)
     out: str | None = _opt(None, "the run's folder (metrics.csv, config.json, summary.json, checkpoint.pt; "
                                  "default: see below)", metavar="DIR")
     resume: bool = _opt(False, "continue from DIR/checkpoint.pt when it exists (without it an existing "
                                "checkpoint is an error)")
     device: str = _opt("auto", "cpu, cuda, or auto (cuda when available)", choices=DEVICES)
     amp: bool = _opt(True, "mixed precision (float16 autocast) on CUDA")
-    workers: int | None = _opt(None, "data-loader worker processes per process (recipe: 8; digits 0; Fashion-MNIST "
-                                     "and CIFAR-10 are held on the device, without workers)")
+    workers: int | None = _opt(None, "data-loader worker processes per process (recipe: 8, at most the CPUs of each "
+                                     "process; digits 0; Fashion-MNIST and CIFAR-10 are held on the device, without "
+                                     "workers)", bounds=WORKERS)
     quiet: bool = _opt(False, "no progress bars or per-epoch lines")
 
     # Options that may change between a run and its resumption (they do not change the experiment).
@@ -173,20 +177,10 @@ class TrainConfig:
         recipe = RECIPES[self.dataset]
         for name, value in (("epochs", recipe.epochs), ("lr_step", recipe.lr_step),
                             ("batch_size", recipe.batch_size[self.arch]), ("input_size", recipe.input_size[self.arch]),
-                            ("small_input", recipe.small_input), ("workers", recipe.workers)):
+                            ("small_input", recipe.small_input), ("workers", min(recipe.workers, _process_cpus()))):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        for name in ("epochs", "batch_size", "lr_step", "input_size", "resize"):
-            value = getattr(self, name)
-            check(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
-        check(self.limit_batches is None or self.limit_batches > 0,
-              f"limit_batches must be a positive integer, got {self.limit_batches!r}")
-        check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
-        check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        check(math.isfinite(self.lr) and self.lr > 0, f"lr must be positive, got {self.lr}")
-        check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-              f"weight_decay must be >= 0, got {self.weight_decay}")
-        check(0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        check_fields(self)
         check(self.data is not None or self.input_size >= 8, "digits need input_size >= 8 (they are 8x8)")
         check(self.dataset != "imagefolder" or self.resize >= self.input_size,
               f"resize ({self.resize}) must be at least input_size ({self.input_size})")
@@ -216,6 +210,12 @@ class TrainConfig:
     def resize_to(self):
         """``torchvision.transforms.Resize``'s size: an int (the shorter side) or ``(h, w)`` (a square)."""
         return self.resize if self.resize_mode == "shorter_side" else (self.resize, self.resize)
+
+
+def _process_cpus():
+    """The CPUs of each training process on this machine (``torchrun`` sets ``LOCAL_WORLD_SIZE``), at least 1:
+    the recipe's data-loader workers are at most that many, so that they do not wait for one another."""
+    return max(1, usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def _network_accepts(config):
@@ -344,19 +344,16 @@ def _identity(config, dataset):
 def _load_checkpoint(path, config, dataset, classes, proc):
     try:
         ckpt = read_torch_file(path, "checkpoint")
-    except ValueError as e:
-        raise TrainingError(str(e)) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else None
-        raise TrainingError(f"checkpoint {path} is not a training checkpoint of this toolkit (format {found!r}, "
-                            f"expected {CHECKPOINT_FORMAT})")
-    trained_on = ckpt.get("classes")  # class folder names; older checkpoints record only their number
-    count = len(trained_on) if trained_on is not None else ckpt["identity"]["dataset"]["classes"]
-    if count != len(classes) or (trained_on is not None and list(trained_on) != list(classes)):
+        if not isinstance(ckpt, dict) or "format" not in ckpt:
+            raise TrainingError(f"checkpoint {path} is not a training checkpoint of this toolkit")
+        verify(path, ckpt)
+        if ckpt["format"] != CHECKPOINT_FORMAT:
+            raise TrainingError(f"checkpoint {path} has format {ckpt['format']!r}; this toolkit resumes format "
+                                f"{CHECKPOINT_FORMAT}")
         data = "the embedded digits" if config.data is None else f"--data {config.data}"
-        known = f" ({datasets.describe_classes(trained_on)})" if trained_on is not None else ""
-        raise TrainingError(f"checkpoint {path} was trained on {count} classes{known}; {data} has {len(classes)} "
-                            f"({datasets.describe_classes(classes)})")
+        datasets.check_classes(data, classes, f"checkpoint {path}", ckpt["classes"])
+    except ValueError as e:  # CheckpointError, DataError: one line
+        raise TrainingError(str(e)) from None
     theirs, ours = ckpt["identity"], _identity(config, dataset)
     differ = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
     if differ:
@@ -442,10 +439,22 @@ def train(config):
         raise TrainingError(f"--out {e}") from None
     proc = _start_process(config)
     try:
+        _check_memory(config, proc)
         return _train(config, out, proc)
     finally:
         if proc.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _check_memory(config, proc):
+    """``TrainingError`` when the activations of one process's batch alone exceed this machine's memory."""
+    per_process, size = max(1, config.batch_size // proc.world), config.input_size
+    build = functools.partial(build_model, config.arch, config.method, 10, size, **config.model_options())
+    try:
+        check_memory(f"a batch of {per_process} images of {size}x{size} through {config.arch}",
+                     per_process * forward_bytes(build, (1, 3, size, size)), proc.device)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
 
 
 def _train(config, out, proc):
@@ -519,10 +528,10 @@ def _train(config, out, proc):
 
 def _save(out, config, dataset, classes, model, optimizer, scheduler, scaler, rng, history):
     """The epoch's checkpoint, then the metrics and the configuration, each written atomically."""
-    ckpt = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": history[-1]["epoch"],
-            "best_acc1": max(r["val_top1"] for r in history), "history": history, "rng": rng,
-            "config": config.to_dict(), "identity": _identity(config, dataset), "classes": list(classes)}
+    ckpt = seal({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": history[-1]["epoch"],
+                 "best_acc1": max(r["val_top1"] for r in history), "history": history, "rng": rng,
+                 "config": config.to_dict(), "identity": _identity(config, dataset), "classes": list(classes)})
     buffer = io.BytesIO()
     torch.save(ckpt, buffer)
     atomic_write(out / "checkpoint.pt", buffer.getvalue())
