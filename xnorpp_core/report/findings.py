@@ -14,10 +14,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import paper
 from ..reconstruction.protocol import PAPER_ORDER
+from ..reconstruction.trained import CLAIM_KEYS, claims_from_images
 from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from .machine import machine_label
 from .tables import collect_runs, row_statistics
@@ -389,6 +391,32 @@ def read_protocol(results):
 
 # The verdicts on trained layers rest on the held-out images (a learned Gamma is static; the images it was
 # fitted to flatter it) and on the convolutions a binary network of that architecture binarizes.
+def _recomputed_claims(folder):
+    """claims.csv, after checking every interval and order in it against the ones recomputed from the per-image
+    distances of per_image.csv (``ValueError`` naming the first that differs, or a missing per_image.csv)."""
+    claims = pd.read_csv(folder / "claims.csv")
+    if not (folder / "per_image.csv").exists():
+        raise ValueError(f"{folder / 'per_image.csv'} is missing: the intervals of claims.csv cannot be recomputed")
+    again = pd.DataFrame(claims_from_images(pd.read_csv(folder / "per_image.csv")))
+    keys = list(CLAIM_KEYS)
+    both = claims.merge(again, on=keys, how="outer", suffixes=("", "_again"), indicator=True)
+    unmatched = both[both["_merge"] != "both"]
+    if len(unmatched):
+        raise ValueError(f"claims.csv and per_image.csv name different layers: {unmatched[keys].iloc[0].to_dict()}")
+    for column in (c for c in again.columns if c not in keys):
+        ours, theirs = both[column], both[f"{column}_again"]
+        same = (ours.astype(str) == theirs.astype(str)) if column == "paper_order" else \
+            np.isclose(ours.astype(float), theirs.astype(float), rtol=RECOMPUTE_RTOL, atol=0, equal_nan=True)
+        if not same.all():
+            i = np.flatnonzero(~np.asarray(same))[0]
+            raise ValueError(f"claims.csv {column} at {both[keys].iloc[i].to_dict()} is {ours.iloc[i]}, recomputed "
+                             f"from per_image.csv {theirs.iloc[i]}")
+    return claims
+
+
+RECOMPUTE_RTOL = 1e-9  # per_image.csv holds the float32 distances exactly: the intervals recompute to rounding
+
+
 def read_trained_layers(results):
     """Table 2 on the convolutions of trained networks (``python -m studies.trained_layers``)."""
     folder = Path(results) / "reconstruction" / "trained"
@@ -398,12 +426,13 @@ def read_trained_layers(results):
               "Table 2 on trained layers: the order of the methods")
     if not (folder / "claims.csv").exists():
         return [_missing(titles[0], f"{paper_ratio:.1f}x on random layers", folder / "claims.csv", command)]
-    c = pd.read_csv(folder / "claims.csv")
+    c = _recomputed_claims(folder)
     run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
     command = run.get("command", command)
     images = {s: int(v) for s, v in c.groupby("split")["images"].first().items()}
     chosen = c[(_column(c, "split") == TRAINED_SPLIT) & _column(c, TRAINED_LAYERS).astype(bool)]
-    files = (str(folder / "trained_layers.md"), str(folder / "claims.csv"), str(folder / "trained_layers.png"))
+    files = (str(folder / "trained_layers.md"), str(folder / "claims.csv"), str(folder / "per_image.csv"),
+             str(folder / "trained_layers.png"))
     machine = machine_label(run.get("environment", {}))
     ratio, order, ours_ratio, ours_order, details = [], [], [], [], []
     for model, rows in chosen.groupby("model", sort=False):
@@ -416,15 +445,18 @@ def read_trained_layers(results):
         steps = {f"{a} > {b}": (int((_column(rows, f"{a}_minus_{b}_low") > 0).sum()),
                                 int((_column(rows, f"{a}_minus_{b}_high") < 0).sum()))
                  for a, b in zip(PAPER_ORDER[:-1], PAPER_ORDER[1:])}
-        holds = _column(rows, "paper_order").astype(bool)
-        order.append(f"{model}: " + verdict_trained_order(list(holds), steps, where))
-        ours_order.append(f"{model}: Table 2's order on {int(holds.sum())} of {len(rows)} binarized layers")
+        outcomes = list(_column(rows, "paper_order").astype(str))
+        order.append(f"{model}: " + verdict_trained_order(outcomes, steps, where))
+        ours_order.append(f"{model}: Table 2's order holds on {outcomes.count('holds')} of {len(rows)} binarized "
+                          f"layers, reversed on {outcomes.count('reversed')}")
         fit = c[(c.model == model) & (c.split != TRAINED_SPLIT) & c[TRAINED_LAYERS].astype(bool)]
         details.append(f"{model}, on the {images.get('train', 0)} images Gamma was fitted to: XNOR-Net / Case 1 "
                        f"{fit.xnor_over_case1.min():.3f}x to {fit.xnor_over_case1.max():.3f}x")
     for m in run.get("models", []):
         if m.get("val_top1") is not None:
             details.append(f"{m['name']}: validation top-1 {m['val_top1']:.1f}%, {m['layers']} convolutions scored")
+    details.append("every interval and order of `claims.csv` recomputed from the per-image distances of "
+                   "`per_image.csv`")
     return [Finding(titles[0], f"XNOR-Net / Case 1 = {paper_ratio:.1f} on random layers",
                     "; ".join(ours_ratio), "; ".join(ratio), files, command, machine, tuple(details)),
             Finding(titles[1], "Direct > XNOR-Net > Case 1 > Case 3 > Case 4 on random layers",

@@ -9,6 +9,7 @@ verdicts cannot disagree.
 
 import math
 
+from ..reconstruction.trained import ORDER_OUTCOMES
 from .seeds import CONFIDENCE as INTERVAL  # the interval over seeds that must exclude zero for an ordering
 
 __all__ = ["TABLE2_TOLERANCE", "KERNEL_REACHES", "SIZE_TOLERANCE", "TRAINS_ABOVE", "STEP_LIMIT", "INTERVAL",
@@ -209,18 +210,22 @@ def verdict_trained_ratio(intervals, paper_ratio, where):
     return f"**not reproduced** on any of the {n} {where}: no interval reaches {paper_ratio:.1f}x; {counts}"
 
 
-def verdict_trained_order(order_holds, steps, where):
-    """Table 2's order on each layer of a trained model. ``order_holds``: one bool per layer (every step's
-    interval above zero); ``steps``: {step name: (layers whose interval lies above zero, below zero)}."""
-    n = len(order_holds)
-    held = sum(bool(v) for v in order_holds)
-    text = ("**holds**: " if n and held == n else "**does not hold**: ") + (
-        f"Table 2's order holds on {held} of {n} {where}" if held
-        else f"Table 2's order holds on none of the {n} {where}")
-    missing = [f"{step} on {n - above}" + (f" (reversed on {below})" if below else "")
-               for step, (above, below) in steps.items() if above < n]
-    if missing:
-        text += "; steps whose interval is not above zero: " + ", ".join(missing)
+def verdict_trained_order(outcomes, steps, where):
+    """Table 2's order on each layer of a trained model, counted by outcome. ``outcomes``: one of
+    ``ORDER_OUTCOMES`` per layer (``reconstruction.trained.order_outcome``); ``steps``: {step name: (layers whose
+    interval lies above zero, layers whose interval lies below zero)}."""
+    n = len(outcomes)
+    count = {o: sum(v == o for v in outcomes) for o in ORDER_OUTCOMES}
+    if n and count["holds"] == n:
+        text = f"**holds** on all {n} {where}"
+    else:
+        text = ", ".join(f"**{o}** on {count[o]}" for o in ORDER_OUTCOMES) + f" of the {n} {where}"
+    short = [f"{step} " + ", ".join(w for w in (f"reversed on {below}" if below else "",
+                                                 f"not separable on {n - above - below}" if n - above - below else "")
+                                    if w)
+             for step, (above, below) in steps.items() if above < n]
+    if short:
+        text += "; steps not above zero: " + "; ".join(short)
     return text
 
 
@@ -281,7 +286,10 @@ def rules_text():
         "- **Table 2 on trained layers**: on the binarized layers, scored on the held-out images, XNOR-Net / Case 1 "
         "*holds* on a layer when the 95% interval over images of the per-image ratio reaches the paper's factor; "
         "Case 1 is *closer* (*farther*) when the interval lies above (below) 1; Table 2's order *holds* on a "
-        "layer when every step's interval lies above zero.",
+        "layer when every step's interval (the per-image difference of distances) lies above zero, is *reversed* "
+        "when some step's lies below zero, and is *not separable* otherwise (an interval touching zero separates "
+        "nothing); a model's verdict is *holds* when it holds on every layer, else *reversed* when it is reversed "
+        "on some layer, else *not separable*, with the three counts beside it.",
         f"- **Default training run**: *trains* when the final top-1 is above {TRAINS_ABOVE:.0f}% (chance 10%).",
         f"- **Training step**: every method *within* {STEP_LIMIT}x when no binary method's step takes more than "
         f"{STEP_LIMIT} times the real one's.",
