@@ -14,9 +14,11 @@ given is trained). The forms, the protocol and the conclusion:
 
 Writes to ``--out`` (default ``results/inference/digits/tradeoff``): ``tradeoff.csv``,
 ``tradeoff.md`` (the table and the conclusion, naming the CPU and the packed
-arithmetic path), ``run.json`` (config, checkpoints, forms left out and why,
-load average, versions, hardware), and ``runs/<method>/`` for each network it
-trained (metrics, config, summary; the checkpoint itself is not committed).
+arithmetic path; the timings are marked disturbed when the load average before the
+run plus the one thread exceeds the cores), ``run.json`` (config, checkpoints, forms
+left out and why, load average and the disturbed mark, versions, hardware), and
+``runs/<method>/`` for each network it trained (metrics, config, summary; the
+checkpoint itself is not committed).
 """
 
 import os
@@ -32,7 +34,8 @@ from xnorpp_core.deploy import forms
 from xnorpp_core.deploy.tradeoff import CALIBRATION_IMAGES, LARGE, DeployTradeoffConfig, conclusion, measure
 from xnorpp_core.packed import backend_info
 from xnorpp_core.packed.int8 import arithmetic as int8_arithmetic
-from xnorpp_core.provenance import atomic_write, cpu_markdown_table, environment, write_csv, write_json
+from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, disturbed_text, disturbed_threads, environment,
+                                    write_csv, write_json)
 from xnorpp_core.report.machine import cpu_label
 from xnorpp_core.training import DataError, TrainConfig, TrainingError, train
 from xnorpp_core.training.data import digits_splits
@@ -96,7 +99,8 @@ def main(argv=None):
         table, unavailable = measure(real, binary, info, train_set, val, cfg.repeats, cfg.seed)
     finally:
         torch.set_num_threads(previous)
-    text = conclusion(table, small)
+    disturbed = disturbed_text(load_before[0], os.cpu_count(), [1])  # one thread here
+    text = conclusion(table, small) + (f" Each latency verdict here rests on {disturbed}." if disturbed else "")
     load_after = os.getloadavg()
     table.insert(0, "cpu", cpu)
     command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
@@ -104,7 +108,7 @@ def main(argv=None):
           f"One thread, batch 1, median call (ms) at {small}x{small} (the digits) and {LARGE}x{LARGE}; top-1 on the "
           f"digits' {len(val)} validation images; packed backend {info.name}: {info.path}; {int8_arithmetic(info)}. "
           "Load average (1 min) "
-          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after.", "",
+          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after" + (f" ({disturbed})." if disturbed else "."), "",
           cpu_markdown_table(table, ["form", "precision", "top1", f"median_ms_{small}", f"median_ms_{LARGE}",
                                      "logits_equal_emulation"], cpu),
           text, "", f"Command: `{command}`"]
@@ -114,6 +118,7 @@ def main(argv=None):
                                   "conclusion": text, "int8_api": forms.INT8_API,
                                   "calibration_images": CALIBRATION_IMAGES, "forms_left_out": unavailable,
                                   "load_average_before": load_before, "load_average_after": load_after,
+                                  "disturbed_threads": disturbed_threads(load_before[0], os.cpu_count(), [1]),
                                   "environment": environment("cpu")})
     print("\n".join(md))
     return table

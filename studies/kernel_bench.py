@@ -60,8 +60,8 @@ from xnorpp_core.layers import BinaryConv2d  # noqa: E402
 from xnorpp_core.models import binary_resnet18  # noqa: E402
 from xnorpp_core.packed import (BACKENDS, SUPPORTED_METHODS, BackendInfo, PackedBinaryConv2d, backend_info,  # noqa: E402
                                 pack_model, storage_bytes)
-from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, environment, save_figure, write_csv,  # noqa: E402
-                                    write_json)
+from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, disturbed_text, disturbed_threads,  # noqa: E402
+                                    environment, save_figure, write_csv, write_json)
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
 from xnorpp_core.scales import LearnedScale  # noqa: E402
 from xnorpp_core.speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor  # noqa: E402
@@ -309,7 +309,9 @@ def main(argv=None):
     save_figure(fig, out / "speedup.png", dpi=120)
     plt.close(fig)
     paper = layers[layers.paper_layer]
-    summary = [f"CPU: {cpu}; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after.", "",
+    disturbed = disturbed_text(load_before[0], os.cpu_count(), cfg.threads)
+    summary = [f"CPU: {cpu}; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+               + (f" ({disturbed})." if disturbed else "."), "",
                "Paper's layer (256 -> 256, 3x3, 14x14), packed (packing included) vs torch float32:"]
     summary += [f"- {r.method}, {r.threads} thread(s): float {r.float_ms:.3f} ms, packed {r.packed_ms:.3f} ms "
                 f"(packing {r.pack_ms:.3f} ms), speed-up {r.speedup:.1f}x (convolution only "
@@ -334,6 +336,7 @@ def main(argv=None):
     atomic_write(out / "kernel_bench_summary.md", "\n".join(summary) + "\n")
     write_json(out / "run.json", {"command": command, "config": asdict(cfg), "backend": asdict(info), "cpu": cpu,
                                   "load_average_before": load_before, "load_average_after": load_after,
+                                  "disturbed_threads": disturbed_threads(load_before[0], os.cpu_count(), cfg.threads),
                                   "environment": environment("cpu")})
     print("\n".join(summary))
     print(f"wrote {out}/{{kernel_bench.csv,kernel_bench.md,speedup.png,kernel_bench_summary.md,run.json"
