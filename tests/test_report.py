@@ -385,3 +385,18 @@ def test_sanitizer_record_gives_the_verdict_and_the_docs_sentence(tmp_path):
     (tmp_path / "sanitize" / "run.json").write_text(json.dumps({**record, "exit_status": 134, "tests": None,
                                                                 "sanitizer_reports": 1, "failed": None}))
     assert findings.read_sanitizer(tmp_path)[0].verdict.startswith("**fails**: exit status 134, 1 sanitizer report")
+
+
+def test_check_recomputes_the_trained_layer_claims_from_the_per_image_distances(copy, capsys):
+    """One held-out distance of one image moved: the intervals recomputed from per_image.csv no longer give the
+    committed claims.csv, and --check says which, in one line, with exit status 2."""
+    images = copy / "results" / "reconstruction" / "trained" / "per_image.csv"
+    frame = pd.read_csv(images)
+    row = frame.index[(frame.split == "heldout") & (frame.depth == 3)][0]
+    frame.loc[row, "case4"] = frame.loc[row, "case4"] * 1.001
+    frame.to_csv(images, index=False)
+    with pytest.raises(SystemExit) as e:
+        report_cli.main(["--check", "--repo", str(copy)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "claims.csv case3_minus_case4" in err and "recomputed from per_image.csv" in err

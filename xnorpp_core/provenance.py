@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "cpu_details", "disturbed_threads", "disturbed_text", "atomic_write", "read_bytes", "read_torch_file", "write_json", "write_csv",
-           "save_figure", "markdown_cell", "markdown_table", "cpu_markdown_table", "check_writable_folder"]
+__all__ = ["environment", "cpu_details", "disturbed_threads", "disturbed_text", "atomic_write", "read_bytes",
+           "read_torch_file", "write_json", "write_csv", "save_figure", "markdown_cell", "markdown_table",
+           "cpu_markdown_table", "check_writable_folder"]
 
 _PACKAGES = ("xnorpp", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn", "papermill")
 

@@ -19,15 +19,16 @@ import numpy as np
 import pandas as pd
 
 from .. import paper
+from ..provenance import disturbed_text
 from ..reconstruction.protocol import PAPER_ORDER
 from ..reconstruction.trained import CLAIM_KEYS, claims_from_images
 from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
-from ..provenance import disturbed_text
 from .machine import machine_label
 from .tables import collect_runs, row_statistics
-from .verdicts import (NETWORK_PRECISIONS, NETWORK_SETTING, TRAINED_LAYERS, TRAINED_SPLIT, verdict_compression, verdict_formula, verdict_kernel, verdict_nested_order, verdict_network,
-                       verdict_protocol, verdict_rows, verdict_table2_ratio, verdict_train_step, verdict_trained_order,
-                       verdict_sanitizer, verdict_trained_ratio, verdict_training, verdict_weakest)
+from .verdicts import (NETWORK_PRECISIONS, NETWORK_SETTING, TRAINED_LAYERS, TRAINED_SPLIT, verdict_compression,
+                       verdict_formula, verdict_kernel, verdict_nested_order, verdict_network, verdict_protocol,
+                       verdict_rows, verdict_sanitizer, verdict_table2_ratio, verdict_train_step,
+                       verdict_trained_order, verdict_trained_ratio, verdict_training, verdict_weakest)
 
 __all__ = ["Finding", "ReportError", "read_findings", "READERS"]
 
@@ -128,11 +129,6 @@ def _bytes(n):
     if n >= 1e6:
         return f"{n / 1e6:.2f} MB"
     return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n:.0f} B"
-
-
-def _threads_text(threads):
-    """``1 thread`` or ``1 and 2 threads``."""
-    return f"{' and '.join(map(str, threads))} thread{'s' if list(threads) != [1] else ''}"
 
 
 def _threads(values):
@@ -303,7 +299,8 @@ def _read_network(net, layer):
     brief = (f"{len(m)} settings: " + "; ".join(
         f"{name} {' and '.join(map(str, sorted(set(m[column]))))}" for name, column in
         (("methods", "method"), ("real layers", "real_layers"), ("threads", "threads"), ("batch", "batch"))
-        if column in m.columns) + f"; the verdict at {_threads_text(threads)}, batch {NETWORK_SETTING['batch']} "
+        if column in m.columns) + f"; the verdict at {_threads(threads)} thread{'s' if threads != [1] else ''}, "
+             f"batch {NETWORK_SETTING['batch']} "
              "(the least over the methods), beside the weakest setting")
     # the longest path names the int8 real layers' arithmetic too, where they were timed
     path = max(m["path"].astype(str), key=len) if "path" in m.columns else _arithmetic(net / "run.json")

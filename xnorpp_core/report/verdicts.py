@@ -14,8 +14,8 @@ from .seeds import CONFIDENCE as INTERVAL  # the interval over seeds that must e
 
 __all__ = ["TABLE2_TOLERANCE", "KERNEL_REACHES", "SIZE_TOLERANCE", "TRAINS_ABOVE", "STEP_LIMIT", "INTERVAL",
            "verdict_table2_ratio", "verdict_nested_order", "verdict_protocol", "verdict_rows", "verdict_formula",
-           "verdict_kernel", "verdict_compression", "verdict_network", "verdict_weakest", "verdict_sanitizer", "verdict_training",
-           "verdict_train_step", "verdict_trained_ratio", "verdict_trained_order", "rules_text"]
+           "verdict_kernel", "verdict_compression", "verdict_network", "verdict_weakest", "verdict_sanitizer",
+           "verdict_training", "verdict_train_step", "verdict_trained_ratio", "verdict_trained_order", "rules_text"]
 
 TABLE2_TOLERANCE = 0.20  # relative distance to the paper's XNOR-Net / Case 1 factor within which it is reproduced
 KERNEL_REACHES = 0.90  # share of Eq. 9's predicted speed-up at which a measured layer reaches the prediction
@@ -305,8 +305,8 @@ def rules_text():
         "Case 1 is *closer* (*farther*) when the interval lies above (below) 1; Table 2's order *holds* on a "
         "layer when every step's interval (the per-image difference of distances) lies above zero, is *reversed* "
         "when some step's lies below zero, and is *not separable* otherwise (an interval touching zero separates "
-        "nothing); a model's verdict is *holds* when it holds on every layer, else *reversed* when it is reversed "
-        "on some layer, else *not separable*, with the three counts beside it.",
+        "nothing); each model's verdict counts its layers by outcome, and *holds on all* only when every layer "
+        "holds.",
         f"- **Default training run**: *trains* when the final top-1 is above {TRAINS_ABOVE:.0f}% (chance 10%).",
         f"- **Training step**: every method *within* {STEP_LIMIT}x when no binary method's step takes more than "
         f"{STEP_LIMIT} times the real one's.",
