@@ -146,7 +146,7 @@ def test_network_finding_takes_the_least_headline_ratio_per_precision(tmp_path):
         "(6.0x fp32, 3.0x bf16, 0.8x int8); int8 real layers: **faster** than fp32 and bf16 and int8 "
         "by the median call (9.0x fp32, 4.0x bf16, 3.0x int8) (load average before the run not recorded")
     # beside the headline, the weakest committed setting, whatever its precision
-    assert "; weakest of the 4 settings: **slower than** int8 (0.1x, case4, 2 threads, batch 8)" in f.verdict
+    assert "; weakest of the 4 settings: **slower** than int8 (0.1x, case4, 2 threads, batch 8)" in f.verdict
     assert "case4 (int8 real layers), 1 thread, batch 1: 9.0x (9.9x) over fp32" in f.ours
     assert "XNOR-popcount" in f.ours and "2 threads" not in f.ours and "2 threads, batch 8" in f.details[0]
     assert f.brief.startswith("4 settings: methods case1 and case4; real layers float and int8; threads 1 and 2")
@@ -163,9 +163,9 @@ def test_network_verdict_marks_a_disturbed_weakest_setting_and_names_the_weakest
     assert verdict.startswith("**faster** than fp32 and bf16 and int8 by the median call (6.0x fp32, 3.0x bf16, "
                               "2.5x int8); weakest")  # 1 thread beside 0.9 of load: undisturbed, no mark
     assert verdict.endswith(
-        "weakest of the 3 settings: **about as fast as** int8 (0.995x, case1, 2 threads, batch 8) (disturbed "
+        "weakest of the 3 settings: **about as fast** as int8 (0.995x, case1, 2 threads, batch 8) (disturbed "
         "timings: 2 threads beside a load average of 0.9 on 2 cores); weakest of the 2 settings with undisturbed "
-        "timings: **about as fast as** int8 (1.01x, case1, 1 thread, batch 8)")
+        "timings: **about as fast** as int8 (1.01x, case1, 1 thread, batch 8)")
     run.write_text(json.dumps({"load_average_before": [1.2, 1, 1], "environment": {"cpu_count": 2}}))
     verdict = findings._read_network(tmp_path / "inference", None).verdict
     assert "2.5x int8) (disturbed timings: 1 thread beside a load average of 1.2 on 2 cores); weakest" in verdict

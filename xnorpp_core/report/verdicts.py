@@ -164,11 +164,14 @@ NETWORK_PRECISIONS = ("fp32", "bf16", "int8")
 NETWORK_EQUAL_BAND = 0.1  # a median-call ratio within 1 +- this is "about as fast"
 
 
+_BANDS = {"faster": "than", "about as fast": "as", "slower": "than"}  # each band and the word before the other
+
+
 def _band(ratio):
-    """``faster than`` / ``about as fast as`` / ``slower than`` for a median-call speed-up."""
+    """``faster`` / ``about as fast`` / ``slower`` for a median-call speed-up."""
     if ratio > 1 + NETWORK_EQUAL_BAND:
-        return "faster than"
-    return "slower than" if ratio < 1 - NETWORK_EQUAL_BAND else "about as fast as"
+        return "faster"
+    return "slower" if ratio < 1 - NETWORK_EQUAL_BAND else "about as fast"
 
 
 def verdict_network(ratios, layer=None):
@@ -177,9 +180,8 @@ def verdict_network(ratios, layer=None):
     ``ratios``: ``{precision: (median-call speed-up, fastest-call speed-up)}``, each the least over the packed
     networks at the headline setting (precisions not timed are absent); ``layer``: the single binary layer's
     speed-up over float32 at the same thread count, set beside the fastest-call fp32 ratio."""
-    bands = {b: [p for p in NETWORK_PRECISIONS if p in ratios and _band(ratios[p][0]) == b]
-             for b in ("faster than", "about as fast as", "slower than")}
-    words = [f"**{b.rsplit(' ', 1)[0]}** {b.rsplit(' ', 1)[1]} {' and '.join(ps)}" for b, ps in bands.items() if ps]
+    bands = {b: [p for p in NETWORK_PRECISIONS if p in ratios and _band(ratios[p][0]) == b] for b in _BANDS}
+    words = [f"**{b}** {_BANDS[b]} {' and '.join(ps)}" for b, ps in bands.items() if ps]
     text = "; ".join(words) + " by the median call (" + ", ".join(
         f"{ratios[p][0]:.1f}x {p}" for p in NETWORK_PRECISIONS if p in ratios) + ")"
     if layer is not None and "fp32" in ratios:
@@ -192,8 +194,9 @@ def verdict_network(ratios, layer=None):
 def verdict_weakest(ratio, precision, setting, settings, which=""):
     """The least median-call speed-up over ``settings`` committed settings (``which``: what they share) and every
     precision: ``ratio`` over ``precision`` at ``setting``, in the bands of ``verdict_network``."""
-    return (f"weakest of the {settings} settings{' ' + which if which else ''}: **{_band(ratio)}** {precision} "
-            f"({ratio:.3g}x, {setting})")
+    band = _band(ratio)
+    return (f"weakest of the {settings} settings{' ' + which if which else ''}: **{band}** {_BANDS[band]} "
+            f"{precision} ({ratio:.3g}x, {setting})")
 
 
 # Table 2 on trained layers: the split and the layers the verdicts rest on.
@@ -231,10 +234,12 @@ def verdict_trained_order(outcomes, steps, where):
         text = f"**holds** on all {n} {where}"
     else:
         text = ", ".join(f"**{o}** on {count[o]}" for o in ORDER_OUTCOMES) + f" of the {n} {where}"
-    short = [f"{step} " + ", ".join(w for w in (f"reversed on {below}" if below else "",
-                                                 f"not separable on {n - above - below}" if n - above - below else "")
-                                    if w)
-             for step, (above, below) in steps.items() if above < n]
+    short = []
+    for step, (above, below) in steps.items():
+        parts = ([f"reversed on {below}"] if below else []) + (
+            [f"not separable on {n - above - below}"] if n - above - below else [])
+        if parts:
+            short.append(f"{step} " + ", ".join(parts))
     if short:
         text += "; steps not above zero: " + "; ".join(short)
     return text
