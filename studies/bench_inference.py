@@ -32,7 +32,8 @@ from xnorpp_core.deploy import forms, runtimes  # noqa: E402
 from xnorpp_core.deploy.whole_network import (CALIBRATION_INPUTS, BenchInferenceConfig, bench,  # noqa: E402
                                               ceilings, exactness, layer_table, plot_breakdown, summary_text)
 from xnorpp_core.packed import backend_info  # noqa: E402
-from xnorpp_core.provenance import atomic_write, environment, save_figure, write_csv, write_json  # noqa: E402
+from xnorpp_core.provenance import (atomic_write, disturbed_threads, environment, save_figure, write_csv,  # noqa: E402
+                                    write_json)
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
 
 PROG = "python -m studies.bench_inference"
@@ -94,6 +95,7 @@ def main(argv=None):
                                   "calibration_inputs": CALIBRATION_INPUTS, "forms_left_out": unavailable,
                                   "ceilings": limits, "load_average_before": load_before,
                                   "load_average_after": load_after,
+                                  "disturbed_threads": disturbed_threads(load_before[0], os.cpu_count(), cfg.threads),
                                   "environment": environment("cpu")})
     print(summary)
     return speed

@@ -22,12 +22,13 @@ Writes to ``--out`` (default results/benchmarks/train_step/DEVICE):
     benchmark.csv   one row per method: median and minimum step time, CPU time, peak memory, ratios to real
     benchmark.md    the same table in markdown
     runs.csv        every timed step
-    run.json        protocol, versions, hardware
+    run.json        protocol, load average before and after, the thread counts it disturbs, versions, hardware
 """
 
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,8 @@ from xnorpp_core.layers import METHODS
 from xnorpp_core.limits import (BATCH_SIZE, ITERATIONS, REPEATS, SIDE, THREADS, check_fields, check_memory,
                                 forward_bytes)
 from xnorpp_core.models import binary_resnet18
-from xnorpp_core.provenance import atomic_write, environment, markdown_table, write_csv, write_json
+from xnorpp_core.provenance import (atomic_write, disturbed_text, disturbed_threads, environment, markdown_table,
+                                    write_csv, write_json)
 
 PROG = "python -m studies.bench_train"
 REPO = Path(__file__).resolve().parents[1]  # where ``python -m studies.bench_train`` runs its workers
@@ -163,6 +165,7 @@ def main(argv=None):
               "--steps", str(config.steps), "--warmup", str(config.warmup), "--threads", str(config.threads),
               "--device", config.device, "--channels-last" if config.channels_last else "--no-channels-last"]
     runs = {m: [] for m in config.methods}
+    load_before = os.getloadavg()
     for repeat in range(config.repeats):
         for method in config.methods:
             done = subprocess.run([sys.executable, "-m", "studies.bench_train", "--worker", method, *common],
@@ -186,9 +189,14 @@ def main(argv=None):
              f"{', channels_last' if config.channels_last else ''}; median and minimum of {config.repeats} x "
              f"{config.steps} "
              "steps, each repeat a fresh process; peak memory of one step above what the step starts with")
+    disturbed = disturbed_text(load_before[0], os.cpu_count(), [config.threads])
+    title += f"; load average (1 min) {load_before[0]:.2f} before" + (f" ({disturbed})" if disturbed else "")
     atomic_write(out / "benchmark.md", f"{title}\n\n{markdown_table(table.round(3))}\n")
-    write_json(out / "run.json", {"protocol": {**dataclasses.asdict(config),
-                                               "out": str(out)}, "environment": environment(config.device)})
+    write_json(out / "run.json", {"protocol": {**dataclasses.asdict(config), "out": str(out)},
+                                  "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                                  "disturbed_threads": disturbed_threads(load_before[0], os.cpu_count(),
+                                                                         [config.threads]),
+                                  "environment": environment(config.device)})
     print(table.round(3).to_string(index=False))
     return table
 

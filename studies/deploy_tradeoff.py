@@ -17,8 +17,10 @@ conclusion: ``xnorpp_core.deploy.tradeoff``.
 
 Writes to ``--out`` (default ``results/inference/digits/tradeoff``): ``tradeoff.csv``,
 ``tradeoff.md`` (the table and the conclusion, naming the CPU and the packed
-arithmetic path), ``run.json`` (config, checkpoints, the model files' sizes,
-forms left out and why, load average, versions, hardware), and
+arithmetic path; the timings are marked disturbed when the load average before the
+run plus the one thread exceeds the cores), ``run.json`` (config, checkpoints, the
+model files' sizes, forms left out and why, load average and the disturbed mark,
+versions, hardware), and
 ``runs/<method>/`` for each network it trained (metrics, config, summary; the
 checkpoint itself is not committed).
 """
@@ -36,7 +38,8 @@ from xnorpp_core.deploy import forms, runtimes
 from xnorpp_core.deploy.tradeoff import LARGE, DeployTradeoffConfig, conclusion, measure
 from xnorpp_core.packed import backend_info
 from xnorpp_core.packed.int8 import arithmetic as int8_arithmetic
-from xnorpp_core.provenance import atomic_write, cpu_markdown_table, environment, write_csv, write_json
+from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, disturbed_text, disturbed_threads, environment,
+                                    write_csv, write_json)
 from xnorpp_core.report.machine import cpu_label
 from xnorpp_core.training import DataError, TrainConfig, TrainingError, train
 from xnorpp_core.training.data import CALIBRATION_IMAGES, check_classes, digits_splits
@@ -109,7 +112,8 @@ def main(argv=None):
         table, unavailable, file_bytes = measure(real, binary, binary_kwargs, info, val, cfg.repeats, cfg.seed)
     finally:
         torch.set_num_threads(previous)
-    text = conclusion(table, small)
+    disturbed = disturbed_text(load_before[0], os.cpu_count(), [1])  # one thread here
+    text = conclusion(table, small) + (f" Each latency verdict here rests on {disturbed}." if disturbed else "")
     load_after = os.getloadavg()
     table.insert(0, "cpu", cpu)
     command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
@@ -119,7 +123,7 @@ def main(argv=None):
           f"file ({file_bytes[small]} bytes; {file_bytes[LARGE]} at {LARGE}x{LARGE}), its int8 real layers and the "
           f"real network's int8 forms calibrated on {CALIBRATION_IMAGES} training images; packed backend "
           f"{info.name}: {info.path}; {int8_arithmetic(info)}. Load average (1 min) "
-          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after.", "",
+          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after" + (f" ({disturbed})." if disturbed else "."), "",
           cpu_markdown_table(table, ["form", "precision", "top1", f"median_ms_{small}", f"median_ms_{LARGE}",
                                      "logits_equal_emulation"], cpu),
           text, "", f"Command: `{command}`"]
@@ -131,6 +135,7 @@ def main(argv=None):
                                   "model_file_bytes": {f"{k}x{k}": v for k, v in file_bytes.items()},
                                   "forms_left_out": unavailable,
                                   "load_average_before": load_before, "load_average_after": load_after,
+                                  "disturbed_threads": disturbed_threads(load_before[0], os.cpu_count(), [1]),
                                   "environment": environment("cpu")})
     print("\n".join(md))
     return table

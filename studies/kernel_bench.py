@@ -60,8 +60,8 @@ from xnorpp_core.layers import BinaryConv2d  # noqa: E402
 from xnorpp_core.limits import BATCH_SIZE, SEED, THREADS, check_fields, reals  # noqa: E402
 from xnorpp_core.models import binary_resnet18  # noqa: E402
 from xnorpp_core.packed import BACKENDS, SUPPORTED_METHODS, BackendInfo, PackedBinaryConv2d, backend_info  # noqa: E402
-from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, environment, save_figure, write_csv,  # noqa: E402
-                                    write_json)
+from xnorpp_core.provenance import (atomic_write, cpu_markdown_table, disturbed_text, disturbed_threads,  # noqa: E402
+                                    environment, save_figure, write_csv, write_json)
 from xnorpp_core.report.machine import cpu_label  # noqa: E402
 from xnorpp_core.scales import LearnedScale  # noqa: E402
 from xnorpp_core.speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor  # noqa: E402
@@ -239,10 +239,13 @@ def plot_speedup(table, info, cpu):
     return fig
 
 
-def summary_lines(layers, info, cpu, load, all_layers, batch_size, command):
-    """``kernel_bench_summary.md``'s lines: the paper's layer, and (``all_layers``) the 16 layers summed."""
+def summary_lines(layers, info, cpu, load, cores, all_layers, batch_size, command):
+    """``kernel_bench_summary.md``'s lines: the paper's layer, and (``all_layers``) the 16 layers summed; the
+    timings marked disturbed where the load before the run left fewer idle ``cores`` than their threads."""
     paper = layers[layers.paper_layer]
-    summary = [f"CPU: {cpu}; load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after.", "",
+    disturbed = disturbed_text(load[0], cores, layers.threads.unique())
+    summary = [f"CPU: {cpu}; load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after"
+               + (f" ({disturbed})." if disturbed else "."), "",
                "Paper's layer (256 -> 256, 3x3, 14x14), packed (packing included) vs torch float32:"]
     summary += [f"- {r.method}, {r.threads} thread(s): float {r.float_ms:.3f} ms, packed {r.packed_ms:.3f} ms "
                 f"(packing {r.pack_ms:.3f} ms), speed-up {r.speedup:.1f}x (convolution only "
@@ -274,7 +277,8 @@ def main(argv=None):
             run = json.loads((out / "run.json").read_text())
             info = BackendInfo(**run["backend"])
             summary = summary_lines(layers, info, layers.cpu.iloc[0], (run["load_average_before"][0],
-                                    run["load_average_after"][0]), run["config"]["layers"] == "all",
+                                    run["load_average_after"][0]), run["environment"]["cpu_count"],
+                                    run["config"]["layers"] == "all",
                                     run["config"]["batch_size"], run["command"])
         except (OSError, ValueError, KeyError, TypeError, IndexError, pd.errors.ParserError) as err:
             fail(PROG, f"--plot-only needs kernel_bench.csv and run.json in {out}: {err}")
@@ -310,11 +314,12 @@ def main(argv=None):
     save_figure(fig, out / "speedup.png", dpi=120)
     plt.close(fig)
     command = " ".join([PROG] + (sys.argv[1:] if argv is None else list(argv)))
-    summary = summary_lines(layers, info, cpu, (load_before[0], load_after[0]), cfg.layers == "all", cfg.batch_size,
-                            command)
+    summary = summary_lines(layers, info, cpu, (load_before[0], load_after[0]), os.cpu_count(), cfg.layers == "all",
+                            cfg.batch_size, command)
     atomic_write(out / "kernel_bench_summary.md", "\n".join(summary) + "\n")
     write_json(out / "run.json", {"command": command, "config": asdict(cfg), "backend": asdict(info), "cpu": cpu,
                                   "load_average_before": load_before, "load_average_after": load_after,
+                                  "disturbed_threads": disturbed_threads(load_before[0], os.cpu_count(), cfg.threads),
                                   "environment": environment("cpu")})
     print("\n".join(summary))
     print(f"wrote {out}/{{kernel_bench.csv,kernel_bench.md,speedup.png,kernel_bench_summary.md,run.json}}")

@@ -238,3 +238,20 @@ def test_int8_conv_checks_its_operands(kernel):
     with pytest.raises(RuntimeError, match="pooling"):
         run(16, 3, 3, 1, 1, 1, 1, True, 2, 2, 2, 2, 2, 0)  # padding beyond half the pooling window
     assert run()[0].shape == (1, 3, 3, 16)
+
+
+def test_weight_codes_round_half_to_even_at_exact_ties():
+    """Weights ``(k + 1/2) s_w`` with ``s_w = 2^-6`` (each channel's largest magnitude, 127.5 s_w, sets it) land
+    exactly halfway between two codes: they go to the even code, as ``np.rint`` and the module docstring say; +127.5
+    rounds to 128 and is clamped to 127."""
+    layer = nn.Linear(5, 3, bias=False)
+    halves = torch.tensor([[-127.5, -3.5, -0.5, 0.5, 2.5], [127.5, 3.5, 0.5, -0.5, -2.5], [1.5, 127.5, -1.5, 4.5, 0]])
+    with torch.no_grad():
+        layer.weight.copy_(halves / 64)
+    observer = get_default_qconfig(default_engine()).weight()
+    observer(layer.weight.detach())
+    w_scale, _ = observer.calculate_qparams()
+    assert torch.equal(w_scale.float(), torch.full((3,), 2.0 ** -6))
+    codes = _gemm(layer).weight_codes
+    assert codes.tolist() == [[-128, -4, 0, 0, 2], [127, 4, 0, 0, -2], [2, 127, -2, 4, 0]]
+    assert np.array_equal(codes.numpy(), np.clip(np.rint(halves.numpy()), -128, 127))

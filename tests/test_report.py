@@ -142,11 +142,35 @@ def test_network_finding_takes_the_least_headline_ratio_per_precision(tmp_path):
         ("cpu", "case4", "int8", 1, 1, "XNOR-popcount", 9.0, 9.9, 4.0, 4.1, 3.0, 3.3),
         ("cpu", "case4", "float", 2, 8, "XNOR-popcount", 0.5, 0.5, 0.4, 0.4, 0.1, 0.1)])
     f = findings._read_network(tmp_path / "inference", None)
-    assert f.verdict == ("float real layers: **faster** than fp32 and bf16; **slower** than int8 by the median call "
-                         "(6.0x fp32, 3.0x bf16, 0.8x int8); int8 real layers: **faster** than fp32 and bf16 and int8 "
-                         "by the median call (9.0x fp32, 4.0x bf16, 3.0x int8)")
+    assert f.verdict.startswith(
+        "float real layers: **faster** than fp32 and bf16; **slower** than int8 by the median call "
+        "(6.0x fp32, 3.0x bf16, 0.8x int8); int8 real layers: **faster** than fp32 and bf16 and int8 "
+        "by the median call (9.0x fp32, 4.0x bf16, 3.0x int8) (load average before the run not recorded")
+    # beside the headline, the weakest committed setting, whatever its precision
+    assert "; weakest of the 4 settings: **slower** than int8 (0.1x, case4, 2 threads, batch 8)" in f.verdict
     assert "case4 (int8 real layers), 1 thread, batch 1: 9.0x (9.9x) over fp32" in f.ours
     assert "XNOR-popcount" in f.ours and "2 threads" not in f.ours and "2 threads, batch 8" in f.details[0]
+    assert f.brief.startswith("4 settings: methods case1 and case4; real layers float and int8; threads 1 and 2")
+
+
+def test_network_verdict_marks_a_disturbed_weakest_setting_and_names_the_weakest_quiet_one(tmp_path):
+    _speedup_csv(tmp_path / "inference", [
+        ("cpu", "case1", "float", 1, 1, "XNOR-popcount", 6.0, 7.0, 3.0, 3.1, 2.5, 2.6),
+        ("cpu", "case1", "float", 1, 8, "XNOR-popcount", 4.0, 4.1, 2.0, 2.1, 1.01, 1.05),
+        ("cpu", "case1", "float", 2, 8, "XNOR-popcount", 3.0, 3.1, 1.5, 1.6, 0.995, 1.2)])
+    run = tmp_path / "inference" / "run.json"
+    run.write_text(json.dumps({"load_average_before": [0.9, 1, 1], "environment": {"cpu_count": 2}}))
+    verdict = findings._read_network(tmp_path / "inference", None).verdict
+    assert verdict.startswith("**faster** than fp32 and bf16 and int8 by the median call (6.0x fp32, 3.0x bf16, "
+                              "2.5x int8); weakest")  # 1 thread beside 0.9 of load: undisturbed, no mark
+    assert verdict.endswith(
+        "weakest of the 3 settings: **about as fast** as int8 (0.995x, case1, 2 threads, batch 8) (disturbed "
+        "timings: 2 threads beside a load average of 0.9 on 2 cores); weakest of the 2 settings with undisturbed "
+        "timings: **about as fast** as int8 (1.01x, case1, 1 thread, batch 8)")
+    run.write_text(json.dumps({"load_average_before": [1.2, 1, 1], "environment": {"cpu_count": 2}}))
+    verdict = findings._read_network(tmp_path / "inference", None).verdict
+    assert "2.5x int8) (disturbed timings: 1 thread beside a load average of 1.2 on 2 cores); weakest" in verdict
+    assert "undisturbed" not in verdict  # every setting disturbed: none to name
 
 
 def test_network_finding_reads_files_with_fp32_only(tmp_path):
@@ -280,13 +304,16 @@ def test_timings_beside_a_busy_machine_are_flagged(tmp_path):
     run = tmp_path / "run.json"
     run.write_text(json.dumps({"load_average_before": [0.8, 1, 1], "environment": {"cpu_count": 2}}))
     assert findings._busy(run, [1]) == ""  # one thread beside 0.8 of load: a core stays free
-    assert "2 threads beside a load average of 0.8 on 2 cores" in findings._busy(run, [1, 2])
+    assert findings._busy(run, [1, 2]) == " (disturbed timings: 2 threads beside a load average of 0.8 on 2 cores)"
     run.write_text(json.dumps({"load_average_before": [1.57, 1, 1], "environment": {"cpu_count": 2}}))
     assert "1 and 2 threads beside a load average of 1.6" in findings._busy(run, [1, 2])  # 1.57, not rounded to 2
     run.write_text(json.dumps({"load_average_before": [0.0, 1, 1], "environment": {"cpu_count": 2}}))
     assert findings._busy(run, [1, 2]) == ""
-    assert findings._busy(tmp_path / "absent.json", [2]) == ""
-    assert verdicts.busy_threads(0.4, 2, [1, 2]) == [2] and verdicts.busy_threads(1.01, 2, [1]) == [1]
+    assert "not recorded" in findings._busy(tmp_path / "absent.json", [2])  # no load: it cannot be ruled out
+    disturbed = provenance.disturbed_threads
+    assert disturbed(0.4, 2, [1, 2]) == [2] and disturbed(1.01, 2, [1]) == [1]
+    assert disturbed(1.0, 2, [1]) == [] and disturbed(1.0, 2, [1, 2]) == [2]  # load + t equal to the cores: quiet
+    assert disturbed(None, 2, [1]) == [] and disturbed(0.5, None, [1]) == []
 
 
 def test_results_readme_records_go_stale_when_a_run_changes(copy, capsys):
@@ -353,3 +380,70 @@ def test_fashion_mnist_rows_once_measured(copy):
                                                          ("fashion-mnist/runs/<arch>_<method>/seed<N>/",
                                                           f"summary.json ({n} runs)")]
     assert not any(r[0].startswith("fashion-mnist/runs/resnet18") for r in rows)
+
+
+def _tradeoff(folder, packed_ms, load):
+    """A trade-off run: fp32, int8 and the packed network at 16x16 and 224x224, timed beside ``load``."""
+    folder.mkdir(parents=True)
+    rows = [("fp32_real_eager", "fp32", 99.7, 10.0, 40.0), ("int8_x86_real", "int8", 99.7, 2.0, 8.0),
+            ("packed", "binary, packed", 97.8, *packed_ms)]
+    pd.DataFrame([{"form": f, "precision": p, "top1": a, "median_ms_16": s, "fastest_ms_16": s,
+                   "median_ms_224": b, "fastest_ms_224": b} for f, p, a, s, b in rows]).to_csv(
+        folder / "tradeoff.csv", index=False)
+    (folder / "run.json").write_text(json.dumps({"load_average_before": [load, 1, 1],
+                                                 "environment": {"cpu_count": 2}}))
+    return findings.read_tradeoff(folder.parents[2])[0]
+
+
+def test_tradeoff_verdict_follows_the_numbers_and_says_when_its_timings_are_disturbed(tmp_path):
+    quiet = _tradeoff(tmp_path / "a" / "inference" / "digits" / "tradeoff", (1.0, 4.0), 0.5)
+    assert quiet.verdict == ("float real layers: at 16x16 **faster** than fp32 and int8 by the median call "
+                             "(10.0x fp32, 2.0x int8); at 224x224 **faster** than fp32 and int8 by the median call "
+                             "(10.0x fp32, 2.0x int8)")
+    busy = _tradeoff(tmp_path / "b" / "inference" / "digits" / "tradeoff", (2.05, 16.0), 1.07)
+    assert busy.verdict == ("float real layers: at 16x16 **faster** than fp32; **about as fast** as int8 by the "
+                            "median call (4.9x fp32, 1.0x int8); at 224x224 **faster** than fp32; **slower** than "
+                            "int8 by the median call (2.5x fp32, 0.5x int8) (disturbed timings: 1 thread beside a "
+                            "load average of 1.1 on 2 cores)")
+    assert "top-1 97.8%" in busy.ours and "99.7%" in busy.ours
+
+
+def test_sanitizer_record_gives_the_verdict_and_the_docs_sentence(tmp_path):
+    assert verdicts.verdict_sanitizer(0, 0, 0) == "**passes with no sanitizer report** (exit status 0)"
+    assert verdicts.verdict_sanitizer(134, 1, None) == ("**fails**: exit status 134, 1 sanitizer report, no test "
+                                                         "count (the run stopped before its end)")
+    assert verdicts.verdict_sanitizer(1, 0, 2) == "**fails**: exit status 1, 2 failed tests"
+    assert verdicts.verdict_sanitizer(0, 1, 0).startswith("**fails**")  # a report, though pytest passed
+    assert findings.read_sanitizer(tmp_path)[0].verdict.startswith("not run yet")
+    (tmp_path / "sanitize").mkdir()
+    record = {"command": "bash scripts/sanitize.sh", "compiler": "c++ (Debian 12.2.0-14) 12.2.0",
+              "flags": ["-fsanitize=address,undefined"], "backends": {"cpp": "XNOR-popcount"},
+              "test_files": ["tests/test_packed.py"], "tests": 10, "passed": 8, "failed": 0, "skipped": 2,
+              "exit_status": 0, "sanitizer_reports": 0, "environment": {"cpu": "AMD EPYC", "cpu_count": 2}}
+    (tmp_path / "sanitize" / "run.json").write_text(json.dumps(record))
+    found = findings.read_sanitizer(tmp_path)[0]
+    assert found.verdict == "**passes with no sanitizer report** (exit status 0)" and not found.glance
+    assert found.ours.startswith("10 tests run (8 passed, 0 failed, 2 skipped) of `test_packed.py`")
+    assert "c++ (Debian 12.2.0-14) 12.2.0" in found.ours and "AMD EPYC" in found.machine
+    sentence = generated.BLOCKS["sanitizer"]([found], [], "../")
+    assert sentence.startswith("The recorded run ([`run.json`](../") and sentence.endswith(
+        "**passes with no sanitizer report** (exit status 0).")
+    assert "AddressSanitizer" not in generated.glance_table([found])  # a section of the report, not a row
+    (tmp_path / "sanitize" / "run.json").write_text(json.dumps({**record, "exit_status": 134, "tests": None,
+                                                                "sanitizer_reports": 1, "failed": None}))
+    assert findings.read_sanitizer(tmp_path)[0].verdict.startswith("**fails**: exit status 134, 1 sanitizer report")
+
+
+def test_check_recomputes_the_trained_layer_claims_from_the_per_image_distances(copy, capsys):
+    """One held-out distance of one image moved: the intervals recomputed from per_image.csv no longer give the
+    committed claims.csv, and --check says which, in one line, with exit status 2."""
+    images = copy / "results" / "reconstruction" / "trained" / "per_image.csv"
+    frame = pd.read_csv(images)
+    row = frame.index[(frame.split == "heldout") & (frame.depth == 3)][0]
+    frame.loc[row, "case4"] = frame.loc[row, "case4"] * 1.001
+    frame.to_csv(images, index=False)
+    with pytest.raises(SystemExit) as e:
+        report_cli.main(["--check", "--repo", str(copy)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "claims.csv case3_minus_case4" in err and "recomputed from per_image.csv" in err

@@ -3,6 +3,7 @@
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -12,8 +13,8 @@ from studies import trained_layers
 from xnorpp_core import paper
 from xnorpp_core.models import BinaryResNet, build_model
 from xnorpp_core.reconstruction.fit import FitConfig, RECONSTRUCTION_METHODS
-from xnorpp_core.reconstruction.trained import (PAIRS, TrainedLayersConfig, claim_rows, convolutions, record_inputs,
-                                                score_layer)
+from xnorpp_core.reconstruction.trained import (PAIRS, TrainedLayersConfig, claim_rows, claims_from_images,
+                                                convolutions, image_rows, order_outcome, record_inputs, score_layer)
 from xnorpp_core.report.findings import read_trained_layers
 from xnorpp_core.report.verdicts import verdict_trained_order, verdict_trained_ratio
 from xnorpp_core.training import TrainConfig
@@ -101,8 +102,9 @@ def test_every_method_reaches_the_known_distance(method, stride):
 
 
 def fake_result(xnor_over_case1, order_gap):
-    """A ``score_layer`` result with chosen per-image distances: Case 1 = 1, XNOR-Net = the ratio, and each
-    step of Table 2's order ``order_gap`` apart (negative: the step reversed)."""
+    """A ``score_layer`` result with chosen per-image distances (float32 values, as ``score_layer`` computes
+    them): Case 1 = 1, XNOR-Net = the ratio, and each step of Table 2's order ``order_gap`` apart (negative: the
+    step reversed)."""
     n = 6
     wobble = torch.linspace(-0.01, 0.01, n, dtype=torch.float64)
     values = {"case1": torch.ones(n, dtype=torch.float64) + wobble, "case2": torch.full((n,), 0.1, dtype=torch.float64)}
@@ -111,8 +113,8 @@ def fake_result(xnor_over_case1, order_gap):
     values["xnor_alpha"] = values["xnor"]
     values["case3"] = values["case1"] - order_gap
     values["case4"] = values["case3"] - order_gap
-    l1 = {(m, s): v for m, v in values.items() for s in ("train", "heldout")}
-    return {"l1": l1}
+    l1 = {(m, s): v.float().double() for m, v in values.items() for s in ("train", "heldout")}
+    return {"l1": l1, "mean_abs_y": {s: torch.full((n,), 2.0, dtype=torch.float64) for s in ("train", "heldout")}}
 
 
 class _Layer:
@@ -122,29 +124,90 @@ class _Layer:
         return "4x4x3x3/1"
 
 
-@pytest.mark.parametrize("ratio,gap,holds", [(3.0, 0.5, True), (1.01, -0.5, False)])
-def test_claim_rows_and_verdicts_follow_the_numbers(tmp_path, ratio, gap, holds):
-    rows = claim_rows("m", _Layer(), fake_result(ratio, gap))
+def write_trained(folder, rows, images):
+    """claims.csv and per_image.csv of ``rows`` (claim rows) and ``images`` (image rows) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(folder / "claims.csv", index=False)
+    pd.DataFrame(images).to_csv(folder / "per_image.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("ratio,gap,outcome", [(3.0, 0.5, "holds"), (1.01, -0.5, "reversed")])
+def test_claim_rows_and_verdicts_follow_the_numbers(tmp_path, ratio, gap, outcome):
+    result = fake_result(ratio, gap)
+    rows = claim_rows("m", _Layer(), result)
     row = rows[1]
     assert row["split"] == "heldout" and row["xnor_over_case1"] == pytest.approx(ratio)
     assert row["xnor_over_case1_low"] < ratio < row["xnor_over_case1_high"]
-    assert row["paper_order"] is holds
+    assert row["paper_order"] == outcome
+    holds = outcome == "holds"
     ratio_text = verdict_trained_ratio([(row["xnor_over_case1_low"], row["xnor_over_case1_high"])] * 3, PAPER_RATIO,
                                        "layers")
     assert ratio_text.startswith("**holds**" if holds else "**not reproduced**")
     steps = {f"{a} > {b}": (3 * int(row[f"{a}_minus_{b}_low"] > 0), 3 * int(row[f"{a}_minus_{b}_high"] < 0))
              for a, b in PAIRS}
     order_text = verdict_trained_order([row["paper_order"]] * 3, steps, "layers")
-    assert order_text.startswith("**holds**" if holds else "**does not hold**")
+    assert order_text.startswith("**holds** on all 3" if holds else "**holds** on 0, **reversed** on 3")
     assert ("reversed on 3" in order_text) is not holds
-    # the report reads the same verdicts from the files
-    folder = tmp_path / "reconstruction" / "trained"
-    folder.mkdir(parents=True)
-    import pandas as pd
-    pd.DataFrame(rows).to_csv(folder / "claims.csv", index=False)
+    # the report reads the same verdicts from the files, after recomputing every interval from the images
+    write_trained(tmp_path / "reconstruction" / "trained", rows, image_rows("m", _Layer(), result, list(range(12))))
     ratio_finding, order_finding = read_trained_layers(tmp_path)
     assert ("**holds**" in ratio_finding.verdict) is holds
-    assert ("**holds**" in order_finding.verdict) is holds
+    assert ("**holds** on all" in order_finding.verdict) is holds
+
+
+def test_the_report_recomputes_claims_from_the_images(tmp_path):
+    """A claims.csv that per_image.csv does not give back (one interval end moved, the order word changed, a
+    layer missing), or no per_image.csv at all, is an error naming it; the per-image rows give back exactly the
+    claims computed in memory."""
+    result = fake_result(1.3, 0.2)
+    rows, images = claim_rows("m", _Layer(), result), image_rows("m", _Layer(), result, list(range(12)))
+    again = claims_from_images(pd.DataFrame(images))
+    for mine, theirs in zip(rows, again):
+        for key, value in theirs.items():
+            assert mine[key] == value or (isinstance(value, float) and math.isnan(value) and math.isnan(mine[key]))
+    folder = tmp_path / "reconstruction" / "trained"
+    for column, value in (("case3_minus_case4_low", rows[1]["case3_minus_case4_low"] * (1 + 1e-6)),
+                          ("paper_order", "not separable")):
+        bad = [dict(r) for r in rows]
+        bad[1][column] = value
+        write_trained(folder, bad, images)
+        with pytest.raises(ValueError, match=column):
+            read_trained_layers(tmp_path)
+    write_trained(folder, rows[:1], images)
+    with pytest.raises(ValueError, match="different layers"):
+        read_trained_layers(tmp_path)
+    (folder / "per_image.csv").unlink()
+    with pytest.raises(ValueError, match="per_image.csv is missing"):
+        read_trained_layers(tmp_path)
+
+
+@pytest.mark.parametrize("steps,outcome", [
+    ([(0.1, 0.2), (0.3, 0.4)], "holds"),
+    ([(0.0, 0.2), (0.3, 0.4)], "not separable"),  # an interval touching zero from above separates nothing
+    ([(-0.2, 0.0), (0.3, 0.4)], "not separable"),  # nor one touching it from below
+    ([(-0.2, -1e-300), (0.3, 0.4)], "reversed"),  # below zero by the least amount
+    ([(5e-324, 0.1), (0.3, 0.4)], "holds"),  # above zero by the least amount
+    ([(-0.2, -0.1), (-0.1, 0.1)], "reversed"),  # one step reversed and another not separable
+    ([(-0.1, 0.1), (-0.2, -0.1)], "reversed"),  # the same, in the other order
+    ([(-0.2, -0.1), (0.1, 0.2)], "reversed"),  # one step reversed, the other above zero
+    ([(math.nan, math.nan), (0.1, 0.2)], "not separable"),  # one image: no interval
+    ([], "not separable"),
+])
+def test_order_outcome_at_its_edges(steps, outcome):
+    assert order_outcome(steps) == outcome
+
+
+def test_order_verdict_counts_each_outcome():
+    outcomes = ["holds"] * 10 + ["reversed"] + ["not separable"] * 5
+    steps = {"direct > xnor": (16, 0), "case1 > case3": (15, 0), "case3 > case4": (10, 1)}
+    text = verdict_trained_order(outcomes, steps, "layers")
+    assert text.startswith("**holds** on 10, **reversed** on 1, **not separable** on 5 of the 16 layers")
+    assert "case1 > case3 not separable on 1; case3 > case4 reversed on 1, not separable on 5" in text
+    assert "direct > xnor" not in text
+    assert verdict_trained_order(["holds"] * 4, {"a > b": (4, 0)}, "layers") == "**holds** on all 4 layers"
+    assert verdict_trained_order(["not separable", "holds"], {"a > b": (1, 0)}, "layers").startswith(
+        "**holds** on 1, **reversed** on 0, **not separable** on 1 of the 2 layers")
 
 
 def test_ratio_verdict_counts_each_side():
@@ -194,10 +257,21 @@ def test_a_checkpoint_gives_every_file(tmp_path):
     path = checkpoint(tmp_path / "checkpoint.pt")
     out = tmp_path / "out"
     layers, claims = trained_layers.main(["--checkpoints", str(path), "--out", str(out), *FAST_FLAGS])
-    assert sorted(p.name for p in out.iterdir()) == ["claims.csv", "layers.csv", "run.json", "trained_layers.md",
-                                                     "trained_layers.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["claims.csv", "layers.csv", "per_image.csv", "run.json",
+                                                     "trained_layers.md", "trained_layers.png"]
     assert layers.layer.nunique() == 20 and set(layers.method) == set(RECONSTRUCTION_METHODS)
     assert len(claims) == 40 and claims.xnor_over_case1.notna().all()
+    assert set(claims.paper_order) <= {"holds", "reversed", "not separable"}
+    images = pd.read_csv(out / "per_image.csv")  # 20 layers, 2 + 2 images each, every claim recomputes from them
+    assert len(images) == 80 and set(images.image) == set(json.loads((out / "run.json").read_text())
+                                                                ["models"][0]["images"])
+    again = pd.DataFrame(claims_from_images(images))
+    written = pd.read_csv(out / "claims.csv")
+    for column in again.columns:
+        if column in ("model", "split", "paper_order"):
+            assert list(again[column]) == list(written[column]), column
+        else:
+            assert (again[column].to_numpy() == written[column].to_numpy()).all(), column
     run = json.loads((out / "run.json").read_text())
     assert run["models"][0]["val_top1"] == 12.5 and run["models"][0]["layers"] == 20
     assert not math.isnan(layers[layers.evidence != ""].gap.max())

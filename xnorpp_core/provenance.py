@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "package_versions", "cpu_details", "atomic_write", "read_bytes", "read_torch_file",
-           "write_json", "write_csv", "save_figure", "markdown_cell", "markdown_table", "cpu_markdown_table",
-           "check_writable_folder"]
+__all__ = ["environment", "package_versions", "cpu_details", "disturbed_threads", "disturbed_text", "atomic_write",
+           "read_bytes", "read_torch_file", "write_json", "write_csv", "save_figure", "markdown_cell", "markdown_table",
+           "cpu_markdown_table", "check_writable_folder"]
 
 _PACKAGES = ("xnorpp", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn", "papermill")
 
@@ -107,6 +107,25 @@ def environment(device="cpu"):
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
         env["cuda"] = torch.version.cuda
     return env
+
+
+def disturbed_threads(load, cores, threads):
+    """The thread counts of a timing run that ran on more threads than the cores other processes left idle: the
+    1-minute load average before the run (``load``, unrounded) plus the thread count exceeds ``cores``. Timings
+    at those thread counts are *disturbed*. Empty when the load or the cores are unknown."""
+    if load is None or not cores:
+        return []
+    return sorted({int(t) for t in threads if load + int(t) > cores})
+
+
+def disturbed_text(load, cores, threads):
+    """``"disturbed timings: 2 threads beside a load average of 0.9 on 2 cores"``, naming the
+    ``disturbed_threads``; empty when none is."""
+    busy = disturbed_threads(load, cores, threads)
+    if not busy:
+        return ""
+    return (f"disturbed timings: {' and '.join(map(str, busy))} thread{'s' if busy != [1] else ''} beside a load "
+            f"average of {load:.1f} on {cores} cores")
 
 
 def atomic_write(path, data):

@@ -28,6 +28,7 @@ agree.
 
 import copy
 import itertools
+import os
 import textwrap
 from dataclasses import dataclass, field
 
@@ -41,7 +42,7 @@ from ..models import ARCHS, build_model, fuse_model
 from ..packed import BACKENDS, SUPPORTED_METHODS
 from ..packed.int8 import arithmetic as int8_arithmetic
 from ..packed.network import CATEGORIES, REAL_LAYERS, PackedNetwork, fused_emulation
-from ..provenance import cpu_markdown_table
+from ..provenance import cpu_markdown_table, disturbed_text
 from ..scales import LearnedScale
 from .forms import linear_classifier, real_forms
 from .runtimes import versions as runtime_versions
@@ -308,8 +309,10 @@ def summary_text(cfg, info, speed, timing, breakdown, layers, limits, exact, loa
     per_part = per_part[list(CATEGORIES)].reset_index()
     fastest = fastest_per_precision(timing)
     runtimes = ", ".join(f"{name} {version or 'not installed'}" for name, version in runtime_versions().items())
+    disturbed = disturbed_text(load[0], os.cpu_count(), cfg.threads)  # the thread counts the load disturbs
+    disturbed = f" ({disturbed})" if disturbed else ""
     lines = [f"# Whole-network inference: packed binary {cfg.arch} against the real one in fp32, bf16 and int8", "",
-             f"Load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after; packed backend {info.name}: "
+             f"Load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after{disturbed}; packed backend {info.name}: "
              f"{info.path}" + (f"; {int8_arithmetic(info)}" if "int8" in cfg.real_layers else "") + ".", "",
              f"Real network's runtimes: torch {torch.__version__}, {runtimes}.", "",
              "## Speed-up over the fastest form of each precision (median call; fastest call beside it)", "",

@@ -23,7 +23,14 @@ layer's value is the mean over images with a Student-t interval over images
 paper's claims are checked per image on the same images: the ratio XNOR-Net /
 Case 1 (mean of the per-image ratios, with its interval) and, for each
 consecutive pair of Table 2's order (``protocol.PAPER_ORDER``), the per-image
-difference of distances with its interval.
+difference of distances with its interval. Table 2's order on a layer has
+three outcomes (``order_outcome``): it *holds* when every step's interval lies
+above zero, is *reversed* when some step's lies below zero, and is *not
+separable* otherwise.
+
+The per-image distances themselves (``image_rows``; float32, as computed) are
+kept beside the claims, so that every interval can be recomputed from them
+(``claims_from_images``).
 """
 
 import math
@@ -39,11 +46,14 @@ from .fit import LOSSES, RECONSTRUCTION_METHODS, FitConfig, distance, layer_outp
 from .protocol import LEARNED, PAPER_ORDER, SPLITS, fit_cases
 
 __all__ = ["CONFIDENCE", "TrainedLayersConfig", "Layer", "convolutions", "record_inputs", "score_layer",
-           "interval", "layer_rows", "claim_rows", "PAIRS"]
+           "interval", "layer_rows", "claim_rows", "claims_of", "order_outcome", "ORDER_OUTCOMES", "image_rows",
+           "claims_from_images", "CLAIM_KEYS", "PAIRS"]
 
 CONFIDENCE = 0.95  # two-sided Student-t intervals over images
 IMAGES = ints(1, 10_000)  # validation images recorded, each layer's inputs held for all of them
 PAIRS = tuple(zip(PAPER_ORDER[:-1], PAPER_ORDER[1:]))  # Table 2's order, one consecutive pair at a time
+ORDER_OUTCOMES = ("holds", "reversed", "not separable")  # Table 2's order on one layer (``order_outcome``)
+CLAIM_KEYS = ("model", "depth", "split")  # what names one row of claims.csv
 
 
 @dataclass(frozen=True)
@@ -208,27 +218,68 @@ def layer_rows(model_name, layer: Layer, result):
     return rows
 
 
-def claim_rows(model_name, layer: Layer, result):
-    """One row per split with the paper's claims checked on the same images.
+def order_outcome(steps):
+    """Table 2's order on one layer from each step's interval ``(low, high)`` of the per-image difference
+    (larger minus smaller in the paper's order): ``reversed`` when some interval lies below zero (``high < 0``),
+    ``holds`` when every interval lies above zero (``low > 0``), else ``not separable`` (an interval that
+    touches zero, or none for lack of images, separates nothing)."""
+    steps = list(steps)
+    if any(high < 0 for _, high in steps):
+        return "reversed"
+    if steps and all(low > 0 for low, _ in steps):
+        return "holds"
+    return "not separable"
+
+
+def claims_of(d):
+    """The paper's claims checked on per-image distances ``d`` (method -> array over the same images).
 
     ``xnor_over_case1`` (and ``_low`` / ``_high``): the mean per-image ratio of
     XNOR-Net's distance to Case 1's with its interval over images. For each
     consecutive pair ``a > b`` of ``PAPER_ORDER``, ``<a>_minus_<b>`` (and
     ``_low`` / ``_high``): the per-image difference of distances, and
-    ``paper_order``: whether every pair's interval lies above zero.
+    ``paper_order``: ``order_outcome`` of the steps' intervals.
     """
-    rows = []
+    d = {m: np.asarray(v, dtype=np.float64) for m, v in d.items()}
+    row = {"images": len(d["xnor"])}
+    row["xnor_over_case1"], row["xnor_over_case1_low"], row["xnor_over_case1_high"] = interval(
+        d["xnor"] / d["case1"])
+    for a, b in PAIRS:
+        row[f"{a}_minus_{b}"], row[f"{a}_minus_{b}_low"], row[f"{a}_minus_{b}_high"] = interval(d[a] - d[b])
+    row["paper_order"] = order_outcome((row[f"{a}_minus_{b}_low"], row[f"{a}_minus_{b}_high"]) for a, b in PAIRS)
+    return row
+
+
+def claim_rows(model_name, layer: Layer, result):
+    """One row per split: the layer's names and ``claims_of`` its per-image distances on that split."""
+    return [{"model": model_name, "layer": layer.name, "depth": layer.depth, "binarized": layer.binarized,
+             "shape": layer.describe(), "split": split,
+             **claims_of({m: result["l1"][(m, split)].numpy() for m in RECONSTRUCTION_METHODS})}
+            for split in SPLITS]
+
+
+def image_rows(model_name, layer: Layer, result, images):
+    """One row per split and image: the image's index in the validation split (``images``: the fit images
+    first, then the held-out ones), its mean|Y| and every method's L1 distance, as float32 (the precision they
+    are computed in, so that the intervals recompute exactly from these rows)."""
+    rows, offset = [], 0
     for split in SPLITS:
-        d = {m: result["l1"][(m, split)].numpy() for m in RECONSTRUCTION_METHODS}
-        row = {"model": model_name, "layer": layer.name, "depth": layer.depth, "binarized": layer.binarized,
-               "shape": layer.describe(), "split": split, "images": len(d["xnor"])}
-        row["xnor_over_case1"], row["xnor_over_case1_low"], row["xnor_over_case1_high"] = interval(
-            d["xnor"] / d["case1"])
-        holds = True
-        for a, b in PAIRS:
-            mean, low, high = interval(d[a] - d[b])
-            row[f"{a}_minus_{b}"], row[f"{a}_minus_{b}_low"], row[f"{a}_minus_{b}_high"] = mean, low, high
-            holds = holds and low > 0
-        row["paper_order"] = holds
-        rows.append(row)
+        n = len(result["mean_abs_y"][split])
+        columns = {"mean_abs_y": result["mean_abs_y"][split],
+                   **{m: result["l1"][(m, split)] for m in RECONSTRUCTION_METHODS}}
+        columns = {k: v.numpy().astype(np.float32) for k, v in columns.items()}
+        for i in range(n):
+            rows.append({"model": model_name, "depth": layer.depth, "split": split, "image": images[offset + i],
+                         **{k: v[i] for k, v in columns.items()}})
+        offset += n
     return rows
+
+
+def claims_from_images(frame):
+    """``claims_of`` recomputed from per-image rows (``image_rows``' columns, read back as float32): one row per
+    ``CLAIM_KEYS``, in the order the rows first name them."""
+    out = []
+    for key, rows in frame.groupby(list(CLAIM_KEYS), sort=False):
+        d = {m: rows[m].to_numpy().astype(np.float32) for m in RECONSTRUCTION_METHODS}
+        out.append({**dict(zip(CLAIM_KEYS, key)), **claims_of(d)})
+    return out

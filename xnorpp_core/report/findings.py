@@ -10,23 +10,27 @@ prose. The command of each finding is the one its ``run.json`` records, where it
 records one.
 """
 
+import dataclasses
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import paper
+from ..provenance import disturbed_text
+from ..reconstruction.protocol import PAPER_ORDER
+from ..reconstruction.trained import CLAIM_KEYS, claims_from_images
+from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from ..training import grids
 from ..training.data import NATIVE_SIZE
-from ..reconstruction.protocol import PAPER_ORDER
-from ..speedup import CONSISTENT_MODEL, speedup_ours, speedup_xnor
 from .machine import machine_label
 from .tables import collect_runs, row_statistics
-from .verdicts import (NETWORK_PRECISIONS, NETWORK_SETTING, TRAINED_LAYERS, TRAINED_SPLIT, busy_threads,
-                       verdict_compression, verdict_formula, verdict_kernel, verdict_nested_order, verdict_network,
-                       verdict_protocol, verdict_rows, verdict_table2_ratio, verdict_train_step, verdict_trained_order,
-                       verdict_trained_ratio, verdict_training)
+from .verdicts import (NETWORK_PRECISIONS, NETWORK_SETTING, TRAINED_LAYERS, TRAINED_SPLIT, verdict_compression,
+                       verdict_formula, verdict_kernel, verdict_nested_order, verdict_network, verdict_protocol,
+                       verdict_rows, verdict_sanitizer, verdict_table2_ratio, verdict_train_step,
+                       verdict_trained_order, verdict_trained_ratio, verdict_training, verdict_weakest)
 
 __all__ = ["Finding", "ReportError", "read_findings", "READERS", "FASHION_MNIST"]
 
@@ -47,6 +51,8 @@ class Finding:
     command: str = ""
     machine: str = ""
     details: tuple = field(default_factory=tuple)  # extra lines for the report
+    brief: str = ""  # the at-a-glance table's "here" cell, where ``ours`` is too long for it
+    glance: bool = True  # a row of the at-a-glance table (else a section of the report only)
 
     @property
     def ran(self):
@@ -103,14 +109,14 @@ def _network_text(label, ratios):
 
 def _busy(run_json, threads):
     """A note naming the thread counts that ran on more threads than the cores other processes left idle
-    (``verdicts.busy_threads`` on the load average before the run, from its ``run.json``); empty when none did."""
+    (``provenance.disturbed_threads`` on the load average before the run, from its ``run.json``); empty when none
+    did; a note that it cannot be told when the run recorded no load."""
     record = _record(run_json)
     load, cores = record.get("load_average_before"), record.get("environment", {}).get("cpu_count")
-    busy = busy_threads(load[0] if load else None, cores, threads)
-    if not busy:
-        return ""
-    return (f" ({' and '.join(map(str, busy))} thread{'s' if busy != [1] else ''} beside a load average of "
-            f"{load[0]:.1f} on {cores} cores: disturbed timings)")
+    if not load:
+        return " (load average before the run not recorded: disturbed timings cannot be ruled out)"
+    text = disturbed_text(load[0], cores, threads)
+    return f" ({text})" if text else ""
 
 
 def _arithmetic(run_json):
@@ -211,7 +217,8 @@ def read_kernel(results):
         ours = "; ".join(f"{s:.1f}x on {t} thread{'s' if t > 1 else ''}" for t, s, _ in lines) \
             + f", {_arithmetic(folder / 'run.json')}" + _busy(folder / "run.json", [t for t, _, _ in lines])
         out.append(Finding("Packed binary convolution, measured (256->256, 3x3, 14x14, packing included)",
-                           paper_text, ours, verdict_kernel(measured, predicted),
+                           paper_text, ours,
+                           verdict_kernel(measured, predicted) + _busy(folder / "run.json", [threads]),
                            (str(folder / "kernel_bench.md"), str(folder / "kernel_bench.csv")), command,
                            machine_label(env, threads=_threads([t for t, _, _ in lines]))))
     if (Path(results) / "model_size" / "model_size.csv").exists():
@@ -277,6 +284,26 @@ def _read_network(net, layer):
     else:
         verdict = "; ".join(f"{o} real layers: " + verdict_network(worst[o], single if i == 0 else None)
                             for i, o in enumerate(options))
+    threads = sorted({int(t) for t in m.loc[headline, "threads"]})
+    verdict += _busy(net / "run.json", threads)
+    # beside the headline, the least median-call speed-up of every committed setting and precision, and where that
+    # one's timings are disturbed, the least of those that are not
+    cells = sorted((q[p][0], p, i) for i, q in enumerate(ratios) for p in q)
+    least, precision, row = cells[0]
+    verdict += "; " + verdict_weakest(least, precision, _network_label(m.iloc[row]), len(m))
+    note = _busy(net / "run.json", [m.iloc[row]["threads"]])
+    if note:
+        verdict += note
+        quiet = [c for c in cells if not _busy(net / "run.json", [m.iloc[c[2]]["threads"]])]
+        if quiet:
+            verdict += "; " + verdict_weakest(quiet[0][0], quiet[0][1], _network_label(m.iloc[quiet[0][2]]),
+                                              len({c[2] for c in quiet}), "with undisturbed timings")
+    brief = (f"{len(m)} settings: " + "; ".join(
+        f"{name} {' and '.join(map(str, sorted(set(m[column]))))}" for name, column in
+        (("methods", "method"), ("real layers", "real_layers"), ("threads", "threads"), ("batch", "batch"))
+        if column in m.columns) + f"; the verdict at {_threads(threads)} thread{'s' if threads != [1] else ''}, "
+             f"batch {NETWORK_SETTING['batch']} "
+             "(the least over the methods), beside the weakest setting")
     # the longest path names the int8 real layers' arithmetic too, where they were timed
     path = max(m["path"].astype(str), key=len) if "path" in m.columns else _arithmetic(net / "run.json")
     ours = ("; ".join(_network_text(label, q) for label, q, _ in rows)
@@ -289,7 +316,63 @@ def _read_network(net, layer):
                    "not measured in the paper", ours, verdict,
                    (str(net / "summary.md"), str(net / "speedup.csv")),
                    _command(net / "run.json", "python -m studies.bench_inference"),
-                   machine_label(_env(net / "run.json"), threads=_threads(m["threads"])), details)
+                   machine_label(_env(net / "run.json"), threads=_threads(m["threads"])), details, brief)
+
+
+def read_tradeoff(results):
+    """Top-1 and latency of the digits-trained networks, real against packed binary (``studies.deploy_tradeoff``):
+    each packed form against the fastest form of each precision at each input size, by the median call."""
+    folder = Path(results) / "inference" / "digits" / "tradeoff"
+    title = "Digits, trained: the real ResNet-18 in fp32, bf16 and int8 against the packed binary one"
+    command = _command(folder / "run.json", "python -m studies.deploy_tradeoff")
+    if not (folder / "tradeoff.csv").exists():
+        return [_missing(title, "not measured in the paper", folder / "tradeoff.csv", command)]
+    t = pd.read_csv(folder / "tradeoff.csv")
+    sizes = sorted(int(c.rsplit("_", 1)[1]) for c in t.columns if c.startswith("median_ms_"))
+    packed = t[_column(t, "form").astype(str).str.startswith("packed")]
+    real = t[t.form == "fp32_real_eager"]
+    ours, verdicts = [], []
+    for _, net in packed.iterrows():
+        what = {"packed": "float"}.get(net.form, net.form.removeprefix("packed_").removesuffix("real")) + " real layers"
+        clauses = []
+        for size in sizes:
+            ratios = {}
+            for p in NETWORK_PRECISIONS:
+                rows = t[t.precision == p]
+                if not rows.empty:
+                    ratios[p] = (float(rows[f"median_ms_{size}"].min() / net[f"median_ms_{size}"]),
+                                 float(rows[f"fastest_ms_{size}"].min() / net[f"fastest_ms_{size}"]))
+            clauses.append(f"at {size}x{size} {verdict_network(ratios)}")
+        verdicts.append(f"{what}: " + "; ".join(clauses))
+        ours.append(f"{what}: top-1 {net.top1:.1f}%, median call "
+                    + ", ".join(f"{net[f'median_ms_{size}']:.2f} ms at {size}x{size}" for size in sizes))
+    top1 = f"; the real network in fp32 {real.top1.iloc[0]:.1f}%" if len(real) else ""
+    return [Finding(title, "not measured in the paper",
+                    "; ".join(ours) + top1 + " (one training seed each: no ordering of accuracy is claimed)",
+                    "; ".join(verdicts) + _busy(folder / "run.json", [1]),
+                    (str(folder / "tradeoff.md"), str(folder / "tradeoff.csv")), command,
+                    machine_label(_env(folder / "run.json"), threads=1))]
+
+
+def read_sanitizer(results):
+    """The compiled kernels' tests under AddressSanitizer and UndefinedBehaviorSanitizer (``scripts/sanitize.sh``'s
+    record); a section of the report and a sentence of docs/packed.md, not a row of the at-a-glance table."""
+    record_file = Path(results) / "sanitize" / "run.json"
+    title = "Packed kernels under AddressSanitizer and UndefinedBehaviorSanitizer"
+    if not record_file.exists():
+        return [dataclasses.replace(_missing(title, "not in the paper", record_file, "bash scripts/sanitize.sh"),
+                                    glance=False)]
+    r = json.loads(record_file.read_text())
+    counts = (f"{r['tests']} tests run ({r['passed']} passed, {r['failed']} failed, {r['skipped']} skipped)"
+              if r.get("tests") is not None else "no test count (the run stopped before its end)")
+    backends = ", ".join(f"{name} ({path})" for name, path in (r.get("backends") or {}).items())
+    ours = (f"{counts} of {', '.join(f'`{Path(f).name}`' for f in r.get('test_files', []))}, on the backends "
+            f"{backends or 'not recorded'}, built by {r.get('compiler', 'an unrecorded compiler')} with "
+            f"{' '.join(r.get('flags', []))}; {r['sanitizer_reports']} sanitizer reports")
+    return [Finding(title, "not in the paper", ours,
+                    verdict_sanitizer(r["exit_status"], r["sanitizer_reports"], r.get("failed")),
+                    (str(record_file),), r.get("command", "bash scripts/sanitize.sh"),
+                    machine_label(r.get("environment", {})), glance=False)]
 
 
 def _paper_gaps(grid):
@@ -415,10 +498,18 @@ def read_train_step(results):
         slowest = binary.idxmax()
         out.append(Finding(f"Training step, binary ResNet-18 against real ({device})", "not measured in the paper",
                            f"{binary.min():.2f}x to {binary.max():.2f}x the real step (slowest: {slowest})",
-                           verdict_train_step(binary.to_dict()), (str(folder / "benchmark.md"),),
+                           verdict_train_step(binary.to_dict()) + _busy(folder / "run.json", [_step_threads(
+                               folder / "run.json")]), (str(folder / "benchmark.md"),),
                            _command(folder / "run.json", f"python -m studies.bench_train --device {device}"),
                            machine_label(_env(folder / "run.json"))))
     return out
+
+
+def _step_threads(run_json):
+    """The torch threads of a training-step benchmark, from its ``run.json``."""
+    record = _record(run_json)
+    return int((record.get("protocol") or {}).get("threads") or record.get("environment", {}).get("torch_threads")
+               or 1)
 
 
 def read_protocol(results):
@@ -451,6 +542,32 @@ def read_protocol(results):
 
 # The verdicts on trained layers rest on the held-out images (a learned Gamma is static; the images it was
 # fitted to flatter it) and on the convolutions a binary network of that architecture binarizes.
+def _recomputed_claims(folder):
+    """claims.csv, after checking every interval and order in it against the ones recomputed from the per-image
+    distances of per_image.csv (``ValueError`` naming the first that differs, or a missing per_image.csv)."""
+    claims = pd.read_csv(folder / "claims.csv")
+    if not (folder / "per_image.csv").exists():
+        raise ValueError(f"{folder / 'per_image.csv'} is missing: the intervals of claims.csv cannot be recomputed")
+    again = pd.DataFrame(claims_from_images(pd.read_csv(folder / "per_image.csv")))
+    keys = list(CLAIM_KEYS)
+    both = claims.merge(again, on=keys, how="outer", suffixes=("", "_again"), indicator=True)
+    unmatched = both[both["_merge"] != "both"]
+    if len(unmatched):
+        raise ValueError(f"claims.csv and per_image.csv name different layers: {unmatched[keys].iloc[0].to_dict()}")
+    for column in (c for c in again.columns if c not in keys):
+        ours, theirs = both[column], both[f"{column}_again"]
+        same = (ours.astype(str) == theirs.astype(str)) if column == "paper_order" else \
+            np.isclose(ours.astype(float), theirs.astype(float), rtol=RECOMPUTE_RTOL, atol=0, equal_nan=True)
+        if not same.all():
+            i = np.flatnonzero(~np.asarray(same))[0]
+            raise ValueError(f"claims.csv {column} at {both[keys].iloc[i].to_dict()} is {ours.iloc[i]}, recomputed "
+                             f"from per_image.csv {theirs.iloc[i]}")
+    return claims
+
+
+RECOMPUTE_RTOL = 1e-9  # per_image.csv holds the float32 distances exactly: the intervals recompute to rounding
+
+
 def read_trained_layers(results):
     """Table 2 on the convolutions of trained networks (``python -m studies.trained_layers``)."""
     folder = Path(results) / "reconstruction" / "trained"
@@ -460,12 +577,13 @@ def read_trained_layers(results):
               "Table 2 on trained layers: the order of the methods")
     if not (folder / "claims.csv").exists():
         return [_missing(titles[0], f"{paper_ratio:.1f}x on random layers", folder / "claims.csv", command)]
-    c = pd.read_csv(folder / "claims.csv")
+    c = _recomputed_claims(folder)
     run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
     command = run.get("command", command)
     images = {s: int(v) for s, v in c.groupby("split")["images"].first().items()}
     chosen = c[(_column(c, "split") == TRAINED_SPLIT) & _column(c, TRAINED_LAYERS).astype(bool)]
-    files = (str(folder / "trained_layers.md"), str(folder / "claims.csv"), str(folder / "trained_layers.png"))
+    files = (str(folder / "trained_layers.md"), str(folder / "claims.csv"), str(folder / "per_image.csv"),
+             str(folder / "trained_layers.png"))
     machine = machine_label(run.get("environment", {}))
     ratio, order, ours_ratio, ours_order, details = [], [], [], [], []
     for model, rows in chosen.groupby("model", sort=False):
@@ -478,15 +596,18 @@ def read_trained_layers(results):
         steps = {f"{a} > {b}": (int((_column(rows, f"{a}_minus_{b}_low") > 0).sum()),
                                 int((_column(rows, f"{a}_minus_{b}_high") < 0).sum()))
                  for a, b in zip(PAPER_ORDER[:-1], PAPER_ORDER[1:])}
-        holds = _column(rows, "paper_order").astype(bool)
-        order.append(f"{model}: " + verdict_trained_order(list(holds), steps, where))
-        ours_order.append(f"{model}: Table 2's order on {int(holds.sum())} of {len(rows)} binarized layers")
+        outcomes = list(_column(rows, "paper_order").astype(str))
+        order.append(f"{model}: " + verdict_trained_order(outcomes, steps, where))
+        ours_order.append(f"{model}: Table 2's order holds on {outcomes.count('holds')} of {len(rows)} binarized "
+                          f"layers, reversed on {outcomes.count('reversed')}")
         fit = c[(c.model == model) & (c.split != TRAINED_SPLIT) & c[TRAINED_LAYERS].astype(bool)]
         details.append(f"{model}, on the {images.get('train', 0)} images Gamma was fitted to: XNOR-Net / Case 1 "
                        f"{fit.xnor_over_case1.min():.3f}x to {fit.xnor_over_case1.max():.3f}x")
     for m in run.get("models", []):
         if m.get("val_top1") is not None:
             details.append(f"{m['name']}: validation top-1 {m['val_top1']:.1f}%, {m['layers']} convolutions scored")
+    details.append("every interval and order of `claims.csv` recomputed from the per-image distances of "
+                   "`per_image.csv`")
     return [Finding(titles[0], f"XNOR-Net / Case 1 = {paper_ratio:.1f} on random layers",
                     "; ".join(ours_ratio), "; ".join(ratio), files, command, machine, tuple(details)),
             Finding(titles[1], "Direct > XNOR-Net > Case 1 > Case 3 > Case 4 on random layers",
@@ -494,7 +615,7 @@ def read_trained_layers(results):
 
 
 READERS = (read_table2, read_protocol, read_trained_layers, read_grids, read_fashion_mnist_grids, read_speedup,
-           read_kernel, read_training, read_train_step)
+           read_kernel, read_tradeoff, read_training, read_train_step, read_sanitizer)
 
 
 def read_findings(results):
@@ -512,5 +633,4 @@ def read_findings(results):
         p = Path(p).resolve()
         return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
-    return [Finding(f.artifact, f.paper, f.ours, f.verdict, tuple(rel(p) for p in f.files), f.command, f.machine,
-                    f.details) for f in found]
+    return [dataclasses.replace(f, files=tuple(rel(p) for p in f.files)) for f in found]

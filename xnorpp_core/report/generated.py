@@ -42,8 +42,8 @@ def _links(files, prefix):
 def glance_table(findings, prefix=""):
     """The at-a-glance table: one row per artifact; links relative to the page (``prefix`` + repository path)."""
     lines = ["| paper's claim | paper | here | verdict | measured on | files |", "|:--|:--|:--|:--|:--|:--|"]
-    for f in findings:
-        cells = (f.artifact, f.paper, f.ours, f.verdict, short_label(f.machine) if f.ran else "—",
+    for f in (f for f in findings if f.glance):
+        cells = (f.artifact, f.paper, f.brief or f.ours, f.verdict, short_label(f.machine) if f.ran else "—",
                  _links(f.files, prefix) if f.files else "—")
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
@@ -66,6 +66,17 @@ def _select(*prefixes):
     def block(findings, records, prefix):
         chosen = [f for f in findings if f.artifact.startswith(prefixes)]
         return "\n\n".join(f"**{f.artifact}**\n\n{finding_lines(f, prefix)}" for f in chosen) or "Not run yet."
+    return block
+
+
+def _sentence(artifact):
+    """A block stating one finding in a sentence: its record, the machine, ours and the verdict."""
+    def block(findings, records, prefix):
+        f = next((f for f in findings if f.artifact.startswith(artifact)), None)
+        if f is None or not f.ran:
+            return "Not run yet" + (f" (`{f.command}`)." if f else ".")
+        return (f"The recorded run ({_links(f.files, prefix)}, `{f.command}`), on {f.machine}: {f.ours}; "
+                f"{f.verdict}.")
     return block
 
 
@@ -134,6 +145,7 @@ BLOCKS = {
     "formulas": _select("Eq. 8/9"),
     "kernel": _select("Packed binary", "Model size", "Whole binary"),
     "inference": _select("Whole binary"),
+    "sanitizer": _sentence("Packed kernels under AddressSanitizer"),
 }
 
 

@@ -9,12 +9,13 @@ verdicts cannot disagree.
 
 import math
 
+from ..reconstruction.trained import ORDER_OUTCOMES
 from .seeds import CONFIDENCE as INTERVAL  # the interval over seeds that must exclude zero for an ordering
 
 __all__ = ["TABLE2_TOLERANCE", "KERNEL_REACHES", "SIZE_TOLERANCE", "TRAINS_ABOVE", "STEP_LIMIT", "INTERVAL",
            "verdict_table2_ratio", "verdict_nested_order", "verdict_protocol", "verdict_rows", "verdict_formula",
-           "verdict_kernel", "verdict_compression", "verdict_network", "verdict_training", "verdict_train_step",
-           "busy_threads", "rules_text"]
+           "verdict_kernel", "verdict_compression", "verdict_network", "verdict_weakest", "verdict_sanitizer",
+           "verdict_training", "verdict_train_step", "verdict_trained_ratio", "verdict_trained_order", "rules_text"]
 
 TABLE2_TOLERANCE = 0.20  # relative distance to the paper's XNOR-Net / Case 1 factor within which it is reproduced
 KERNEL_REACHES = 0.90  # share of Eq. 9's predicted speed-up at which a measured layer reaches the prediction
@@ -163,25 +164,39 @@ NETWORK_PRECISIONS = ("fp32", "bf16", "int8")
 NETWORK_EQUAL_BAND = 0.1  # a median-call ratio within 1 +- this is "about as fast"
 
 
+_BANDS = {"faster": "than", "about as fast": "as", "slower": "than"}  # each band and the word before the other
+
+
+def _band(ratio):
+    """``faster`` / ``about as fast`` / ``slower`` for a median-call speed-up."""
+    if ratio > 1 + NETWORK_EQUAL_BAND:
+        return "faster"
+    return "slower" if ratio < 1 - NETWORK_EQUAL_BAND else "about as fast"
+
+
 def verdict_network(ratios, layer=None):
     """The packed network against the fastest form of each precision, by the median call.
 
     ``ratios``: ``{precision: (median-call speed-up, fastest-call speed-up)}``, each the least over the packed
     networks at the headline setting (precisions not timed are absent); ``layer``: the single binary layer's
     speed-up over float32 at the same thread count, set beside the fastest-call fp32 ratio."""
-    faster = [p for p in NETWORK_PRECISIONS if p in ratios and ratios[p][0] > 1 + NETWORK_EQUAL_BAND]
-    slower = [p for p in NETWORK_PRECISIONS if p in ratios and ratios[p][0] < 1 - NETWORK_EQUAL_BAND]
-    equal = [p for p in NETWORK_PRECISIONS if p in ratios and p not in faster and p not in slower]
-    words = [f"**faster** than {' and '.join(faster)}" if faster else "",
-             f"**about as fast** as {' and '.join(equal)}" if equal else "",
-             f"**slower** than {' and '.join(slower)}" if slower else ""]
-    text = "; ".join(w for w in words if w) + " by the median call (" + ", ".join(
+    bands = {b: [p for p in NETWORK_PRECISIONS if p in ratios and _band(ratios[p][0]) == b] for b in _BANDS}
+    words = [f"**{b}** {_BANDS[b]} {' and '.join(ps)}" for b, ps in bands.items() if ps]
+    text = "; ".join(words) + " by the median call (" + ", ".join(
         f"{ratios[p][0]:.1f}x {p}" for p in NETWORK_PRECISIONS if p in ratios) + ")"
     if layer is not None and "fp32" in ratios:
         relation = "less than" if ratios["fp32"][1] < layer else "at or above"
         text += (f"; over fp32 by the fastest call {ratios['fp32'][1]:.1f}x, {relation} the single binary layer's "
                  f"{layer:.1f}x at the same thread count")
     return text
+
+
+def verdict_weakest(ratio, precision, setting, settings, which=""):
+    """The least median-call speed-up over ``settings`` committed settings (``which``: what they share) and every
+    precision: ``ratio`` over ``precision`` at ``setting``, in the bands of ``verdict_network``."""
+    band = _band(ratio)
+    return (f"weakest of the {settings} settings{' ' + which if which else ''}: **{band}** {_BANDS[band]} "
+            f"{precision} ({ratio:.3g}x, {setting})")
 
 
 # Table 2 on trained layers: the split and the layers the verdicts rest on.
@@ -209,19 +224,36 @@ def verdict_trained_ratio(intervals, paper_ratio, where):
     return f"**not reproduced** on any of the {n} {where}: no interval reaches {paper_ratio:.1f}x; {counts}"
 
 
-def verdict_trained_order(order_holds, steps, where):
-    """Table 2's order on each layer of a trained model. ``order_holds``: one bool per layer (every step's
-    interval above zero); ``steps``: {step name: (layers whose interval lies above zero, below zero)}."""
-    n = len(order_holds)
-    held = sum(bool(v) for v in order_holds)
-    text = ("**holds**: " if n and held == n else "**does not hold**: ") + (
-        f"Table 2's order holds on {held} of {n} {where}" if held
-        else f"Table 2's order holds on none of the {n} {where}")
-    missing = [f"{step} on {n - above}" + (f" (reversed on {below})" if below else "")
-               for step, (above, below) in steps.items() if above < n]
-    if missing:
-        text += "; steps whose interval is not above zero: " + ", ".join(missing)
+def verdict_trained_order(outcomes, steps, where):
+    """Table 2's order on each layer of a trained model, counted by outcome. ``outcomes``: one of
+    ``ORDER_OUTCOMES`` per layer (``reconstruction.trained.order_outcome``); ``steps``: {step name: (layers whose
+    interval lies above zero, layers whose interval lies below zero)}."""
+    n = len(outcomes)
+    count = {o: sum(v == o for v in outcomes) for o in ORDER_OUTCOMES}
+    if n and count["holds"] == n:
+        text = f"**holds** on all {n} {where}"
+    else:
+        text = ", ".join(f"**{o}** on {count[o]}" for o in ORDER_OUTCOMES) + f" of the {n} {where}"
+    short = []
+    for step, (above, below) in steps.items():
+        parts = ([f"reversed on {below}"] if below else []) + (
+            [f"not separable on {n - above - below}"] if n - above - below else [])
+        if parts:
+            short.append(f"{step} " + ", ".join(parts))
+    if short:
+        text += "; steps not above zero: " + "; ".join(short)
     return text
+
+
+def verdict_sanitizer(exit_status, reports, failed):
+    """The compiled kernels' tests under AddressSanitizer and UndefinedBehaviorSanitizer: *no report* when the run
+    exited 0 with no sanitizer report and no failed test, else what went wrong."""
+    if exit_status == 0 and not reports and not failed:
+        return "**passes with no sanitizer report** (exit status 0)"
+    what = [f"{reports} sanitizer report{'s' if reports != 1 else ''}" if reports else "",
+            f"{failed} failed test{'s' if failed != 1 else ''}" if failed else "",
+            "no test count (the run stopped before its end)" if failed is None else ""]
+    return f"**fails**: exit status {exit_status}" + "".join(f", {w}" for w in what if w)
 
 
 def verdict_training(top1):
@@ -237,14 +269,6 @@ def verdict_train_step(ratios):
     if not over:
         return f"every method within {STEP_LIMIT}x of the real step"
     return f"{', '.join(over)} above {STEP_LIMIT}x the real step"
-
-
-def busy_threads(load, cores, threads):
-    """The thread counts that ran on more threads than the cores other processes left idle: ``load`` (the
-    1-minute load average before the run, unrounded) plus the thread count exceeds ``cores``."""
-    if load is None or not cores:
-        return []
-    return sorted({int(t) for t in threads if load + int(t) > cores})
 
 
 # ---------------------------------------------------------------- the rules, in words
@@ -277,14 +301,24 @@ def rules_text():
         "fastest form of each precision (fp32, bf16, int8), by the "
         f"median call: *faster* above {1 + NETWORK_EQUAL_BAND:.1f}x, *slower* below {1 - NETWORK_EQUAL_BAND:.1f}x, "
         "else *about as fast*; the fastest-call fp32 ratio is set beside the single binary layer's speed-up at the "
-        "same thread count, when both ran on the same CPU.",
+        "same thread count, when both ran on the same CPU; beside the headline, the weakest committed setting (the "
+        "least median-call speed-up over every setting and precision, in the same bands) and, when its timings are "
+        "disturbed, the weakest of the undisturbed ones. The digits trade-off (trained networks) states the same "
+        "bands for each packed form at each input size, at 1 thread, batch 1.",
         "- **Table 2 on trained layers**: on the binarized layers, scored on the held-out images, XNOR-Net / Case 1 "
         "*holds* on a layer when the 95% interval over images of the per-image ratio reaches the paper's factor; "
         "Case 1 is *closer* (*farther*) when the interval lies above (below) 1; Table 2's order *holds* on a "
-        "layer when every step's interval lies above zero.",
+        "layer when every step's interval (the per-image difference of distances) lies above zero, is *reversed* "
+        "when some step's lies below zero, and is *not separable* otherwise (an interval touching zero separates "
+        "nothing); each model's verdict counts its layers by outcome, and *holds on all* only when every layer "
+        "holds.",
         f"- **Default training run**: *trains* when the final top-1 is above {TRAINS_ABOVE:.0f}% (chance 10%).",
         f"- **Training step**: every method *within* {STEP_LIMIT}x when no binary method's step takes more than "
         f"{STEP_LIMIT} times the real one's.",
+        "- **Sanitizers**: the compiled kernels' tests *pass with no sanitizer report* when the run under "
+        "AddressSanitizer and UndefinedBehaviorSanitizer exits 0 with no report and no failed test.",
         "- **Busy machine**: a timing row at t threads is marked *disturbed* when the 1-minute load average "
-        "before the run (from its `run.json`, unrounded) plus t exceeds the cores.",
+        "before the run (from its `run.json`, unrounded) plus t exceeds the cores (`provenance.disturbed_threads`; "
+        "each timing command records the mark, `disturbed_threads`, beside the load); a verdict drawn from a "
+        "disturbed thread count says so beside it, and one from a run that recorded no load says that.",
     ])
