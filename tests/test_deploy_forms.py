@@ -368,3 +368,17 @@ def test_versions_names_every_runtime_package():
     found = runtimes.versions()
     assert set(found) == set(runtimes.RUNTIME_PACKAGES)
     assert found["onnxruntime"] and found["openvino"]  # the deploy extra is installed with the suite
+
+
+def test_the_folded_real_network_compiles_into_one_graph():
+    """The compiled baselines trace the folded network whole: its finite-input check (a value read back from the
+    tensor) stays out of the traced graph, so nothing breaks the graph or runs in Python between its parts."""
+    from xnorpp_core.packed.network import fused_emulation
+
+    folded = fused_emulation(build_model("resnet18", "real", 10, 32).eval())
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    whole = torch.compile(folded, backend="eager", fullgraph=True, dynamic=False)
+    with torch.inference_mode():
+        assert torch.equal(whole(x), folded(x))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        folded(torch.full_like(x, float("nan")))

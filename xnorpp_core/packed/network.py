@@ -184,15 +184,16 @@ def _check_finite(x):
 
 
 class _ChannelsLast(nn.Module):
-    """Runs ``graph`` on a channels-last copy of the input (finite: ``_check_finite``; an empty batch gives an
-    empty result)."""
+    """Runs ``graph`` on a channels-last copy of the input (finite: ``_check_finite``, except in a
+    ``torch.compile`` of it; an empty batch gives an empty result)."""
 
     def __init__(self, graph):
         super().__init__()
         self.graph = graph
 
     def forward(self, x):
-        _check_finite(x)
+        if not torch.compiler.is_compiling():  # a compiled copy (a real network's baseline form) runs as traced
+            _check_finite(x)
         if x.shape[0] == 0:  # an empty batch: an empty result of the logits' shape (one zero input's, sliced)
             return self.graph(x.new_zeros((1, *x.shape[1:])).contiguous(memory_format=torch.channels_last))[:0]
         return self.graph(x.contiguous(memory_format=torch.channels_last))
