@@ -48,6 +48,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = config_from_args(PROG, BenchInferenceConfig, args)
     out = check_out(PROG, args.out)
+    load_before = os.getloadavg()  # before the run's own start-up (the kernel's loading spikes it)
     if args.plot_only:
         try:
             speed, breakdown = pd.read_csv(out / "speedup.csv"), pd.read_csv(out / "breakdown.csv")
@@ -61,7 +62,7 @@ def main(argv=None):
         info = backend_info(cfg.backend)
     except RuntimeError as err:
         fail(PROG, str(err))
-    cpu, load_before = cpu_label(environment()), os.getloadavg()
+    cpu = cpu_label(environment())
     print(f"packed backend: {info.name} ({info.path}; {info.reason}); CPU: {cpu}; "
           f"load average {load_before[0]:.2f}", file=sys.stderr)
     torch.manual_seed(cfg.seed)

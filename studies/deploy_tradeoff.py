@@ -88,6 +88,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = config_from_args(PROG, DeployTradeoffConfig, args)
     out = check_out(PROG, args.out)
+    load_before = os.getloadavg()  # before the run's own start-up (the kernel's loading spikes it)
     for path in cfg.checkpoints:
         if not Path(path).is_file():
             fail(PROG, f"checkpoint {path} does not exist")
@@ -98,7 +99,7 @@ def main(argv=None):
         fail(PROG, str(err))
     if "binary" in given:
         cfg = replace(cfg, method=given["binary"][0].method)
-    cpu, load_before = cpu_label(environment()), os.getloadavg()
+    cpu = cpu_label(environment())
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -271,6 +271,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = config_from_args(PROG, KernelBenchConfig, args)
     out = check_out(PROG, args.out)
+    load_before = os.getloadavg()  # before the run's own start-up (the kernel's loading spikes it)
     if args.plot_only:
         try:
             layers = pd.read_csv(out / "kernel_bench.csv")
@@ -295,7 +296,7 @@ def main(argv=None):
         info = backend_info(cfg.backend)
     except RuntimeError as err:
         fail(PROG, str(err))
-    cpu, load_before = cpu_label(environment()), os.getloadavg()
+    cpu = cpu_label(environment())
     print(f"packed backend: {info.name} ({info.path}; {info.reason}); CPU: {cpu}", file=sys.stderr)
 
     steps = len(cfg.threads) * 7 * len(layer_shapes(cfg.layers)) * len(cfg.methods)
