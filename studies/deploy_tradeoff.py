@@ -75,7 +75,7 @@ def _train(cfg, method, out):
     complete checkpoint there of the same configuration is reused, an interrupted one continued), in eval mode."""
     config = TrainConfig(arch="resnet18", method=method, out=str(out), seed=cfg.seed, device="cpu", quiet=True,
                          resume=True, **({} if cfg.epochs is None else {"epochs": cfg.epochs}))
-    print(f"training the {method} network into {out} ...", file=sys.stderr)
+    print(f"training the {method} network into {out} (a finished run there is reused) ...", file=sys.stderr)
     train(config)
     model, _, kwargs, _ = load_checkpoint(PROG, out / "checkpoint.pt")
     return model, kwargs

@@ -58,7 +58,7 @@ def arithmetic(backend):
     if backend.name == "numpy":
         return "int8 real layers: torch operations"
     path = "AVX-512 VNNI" if backend.simd and backend.kernel.vnni_available() else "portable loops"
-    return f"int8 real layers: int8_conv (the stem) and int8_gemm (the shortcuts and the classifier), {path}"
+    return f"int8 real layers: int8_conv (the first convolution) and int8_gemm (every other real layer), {path}"
 
 
 def input_codes(x, inv_scale, zero_point):
