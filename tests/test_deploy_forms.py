@@ -382,3 +382,23 @@ def test_the_folded_real_network_compiles_into_one_graph():
         assert torch.equal(whole(x), folded(x))
     with pytest.raises(ValueError, match="NaN or infinite"):
         folded(torch.full_like(x, float("nan")))
+
+
+def test_building_and_running_runtime_forms_keeps_the_threads_signal_stack():
+    """OpenVINO's CPU plugin gives the compiling thread a signal stack of its own, freed with the plugin; the
+    forms put the thread's own back, so no Python signal handler later runs on freed memory."""
+    before = runtimes.signal_stack()
+    assert before is not None  # Linux's C library has sigaltstack: the check below runs
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()).eval()
+    forms, unavailable = runtimes.runtime_forms("net", net, [torch.randn(1, 3, 6, 6)])
+    assert {"fp32_ov_net", "int8_nncf_net"} <= set(forms), unavailable
+    assert runtimes.signal_stack() == before
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):  # a new thread count compiles a new session
+            torch.set_num_threads(threads)
+            for form in forms.values():
+                form(torch.randn(1, 3, 6, 6))
+            assert runtimes.signal_stack() == before
+    finally:
+        torch.set_num_threads(previous)

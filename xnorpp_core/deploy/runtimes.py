@@ -30,6 +30,7 @@ or first call fails, is left out with its reason, never raised.
 """
 
 import contextlib
+import ctypes
 import functools
 import io
 import logging
@@ -42,7 +43,7 @@ import torch.nn as nn
 from ..provenance import package_versions
 
 __all__ = ["RUNTIME_PACKAGES", "versions", "export_onnx", "quantize_qdq", "quantize_nncf", "OrtForm",
-           "OpenVinoForm", "openvino_core", "build_form", "runtime_forms"]
+           "OpenVinoForm", "openvino_core", "signal_stack", "keeping_signal_stack", "build_form", "runtime_forms"]
 
 RUNTIME_PACKAGES = ("onnx", "onnxscript", "onnxruntime", "openvino", "nncf")
 
@@ -70,6 +71,39 @@ def _quiet():
             yield
     finally:
         logging.disable(previous)
+
+
+class _SignalStack(ctypes.Structure):  # POSIX stack_t
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def signal_stack():
+    """The calling thread's alternate signal stack as ``(address, flags, size)`` (``sigaltstack``); ``None``
+    where the C library offers no ``sigaltstack``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "sigaltstack"):
+        return None
+    current = _SignalStack()
+    libc.sigaltstack(None, ctypes.byref(current))
+    return current.ss_sp, current.ss_flags, current.ss_size
+
+
+@contextlib.contextmanager
+def keeping_signal_stack():
+    """The calling thread's alternate signal stack put back as it was when the block ends.
+
+    OpenVINO's CPU plugin gives the thread that compiles a model (or quantizes one, ``nncf``) an alternate
+    signal stack of its own, freed with the plugin; Python runs its signal handlers on the thread's alternate
+    stack, so a handler that runs after the plugin is freed (a ``DataLoader``'s ``SIGCHLD``, faulthandler's)
+    would run on freed memory and crash the process. With the thread's own stack back, no handler ever
+    runs on the plugin's."""
+    saved = signal_stack()
+    try:
+        yield
+    finally:
+        if saved is not None and signal_stack() != saved:
+            address, flags, size = saved
+            ctypes.CDLL(None, use_errno=True).sigaltstack(ctypes.byref(_SignalStack(address, flags, size)), None)
 
 
 @functools.cache
@@ -136,7 +170,8 @@ class _RuntimeForm(nn.Module):
         threads = torch.get_num_threads()
         if self.session is None or self.threads != threads:
             self.session, self.threads = None, threads  # the previous one freed first
-            self.session = self.build(threads)
+            with keeping_signal_stack():
+                self.session = self.build(threads)
         return torch.from_numpy(self.run(x.detach().contiguous().numpy()))
 
 
@@ -192,7 +227,8 @@ def build_form(forms, unavailable, name, make):
     """``forms[name] = make()``; where it raises (a missing package, a failing tool), ``unavailable[name]`` is
     the reason instead, never raised."""
     try:
-        forms[name] = make()
+        with keeping_signal_stack():
+            forms[name] = make()
     except Exception as err:  # noqa: BLE001 - any failure leaves the form out, with its reason
         unavailable[name] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
 
