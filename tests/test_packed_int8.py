@@ -2,6 +2,8 @@
 ReLU and max pooling) against integer references, and the compiled ``int8_gemm`` and ``int8_conv`` against them,
 bit for bit, on both of their paths."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -238,6 +240,39 @@ def test_int8_conv_checks_its_operands(kernel):
     with pytest.raises(RuntimeError, match="pooling"):
         run(16, 3, 3, 1, 1, 1, 1, True, 2, 2, 2, 2, 2, 0)  # padding beyond half the pooling window
     assert run()[0].shape == (1, 3, 3, 16)
+
+
+@pytest.mark.parametrize("layer", ["int8_gemm", "int8_conv"])
+@pytest.mark.parametrize("bad,message", [
+    ({"zero_point": 256}, "zero_point must be a uint8 code"),
+    ({"inv_scale": float("inf")}, "inv_scale must be finite and positive"),
+    ({"inv_scale": 0.0}, "inv_scale must be finite and positive"),
+    ({"sums": lambda t: t[:-1]}, "w_sums must be contiguous int32 (o_pad,)"),
+    ({"sums": lambda t: t.long()}, "w_sums must be contiguous int32 (o_pad,)"),
+    ({"bias": lambda t: t.double()}, "scale and bias must be contiguous float32 (o_pad,)"),
+    ({"scale": lambda t: t[:-1]}, "scale and bias must be contiguous float32 (o_pad,)")])
+def test_both_int8_layers_check_their_quantization_and_channel_operands(kernel, layer, bad, message):
+    if layer == "int8_gemm":
+        m = _gemm(_conv(8, 16))
+        ops = dict(zip(("wq", "sums", "scale", "bias"), m.kernel_operands()))
+        x = torch.randn(1, 4, 4, 8)
+
+        def run(o):
+            return kernel.int8_gemm(x, 1, 1, o["inv_scale"], o["zero_point"], o["wq"], o["sums"], o["scale"],
+                                    o["bias"], 16, True)
+    else:
+        m = _int8_conv(3, 16, 3, 1, 1, True, (2, 2))
+        ops = dict(zip(("wq", "sums", "scale", "bias"), m.kernel_operands()))
+        x = torch.randn(1, 6, 6, 3)
+
+        def run(o):
+            return kernel.int8_conv(x, o["inv_scale"], o["zero_point"], o["wq"], o["sums"], o["scale"], o["bias"],
+                                    16, 3, 3, 1, 1, 1, 1, True, 2, 2, 2, 2, 0, 0, None, None, 0, 0, True)
+    ops.update(inv_scale=m.inv_scale, zero_point=m.zero_point)
+    run(ops)  # the intact operands run
+    key, value = next(iter(bad.items()))
+    with pytest.raises(RuntimeError, match=f"^{layer}: {re.escape(message)}"):
+        run({**ops, key: value(ops[key]) if callable(value) else value})
 
 
 def test_weight_codes_round_half_to_even_at_exact_ties():

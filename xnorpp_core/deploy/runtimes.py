@@ -77,14 +77,19 @@ class _SignalStack(ctypes.Structure):  # POSIX stack_t
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
+@functools.cache
+def _sigaltstack():
+    """The C library's ``sigaltstack``, or ``None`` where it has none."""
+    return getattr(ctypes.CDLL(None, use_errno=True), "sigaltstack", None)
+
+
 def signal_stack():
     """The calling thread's alternate signal stack as ``(address, flags, size)`` (``sigaltstack``); ``None``
     where the C library offers no ``sigaltstack``."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if not hasattr(libc, "sigaltstack"):
+    if _sigaltstack() is None:
         return None
     current = _SignalStack()
-    libc.sigaltstack(None, ctypes.byref(current))
+    _sigaltstack()(None, ctypes.byref(current))
     return current.ss_sp, current.ss_flags, current.ss_size
 
 
@@ -103,7 +108,7 @@ def keeping_signal_stack():
     finally:
         if saved is not None and signal_stack() != saved:
             address, flags, size = saved
-            ctypes.CDLL(None, use_errno=True).sigaltstack(ctypes.byref(_SignalStack(address, flags, size)), None)
+            _sigaltstack()(ctypes.byref(_SignalStack(address, flags, size)), None)
 
 
 @functools.cache

@@ -103,6 +103,23 @@ XNORPP_VNNI_FN void gemm_tile_avx512(const GemmShape& s, const uint8_t* codes, i
 }
 #endif
 
+// The checks both int8 layers make of their input's quantization (inv_scale, zero_point) and of their
+// per-channel operands (w_sums int32, scale and bias float32, each (o_pad,)); op names the layer.
+void check_quantization(const char* op, double inv_scale, int64_t zero_point) {
+  TORCH_CHECK(zero_point >= 0 && zero_point <= 255, op, ": zero_point must be a uint8 code");
+  TORCH_CHECK(std::isfinite(inv_scale) && inv_scale > 0, op, ": inv_scale must be finite and positive");
+}
+
+void check_channel_operands(const char* op, const torch::Tensor& w_sums, const torch::Tensor& scale,
+                            const torch::Tensor& bias, int64_t o_pad) {
+  TORCH_CHECK(w_sums.dim() == 1 && w_sums.size(0) == o_pad && w_sums.scalar_type() == torch::kInt32 &&
+                  w_sums.is_contiguous(),
+              op, ": w_sums must be contiguous int32 (o_pad,)");
+  for (const auto& t : {scale, bias})
+    TORCH_CHECK(t.dim() == 1 && t.size(0) == o_pad && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+                op, ": scale and bias must be contiguous float32 (o_pad,)");
+}
+
 }  // namespace
 
 torch::Tensor int8_gemm(torch::Tensor x, int64_t sh, int64_t sw, double inv_scale, int64_t zero_point,
@@ -112,8 +129,7 @@ torch::Tensor int8_gemm(torch::Tensor x, int64_t sh, int64_t sw, double inv_scal
               "int8_gemm: x must be contiguous float32 (N, H, W, K)");
   TORCH_CHECK(x.size(3) >= 1 && sh >= 1 && sw >= 1, "int8_gemm: K and the steps must be positive");
   TORCH_CHECK(x.size(3) <= (int64_t{1} << 31) / (255 * 128) - 1, "int8_gemm: K too large for exact int32 sums");
-  TORCH_CHECK(zero_point >= 0 && zero_point <= 255, "int8_gemm: zero_point must be a uint8 code");
-  TORCH_CHECK(std::isfinite(inv_scale) && inv_scale > 0, "int8_gemm: inv_scale must be finite and positive");
+  check_quantization("int8_gemm", inv_scale, zero_point);
   GemmShape s{x.size(0), x.size(1), x.size(2), x.size(3), (x.size(3) + 3) / 4, sh, sw, 0, 0, 0, out_features,
               wq.dim() == 3 ? 16 * wq.size(0) : 0};
   s.h = s.H > 0 ? (s.H - 1) / sh + 1 : 0;
@@ -124,12 +140,7 @@ torch::Tensor int8_gemm(torch::Tensor x, int64_t sh, int64_t sw, double inv_scal
               "int8_gemm: wq must be contiguous int8 (o_pad / 16, ceil(K / 4), 64)");
   TORCH_CHECK(s.o_pad % GO == 0 && out_features >= 1 && out_features <= s.o_pad,
               "int8_gemm: o_pad must be a multiple of 64, >= out_features >= 1");
-  TORCH_CHECK(w_sums.dim() == 1 && w_sums.size(0) == s.o_pad && w_sums.scalar_type() == torch::kInt32 &&
-                  w_sums.is_contiguous(),
-              "int8_gemm: w_sums must be contiguous int32 (o_pad,)");
-  for (const auto& t : {scale, bias})
-    TORCH_CHECK(t.dim() == 1 && t.size(0) == s.o_pad && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-                "int8_gemm: scale and bias must be contiguous float32 (o_pad,)");
+  check_channel_operands("int8_gemm", w_sums, scale, bias, s.o_pad);
   auto y = torch::empty({s.N, s.h, s.w, out_features}, x.options());
   if (s.M == 0) return y;
   const float* xp = x.data_ptr<float>();
@@ -341,8 +352,7 @@ std::vector<torch::Tensor> int8_conv(torch::Tensor x, double inv_scale, int64_t 
                                      bool simd) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.is_contiguous() && x.device().is_cpu(),
               "int8_conv: x must be contiguous float32 (N, H, W, C)");
-  TORCH_CHECK(zero_point >= 0 && zero_point <= 255, "int8_conv: zero_point must be a uint8 code");
-  TORCH_CHECK(std::isfinite(inv_scale) && inv_scale > 0, "int8_conv: inv_scale must be finite and positive");
+  check_quantization("int8_conv", inv_scale, zero_point);
   TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && out_channels >= 1,
               "int8_conv: bad kernel, stride, padding or channel count");
   TORCH_CHECK(pkh >= 1 && pkw >= 1 && psh >= 1 && psw >= 1 && pph >= 0 && ppw >= 0 && 2 * pph <= pkh &&
@@ -367,12 +377,7 @@ std::vector<torch::Tensor> int8_conv(torch::Tensor x, double inv_scale, int64_t 
   s.o_pad = wq.size(2);
   TORCH_CHECK(s.o_pad % 16 == 0 && s.o <= s.o_pad && s.o_pad - s.o < 16,
               "int8_conv: o_pad must be the multiple of 16 at or above out_channels");
-  TORCH_CHECK(w_sums.dim() == 1 && w_sums.size(0) == s.o_pad && w_sums.scalar_type() == torch::kInt32 &&
-                  w_sums.is_contiguous(),
-              "int8_conv: w_sums must be contiguous int32 (o_pad,)");
-  for (const auto& t : {scale, bias})
-    TORCH_CHECK(t.dim() == 1 && t.size(0) == s.o_pad && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-                "int8_conv: scale and bias must be contiguous float32 (o_pad,)");
+  check_channel_operands("int8_conv", w_sums, scale, bias, s.o_pad);
   const float* scp = scale.data_ptr<float>();
   for (int64_t c = 0; c < s.o; ++c)
     TORCH_CHECK(std::isfinite(scp[c]) && scp[c] > 0, "int8_conv: scale must be finite and positive");
