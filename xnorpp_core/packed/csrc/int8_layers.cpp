@@ -298,18 +298,23 @@ XNORPP_VNNI_FN void conv_row_avx512(const ConvShape& s, const uint8_t* img, int6
 }
 
 // Pooled pixel from the window's convolution rows rows[0 .. nr) (each (Wo, o_pad) int32), columns cx0 .. cx1:
-// y (o,) and, when scale is set, its sign bits into the words wb.
+// y (o,) and, when scale is set, its sign bits into the words wb. NR, NC > 0: a window of NR rows and NC columns
+// (nr and cx1 - cx0), its loops unrolled (the windows inside the image).
+template <int NR, int NC>
 XNORPP_VNNI_FN void pool_pixel_avx512(const ConvShape& s, int32_t* const* rows, int64_t nr, int64_t cx0,
                                       int64_t cx1, const float* scale, const float* bias, bool relu,
                                       const float* nscale, const float* nthr, float* y, u64* wb) {
   const __m512 zero = _mm512_setzero_ps();
+  const int64_t rows_in = NR > 0 ? NR : nr, cols = NC > 0 ? NC : cx1 - cx0;
   u64 word = 0;
   for (int64_t c = 0; c < s.o; c += 16) {
     const __mmask16 m = s.o - c >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (s.o - c)) - 1);
     __m512i a = _mm512_loadu_si512(rows[0] + cx0 * s.o_pad + c);
-    for (int64_t r = 0; r < nr; ++r)
-      for (int64_t cx = r == 0 ? cx0 + 1 : cx0; cx < cx1; ++cx)
-        a = _mm512_max_epi32(a, _mm512_loadu_si512(rows[r] + cx * s.o_pad + c));
+#pragma GCC unroll 4
+    for (int64_t r = 0; r < rows_in; ++r)
+#pragma GCC unroll 4
+      for (int64_t k = r == 0 ? 1 : 0; k < cols; ++k)
+        a = _mm512_max_epi32(a, _mm512_loadu_si512(rows[r] + (cx0 + k) * s.o_pad + c));
     __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(scale + c)),
                              _mm512_loadu_ps(bias + c));
     if (relu) v = _mm512_max_ps(v, zero);
@@ -433,7 +438,10 @@ std::vector<torch::Tensor> int8_conv(torch::Tensor x, double inv_scale, int64_t 
         u64* wb = words ? words + ((n * oHp + qy + out_ph) * oWp + qx + out_pw) * cw : nullptr;
 #if XNORPP_AVX512
         if (simd) {
-          pool_pixel_avx512(s, rows, cy1 - cy0, cx0, cx1, scp, bp, relu, nsp, ntp, yo, wb);
+          if (cy1 - cy0 == 3 && cx1 - cx0 == 3)  // a whole 3x3 window (ResNet's pooling inside the image)
+            pool_pixel_avx512<3, 3>(s, rows, 3, cx0, cx1, scp, bp, relu, nsp, ntp, yo, wb);
+          else
+            pool_pixel_avx512<0, 0>(s, rows, cy1 - cy0, cx0, cx1, scp, bp, relu, nsp, ntp, yo, wb);
           continue;
         }
 #endif

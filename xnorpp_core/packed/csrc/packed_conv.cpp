@@ -537,10 +537,12 @@ void tile_generic(const u64* __restrict xb, const u64* __restrict wt, const Geom
 // e.gamma_y are set; KIND which float outputs the epilogue has, each choice compiled apart, free of the tests of
 // the others: SIGNS only the next layer's signs (no ReLU, residual, y or affine map), BLOCK a block's output
 // (ReLU, residual and y; no affine map; signs when e.scale), ANY whatever e holds. A missing factor of Gamma is 1
-// (an exact product).
+// (an exact product). UNROLL (one word per pixel, whose tiles are short): the pixel loops run to the constant PB,
+// unrolled, so that acc stays in registers instead of going through memory; with more words per pixel the
+// registers that this holds made the inner loop spill, and the loops run to t.np.
 constexpr int ANY = 0, SIGNS = 1, BLOCK = 2;
 
-template <bool CORR, bool FACTORS, int KIND>
+template <bool CORR, bool FACTORS, int KIND, bool UNROLL>
 XNORPP_AVX512_FN __attribute__((always_inline)) inline void epilogue_avx512(const Geometry& g, const Tile& t,
                                                                             const Epilogue& epi,
                                                                             const __m512i (&acc)[PB][OB / 8]) {
@@ -552,8 +554,11 @@ XNORPP_AVX512_FN __attribute__((always_inline)) inline void epilogue_avx512(cons
   // the tile's channels: two halves of 16, masked when the tile ends before (and then a zero-length half)
   const __mmask16 m[2] = {static_cast<__mmask16>(t.oe >= 16 ? 0xFFFF : (1u << t.oe) - 1),
                           static_cast<__mmask16>(t.oe >= 32 ? 0xFFFF : t.oe <= 16 ? 0 : (1u << (t.oe - 16)) - 1)};
+  const int64_t pixels = UNROLL ? PB : t.np;
   if (e.bound) {
-    for (int64_t j = 0; j < t.np; ++j) {
+#pragma GCC unroll 8
+    for (int64_t j = 0; j < pixels; ++j) {
+      if (UNROLL && j >= t.np) break;
       const int64_t r = e.bound_rows == 1 ? 0 : t.p0 + j;
       const int32_t* bd = e.bound + r * g.o_pad + o0;
       const __m512i c0 = _mm512_permutex2var_epi32(acc[j][0], low_halves, acc[j][1]);
@@ -592,7 +597,9 @@ XNORPP_AVX512_FN __attribute__((always_inline)) inline void epilogue_avx512(cons
       _mm_prefetch(reinterpret_cast<const char*>(res + (2 * PB + j) * o + 16), _MM_HINT_T0);
     }
   }
-  for (int64_t j = 0; j < t.np; ++j) {
+#pragma GCC unroll 8
+  for (int64_t j = 0; j < pixels; ++j) {
+    if (UNROLL && j >= t.np) break;
     const int32_t* corr = CORR ? corr_at(e, t, j, o) : nullptr;
     __m512 gy = zero, gx = zero;
     if (FACTORS) {
@@ -655,7 +662,7 @@ XNORPP_AVX512_FN void tiles_avx512(const u64* __restrict xb, const u64* __restri
         }
       }
     }
-    epilogue_avx512<CORR, FACTORS, KIND>(g, t, e, v);
+    epilogue_avx512<CORR, FACTORS, KIND, CW == 1>(g, t, e, v);
   }
 }
 
