@@ -48,7 +48,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = config_from_args(PROG, BenchInferenceConfig, args)
     out = check_out(PROG, args.out)
-    load_before = os.getloadavg()  # before the run's own start-up (the kernel's loading spikes it)
     if args.plot_only:
         try:
             speed, breakdown = pd.read_csv(out / "speedup.csv"), pd.read_csv(out / "breakdown.csv")
@@ -58,6 +57,7 @@ def main(argv=None):
         save_figure(fig, out / "breakdown.png", dpi=120)
         plt.close(fig)
         return speed
+    load_before = os.getloadavg()  # before the run's own start-up (the kernel's loading spikes it)
     try:
         info = backend_info(cfg.backend)
     except RuntimeError as err:

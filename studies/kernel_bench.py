@@ -271,7 +271,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = config_from_args(PROG, KernelBenchConfig, args)
     out = check_out(PROG, args.out)
-    load_before = os.getloadavg()  # before the run's own start-up (the kernel's loading spikes it)
     if args.plot_only:
         try:
             layers = pd.read_csv(out / "kernel_bench.csv")
@@ -288,6 +287,7 @@ def main(argv=None):
         plt.close(fig)
         atomic_write(out / "kernel_bench_summary.md", "\n".join(summary) + "\n")
         return layers
+    load_before = os.getloadavg()  # before the run's own start-up (the kernel's loading spikes it)
     if max(cfg.threads) > (os.cpu_count() or 1):
         print(f"note: {max(cfg.threads)} threads on {os.cpu_count()} CPUs", file=sys.stderr)
 
