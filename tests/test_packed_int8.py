@@ -76,9 +76,18 @@ def test_int8_gemm_linear_equals_the_integer_reference(k, o):
         assert torch.equal(gemm(x), _reference(gemm, x))
 
 
+@pytest.fixture(params=[1, 4], ids=["1 thread", "4 threads"])
+def threads(request):
+    """torch's intra-op threads: with 4, a product of fewer pixel tiles than threads shares out its outputs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("simd", [False, True])
 @pytest.mark.parametrize("c,o,stride,batch,size", CASES)
-def test_the_compiled_kernel_equals_int8_gemm(kernel, simd, c, o, stride, batch, size):
+def test_the_compiled_kernel_equals_int8_gemm(kernel, threads, simd, c, o, stride, batch, size):
     gemm = _gemm(_conv(c, o, stride, seed=2), scale=0.03, zero_point=0)
     x = _inputs((batch, c, size, size), gemm, seed=2).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -86,10 +95,11 @@ def test_the_compiled_kernel_equals_int8_gemm(kernel, simd, c, o, stride, batch,
 
 
 @pytest.mark.parametrize("simd", [False, True])
-def test_the_compiled_kernel_equals_int8_gemm_on_a_linear_layer(kernel, simd):
+@pytest.mark.parametrize("k,o,batch", [(300, 70, 5), (512, 1000, 1), (512, 1000, 9)])
+def test_the_compiled_kernel_equals_int8_gemm_on_a_linear_layer(kernel, threads, simd, k, o, batch):
     torch.manual_seed(3)
-    gemm = _gemm(nn.Linear(300, 70), zero_point=128)
-    x = _inputs((5, 300), gemm, seed=3)
+    gemm = _gemm(nn.Linear(k, o), zero_point=128)
+    x = _inputs((batch, k), gemm, seed=3)
     with torch.no_grad():
         assert torch.equal(_run_kernel(kernel, gemm, x, simd), gemm(x))
 
@@ -175,6 +185,7 @@ CONV_CASES = [  # (c, o, k, stride, padding, relu, pool, batch, size): the stems
     (5, 40, 3, 2, 0, False, (2, 2), 1, 13),     # no ReLU; windows of channels not a multiple of 4
     (1, 100, 5, 1, 2, True, (3, 1, 1), 3, 7),   # one channel; more than 64 outputs; pooling at stride 1
     (8, 33, 1, 1, 0, True, (3, 3), 1, 10),      # a 1x1 convolution with a ReLU
+    (1, 16, 1, 1, 0, False, None, 2, 6),        # one code per kernel row: every code in the rows' shared quads
 ]
 
 
@@ -205,6 +216,29 @@ def test_the_compiled_kernel_equals_int8_conv(kernel, simd, c, o, k, stride, pad
                                     *conv.kernel_operands(), o, k, k, stride, stride, padding, padding, relu,
                                     *(conv.pool or (1, 1, 1, 1, 0, 0)), None, None, 0, 0, simd)
     assert torch.equal(y_only, y) and none is None
+
+
+@pytest.mark.parametrize("simd", [False, True])
+@pytest.mark.parametrize("where", ["none", "first", "row end", "masked tail", "everywhere"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_the_compiled_int8_conv_counts_non_finite_inputs_and_refuses_them(kernel, simd, where, value):
+    """Every NaN and infinity of x is counted, in the pass that quantizes it, wherever it lies (the first value,
+    a row's last, the last value of a vector's masked tail), and refused in a ValueError; the largest finite
+    floats, subnormals and -0.0 are finite and pass."""
+    conv = _int8_conv(3, 16, 7, 2, 3, True, (3, 2, 1))
+    x = torch.randn(2, 3, 20, 22, generator=torch.Generator().manual_seed(3)).permute(0, 2, 3, 1).contiguous()
+    x[0, 0, :4, 0] = torch.tensor([3.4028235e38, -3.4028235e38, 1e-45, -0.0])  # finite extremes
+    flat = x.view(-1)
+    spots = {"none": [], "first": [0], "row end": [22 * 3 - 1], "masked tail": [flat.numel() - 1],
+             "everywhere": list(range(5, flat.numel(), 7))}[where]
+    flat[spots] = value
+    run = lambda: kernel.int8_conv(x, conv.inv_scale, conv.zero_point, *conv.kernel_operands(), 16, 7, 7, 2, 2, 3, 3,
+                                   True, *conv.pool, None, None, 0, 0, simd)
+    if not spots:
+        run()
+        return
+    with pytest.raises(ValueError, match=f"^x holds {len(spots)} NaN or infinite values$"):
+        run()
 
 
 def test_int8_conv_is_close_to_the_float_layers():

@@ -172,6 +172,9 @@ def _reaches_binary(node, modules):
     return len(node.users) > 1
 
 
+_NON_FINITE = "the packed network and its emulation take finite inputs only"
+
+
 def _check_finite(x):
     """``ValueError`` when ``x`` holds a NaN or an infinity: the packed network and its emulation refuse them alike
     (a sign bit has no NaN, and a NaN or an infinity reaches the logits by paths the two do not share)."""
@@ -179,8 +182,7 @@ def _check_finite(x):
         return
     bad = x.numel() - int(torch.isfinite(x).sum())
     if bad:
-        raise ValueError(f"x holds {bad} NaN or infinite values; the packed network and its emulation take finite "
-                         "inputs only")
+        raise ValueError(f"x holds {bad} NaN or infinite values; {_NON_FINITE}")
 
 
 class _ChannelsLast(nn.Module):
@@ -439,14 +441,19 @@ class _Int8Conv:
         self.kernel, self.simd = backend.kernel, backend.simd
 
     def __call__(self, x):
-        """``(y, bits)``: the float output and the consumer's packed input (undefined without ``emit``)."""
+        """``(y, bits)``: the float output, channels innermost ``(N, H, W, o)``, and the consumer's packed input
+        (undefined without ``emit``). A NaN or an infinity in ``x`` is refused (``_check_finite``'s error), counted
+        by the pass that quantizes ``x``."""
         m = self.module
         consumer, s, t = self.emit or (None, None, None)
-        y, bits = self.kernel.int8_conv(x.permute(0, 2, 3, 1).contiguous(), m.inv_scale, m.zero_point,
-                                        *m.kernel_operands(), m.out_features, *m.weight_codes.shape[2:], *m.stride,
-                                        *m.padding, m.relu, *(m.pool or (1, 1, 1, 1, 0, 0)), s, t,
-                                        *(consumer.layer.padding if consumer else (0, 0)), self.simd)
-        return y.permute(0, 3, 1, 2), bits
+        try:
+            y, bits = self.kernel.int8_conv(x.permute(0, 2, 3, 1).contiguous(), m.inv_scale, m.zero_point,
+                                            *m.kernel_operands(), m.out_features, *m.weight_codes.shape[2:],
+                                            *m.stride, *m.padding, m.relu, *(m.pool or (1, 1, 1, 1, 0, 0)), s, t,
+                                            *(consumer.layer.padding if consumer else (0, 0)), self.simd)
+        except ValueError as err:  # the kernel's only ValueError: "x holds N NaN or infinite values"
+            raise ValueError(f"{err}; {_NON_FINITE}") from None
+        return y, bits
 
 
 class _Mean:
@@ -460,7 +467,9 @@ class _Mean:
 
 
 class _Gemm:
-    """An ``Int8Gemm`` (a 1x1 convolution or linear layer in int8) run by the compiled ``int8_gemm``."""
+    """An ``Int8Gemm`` (a 1x1 convolution or linear layer in int8) run by the compiled ``int8_gemm``: a 1x1
+    convolution from and to channels innermost, ``(N, H, W, C)`` (``_nhwc``), a linear layer from and to
+    ``(N, K)``."""
 
     def __init__(self, node, module, backend):
         self.node, self.source, self.module = node, node.args[0], module
@@ -468,10 +477,10 @@ class _Gemm:
 
     def __call__(self, x):
         m = self.module
-        rows = x.reshape(x.shape[0], 1, 1, -1) if m.linear else x.permute(0, 2, 3, 1)  # (N, H, W, K)
+        rows = x.reshape(x.shape[0], 1, 1, -1) if m.linear else x  # (N, H, W, K)
         y = self.kernel.int8_gemm(rows.contiguous(), *m.stride, m.inv_scale, m.zero_point, *m.kernel_operands(),
                                   m.out_features, self.simd)
-        return y.view(x.shape[0], -1) if m.linear else y.permute(0, 3, 1, 2)
+        return y.view(x.shape[0], -1) if m.linear else y
 
 
 class PackedNetwork(nn.Module):
@@ -674,11 +683,14 @@ class PackedNetwork(nn.Module):
                     step = _Gemm(n, mod(n), self.backend) if isinstance(mod(n), Int8Gemm) else _Mean(n, self.backend)
                 self._steps.append((where, step))
         self._input = next(n for n in nodes if n.op == "placeholder")
+        # an int8 stem on the input counts its NaN and infinite values as it quantizes it (one pass, not two)
+        self._stem_checks = any(isinstance(s, _Int8Conv) and s.source is self._input for _, s in self._steps)
         self._output = next(n for n in nodes if n.op == "output").args[0]
         self._mods = mods
         self.binaries = list(binaries.values())
         # identity modules: their output is their input
         self._aliases = {n: n.args[0] for n in nodes if isinstance(mod(n), nn.Identity) and n not in skip}
+        self._raw = self._channels_innermost()
         if self.backend.name != "numpy":
             self._plan_in_place()
             self._kernel_calls()
@@ -691,6 +703,32 @@ class PackedNetwork(nn.Module):
                 pool.run = self.backend.kernel.max_pool_signs
                 pool.call = (*pool.args, pool.relu, s, t, *(consumer.layer.padding if consumer else (0, 0)),
                              consumer.layer.border if consumer else -1)
+
+    def _channels_innermost(self):
+        """The nodes whose values the compiled steps make and keep channels innermost, ``(N, H, W, C)``
+        contiguous, as the kernels take them: the float outputs of binary layers, the int8 stem and the int8 1x1
+        convolutions, and their aliases. ``_nhwc`` and ``_logical`` read a value in either form, so that a value
+        that goes from one kernel to another is never permuted (each permutation is a call into torch, and
+        these add up at batch 1)."""
+        if self.backend.name == "numpy":
+            return set()
+        raw = set()
+        for _, step in self._steps:
+            if isinstance(step, _Binary) and step.bits is None and not step.signs_only:
+                raw.add(step.out)
+            elif isinstance(step, _Int8Conv) or (isinstance(step, _Gemm) and not step.module.linear):
+                raw.add(step.node)
+            elif step in self._aliases and self._aliases[step] in raw:
+                raw.add(step)
+        return raw
+
+    def _nhwc(self, env, n):
+        """The value of ``n``, channels innermost ``(N, H, W, C)`` (a view, contiguous when channels-last)."""
+        return env[n] if n in self._raw else env[n].permute(0, 2, 3, 1)
+
+    def _logical(self, env, n):
+        """The value of ``n`` in torch's layout, ``(N, C, H, W)`` (a view)."""
+        return env[n].permute(0, 3, 1, 2) if n in self._raw else env[n]
 
     def _plan_in_place(self):
         """Marks the binary layers whose float output may be written over their residual (``_Binary.in_place``):
@@ -757,13 +795,13 @@ class PackedNetwork(nn.Module):
         operands = (xb, b.weights, n) if self.amx else (xb, b.weights)  # the int8 tiles take the batch size
         if b.bits is not None:
             return (k.amx_conv_signs if self.amx else k.packed_conv_bits)(*operands, *b.call)
-        residual = None if b.residual is None else env[b.residual].permute(0, 2, 3, 1)  # NHWC: contiguous
+        residual = None if b.residual is None else self._nhwc(env, b.residual)  # contiguous
         head, tail = b.call
         y, signs = (k.amx_conv if self.amx else k.packed_conv)(*operands, *head, residual, *tail)
         if b.emit is not None:
             packed[b.emit[0]] = signs
         h, w = b.out_size
-        return None if b.signs_only else y.view(n, h, w, -1).permute(0, 3, 1, 2)
+        return None if b.signs_only else y.view(n, h, w, -1)  # channels innermost (_channels_innermost)
 
     def _conv_numpy(self, xb, b, env, n):
         layer, (h, w) = b.layer, b.out_size
@@ -817,7 +855,8 @@ class PackedNetwork(nn.Module):
                              f"got {tuple(x.shape)}")
         if x.dtype != torch.float32 or x.device.type != "cpu":
             raise ValueError(f"expected a float32 CPU tensor, got {x.dtype} on {x.device}")
-        _check_finite(x)
+        if not self._stem_checks:
+            _check_finite(x)
         if x.shape[0] == 0:
             return x.new_zeros((0, *self._out_shape))
         env = {self._input: x.contiguous(memory_format=torch.channels_last)}
@@ -830,7 +869,7 @@ class PackedNetwork(nn.Module):
             start = t0
             if isinstance(step, _Binary):
                 if step.source[0] == "float":
-                    xb = self._pack(env[step.source[1]], step)
+                    xb = self._pack(self._logical(env, step.source[1]), step)
                     if timed:
                         t1 = clock()
                         timings["packing"] = timings.get("packing", 0.0) + t1 - t0
@@ -843,14 +882,17 @@ class PackedNetwork(nn.Module):
                 elif not step.signs_only:
                     env[step.out] = y
             elif isinstance(step, _Pool):
-                env[step.node], signs = step.run(env[step.source].contiguous(memory_format=torch.channels_last),
+                env[step.node], signs = step.run(self._logical(env, step.source).contiguous(
+                                                     memory_format=torch.channels_last),
                                                  *step.call)
                 if step.emit is not None:
                     packed[step.emit[0]] = signs
+            elif isinstance(step, _Gemm) and not step.module.linear:
+                env[step.node] = step(self._nhwc(env, step.source))
             elif isinstance(step, (_Gemm, _Mean)):
-                env[step.node] = step(env[step.source])
+                env[step.node] = step(self._logical(env, step.source))
             elif isinstance(step, _Int8Conv):
-                env[step.node], bits = step(env[step.source])
+                env[step.node], bits = step(self._logical(env, step.source))
                 if step.emit is not None:
                     packed[step.emit[0]] = bits
             elif step in self._aliases:
@@ -862,7 +904,7 @@ class PackedNetwork(nn.Module):
                 timings[where] = timings.get(where, 0.0) + end - t0
                 if per_step is not None:
                     per_step.append((where, self.step_name(step), end - start))
-        return env[self._output]
+        return self._logical(env, self._output)
 
     def layer_work(self, batch):
         """``{step name: (kind, shape, multiply-adds per call)}`` of the binary
@@ -896,8 +938,8 @@ class PackedNetwork(nn.Module):
         return str(node.target) if node.op == "call_module" else node.name
 
     def _run(self, n, env):
-        args = fx.node.map_arg(n.args, lambda a: env[a])
-        kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
+        args = fx.node.map_arg(n.args, lambda a: self._logical(env, a))
+        kwargs = fx.node.map_arg(n.kwargs, lambda a: self._logical(env, a))
         if n.op == "call_module":
             return self._mods[n.target](*args, **kwargs)
         if n.op == "call_function":

@@ -3,6 +3,8 @@
 // input and int8 weights, exact int32 sums, a float output. AVX-512 VNNI where the CPU has it (vnni_available()
 // and simd = true), else portable loops: the same integers and the same float operations, so the same floats.
 
+#include <atomic>
+
 #include "common.h"
 
 namespace xnorpp {
@@ -30,20 +32,25 @@ struct GemmShape {
   int64_t N, H, W, K, K4, sh, sw, h, w, M, o, o_pad;
 };
 
-// The codes of one pixel's K inputs (codes[K .. 4 K4) stay 0: their weights are 0).
-void quantize_generic(const float* x, int64_t K, float inv, float zp, uint8_t* codes) {
+// The codes of one pixel's K inputs (codes[K .. 4 K4) stay 0: their weights are 0); returns how many of the
+// inputs are NaN or infinite (their codes are then meaningless, and the caller refuses the input).
+int64_t quantize_generic(const float* x, int64_t K, float inv, float zp, uint8_t* codes) {
+  int64_t bad = 0;
   for (int64_t k = 0; k < K; ++k) {
+    bad += !std::isfinite(x[k]);
     const float v = std::nearbyint(x[k] * inv) + zp;
     codes[k] = static_cast<uint8_t>(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
   }
+  return bad;
 }
 
-// One tile of pixels m0 .. m0 + np - 1 (codes[j], j < np), every output, portable.
-void gemm_tile_generic(const GemmShape& s, const uint8_t* codes, int64_t np, const int8_t* wq, const int32_t* w_sums,
-                       const float* scale, const float* bias, int32_t zp, float* y) {
+// One tile of pixels m0 .. m0 + np - 1 (codes[j], j < np), outputs o_begin .. o_end - 1, portable.
+void gemm_tile_generic(const GemmShape& s, const uint8_t* codes, int64_t np, int64_t o_begin, int64_t o_end,
+                       const int8_t* wq, const int32_t* w_sums, const float* scale, const float* bias, int32_t zp,
+                       float* y) {
   for (int64_t j = 0; j < np; ++j) {
     const uint8_t* q = codes + j * 4 * s.K4;
-    for (int64_t o = 0; o < s.o; ++o) {
+    for (int64_t o = o_begin; o < std::min(o_end, s.o); ++o) {
       const int8_t* w = wq + (o / 16) * s.K4 * 64 + (o % 16) * 4;
       int32_t acc = 0;
       for (int64_t k4 = 0; k4 < s.K4; ++k4)
@@ -56,26 +63,30 @@ void gemm_tile_generic(const GemmShape& s, const uint8_t* codes, int64_t np, con
 }
 
 #if XNORPP_AVX512
-XNORPP_VNNI_FN void quantize_avx512(const float* x, int64_t K, float inv, float zp, uint8_t* codes) {
+XNORPP_VNNI_FN int64_t quantize_avx512(const float* x, int64_t K, float inv, float zp, uint8_t* codes) {
   const __m512 vi = _mm512_set1_ps(inv), vz = _mm512_set1_ps(zp), lo = _mm512_setzero_ps(),
                hi = _mm512_set1_ps(255.0f);
+  int64_t bad = 0;
   for (int64_t k = 0; k < K; k += 16) {
     const __mmask16 m = K - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (K - k)) - 1);
-    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k), vi),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
+    bad += __builtin_popcount(_mm512_fpclass_ps_mask(xv, 0x99));  // QNaN 0x01, +inf 0x08, -inf 0x10, SNaN 0x80
+    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(xv, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), lo), hi);
     _mm_mask_storeu_epi8(codes + k, m, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
   }
+  return bad;
 }
 
-// As gemm_tile_generic: GP pixels (a short tile repeats codes of its last pixel) x GO outputs at a time.
-XNORPP_VNNI_FN void gemm_tile_avx512(const GemmShape& s, const uint8_t* codes, int64_t np, const int8_t* wq,
-                                     const int32_t* w_sums, const float* scale, const float* bias, int32_t zp,
-                                     float* y) {
+// As gemm_tile_generic: GP pixels (a short tile repeats codes of its last pixel) x GO outputs at a time (o_begin
+// and o_end multiples of GO).
+XNORPP_VNNI_FN void gemm_tile_avx512(const GemmShape& s, const uint8_t* codes, int64_t np, int64_t o_begin,
+                                     int64_t o_end, const int8_t* wq, const int32_t* w_sums, const float* scale,
+                                     const float* bias, int32_t zp, float* y) {
   const int32_t* q[GP];
   for (int64_t j = 0; j < GP; ++j) q[j] = reinterpret_cast<const int32_t*>(codes + std::min(j, np - 1) * 4 * s.K4);
   const __m512i vzp = _mm512_set1_epi32(zp);
-  for (int64_t o0 = 0; o0 < s.o_pad; o0 += GO) {
+  for (int64_t o0 = o_begin; o0 < o_end; o0 += GO) {
     __m512i acc[GP][4];
     for (int64_t j = 0; j < GP; ++j)
       for (int b = 0; b < 4; ++b) acc[j][b] = _mm512_setzero_si512();
@@ -151,28 +162,45 @@ torch::Tensor int8_gemm(torch::Tensor x, int64_t sh, int64_t sw, double inv_scal
   float* yp = y.data_ptr<float>();
   const float inv = static_cast<float>(inv_scale), zp = static_cast<float>(zero_point);
   simd = simd && vnni_available();
-  at::parallel_for(0, (s.M + GP - 1) / GP, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> codes(GP * 4 * s.K4, 0);  // padding past K stays 0
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t m0 = t * GP, np = std::min(GP, s.M - m0);
-      for (int64_t j = 0; j < np; ++j) {
-        const int64_t m = m0 + j, n = m / (s.h * s.w), r = m % (s.h * s.w);
-        const float* src = xp + ((n * s.H + (r / s.w) * sh) * s.W + (r % s.w) * sw) * s.K;
-#if XNORPP_AVX512
-        if (simd) {
-          quantize_avx512(src, s.K, inv, zp, codes.data() + j * 4 * s.K4);
-          continue;
-        }
-#endif
-        quantize_generic(src, s.K, inv, zp, codes.data() + j * 4 * s.K4);
-      }
+  const int32_t z = static_cast<int32_t>(zero_point);
+  // The codes of pixels m0 .. m0 + np - 1 (np <= GP) into codes (GP * 4 K4; the padding past K stays 0).
+  auto quantize = [&](int64_t m0, int64_t np, uint8_t* codes) {
+    for (int64_t j = 0; j < np; ++j) {
+      const int64_t m = m0 + j, n = m / (s.h * s.w), r = m % (s.h * s.w);
+      const float* src = xp + ((n * s.H + (r / s.w) * sh) * s.W + (r % s.w) * sw) * s.K;
 #if XNORPP_AVX512
       if (simd) {
-        gemm_tile_avx512(s, codes.data(), np, wp, sp, scp, bp, static_cast<int32_t>(zero_point), yp + m0 * s.o);
+        (void)quantize_avx512(src, s.K, inv, zp, codes + j * 4 * s.K4);
         continue;
       }
 #endif
-      gemm_tile_generic(s, codes.data(), np, wp, sp, scp, bp, static_cast<int32_t>(zero_point), yp + m0 * s.o);
+      (void)quantize_generic(src, s.K, inv, zp, codes + j * 4 * s.K4);
+    }
+  };
+  auto tile = [&](const uint8_t* codes, int64_t m0, int64_t np, int64_t o_begin, int64_t o_end) {
+#if XNORPP_AVX512
+    if (simd) return gemm_tile_avx512(s, codes, np, o_begin, o_end, wp, sp, scp, bp, z, yp + m0 * s.o);
+#endif
+    gemm_tile_generic(s, codes, np, o_begin, o_end, wp, sp, scp, bp, z, yp + m0 * s.o);
+  };
+  const int64_t tiles = (s.M + GP - 1) / GP, chunks = s.o_pad / GO;
+  if (tiles >= at::get_num_threads()) {  // the pixel tiles shared out, each quantized where it is multiplied
+    at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+      std::vector<uint8_t> codes(GP * 4 * s.K4, 0);
+      for (int64_t t = begin; t < end; ++t) {
+        quantize(t * GP, std::min(GP, s.M - t * GP), codes.data());
+        tile(codes.data(), t * GP, std::min(GP, s.M - t * GP), 0, s.o_pad);
+      }
+    });
+    return y;
+  }
+  // fewer tiles than threads (a linear layer at batch 1): quantized once, then (tile, GO outputs) shared out
+  std::vector<uint8_t> codes(tiles * GP * 4 * s.K4, 0);
+  for (int64_t t = 0; t < tiles; ++t) quantize(t * GP, std::min(GP, s.M - t * GP), codes.data() + t * GP * 4 * s.K4);
+  at::parallel_for(0, tiles * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t = i / chunks, c = i % chunks;
+      tile(codes.data() + t * GP * 4 * s.K4, t * GP, std::min(GP, s.M - t * GP), c * GO, (c + 1) * GO);
     }
   });
   return y;
@@ -185,7 +213,8 @@ namespace {
 //
 // int8_conv(x, inv_scale, zero_point, wq, w_sums, scale, bias, out_channels, kh, kw, sh, sw, ph, pw, relu,
 //           pool (pkh, pkw, psh, psw, pph, ppw), next_scale, next_thr, out_ph, out_pw, simd) -> [y, bits]:
-// x (N, H, W, C) float32 (channels innermost), each input a code q as int8_gemm's; the convolution
+// x (N, H, W, C) float32 (channels innermost), finite (else a ValueError that counts the NaN and infinite values,
+// from the same pass that quantizes x), each input a code q as int8_gemm's; the convolution
 //     acc[o] = sum_{ky, kx, c} (q[y sh + ky - ph][x sw + kx - pw][c] - zero_point) w[o][ky][kx][c]
 // (exact int32; the zero padding is the code of 0.0, zero_point, and adds nothing), then
 //     v = float(acc) * scale[o] + bias[o]   (a multiply, then an add), max(v, 0) if relu,
@@ -204,16 +233,20 @@ namespace {
 
 struct ConvShape {
   int64_t N, H, W, C, o, o_pad, kh, kw, sh, sw, ph, pw, Q, Hp, Wp, Ho, Wo;
+  int64_t F, L;  // AVX-512 tiles: F whole quads per kernel row, then L quads of the rows' last codes (L = 0: none)
   int64_t pkh, pkw, psh, psw, pph, ppw, Hq, Wq;
   int32_t zp;
 };
 
 constexpr int64_t CP = 4;  // pixels per VNNI tile
 
-// The image's codes with its padding (Hp rows of Wp pixels of C codes, zero_point outside x), and 4 spare codes.
-void quantize_image(const ConvShape& s, const float* x, float inv, uint8_t* codes, bool simd) {
+// The image's codes with its padding (Hp rows of Wp pixels of C codes, zero_point outside x), and 4 spare codes;
+// returns how many values of x are NaN or infinite.
+int64_t quantize_image(const ConvShape& s, const float* x, float inv, uint8_t* codes, bool simd) {
   const int64_t row = s.Wp * s.C;
+  std::atomic<int64_t> bad{0};
   at::parallel_for(0, s.N * s.Hp, 1, [&](int64_t begin, int64_t end) {
+    int64_t count = 0;
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / s.Hp, iy = r % s.Hp - s.ph;
       uint8_t* dst = codes + r * row;
@@ -226,14 +259,16 @@ void quantize_image(const ConvShape& s, const float* x, float inv, uint8_t* code
       const float* src = x + (n * s.H + iy) * s.W * s.C;
 #if XNORPP_AVX512
       if (simd) {
-        quantize_avx512(src, s.W * s.C, inv, static_cast<float>(s.zp), dst + s.pw * s.C);
+        count += quantize_avx512(src, s.W * s.C, inv, static_cast<float>(s.zp), dst + s.pw * s.C);
         continue;
       }
 #endif
-      quantize_generic(src, s.W * s.C, inv, static_cast<float>(s.zp), dst + s.pw * s.C);
+      count += quantize_generic(src, s.W * s.C, inv, static_cast<float>(s.zp), dst + s.pw * s.C);
     }
+    bad += count;
   });
   std::memset(codes + s.N * s.Hp * row, 0, 4);
+  return bad;
 }
 
 // Convolution row cy of the image at img (codes): acc (Wo, o_pad) int32, portable.
@@ -253,7 +288,24 @@ void conv_row_generic(const ConvShape& s, const uint8_t* img, int64_t cy, const 
 }
 
 #if XNORPP_AVX512
-// As conv_row_generic, CP pixels x 16 NZ outputs from output o0 (a short tile repeats its last pixel).
+constexpr int64_t MAX_L = 4;  // gathered quads of at most 16 kernel rows
+
+// The weights of the AVX-512 tiles, (kh F + L, o_pad, 4), from wq, when each kernel row's kw C codes are 4 F + 1
+// (ResNet's and AlexNet's stems: 7 x 3 = 21, 11 x 3 = 33) and kh <= 4 MAX_L: each row's F whole quads, then its
+// last code gathered with those of three other rows into L = ceil(kh / 4) shared quads (row 4 l + i in byte i of
+// quad l; zero weights past kh): 37 quads of a 7 x 7 x 3 window instead of 42 padded ones.
+std::vector<int8_t> gathered_weights(const ConvShape& s, const int8_t* wq) {
+  std::vector<int8_t> g((s.kh * s.F + s.L) * s.o_pad * 4, 0);
+  for (int64_t ky = 0; ky < s.kh; ++ky) {
+    std::memcpy(g.data() + ky * s.F * s.o_pad * 4, wq + ky * s.Q * s.o_pad * 4, s.F * s.o_pad * 4);
+    for (int64_t o = 0; o < s.o_pad; ++o)  // the row's last code: byte 0 of its last (padded) quad
+      g[((s.kh * s.F + ky / 4) * s.o_pad + o) * 4 + ky % 4] = wq[((ky * s.Q + s.F) * s.o_pad + o) * 4];
+  }
+  return g;
+}
+
+// As conv_row_generic, CP pixels x 16 NZ outputs from output o0 (a short tile repeats its last pixel); wq as
+// gathered_weights gives it (or the kernel's own layout: F = Q, L = 0).
 template <int NZ>
 XNORPP_VNNI_FN void conv_tile_avx512(const ConvShape& s, const uint8_t* img, int64_t cy, int64_t x0, int64_t np,
                                      int64_t o0, const int8_t* wq, const int32_t* w_sums, int32_t* acc) {
@@ -264,10 +316,18 @@ XNORPP_VNNI_FN void conv_tile_avx512(const ConvShape& s, const uint8_t* img, int
   }
   const uint8_t* q[CP];
   for (int64_t j = 0; j < CP; ++j) q[j] = img + (cy * s.sh * s.Wp + (x0 + std::min(j, np - 1)) * s.sw) * s.C;
-  const int8_t* w = wq + o0 * 4;  // (ky, k): o_pad outputs of 4 weights each
+  int32_t last[MAX_L][CP];  // the gathered quads of the rows' last codes, built before the accumulators are busy
+  for (int64_t l = 0; l < s.L; ++l)
+    for (int64_t j = 0; j < CP; ++j) {
+      uint32_t quad = 0;
+      for (int64_t i = 0; i < 4 && 4 * l + i < s.kh; ++i)
+        quad |= uint32_t{q[j][(4 * l + i) * s.Wp * s.C + 4 * s.F]} << (8 * i);
+      last[l][j] = static_cast<int32_t>(quad);
+    }
+  const int8_t* w = wq + o0 * 4;  // (ky, k), then the gathered quads: o_pad outputs of 4 weights each
   for (int64_t ky = 0; ky < s.kh; ++ky) {
     const int64_t row = ky * s.Wp * s.C;
-    for (int64_t k = 0; k < s.Q; ++k, w += 4 * s.o_pad) {
+    for (int64_t k = 0; k < s.F; ++k, w += 4 * s.o_pad) {
       __m512i b[NZ];
       for (int z = 0; z < NZ; ++z) b[z] = _mm512_loadu_si512(w + 64 * z);
       for (int64_t j = 0; j < CP; ++j) {
@@ -276,6 +336,14 @@ XNORPP_VNNI_FN void conv_tile_avx512(const ConvShape& s, const uint8_t* img, int
         const __m512i a = _mm512_set1_epi32(quad);
         for (int z = 0; z < NZ; ++z) v[j][z] = _mm512_dpbusd_epi32(v[j][z], a, b[z]);
       }
+    }
+  }
+  for (int64_t l = 0; l < s.L; ++l, w += 4 * s.o_pad) {
+    __m512i b[NZ];
+    for (int z = 0; z < NZ; ++z) b[z] = _mm512_loadu_si512(w + 64 * z);
+    for (int64_t j = 0; j < CP; ++j) {
+      const __m512i a = _mm512_set1_epi32(last[l][j]);
+      for (int z = 0; z < NZ; ++z) v[j][z] = _mm512_dpbusd_epi32(v[j][z], a, b[z]);
     }
   }
   for (int64_t j = 0; j < np; ++j)
@@ -401,8 +469,18 @@ std::vector<torch::Tensor> int8_conv(torch::Tensor x, double inv_scale, int64_t 
   if (s.N == 0) return {y, bits};
   simd = simd && vnni_available();
   std::vector<uint8_t> codes(s.N * s.Hp * s.Wp * s.C + 4);
-  quantize_image(s, x.data_ptr<float>(), static_cast<float>(inv_scale), codes.data(), simd);
+  const int64_t bad = quantize_image(s, x.data_ptr<float>(), static_cast<float>(inv_scale), codes.data(), simd);
+  TORCH_CHECK_VALUE(bad == 0, "x holds ", bad, " NaN or infinite values");  // before any output is written
   const int8_t* wp = wq.data_ptr<int8_t>();
+  s.F = s.Q, s.L = 0;
+#if XNORPP_AVX512
+  std::vector<int8_t> gathered;
+  if (simd && (kw * s.C) % 4 == 1 && kh <= 4 * MAX_L) {
+    s.F = kw * s.C / 4, s.L = (kh + 3) / 4;
+    gathered = gathered_weights(s, wp);
+    wp = gathered.data();
+  }
+#endif
   const int32_t* sp = w_sums.data_ptr<int32_t>();
   const float* bp = bias.data_ptr<float>();
   const float* nsp = has_next ? next_scale->data_ptr<float>() : nullptr;

@@ -425,9 +425,9 @@ struct Tile {
   int64_t py[PB], px[PB];  // each pixel's output row and column
 };
 
-Tile make_tile(const Geometry& g, int64_t n, int64_t p0, int64_t o0) {
+// The tile of image n, pixels from p0 = (y, x), channels from o0.
+Tile make_tile(const Geometry& g, int64_t n, int64_t p0, int64_t y, int64_t x, int64_t o0) {
   Tile t{n, p0, std::min(PB, g.P - p0), o0, std::min(OB, g.o - o0), {}, {}, {}};
-  int64_t y = p0 / g.w_out, x = p0 % g.w_out;  // one division per tile, then steps
   for (int64_t j = 0; j < PB; ++j) {
     t.py[j] = y;
     t.px[j] = x;
@@ -443,13 +443,32 @@ Tile make_tile(const Geometry& g, int64_t n, int64_t p0, int64_t o0) {
 // The order of a layer's tiles: output-channel tiles outermost, so that each thread keeps its slice of the
 // weights in cache while it sweeps the pixels; when all the weights fit in the first-level cache
 // (pixels_outer), pixels outermost instead, so that each pixel's outputs (and residual, Gamma, correction) are
-// read and written at once. tile(g, i) is the i-th tile, of n_ob x rows (images x pixel blocks of n_pb).
+// read and written at once. n_ob x rows tiles (rows: images x pixel blocks of n_pb).
 struct TileOrder {
   bool pixels_outer;
   int64_t n_ob, rows, n_pb;
-  Tile tile(const Geometry& g, int64_t i) const {
-    const int64_t ob = pixels_outer ? i % n_ob : i / rows, r = pixels_outer ? i / n_ob : i % rows;
-    return make_tile(g, r / n_pb, (r % n_pb) * PB, ob * OB);
+};
+
+// The tiles of an order from the i-th on, one after another (next): the divisions that place tile i once, then
+// steps (a tile of one word per pixel takes a few hundred cycles, of which six divisions would be a fifth).
+struct TileCursor {
+  const TileOrder& order;
+  int64_t ob, n, pb, y, x;  // output-channel tile, image, pixel block and the block's first pixel (y, x)
+  TileCursor(const Geometry& g, const TileOrder& o, int64_t i) : order(o) {
+    ob = o.pixels_outer ? i % o.n_ob : i / o.rows;
+    const int64_t r = o.pixels_outer ? i / o.n_ob : i % o.rows;
+    n = r / o.n_pb, pb = r % o.n_pb, y = pb * PB / g.w_out, x = pb * PB % g.w_out;
+  }
+  Tile tile(const Geometry& g) const { return make_tile(g, n, pb * PB, y, x, ob * OB); }
+  void next(const Geometry& g) {
+    if (order.pixels_outer && ++ob < order.n_ob) return;
+    if (order.pixels_outer) ob = 0;
+    if (++pb == order.n_pb) {  // the image's last block: the next image (or, channels outermost, the next channels)
+      pb = 0, y = 0, x = 0;
+      if (++n == order.rows / order.n_pb) n = 0, ob += !order.pixels_outer;
+      return;
+    }
+    for (x += PB; x >= g.w_out; x -= g.w_out) ++y;
   }
 };
 
@@ -640,8 +659,9 @@ XNORPP_AVX512_FN void tiles_avx512(const u64* __restrict xb, const u64* __restri
   int64_t offset[64];  // each tap's first word, from the pixel's receptive field (kh kw <= 64, or computed)
   const bool table = taps <= 64;
   for (int64_t k = 0; table && k < taps; ++k) offset[k] = ((k / g.kw) * g.Wp + k % g.kw) * cw;
-  for (int64_t i = begin; i < end; ++i) {
-    const Tile t = order.tile(g, i);
+  TileCursor cursor(g, order, begin);
+  for (int64_t i = begin; i < end; ++i, cursor.next(g)) {
+    const Tile t = cursor.tile(g);
     __m512i v[PB][OB / 8];
     for (int64_t j = 0; j < PB; ++j)
       for (int64_t q = 0; q < OB / 8; ++q) v[j][q] = _mm512_setzero_si512();
@@ -727,7 +747,8 @@ void run_tiles(const torch::Tensor& xb, const torch::Tensor& wt, const Geometry&
       return;
     }
 #endif
-    for (int64_t i = begin; i < end; ++i) tile_generic(xp, wp, g, order.tile(g, i), e);
+    TileCursor cursor(g, order, begin);
+    for (int64_t i = begin; i < end; ++i, cursor.next(g)) tile_generic(xp, wp, g, cursor.tile(g), e);
   });
 }
 
