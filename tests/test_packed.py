@@ -152,7 +152,7 @@ def test_hand_computed_border(backend, pad_mode, expected):
     assert torch.equal(y, torch.full((1, 1, 2, 2), expected))
 
 
-@pytest.mark.parametrize("threads", [1, 2, 5])
+@pytest.mark.parametrize("threads", [1, 2, 5], indirect=True)
 @pytest.mark.parametrize("c", [200, 300], ids=["pixels outermost", "channels outermost"])
 def test_counts_on_more_channels_than_one_tile(backend, c, threads):
     """More than 32 output channels and 6 pixels per tile, odd remainders on both, rows of 3 pixels (a tile spans
@@ -161,13 +161,7 @@ def test_counts_on_more_channels_than_one_tile(backend, c, threads):
     layer = _layer(c, 70, 3, 1, 1, "direct", "zero", seed=3)
     x = torch.randn(3, c, 5, 3, generator=torch.Generator().manual_seed(4))
     expected = binary_conv2d(x, layer.weight, 1, 1)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        got = PackedBinaryConv2d.from_binary_conv(layer, backend)(x)
-    finally:
-        torch.set_num_threads(previous)
-    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(PackedBinaryConv2d.from_binary_conv(layer, backend)(x), expected, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- a fuzz of shapes

@@ -76,15 +76,10 @@ def test_int8_gemm_linear_equals_the_integer_reference(k, o):
         assert torch.equal(gemm(x), _reference(gemm, x))
 
 
-@pytest.fixture(params=[1, 4], ids=["1 thread", "4 threads"])
-def threads(request):
-    """torch's intra-op threads: with 4, a product of fewer pixel tiles than threads shares out its outputs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(previous)
+THREADS = pytest.mark.parametrize("threads", [1, 4], indirect=True)  # 4: fewer pixel tiles than threads
 
 
+@THREADS
 @pytest.mark.parametrize("simd", [False, True])
 @pytest.mark.parametrize("c,o,stride,batch,size", CASES)
 def test_the_compiled_kernel_equals_int8_gemm(kernel, threads, simd, c, o, stride, batch, size):
@@ -94,6 +89,7 @@ def test_the_compiled_kernel_equals_int8_gemm(kernel, threads, simd, c, o, strid
         assert torch.equal(_run_kernel(kernel, gemm, x, simd), gemm(x))
 
 
+@THREADS
 @pytest.mark.parametrize("simd", [False, True])
 @pytest.mark.parametrize("k,o,batch", [(300, 70, 5), (512, 1000, 1), (512, 1000, 9)])
 def test_the_compiled_kernel_equals_int8_gemm_on_a_linear_layer(kernel, threads, simd, k, o, batch):

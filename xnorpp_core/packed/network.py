@@ -714,7 +714,7 @@ class PackedNetwork(nn.Module):
             return set()
         raw = set()
         for _, step in self._steps:
-            if isinstance(step, _Binary) and step.bits is None and not step.signs_only:
+            if isinstance(step, _Binary) and not step.folded:
                 raw.add(step.out)
             elif isinstance(step, _Int8Conv) or (isinstance(step, _Gemm) and not step.module.linear):
                 raw.add(step.node)
