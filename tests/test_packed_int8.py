@@ -53,9 +53,9 @@ def _run_kernel(kernel, gemm, x, simd):
     return y.view(x.shape[0], -1) if gemm.linear else y.permute(0, 3, 1, 2)
 
 
-CASES = [  # (in, out, stride, batch, size): K and outputs not multiples of 4, 16 or 64 too
-    (64, 128, 2, 1, 9), (5, 10, 1, 3, 4), (70, 100, 2, 2, 7), (1, 1, 1, 1, 1), (256, 512, 2, 1, 6),
-    (33, 64, 3, 2, 8),
+CASES = [  # (in, out, stride, batch, size): K and outputs not multiples of 4, 16 or 64 too; last tiles of 1, 2, 3
+    (64, 128, 2, 1, 9), (5, 10, 1, 3, 4), (70, 100, 2, 2, 7), (1, 1, 1, 1, 1), (256, 512, 2, 1, 6),  # and 4 pixels
+    (33, 64, 3, 2, 8), (24, 40, 2, 3, 5),
 ]
 
 
@@ -91,7 +91,7 @@ def test_the_compiled_kernel_equals_int8_gemm(kernel, threads, simd, c, o, strid
 
 @THREADS
 @pytest.mark.parametrize("simd", [False, True])
-@pytest.mark.parametrize("k,o,batch", [(300, 70, 5), (512, 1000, 1), (512, 1000, 9)])
+@pytest.mark.parametrize("k,o,batch", [(300, 70, 5), (512, 1000, 1), (512, 1000, 9), (64, 20, 3)])
 def test_the_compiled_kernel_equals_int8_gemm_on_a_linear_layer(kernel, threads, simd, k, o, batch):
     torch.manual_seed(3)
     gemm = _gemm(nn.Linear(k, o), zero_point=128)

@@ -284,6 +284,47 @@ def test_int8_real_layers_equal_their_emulation(backend, method):
     assert len(stems) == int(compiled) and all((s.emit is not None) == (not net.amx) for s in stems)
 
 
+@pytest.mark.parametrize("pad_mode", ["zero", "minus_one"])
+@pytest.mark.parametrize("method", packed.SUPPORTED_METHODS)
+def test_one_call_runs_the_steps_of_forward(backend, method, pad_mode):
+    """With int8 real layers every step is compiled, and the network runs them all in one call (``_one_call``),
+    except on the int8 tiles and in numpy: the same logits as the steps one by one (the timed forward), and as
+    the reference. Widths that are not multiples of 64, identity shortcuts (aliases) and int8 ones, a batch of 3."""
+    model = _randomized(BinaryResNet((1, 1, 1, 1), (16, 32, 48, 80), method, num_classes=10, input_size=12,
+                                     pad_mode=pad_mode, small_input=True), seed=8)
+    net = PackedNetwork(model, backend, real_layers="int8")
+    assert (net._one_call is not None) == (net.backend.name != "numpy" and not net.amx)
+    x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        logits = net(x)
+        assert torch.equal(logits, net(x, timings={}))
+        assert torch.equal(logits, net.reference(x))
+        assert torch.equal(net(x[:1]), logits[:1])  # the batch size is read per call
+
+
+def test_a_plan_reads_each_view_and_refuses_what_it_cannot_call(kernel):
+    x = torch.randn(2, 5, 3, 4, generator=torch.Generator().manual_seed(10))
+    expected = kernel.channel_mean(x.contiguous(memory_format=torch.channels_last), True)
+    view = kernel.plan_views
+    for given, seen in ((x, "channels_last"), (x.permute(0, 2, 3, 1).contiguous(), "nchw")):
+        plan = kernel.Plan(2, 1)
+        plan.add("channel_mean", (None, True), [(0, 0, view[seen])], [(0, 1, [])], [])
+        assert torch.equal(plan.run(given), expected)
+    plan = kernel.Plan(2, 1)  # a linear layer's rows (N, 1, 1, K) from (N, K); a result viewed as a given shape
+    plan.add("channel_mean", (None, True), [(0, 0, view["rows"])], [(0, 1, [-1, 1])], [])
+    assert torch.equal(plan.run(expected), kernel.channel_mean(expected.view(2, 1, 1, 5), True).view(2, 1))
+    for args, inputs, message in (((), [], "no kernel nope"), ((None, True), [(0, 5, 0)], "no slot 5"),
+                                  ((None, True), [(1, 0, 0)], "input at argument 1, which takes no tensor"),
+                                  ((None, True, 1), [(0, 0, 0)], "2 arguments expected, got 3")):
+        with pytest.raises(RuntimeError, match=message):
+            kernel.Plan(2, 1).add("nope" if not args else "channel_mean", args, inputs, [], [])
+
+
+def test_one_call_is_left_to_the_steps_where_a_real_layer_runs_in_torch():
+    model = _randomized(BinaryResNet((1, 1), (16, 32), "case1", num_classes=10, input_size=8, small_input=True))
+    assert PackedNetwork(model, "cpp_generic")._one_call is None  # float real layers: torch modules
+
+
 def net_calibration(net):
     """The default calibration inputs of ``PackedNetwork``: 8 draws of N(0, 1), seed 0."""
     return torch.randn(8, net.in_channels, *net.input_size, generator=torch.Generator().manual_seed(0))

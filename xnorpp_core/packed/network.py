@@ -175,6 +175,16 @@ def _reaches_binary(node, modules):
 _NON_FINITE = "the packed network and its emulation take finite inputs only"
 
 
+@contextlib.contextmanager
+def _finite_inputs():
+    """The int8 stem's one ``ValueError``, "x holds N NaN or infinite values" (counted by the pass that quantizes
+    its input), as ``_check_finite`` words it."""
+    try:
+        yield
+    except ValueError as err:
+        raise ValueError(f"{err}; {_NON_FINITE}") from None
+
+
 def _check_finite(x):
     """``ValueError`` when ``x`` holds a NaN or an infinity: the packed network and its emulation refuse them alike
     (a sign bit has no NaN, and a NaN or an infinity reaches the logits by paths the two do not share)."""
@@ -440,20 +450,20 @@ class _Int8Conv:
         self.node, self.source, self.module, self.emit = node, node.args[0], module, None
         self.kernel, self.simd = backend.kernel, backend.simd
 
+    def arguments(self):
+        """``int8_conv``'s arguments after its input."""
+        m = self.module
+        consumer, s, t = self.emit or (None, None, None)
+        return (m.inv_scale, m.zero_point, *m.kernel_operands(), m.out_features, *m.weight_codes.shape[2:],
+                *m.stride, *m.padding, m.relu, *(m.pool or (1, 1, 1, 1, 0, 0)), s, t,
+                *(consumer.layer.padding if consumer else (0, 0)), self.simd)
+
     def __call__(self, x):
         """``(y, bits)``: the float output, channels innermost ``(N, H, W, o)``, and the consumer's packed input
         (undefined without ``emit``). A NaN or an infinity in ``x`` is refused (``_check_finite``'s error), counted
         by the pass that quantizes ``x``."""
-        m = self.module
-        consumer, s, t = self.emit or (None, None, None)
-        try:
-            y, bits = self.kernel.int8_conv(x.permute(0, 2, 3, 1).contiguous(), m.inv_scale, m.zero_point,
-                                            *m.kernel_operands(), m.out_features, *m.weight_codes.shape[2:],
-                                            *m.stride, *m.padding, m.relu, *(m.pool or (1, 1, 1, 1, 0, 0)), s, t,
-                                            *(consumer.layer.padding if consumer else (0, 0)), self.simd)
-        except ValueError as err:  # the kernel's only ValueError: "x holds N NaN or infinite values"
-            raise ValueError(f"{err}; {_NON_FINITE}") from None
-        return y, bits
+        with _finite_inputs():
+            return self.kernel.int8_conv(x.permute(0, 2, 3, 1).contiguous(), *self.arguments())
 
 
 class _Mean:
@@ -475,12 +485,15 @@ class _Gemm:
         self.node, self.source, self.module = node, node.args[0], module
         self.kernel, self.simd = backend.kernel, backend.simd
 
-    def __call__(self, x):
+    def arguments(self):
+        """``int8_gemm``'s arguments after its input."""
         m = self.module
-        rows = x.reshape(x.shape[0], 1, 1, -1) if m.linear else x  # (N, H, W, K)
-        y = self.kernel.int8_gemm(rows.contiguous(), *m.stride, m.inv_scale, m.zero_point, *m.kernel_operands(),
-                                  m.out_features, self.simd)
-        return y.view(x.shape[0], -1) if m.linear else y
+        return (*m.stride, m.inv_scale, m.zero_point, *m.kernel_operands(), m.out_features, self.simd)
+
+    def __call__(self, x):
+        rows = x.reshape(x.shape[0], 1, 1, -1) if self.module.linear else x  # (N, H, W, K)
+        y = self.kernel.int8_gemm(rows.contiguous(), *self.arguments())
+        return y.view(x.shape[0], -1) if self.module.linear else y
 
 
 class PackedNetwork(nn.Module):
@@ -703,6 +716,7 @@ class PackedNetwork(nn.Module):
                 pool.run = self.backend.kernel.max_pool_signs
                 pool.call = (*pool.args, pool.relu, s, t, *(consumer.layer.padding if consumer else (0, 0)),
                              consumer.layer.border if consumer else -1)
+        self._one_call = self._compile()
 
     def _channels_innermost(self):
         """The nodes whose values the compiled steps make and keep channels innermost, ``(N, H, W, C)``
@@ -848,6 +862,76 @@ class PackedNetwork(nn.Module):
                 b.call = ((*geometry, *layer.correction_table(b.in_size), *layer.gamma_operands(), b.relu),
                           (*b.post, s, t, *pad, b.write_y, self.backend.simd))
 
+    def _compile(self):
+        """The compiled plan (``Plan``, csrc/plan.h) that runs every step in one call with no Python between them,
+        the same kernels on the same arguments as the steps of ``forward``; None where a step runs in torch (float
+        real layers), on the int8 tiles (which take the batch size) or in numpy: ``forward`` then runs the steps
+        one by one. A value's slot is shared by its aliases; each packed input has a slot of its own, keyed by
+        its consumer; each slot is emptied after its last reader."""
+        if self.backend.name == "numpy" or self.amx or not isinstance(self._output, fx.Node):
+            return None
+        k = self.backend.kernel
+        view, slots = k.plan_views, {self._input: 0}
+
+        def slot(key):
+            while key in self._aliases:
+                key = self._aliases[key]
+            return slots.setdefault(key, len(slots))
+
+        def read(n, want):  # (slot, view) of value n as a kernel takes it
+            raw = n in self._raw
+            return slot(n), view[{"nhwc": "as_is" if raw else "nhwc",  # (N, H, W, C), contiguous
+                                  "channels_last": "nchw" if raw else "channels_last",  # (N, C, H, W)
+                                  "any": "nchw" if raw else "as_is",  # (N, C, H, W), any strides
+                                  "rows": "rows"}[want]]  # (N, 1, 1, K) from (N, K)
+
+        packed = lambda b: slot(("packed", b))  # noqa: E731  (a binary layer's packed input)
+        steps = []  # (kernel, arguments, inputs (position, slot, view), outputs (index, slot, shape))
+        for _, step in self._steps:
+            if isinstance(step, _Binary):
+                if step.source[0] == "float":
+                    _, u, s, t = step.source
+                    steps.append(("pack_signs", (None, *step.layer.padding, s, t, self.backend.simd),
+                                  [(0, *read(u, "any"))], [(0, packed(step), [])]))
+                xb = (0, packed(step), view["as_is"])
+                if step.bits is not None:
+                    steps.append(("packed_conv_bits", (None, step.weights, *step.call), [xb],
+                                  [(0, packed(step.bits[0]), [])]))
+                    continue
+                head, tail = step.call
+                inputs = [xb] + ([(2 + len(head), *read(step.residual, "nhwc"))] if step.residual is not None else [])
+                shape = [-1, *step.out_size, step.layer.out_channels]  # (N, h w, o) as (N, h, w, o)
+                outputs = ([] if step.signs_only else [(0, slot(step.out), shape)]) + (
+                    [(1, packed(step.emit[0]), [])] if step.emit is not None else [])
+                steps.append(("packed_conv", (None, step.weights, *head, None, *tail), inputs, outputs))
+            elif isinstance(step, (_Pool, _Int8Conv)):
+                outputs = [(0, slot(step.node), [])] + ([(1, packed(step.emit[0]), [])] if step.emit else [])
+                if isinstance(step, _Pool):
+                    steps.append((step.run.__name__, (None, *step.call), [(0, *read(step.source, "channels_last"))],
+                                  outputs))
+                else:
+                    steps.append(("int8_conv", (None, *step.arguments()), [(0, *read(step.source, "nhwc"))], outputs))
+            elif isinstance(step, _Gemm):
+                linear = step.module.linear
+                if linear and step.source in self._raw:  # its rows are torch's (C, H, W) order, not (H, W, C)
+                    return None
+                source = read(step.source, "rows" if linear else "nhwc")
+                steps.append(("int8_gemm", (None, *step.arguments()), [(0, *source)],
+                              [(0, slot(step.node), [-1, step.module.out_features] if linear else [])]))
+            elif isinstance(step, _Mean):
+                steps.append(("channel_mean", (None, self.backend.simd), [(0, *read(step.source, "channels_last"))],
+                              [(0, slot(step.node), [])]))
+            elif step not in self._aliases:
+                return None
+        out, last = slot(self._output), {}
+        for i, (_, _, inputs, outputs) in enumerate(steps):
+            for s in [s for _, s, _ in inputs] + [s for _, s, _ in outputs]:
+                last[s] = i
+        plan = k.Plan(len(slots), out)
+        for i, (kernel, args, inputs, outputs) in enumerate(steps):
+            plan.add(kernel, args, inputs, outputs, [s for s, j in last.items() if j == i and s != out])
+        return plan
+
     @torch.no_grad()
     def forward(self, x, timings=None, per_step=None):
         if x.dim() != 4 or x.shape[1] != self.in_channels or tuple(x.shape[-2:]) != self.input_size:
@@ -859,10 +943,14 @@ class PackedNetwork(nn.Module):
             _check_finite(x)
         if x.shape[0] == 0:
             return x.new_zeros((0, *self._out_shape))
+        timed = timings is not None or per_step is not None
+        if self._one_call is not None and not timed:
+            with _finite_inputs():
+                y = self._one_call.run(x.contiguous(memory_format=torch.channels_last))
+            return y.permute(0, 3, 1, 2) if self._output in self._raw else y
         env = {self._input: x.contiguous(memory_format=torch.channels_last)}
         packed = {}
         clock = time.perf_counter
-        timed = timings is not None or per_step is not None
         timings = {} if timings is None and timed else timings
         for where, step in self._steps:
             t0 = clock() if timed else 0.0

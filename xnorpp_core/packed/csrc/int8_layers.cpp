@@ -4,6 +4,7 @@
 // and simd = true), else portable loops: the same integers and the same float operations, so the same floats.
 
 #include <atomic>
+#include <memory>
 
 #include "common.h"
 
@@ -24,6 +25,14 @@ namespace {
 // k; scale, bias (o_pad,) float32; o_pad a multiple of 64. With AVX-512 VNNI (simd) 4 pixels x 64 outputs
 // per tile, VPDPBUSD (unsigned codes times signed weights, exact int32 sums); else portable loops, the same
 // integers and the same float operations.
+
+// This thread's streaming stores (store_output) made visible to the other threads: called before its share of a
+// parallel loop ends.
+inline void streamed() {
+#if XNORPP_AVX512
+  _mm_sfence();
+#endif
+}
 
 constexpr int64_t GP = 4;   // pixels per tile
 constexpr int64_t GO = 64;  // outputs per tile (4 x 16 lanes)
@@ -78,23 +87,35 @@ XNORPP_VNNI_FN int64_t quantize_avx512(const float* x, int64_t K, float inv, flo
   return bad;
 }
 
-// As gemm_tile_generic: GP pixels (a short tile repeats codes of its last pixel) x GO outputs at a time (o_begin
-// and o_end multiples of GO).
-XNORPP_VNNI_FN void gemm_tile_avx512(const GemmShape& s, const uint8_t* codes, int64_t np, int64_t o_begin,
-                                     int64_t o_end, const int8_t* wq, const int32_t* w_sums, const float* scale,
-                                     const float* bias, int32_t zp, float* y) {
-  const int32_t* q[GP];
-  for (int64_t j = 0; j < GP; ++j) q[j] = reinterpret_cast<const int32_t*>(codes + std::min(j, np - 1) * 4 * s.K4);
-  const __m512i vzp = _mm512_set1_epi32(zp);
+// A vector of float outputs into fresh memory that a later layer reads: a streaming store, which writes the line
+// without reading it into the cache first, where the vector is whole and its line aligned; else a masked store.
+XNORPP_VNNI_FN inline void store_output(float* p, __mmask16 m, __m512 v) {
+  if (m == 0xFFFF && (reinterpret_cast<uintptr_t>(p) & 63) == 0)
+    _mm512_stream_ps(p, v);
+  else
+    _mm512_mask_storeu_ps(p, m, v);
+}
+
+// As gemm_tile_generic: NP pixels x GO outputs at a time (o_begin and o_end multiples of GO); the sums start
+// from -zero_point sum_k w_k.
+template <int64_t NP>
+XNORPP_VNNI_FN void gemm_tile_np(const GemmShape& s, const uint8_t* codes, int64_t o_begin, int64_t o_end,
+                                 const int8_t* wq, const int32_t* w_sums, const float* scale, const float* bias,
+                                 int32_t zp, float* y) {
+  const int32_t* q[NP];
+  for (int64_t j = 0; j < NP; ++j) q[j] = reinterpret_cast<const int32_t*>(codes + j * 4 * s.K4);
+  const __m512i vzp = _mm512_set1_epi32(-zp);
   for (int64_t o0 = o_begin; o0 < o_end; o0 += GO) {
-    __m512i acc[GP][4];
-    for (int64_t j = 0; j < GP; ++j)
-      for (int b = 0; b < 4; ++b) acc[j][b] = _mm512_setzero_si512();
+    __m512i acc[NP][4];
+    for (int b = 0; b < 4; ++b) {
+      const __m512i init = _mm512_mullo_epi32(vzp, _mm512_loadu_si512(w_sums + o0 + 16 * b));
+      for (int64_t j = 0; j < NP; ++j) acc[j][b] = init;
+    }
     const int8_t* w = wq + (o0 / 16) * s.K4 * 64;
     for (int64_t k4 = 0; k4 < s.K4; ++k4) {
       __m512i wv[4];
       for (int b = 0; b < 4; ++b) wv[b] = _mm512_loadu_si512(w + (b * s.K4 + k4) * 64);
-      for (int64_t j = 0; j < GP; ++j) {
+      for (int64_t j = 0; j < NP; ++j) {
         const __m512i a = _mm512_set1_epi32(q[j][k4]);
         for (int b = 0; b < 4; ++b) acc[j][b] = _mm512_dpbusd_epi32(acc[j][b], a, wv[b]);
       }
@@ -103,13 +124,26 @@ XNORPP_VNNI_FN void gemm_tile_avx512(const GemmShape& s, const uint8_t* codes, i
       const int64_t o = o0 + 16 * b;
       if (o >= s.o) break;
       const __mmask16 m = s.o - o >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (s.o - o)) - 1);
-      const __m512i sums = _mm512_mullo_epi32(vzp, _mm512_loadu_si512(w_sums + o));
       const __m512 sc = _mm512_loadu_ps(scale + o), bi = _mm512_loadu_ps(bias + o);
-      for (int64_t j = 0; j < np; ++j) {
-        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[j][b], sums)), sc);
-        _mm512_mask_storeu_ps(y + j * s.o + o, m, _mm512_add_ps(v, bi));
+      for (int64_t j = 0; j < NP; ++j) {
+        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[j][b]), sc);
+        store_output(y + j * s.o + o, m, _mm512_add_ps(v, bi));
       }
     }
+  }
+}
+
+// gemm_tile_np for the np (1 .. GP) pixels of a tile: a short tile (a linear layer's single input) computes its
+// own pixels only.
+XNORPP_VNNI_FN void gemm_tile_avx512(const GemmShape& s, const uint8_t* codes, int64_t np, int64_t o_begin,
+                                     int64_t o_end, const int8_t* wq, const int32_t* w_sums, const float* scale,
+                                     const float* bias, int32_t zp, float* y) {
+  static_assert(GP == 4, "one case per tile length");
+  switch (np) {
+    case 1: return gemm_tile_np<1>(s, codes, o_begin, o_end, wq, w_sums, scale, bias, zp, y);
+    case 2: return gemm_tile_np<2>(s, codes, o_begin, o_end, wq, w_sums, scale, bias, zp, y);
+    case 3: return gemm_tile_np<3>(s, codes, o_begin, o_end, wq, w_sums, scale, bias, zp, y);
+    default: return gemm_tile_np<GP>(s, codes, o_begin, o_end, wq, w_sums, scale, bias, zp, y);
   }
 }
 #endif
@@ -191,6 +225,7 @@ torch::Tensor int8_gemm(torch::Tensor x, int64_t sh, int64_t sw, double inv_scal
         quantize(t * GP, std::min(GP, s.M - t * GP), codes.data());
         tile(codes.data(), t * GP, std::min(GP, s.M - t * GP), 0, s.o_pad);
       }
+      streamed();
     });
     return y;
   }
@@ -202,6 +237,7 @@ torch::Tensor int8_gemm(torch::Tensor x, int64_t sh, int64_t sw, double inv_scal
       const int64_t t = i / chunks, c = i % chunks;
       tile(codes.data() + t * GP * 4 * s.K4, t * GP, std::min(GP, s.M - t * GP), c * GO, (c + 1) * GO);
     }
+    streamed();
   });
   return y;
 }
@@ -386,7 +422,7 @@ XNORPP_VNNI_FN void pool_pixel_avx512(const ConvShape& s, int32_t* const* rows, 
     __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(scale + c)),
                              _mm512_loadu_ps(bias + c));
     if (relu) v = _mm512_max_ps(v, zero);
-    _mm512_mask_storeu_ps(y + c, m, v);
+    store_output(y + c, m, v);
     if (!nscale) continue;
     const __m512 sv = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, nscale + c));
     word |= static_cast<u64>(_mm512_mask_cmp_ps_mask(m, sv, _mm512_maskz_loadu_ps(m, nthr + c), _CMP_GT_OQ))
@@ -468,8 +504,10 @@ std::vector<torch::Tensor> int8_conv(torch::Tensor x, double inv_scale, int64_t 
   if (has_next) bits = torch::zeros({s.N, oHp, oWp, cw}, x.options().dtype(torch::kInt64));
   if (s.N == 0) return {y, bits};
   simd = simd && vnni_available();
-  std::vector<uint8_t> codes(s.N * s.Hp * s.Wp * s.C + 4);
-  const int64_t bad = quantize_image(s, x.data_ptr<float>(), static_cast<float>(inv_scale), codes.data(), simd);
+  // quantize_image writes every code, and each convolution row's outputs are written before they are read: neither
+  // buffer is cleared first
+  std::unique_ptr<uint8_t[]> codes(new uint8_t[s.N * s.Hp * s.Wp * s.C + 4]);
+  const int64_t bad = quantize_image(s, x.data_ptr<float>(), static_cast<float>(inv_scale), codes.get(), simd);
   TORCH_CHECK_VALUE(bad == 0, "x holds ", bad, " NaN or infinite values");  // before any output is written
   const int8_t* wp = wq.data_ptr<int8_t>();
   s.F = s.Q, s.L = 0;
@@ -488,17 +526,17 @@ std::vector<torch::Tensor> int8_conv(torch::Tensor x, double inv_scale, int64_t 
   float* yp = y.data_ptr<float>();
   u64* words = has_next ? reinterpret_cast<u64*>(bits.data_ptr<int64_t>()) : nullptr;
   at::parallel_for(0, s.N * s.Hq, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> ring(s.pkh * s.Wo * s.o_pad);  // convolution rows, row cy in slot cy % pkh
+    std::unique_ptr<int32_t[]> ring(new int32_t[s.pkh * s.Wo * s.o_pad]);  // convolution rows, row cy in slot cy % pkh
     std::vector<int64_t> held(s.pkh, -1);                // which row each slot holds (of image n_held)
     int64_t n_held = -1;
     int32_t* rows[64];
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / s.Hq, qy = r % s.Hq;
       if (n != n_held) std::fill(held.begin(), held.end(), -1), n_held = n;
-      const uint8_t* img = codes.data() + n * s.Hp * s.Wp * s.C;
+      const uint8_t* img = codes.get() + n * s.Hp * s.Wp * s.C;
       const int64_t cy0 = std::max<int64_t>(0, qy * s.psh - s.pph), cy1 = std::min(s.Ho, qy * s.psh - s.pph + s.pkh);
       for (int64_t cy = cy0; cy < cy1; ++cy) {
-        int32_t* slot = ring.data() + (cy % s.pkh) * s.Wo * s.o_pad;
+        int32_t* slot = ring.get() + (cy % s.pkh) * s.Wo * s.o_pad;
         rows[cy - cy0] = slot;
         if (held[cy % s.pkh] == cy) continue;
         held[cy % s.pkh] = cy;
@@ -526,6 +564,7 @@ std::vector<torch::Tensor> int8_conv(torch::Tensor x, double inv_scale, int64_t 
         pool_pixel_generic(s, rows, cy1 - cy0, cx0, cx1, scp, bp, relu, nsp, ntp, yo, wb);
       }
     }
+    streamed();
   });
   return {y, bits};
 }

@@ -1386,6 +1386,8 @@ torch::Tensor channel_mean(torch::Tensor x, bool simd) {
 
 }  // namespace
 
+#include "plan.h"  // a whole network's steps in one call: the kernels above
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_signs", &pack_signs, "sign bits of x (or of a per-channel threshold), 64 channels per int64 word");
   m.def("packed_conv", &packed_conv,
@@ -1407,6 +1409,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "binary multiply-adds per second of the XNOR-popcount inner loop on data in the first-level cache");
   m.def("vnni_peak", &xnorpp::vnni_peak, "int8 multiply-adds per second of int8_conv's inner loop, in cache");
   m.def("vnni_available", &vnni_available, "whether this CPU runs int8_gemm's AVX-512 VNNI path (run-time check)");
+  plan::bind_plan(m);
   m.attr("amx_tail_rows") = TAIL;
   m.attr("simd_compiled") = static_cast<bool>(XNORPP_AVX512);
   m.attr("amx_emulated") = static_cast<bool>(XNORPP_AMX && XNORPP_AMX_EMULATION);
