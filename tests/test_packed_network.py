@@ -320,7 +320,7 @@ def test_a_plan_reads_each_view_and_refuses_what_it_cannot_call(kernel):
             kernel.Plan(2, 1).add("nope" if not args else "channel_mean", args, inputs, [], [])
 
 
-def test_one_call_is_left_to_the_steps_where_a_real_layer_runs_in_torch():
+def test_one_call_is_left_to_the_steps_where_a_real_layer_runs_in_torch(kernel):  # kernel: skips without a build
     model = _randomized(BinaryResNet((1, 1), (16, 32), "case1", num_classes=10, input_size=8, small_input=True))
     assert PackedNetwork(model, "cpp_generic")._one_call is None  # float real layers: torch modules
 
