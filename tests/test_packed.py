@@ -347,6 +347,40 @@ def test_relu_and_residual_written_anew_or_over_the_residual(kernel, simd, metho
         kernel.packed_conv(*head, residual, *none, 0, 0, 3, simd)
 
 
+@pytest.mark.parametrize("simd", [False, True])
+@pytest.mark.parametrize("c", [64, 130], ids=["one word, unrolled", "three words"])
+@pytest.mark.parametrize("kind", ["y", "signs", "block"])
+@pytest.mark.parametrize("method", packed.SUPPORTED_METHODS)
+@pytest.mark.parametrize("pad_mode", ["zero", "minus_one"])
+def test_each_epilogue_on_tiles_within_a_row_and_across_rows(kernel, simd, c, kind, method, pad_mode):
+    """packed_conv's float epilogues (the float output alone; the next layer's signs alone; a block's ReLU,
+    residual, output and signs) on rows of 20 pixels: tiles of 6 pixels inside a row, at its border columns, and
+    across two rows, every Gamma (Case 3's per-pixel factor, Case 4's per-row and per-column ones) and pad mode,
+    against the fused float layer and pack_signs of its output."""
+    layer = _layer(c, 40, 3, 1, 1, method, pad_mode, input_size=(5, 20), seed=11)
+    x = torch.randn(2, c, 5, 20, generator=torch.Generator().manual_seed(12))
+    packed_layer = PackedBinaryConv2d.from_binary_conv(layer, "cpp_popcount")
+    g = torch.Generator().manual_seed(13)
+    scale, thr = torch.where(torch.arange(40) % 3 == 0, -1.0, 1.0), torch.randn(40, generator=g) * 20
+    residual = torch.randn(2, 5 * 20, 40, generator=g) * 20
+    with torch.no_grad():
+        y = layer.fuse()(x)  # (2, 40, 5, 20)
+    relu, res, write_y = {"y": (False, None, 1), "signs": (False, None, 0), "block": (True, residual, 1)}[kind]
+    if kind == "block":
+        y = residual + torch.relu(y).permute(0, 2, 3, 1).reshape(2, 100, 40)
+        y = y.reshape(2, 5, 20, 40).permute(0, 3, 1, 2)
+    nxt = (None, None) if kind == "y" else (scale, thr)
+    out, bits = kernel.packed_conv(pack_signs(x, 1, "cpp"), packed_layer._kernel_weights(), c, 40, 3, 3, 1, 1, 5, 20,
+                                   *packed_layer.correction_table((5, 20)), *packed_layer.gamma_operands(), relu, res,
+                                   None, None, False, *nxt, 1, 1, write_y, simd)
+    if kind == "signs":
+        assert out is None
+    else:
+        assert torch.equal(out, y.permute(0, 2, 3, 1).reshape(2, 100, 40))
+    if kind != "y":
+        assert torch.equal(bits, kernel.pack_signs(y.contiguous(), 1, 1, scale, thr, False))
+
+
 @pytest.mark.parametrize("method", ["case2", "case4"])  # case4: the int8 tiles' Gamma factors must go too
 @pytest.mark.parametrize("pad_mode", ["zero", "minus_one"])
 def test_load_state_dict_after_a_call_takes_the_new_weights(backend, pad_mode, method):

@@ -193,15 +193,32 @@ def test_int8_conv_equals_the_integer_reference(c, o, k, stride, padding, relu, 
         assert torch.equal(conv(x), _conv_reference(conv, x))
 
 
+def _laid_out(x, layout):
+    """``x`` (N, C, H, W) as the (N, H, W, C) operand of ``int8_conv``: channels innermost ("nhwc"), a view of
+    torch's planes ("planes": pixels innermost), or a view with no unit stride ("strided")."""
+    if layout == "nhwc":
+        return x.permute(0, 2, 3, 1).contiguous()
+    if layout == "planes":
+        return x.contiguous().permute(0, 2, 3, 1)
+    wide = torch.full((x.shape[0], x.shape[2], 2 * x.shape[3], 3 * x.shape[1]), float("nan"))
+    view = wide[:, :, ::2, ::3]
+    view.copy_(x.permute(0, 2, 3, 1))
+    return view
+
+
 @pytest.mark.parametrize("simd", [False, True])
+@pytest.mark.parametrize("layout", ["nhwc", "planes", "strided"])
 @pytest.mark.parametrize("c,o,k,stride,padding,relu,pool,batch,size", CONV_CASES)
-def test_the_compiled_kernel_equals_int8_conv(kernel, simd, c, o, k, stride, padding, relu, pool, batch, size):
+def test_the_compiled_kernel_equals_int8_conv(kernel, simd, layout, c, o, k, stride, padding, relu, pool, batch,
+                                              size):
+    """In every layout of x: 3 channels in planes take the interleaving quantizer, with whole groups of 16 pixels
+    where 4 bytes past them stay in the row (sizes 20 and 31: one group, then the rest one by one)."""
     conv = _int8_conv(c, o, k, stride, padding, relu, pool, scale=0.03, zero_point=37 if relu else 128, seed=6)
     x = _inputs((batch, c, size, size), conv, seed=6).contiguous(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(7)
     scale = torch.where(torch.arange(o) % 3 == 0, -1.0, 1.0)  # the next layer's folded BN -> sign
     thr = torch.randn(o, generator=g) * 0.3
-    y, bits = kernel.int8_conv(x.permute(0, 2, 3, 1).contiguous(), conv.inv_scale, conv.zero_point,
+    y, bits = kernel.int8_conv(_laid_out(x, layout), conv.inv_scale, conv.zero_point,
                                *conv.kernel_operands(), o, k, k, stride, stride, padding, padding, relu,
                                *(conv.pool or (1, 1, 1, 1, 0, 0)), scale, thr, 1, 2, simd)
     with torch.no_grad():
@@ -215,16 +232,21 @@ def test_the_compiled_kernel_equals_int8_conv(kernel, simd, c, o, k, stride, pad
 
 
 @pytest.mark.parametrize("simd", [False, True])
+@pytest.mark.parametrize("planes", [False, True])
 @pytest.mark.parametrize("where", ["none", "first", "row end", "masked tail", "everywhere"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
-def test_the_compiled_int8_conv_counts_non_finite_inputs_and_refuses_them(kernel, simd, where, value):
+def test_the_compiled_int8_conv_counts_non_finite_inputs_and_refuses_them(kernel, simd, planes, where, value):
     """Every NaN and infinity of x is counted, in the pass that quantizes it, wherever it lies (the first value,
-    a row's last, the last value of a vector's masked tail), and refused in a ValueError; the largest finite
-    floats, subnormals and -0.0 are finite and pass."""
+    a row's last, the last value of a vector's masked tail; with x in planes, in a group of 16 pixels and past
+    the last group), and refused in a ValueError; the largest finite floats, subnormals and -0.0 are finite and
+    pass."""
     conv = _int8_conv(3, 16, 7, 2, 3, True, (3, 2, 1))
-    x = torch.randn(2, 3, 20, 22, generator=torch.Generator().manual_seed(3)).permute(0, 2, 3, 1).contiguous()
+    memory = torch.randn(2, 3, 20, 22, generator=torch.Generator().manual_seed(3))  # (N, C, H, W)
+    if not planes:
+        memory = memory.permute(0, 2, 3, 1).contiguous()
+    x = memory.permute(0, 2, 3, 1) if planes else memory
     x[0, 0, :4, 0] = torch.tensor([3.4028235e38, -3.4028235e38, 1e-45, -0.0])  # finite extremes
-    flat = x.view(-1)
+    flat = memory.view(-1)
     spots = {"none": [], "first": [0], "row end": [22 * 3 - 1], "masked tail": [flat.numel() - 1],
              "everywhere": list(range(5, flat.numel(), 7))}[where]
     flat[spots] = value
@@ -261,8 +283,8 @@ def test_int8_conv_checks_its_operands(kernel):
 
     with pytest.raises(RuntimeError, match="finite and positive"):
         run(scale=torch.where(torch.arange(16) == 5, -1.0, scale))
-    with pytest.raises(RuntimeError, match="contiguous float32"):
-        run(x=x.permute(0, 2, 1, 3))
+    with pytest.raises(RuntimeError, match="x must be float32"):
+        run(x=x.double())
     with pytest.raises(RuntimeError, match="wq must be"):
         run(wq=wq[:, :1].contiguous())
     with pytest.raises(RuntimeError, match="smaller than the kernel"):

@@ -175,14 +175,19 @@ def _reaches_binary(node, modules):
 _NON_FINITE = "the packed network and its emulation take finite inputs only"
 
 
-@contextlib.contextmanager
-def _finite_inputs():
+def _non_finite(err):
     """The int8 stem's one ``ValueError``, "x holds N NaN or infinite values" (counted by the pass that quantizes
     its input), as ``_check_finite`` words it."""
+    return ValueError(f"{err}; {_NON_FINITE}")
+
+
+@contextlib.contextmanager
+def _finite_inputs():
+    """``_non_finite``'s error for the int8 stem's ``ValueError`` in the block."""
     try:
         yield
     except ValueError as err:
-        raise ValueError(f"{err}; {_NON_FINITE}") from None
+        raise _non_finite(err) from None
 
 
 def _check_finite(x):
@@ -463,7 +468,7 @@ class _Int8Conv:
         (undefined without ``emit``). A NaN or an infinity in ``x`` is refused (``_check_finite``'s error), counted
         by the pass that quantizes ``x``."""
         with _finite_inputs():
-            return self.kernel.int8_conv(x.permute(0, 2, 3, 1).contiguous(), *self.arguments())
+            return self.kernel.int8_conv(x.permute(0, 2, 3, 1), *self.arguments())
 
 
 class _Mean:
@@ -881,6 +886,7 @@ class PackedNetwork(nn.Module):
         def read(n, want):  # (slot, view) of value n as a kernel takes it
             raw = n in self._raw
             return slot(n), view[{"nhwc": "as_is" if raw else "nhwc",  # (N, H, W, C), contiguous
+                                  "nhwc_view": "as_is" if raw else "nhwc_view",  # (N, H, W, C), any strides
                                   "channels_last": "nchw" if raw else "channels_last",  # (N, C, H, W)
                                   "any": "nchw" if raw else "as_is",  # (N, C, H, W), any strides
                                   "rows": "rows"}[want]]  # (N, 1, 1, K) from (N, K)
@@ -910,7 +916,8 @@ class PackedNetwork(nn.Module):
                     steps.append((step.run.__name__, (None, *step.call), [(0, *read(step.source, "channels_last"))],
                                   outputs))
                 else:
-                    steps.append(("int8_conv", (None, *step.arguments()), [(0, *read(step.source, "nhwc"))], outputs))
+                    steps.append(("int8_conv", (None, *step.arguments()), [(0, *read(step.source, "nhwc_view"))],
+                                  outputs))
             elif isinstance(step, _Gemm):
                 linear = step.module.linear
                 if linear and step.source in self._raw:  # its rows are torch's (C, H, W) order, not (H, W, C)
@@ -932,7 +939,6 @@ class PackedNetwork(nn.Module):
             plan.add(kernel, args, inputs, outputs, [s for s, j in last.items() if j == i and s != out])
         return plan
 
-    @torch.no_grad()
     def forward(self, x, timings=None, per_step=None):
         if x.dim() != 4 or x.shape[1] != self.in_channels or tuple(x.shape[-2:]) != self.input_size:
             raise ValueError(f"expected input (N, {self.in_channels}, {self.input_size[0]}, {self.input_size[1]}), "
@@ -944,10 +950,17 @@ class PackedNetwork(nn.Module):
         if x.shape[0] == 0:
             return x.new_zeros((0, *self._out_shape))
         timed = timings is not None or per_step is not None
-        if self._one_call is not None and not timed:
-            with _finite_inputs():
-                y = self._one_call.run(x.contiguous(memory_format=torch.channels_last))
-            return y.permute(0, 3, 1, 2) if self._output in self._raw else y
+        if self._one_call is None or timed:
+            return self._forward_steps(x, timings, per_step, timed)
+        try:  # compiled kernels only, which record no autograd graph: no grad mode to set
+            y = self._one_call.run(x)  # each step reads its input in the layout it takes
+        except ValueError as err:
+            raise _non_finite(err) from None
+        return y.permute(0, 3, 1, 2) if self._output in self._raw else y
+
+    @torch.no_grad()
+    def _forward_steps(self, x, timings, per_step, timed):
+        """``forward`` step by step from Python (each step timed when asked)."""
         env = {self._input: x.contiguous(memory_format=torch.channels_last)}
         packed = {}
         clock = time.perf_counter

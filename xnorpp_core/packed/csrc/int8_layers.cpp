@@ -41,14 +41,19 @@ struct GemmShape {
   int64_t N, H, W, K, K4, sh, sw, h, w, M, o, o_pad;
 };
 
+// The code of one input, as the header gives it.
+inline uint8_t quantize_one(float x, float inv, float zp) {
+  const float v = std::nearbyint(x * inv) + zp;
+  return static_cast<uint8_t>(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
+}
+
 // The codes of one pixel's K inputs (codes[K .. 4 K4) stay 0: their weights are 0); returns how many of the
 // inputs are NaN or infinite (their codes are then meaningless, and the caller refuses the input).
 int64_t quantize_generic(const float* x, int64_t K, float inv, float zp, uint8_t* codes) {
   int64_t bad = 0;
   for (int64_t k = 0; k < K; ++k) {
     bad += !std::isfinite(x[k]);
-    const float v = std::nearbyint(x[k] * inv) + zp;
-    codes[k] = static_cast<uint8_t>(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
+    codes[k] = quantize_one(x[k], inv, zp);
   }
   return bad;
 }
@@ -72,19 +77,47 @@ void gemm_tile_generic(const GemmShape& s, const uint8_t* codes, int64_t np, int
 }
 
 #if XNORPP_AVX512
+// The codes of 16 inputs as int32 lanes (quantize_one's), and how many of them are NaN or infinite into bad.
+XNORPP_VNNI_FN inline __m512i quantize16(__m512 xv, float inv, float zp, int64_t& bad) {
+  bad += __builtin_popcount(_mm512_fpclass_ps_mask(xv, 0x99));  // QNaN 0x01, +inf 0x08, -inf 0x10, SNaN 0x80
+  __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(inv)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(zp)), _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+  return _mm512_cvtps_epi32(v);
+}
+
 XNORPP_VNNI_FN int64_t quantize_avx512(const float* x, int64_t K, float inv, float zp, uint8_t* codes) {
-  const __m512 vi = _mm512_set1_ps(inv), vz = _mm512_set1_ps(zp), lo = _mm512_setzero_ps(),
-               hi = _mm512_set1_ps(255.0f);
   int64_t bad = 0;
   for (int64_t k = 0; k < K; k += 16) {
     const __mmask16 m = K - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (K - k)) - 1);
-    const __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
-    bad += __builtin_popcount(_mm512_fpclass_ps_mask(xv, 0x99));  // QNaN 0x01, +inf 0x08, -inf 0x10, SNaN 0x80
-    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(xv, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), lo), hi);
-    _mm_mask_storeu_epi8(codes + k, m, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+    const __m512i q = quantize16(_mm512_maskz_loadu_ps(m, x + k), inv, zp, bad);
+    _mm_mask_storeu_epi8(codes + k, m, _mm512_cvtepi32_epi8(q));
   }
   return bad;
+}
+
+// The codes of W pixels of 3 channels whose inputs lie in planes (channel c's pixel x at x[c sc + x]), interleaved
+// (pixel by pixel, its 3 codes): 16 pixels at a time, whose 48 codes are four 16-byte stores 12 bytes apart, each
+// writing 4 bytes that the next one (or, after the last pixel, the caller) overwrites; as long as 4 bytes past
+// the last pixel's codes stay in the row (room), the rest one by one. Returns the pixels done.
+XNORPP_VNNI_FN int64_t quantize_planes3_avx512(const float* x, int64_t sc, int64_t W, int64_t room, float inv,
+                                               float zp, uint8_t* codes, int64_t& bad) {
+  // per 128-bit lane: the first three bytes of each of its four pixels
+  const __m512i pick = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
+  int64_t x0 = 0;
+  for (; x0 + 16 <= W && 3 * (x0 + 16) + 4 <= room; x0 += 16) {
+    const __m512i c0 = quantize16(_mm512_loadu_ps(x + x0), inv, zp, bad);
+    const __m512i c1 = quantize16(_mm512_loadu_ps(x + sc + x0), inv, zp, bad);
+    const __m512i c2 = quantize16(_mm512_loadu_ps(x + 2 * sc + x0), inv, zp, bad);
+    const __m512i p = _mm512_shuffle_epi8(
+        _mm512_or_si512(c0, _mm512_or_si512(_mm512_slli_epi32(c1, 8), _mm512_slli_epi32(c2, 16))), pick);
+    uint8_t* d = codes + 3 * x0;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm512_castsi512_si128(p));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 12), _mm512_extracti32x4_epi32(p, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 24), _mm512_extracti32x4_epi32(p, 2));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 36), _mm512_extracti32x4_epi32(p, 3));
+  }
+  return x0;
 }
 
 // A vector of float outputs into fresh memory that a later layer reads: a streaming store, which writes the line
@@ -249,7 +282,8 @@ namespace {
 //
 // int8_conv(x, inv_scale, zero_point, wq, w_sums, scale, bias, out_channels, kh, kw, sh, sw, ph, pw, relu,
 //           pool (pkh, pkw, psh, psw, pph, ppw), next_scale, next_thr, out_ph, out_pw, simd) -> [y, bits]:
-// x (N, H, W, C) float32 (channels innermost), finite (else a ValueError that counts the NaN and infinite values,
+// x (N, H, W, C) float32 (any strides; fastest with channels innermost, or for 3 channels in planes, as a
+// permuted view of torch's (N, C, H, W)), finite (else a ValueError that counts the NaN and infinite values,
 // from the same pass that quantizes x), each input a code q as int8_gemm's; the convolution
 //     acc[o] = sum_{ky, kx, c} (q[y sh + ky - ph][x sw + kx - pw][c] - zero_point) w[o][ky][kx][c]
 // (exact int32; the zero padding is the code of 0.0, zero_point, and adds nothing), then
@@ -276,10 +310,15 @@ struct ConvShape {
 
 constexpr int64_t CP = 4;  // pixels per VNNI tile
 
-// The image's codes with its padding (Hp rows of Wp pixels of C codes, zero_point outside x), and 4 spare codes;
-// returns how many values of x are NaN or infinite.
-int64_t quantize_image(const ConvShape& s, const float* x, float inv, uint8_t* codes, bool simd) {
+// The image's codes with its padding (Hp rows of Wp pixels of C codes, zero_point outside x), and 4 spare codes,
+// from x (N, H, W, C) with strides st (elements): rows of whole pixels (channels innermost) through the quantizer of
+// consecutive inputs, 3 channels in planes (pixels innermost: torch's (N, C, H, W)) through quantize_planes3,
+// other strides one input at a time; returns how many values of x are NaN or infinite.
+int64_t quantize_image(const ConvShape& s, const float* x, const int64_t* st, float inv, uint8_t* codes,
+                       bool simd) {
   const int64_t row = s.Wp * s.C;
+  const float zp = static_cast<float>(s.zp);
+  const bool whole = st[3] == 1 && st[2] == s.C, planes = s.C == 3 && st[2] == 1;
   std::atomic<int64_t> bad{0};
   at::parallel_for(0, s.N * s.Hp, 1, [&](int64_t begin, int64_t end) {
     int64_t count = 0;
@@ -291,15 +330,28 @@ int64_t quantize_image(const ConvShape& s, const float* x, float inv, uint8_t* c
         continue;
       }
       std::memset(dst, s.zp, s.pw * s.C);
-      std::memset(dst + (s.pw + s.W) * s.C, s.zp, s.pw * s.C);
-      const float* src = x + (n * s.H + iy) * s.W * s.C;
+      const float* src = x + n * st[0] + iy * st[1];
+      uint8_t* out = dst + s.pw * s.C;
+      int64_t done = 0;
+      if (whole) {
 #if XNORPP_AVX512
-      if (simd) {
-        count += quantize_avx512(src, s.W * s.C, inv, static_cast<float>(s.zp), dst + s.pw * s.C);
-        continue;
-      }
+        if (simd) count += quantize_avx512(src, s.W * s.C, inv, zp, out);
+        else
 #endif
-      count += quantize_generic(src, s.W * s.C, inv, static_cast<float>(s.zp), dst + s.pw * s.C);
+          count += quantize_generic(src, s.W * s.C, inv, zp, out);
+        done = s.W;
+      }
+#if XNORPP_AVX512
+      if (simd && planes && !whole)
+        done = quantize_planes3_avx512(src, st[3], s.W, row - s.pw * s.C, inv, zp, out, count);
+#endif
+      for (int64_t px = done; px < s.W; ++px)
+        for (int64_t c = 0; c < s.C; ++c) {
+          const float v = src[px * st[2] + c * st[3]];
+          count += !std::isfinite(v);
+          out[px * s.C + c] = quantize_one(v, inv, zp);
+        }
+      std::memset(dst + (s.pw + s.W) * s.C, s.zp, s.pw * s.C);  // after the codes: quantize_planes3 writes past them
     }
     bad += count;
   });
@@ -459,8 +511,8 @@ std::vector<torch::Tensor> int8_conv(torch::Tensor x, double inv_scale, int64_t 
                                      int64_t pph, int64_t ppw, c10::optional<torch::Tensor> next_scale,
                                      c10::optional<torch::Tensor> next_thr, int64_t out_ph, int64_t out_pw,
                                      bool simd) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.is_contiguous() && x.device().is_cpu(),
-              "int8_conv: x must be contiguous float32 (N, H, W, C)");
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu(),
+              "int8_conv: x must be float32 (N, H, W, C)");
   check_quantization("int8_conv", inv_scale, zero_point);
   TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && out_channels >= 1,
               "int8_conv: bad kernel, stride, padding or channel count");
@@ -507,7 +559,8 @@ std::vector<torch::Tensor> int8_conv(torch::Tensor x, double inv_scale, int64_t 
   // quantize_image writes every code, and each convolution row's outputs are written before they are read: neither
   // buffer is cleared first
   std::unique_ptr<uint8_t[]> codes(new uint8_t[s.N * s.Hp * s.Wp * s.C + 4]);
-  const int64_t bad = quantize_image(s, x.data_ptr<float>(), static_cast<float>(inv_scale), codes.get(), simd);
+  const int64_t bad = quantize_image(s, x.data_ptr<float>(), x.strides().data(), static_cast<float>(inv_scale),
+                                     codes.get(), simd);
   TORCH_CHECK_VALUE(bad == 0, "x holds ", bad, " NaN or infinite values");  // before any output is written
   const int8_t* wp = wq.data_ptr<int8_t>();
   s.F = s.Q, s.L = 0;

@@ -551,6 +551,97 @@ void tile_generic(const u64* __restrict xb, const u64* __restrict wt, const Geom
 }
 
 #if XNORPP_AVX512
+constexpr int ANY = 0, SIGNS = 1, BLOCK = 2;
+
+// A float epilogue's operands of one tile, set once per tile.
+struct FloatTile {
+  __mmask16 m[2];                   // the tile's channels: two halves of 16
+  __m512 g_row[2], s_row[2], t_row[2], p_scale[2], p_shift[2];
+  float* y;                         // the tile's first pixel's outputs, or null
+  const float* res;                 // its residual, or null
+  const float* gamma;               // its Gamma row (null when gamma_row), or null
+  bool gamma_row;                   // one Gamma row for every pixel, in g_row
+};
+
+// The float epilogue of the pixels of a tile (as epilogue_generic). ROW: a full tile in one output row, whose
+// pixels read one correction row (the tile's first pixel's), whose bits follow each other, and whose Gamma
+// factors follow each other too: gamma_x of its columns times the tile's row's alpha beta (Case 4), or the
+// pixels' beta times alpha (Case 3); so that nothing per pixel is looked up.
+template <bool CORR, bool FACTORS, int KIND, bool UNROLL, bool ROW>
+XNORPP_AVX512_FN __attribute__((always_inline)) inline void float_pixels(const Geometry& g, const Tile& t,
+                                                                         const Epilogue& e, const FloatTile& f,
+                                                                         const __m512i (&acc)[PB][OB / 8]) {
+  const __m512i n_bits = _mm512_set1_epi32(static_cast<int32_t>(g.n_bits));
+  const __m512i low_halves = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512 zero = _mm512_setzero_ps();
+  const int64_t o = g.o;
+  const bool has_res = KIND == BLOCK || (KIND == ANY && e.residual), relu = KIND == BLOCK || (KIND == ANY && e.relu);
+  const bool post = KIND == ANY && e.post_scale, post_relu = KIND == ANY && e.post_relu;
+  const bool signs = KIND == SIGNS || e.scale;
+  const int64_t pixels = ROW || UNROLL ? PB : t.np;
+  const int32_t* corr_row = ROW && CORR ? corr_at(e, t, 0, o) : nullptr;
+  u32* bits_row = ROW && signs ? bits_at(e, t, 0) : nullptr;
+  __m512 a_row[2] = {f.g_row[0], f.g_row[1]};
+  __m512i base[2] = {n_bits, n_bits};  // n_bits + the row's correction
+  if (ROW && CORR)
+    for (int h = 0; h < 2; ++h) base[h] = _mm512_add_epi32(n_bits, _mm512_maskz_loadu_epi32(f.m[h], corr_row + 16 * h));
+  const float* factor = nullptr;
+  if (ROW && FACTORS) {
+    if (e.gamma_x) {  // Case 4: the row's (alpha beta), then gamma_x of each column
+      const __m512 gy = _mm512_set1_ps(e.gamma_y[t.py[0]]);
+      for (int h = 0; h < 2; ++h) a_row[h] = _mm512_mul_ps(f.g_row[h], gy);
+      factor = e.gamma_x + t.px[0];
+    } else {
+      factor = e.gamma_y + t.p0;  // Case 3: beta of each pixel
+    }
+  }
+#pragma GCC unroll 8
+  for (int64_t j = 0; j < pixels; ++j) {
+    if (!ROW && UNROLL && j >= t.np) break;
+    const int32_t* corr = CORR ? (ROW ? corr_row : corr_at(e, t, j, o)) : nullptr;
+    __m512 gy = zero, gx = zero;
+    if (FACTORS && ROW) gx = _mm512_set1_ps(factor[j]);
+    if (FACTORS && !ROW) {
+      gy = _mm512_set1_ps(e.gamma_y[e.gamma_y_pixel ? t.p0 + j : t.py[j]]);
+      gx = _mm512_set1_ps(e.gamma_x ? e.gamma_x[t.px[j]] : 1.0f);
+    }
+    u32 word = 0;
+    for (int h = 0; h < 2; ++h) {
+      const __m512i cnt = _mm512_permutex2var_epi32(acc[j][2 * h], low_halves, acc[j][2 * h + 1]);
+      __m512i count = _mm512_sub_epi32(ROW ? base[h] : n_bits, _mm512_slli_epi32(cnt, 1));
+      if (CORR && !ROW) count = _mm512_add_epi32(count, _mm512_maskz_loadu_epi32(f.m[h], corr + 16 * h));
+      __m512 yv = _mm512_cvtepi32_ps(count);  // exact: |count| < 2^24
+      if (FACTORS || e.gamma) {  // factors multiply a Gamma row (set_float_epilogue)
+        __m512 gv = FACTORS || f.gamma_row ? a_row[h] : _mm512_maskz_loadu_ps(f.m[h], f.gamma + j * o + 16 * h);
+        if (FACTORS && ROW) gv = _mm512_mul_ps(gv, gx);  // Gamma's own products, in its order: (alpha beta) gamma
+        if (FACTORS && !ROW) gv = _mm512_mul_ps(_mm512_mul_ps(gv, gy), gx);
+        yv = _mm512_mul_ps(yv, gv);  // one multiply (Eq. 9)
+      }
+      if (relu) yv = _mm512_max_ps(yv, zero);  // max(y, 0): a NaN-free y gives torch's relu
+      if (has_res) yv = _mm512_add_ps(_mm512_maskz_loadu_ps(f.m[h], f.res + j * o + 16 * h), yv);
+      if (post) yv = _mm512_add_ps(_mm512_mul_ps(yv, f.p_scale[h]), f.p_shift[h]);
+      if (post_relu) yv = _mm512_max_ps(yv, zero);
+      if (f.y) _mm512_mask_storeu_ps(f.y + j * o + 16 * h, f.m[h], yv);
+      if (signs)  // as pack_signs with a threshold: scale y > thr
+        word |= static_cast<u32>(_mm512_mask_cmp_ps_mask(f.m[h], _mm512_mul_ps(yv, f.s_row[h]), f.t_row[h],
+                                                         _CMP_GT_OQ))
+                << (16 * h);
+    }
+    if (signs) *(ROW ? bits_row + j * e.out_units : bits_at(e, t, j)) = word;
+  }
+}
+
+// Whether a tile takes float_pixels' ROW path: PB pixels in one row, in columns of one correction, and Gamma's
+// factors (if any) of Case 3 or 4.
+inline bool row_tile(const Tile& t, const Epilogue& e, bool corr, bool factors) {
+  if (t.np != PB || t.py[0] != t.py[PB - 1]) return false;
+  if (factors && !(e.gamma_x || e.gamma_y_pixel)) return false;
+  if (corr)
+    for (int64_t j = 1; j < PB; ++j)
+      if (e.corr_cols[t.px[j]] != e.corr_cols[t.px[0]]) return false;
+  return true;
+}
+
 // The epilogue of a tile of tiles_avx512 (as epilogue_generic), 16 channels at a time: acc[j][q] holds the popcounts of
 // channels o0 + 8 q .. o0 + 8 q + 7 of pixel j in 64-bit lanes. CORR and FACTORS say whether e.corr and
 // e.gamma_y are set; KIND which float outputs the epilogue has, each choice compiled apart, free of the tests of
@@ -559,20 +650,18 @@ void tile_generic(const u64* __restrict xb, const u64* __restrict wt, const Geom
 // (an exact product). UNROLL (one word per pixel, whose tiles are short): the pixel loops run to the constant PB,
 // unrolled, so that acc stays in registers instead of going through memory; with more words per pixel the
 // registers that this holds made the inner loop spill, and the loops run to t.np.
-constexpr int ANY = 0, SIGNS = 1, BLOCK = 2;
-
 template <bool CORR, bool FACTORS, int KIND, bool UNROLL>
 XNORPP_AVX512_FN __attribute__((always_inline)) inline void epilogue_avx512(const Geometry& g, const Tile& t,
                                                                             const Epilogue& epi,
                                                                             const __m512i (&acc)[PB][OB / 8]) {
   const Epilogue e = epi;  // a local copy: its fields stay in registers across the stores below
-  const __m512i n_bits = _mm512_set1_epi32(static_cast<int32_t>(g.n_bits));
   const __m512i low_halves = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512 zero = _mm512_setzero_ps();
   const int64_t o = g.o, o0 = t.o0, P = g.P;
-  // the tile's channels: two halves of 16, masked when the tile ends before (and then a zero-length half)
-  const __mmask16 m[2] = {static_cast<__mmask16>(t.oe >= 16 ? 0xFFFF : (1u << t.oe) - 1),
-                          static_cast<__mmask16>(t.oe >= 32 ? 0xFFFF : t.oe <= 16 ? 0 : (1u << (t.oe - 16)) - 1)};
+  FloatTile f;
+  f.m[0] = static_cast<__mmask16>(t.oe >= 16 ? 0xFFFF : (1u << t.oe) - 1);
+  f.m[1] = static_cast<__mmask16>(t.oe >= 32 ? 0xFFFF : t.oe <= 16 ? 0 : (1u << (t.oe - 16)) - 1);
+  const __mmask16* m = f.m;
   const int64_t pixels = UNROLL ? PB : t.np;
   if (e.bound) {
 #pragma GCC unroll 8
@@ -590,63 +679,35 @@ XNORPP_AVX512_FN __attribute__((always_inline)) inline void epilogue_avx512(cons
   }
   // per tile: the channels' Gamma (one row), threshold; per pixel j: j rows of o further on
   const int64_t first = t.n * P + t.p0;
-  const bool has_res = KIND == BLOCK || (KIND == ANY && e.residual), relu = KIND == BLOCK || (KIND == ANY && e.relu);
-  const bool post = KIND == ANY && e.post_scale, post_relu = KIND == ANY && e.post_relu;
+  const bool has_res = KIND == BLOCK || (KIND == ANY && e.residual);
+  const bool post = KIND == ANY && e.post_scale;
   const bool signs = KIND == SIGNS || e.scale;
-  float* y = KIND != SIGNS && e.y ? e.y + first * o + o0 : nullptr;
-  const float* res = has_res ? e.residual + first * o + o0 : nullptr;
-  const bool gamma_row = e.gamma && e.gamma_rows == 1;
-  const float* gamma = e.gamma ? e.gamma + (gamma_row ? 0 : t.p0 * o) + o0 : nullptr;
-  __m512 g_row[2] = {zero, zero}, s_row[2] = {zero, zero}, t_row[2] = {zero, zero};
-  __m512 p_scale[2] = {zero, zero}, p_shift[2] = {zero, zero};
+  f.y = KIND != SIGNS && e.y ? e.y + first * o + o0 : nullptr;
+  f.res = has_res ? e.residual + first * o + o0 : nullptr;
+  f.gamma_row = e.gamma && e.gamma_rows == 1;
+  f.gamma = e.gamma && !f.gamma_row ? e.gamma + t.p0 * o + o0 : nullptr;
   for (int h = 0; h < 2; ++h) {
-    if (gamma_row) g_row[h] = _mm512_maskz_loadu_ps(m[h], gamma + 16 * h);
+    f.g_row[h] = f.s_row[h] = f.t_row[h] = f.p_scale[h] = f.p_shift[h] = zero;
+    if (f.gamma_row) f.g_row[h] = _mm512_maskz_loadu_ps(m[h], e.gamma + o0 + 16 * h);
     if (post) {
-      p_scale[h] = _mm512_maskz_loadu_ps(m[h], e.post_scale + o0 + 16 * h);
-      p_shift[h] = _mm512_maskz_loadu_ps(m[h], e.post_shift + o0 + 16 * h);
+      f.p_scale[h] = _mm512_maskz_loadu_ps(m[h], e.post_scale + o0 + 16 * h);
+      f.p_shift[h] = _mm512_maskz_loadu_ps(m[h], e.post_shift + o0 + 16 * h);
     }
     if (signs) {
-      s_row[h] = _mm512_maskz_loadu_ps(m[h], e.scale + o0 + 16 * h);
-      t_row[h] = _mm512_maskz_loadu_ps(m[h], e.thr + o0 + 16 * h);
+      f.s_row[h] = _mm512_maskz_loadu_ps(m[h], e.scale + o0 + 16 * h);
+      f.t_row[h] = _mm512_maskz_loadu_ps(m[h], e.thr + o0 + 16 * h);
     }
   }
   if (has_res && t.p0 + 3 * PB <= P) {  // the residual of the tile two tiles ahead: its loads would stall the epilogue
     for (int64_t j = 0; j < PB; ++j) {
-      _mm_prefetch(reinterpret_cast<const char*>(res + (2 * PB + j) * o), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(res + (2 * PB + j) * o + 16), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(f.res + (2 * PB + j) * o), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(f.res + (2 * PB + j) * o + 16), _MM_HINT_T0);
     }
   }
-#pragma GCC unroll 8
-  for (int64_t j = 0; j < pixels; ++j) {
-    if (UNROLL && j >= t.np) break;
-    const int32_t* corr = CORR ? corr_at(e, t, j, o) : nullptr;
-    __m512 gy = zero, gx = zero;
-    if (FACTORS) {
-      gy = _mm512_set1_ps(e.gamma_y[e.gamma_y_pixel ? t.p0 + j : t.py[j]]);
-      gx = _mm512_set1_ps(e.gamma_x ? e.gamma_x[t.px[j]] : 1.0f);
-    }
-    u32 word = 0;
-    for (int h = 0; h < 2; ++h) {
-      const __m512i cnt = _mm512_permutex2var_epi32(acc[j][2 * h], low_halves, acc[j][2 * h + 1]);
-      __m512i count = _mm512_sub_epi32(n_bits, _mm512_slli_epi32(cnt, 1));
-      if (CORR) count = _mm512_add_epi32(count, _mm512_maskz_loadu_epi32(m[h], corr + 16 * h));
-      __m512 yv = _mm512_cvtepi32_ps(count);  // exact: |count| < 2^24
-      if (gamma) {
-        __m512 gv = gamma_row ? g_row[h] : _mm512_maskz_loadu_ps(m[h], gamma + j * o + 16 * h);
-        if (FACTORS) gv = _mm512_mul_ps(_mm512_mul_ps(gv, gy), gx);  // Gamma's own products: (alpha beta) gamma
-        yv = _mm512_mul_ps(yv, gv);  // one multiply (Eq. 9)
-      }
-      if (relu) yv = _mm512_max_ps(yv, zero);  // max(y, 0): a NaN-free y gives torch's relu
-      if (has_res) yv = _mm512_add_ps(_mm512_maskz_loadu_ps(m[h], res + j * o + 16 * h), yv);
-      if (post) yv = _mm512_add_ps(_mm512_mul_ps(yv, p_scale[h]), p_shift[h]);
-      if (post_relu) yv = _mm512_max_ps(yv, zero);
-      if (y) _mm512_mask_storeu_ps(y + j * o + 16 * h, m[h], yv);
-      if (signs)  // as pack_signs with a threshold: scale y > thr
-        word |= static_cast<u32>(_mm512_mask_cmp_ps_mask(m[h], _mm512_mul_ps(yv, s_row[h]), t_row[h], _CMP_GT_OQ))
-                << (16 * h);
-    }
-    if (signs) *bits_at(e, t, j) = word;
-  }
+  if (row_tile(t, e, CORR, FACTORS))
+    float_pixels<CORR, FACTORS, KIND, UNROLL, true>(g, t, e, f, acc);
+  else
+    float_pixels<CORR, FACTORS, KIND, UNROLL, false>(g, t, e, f, acc);
 }
 
 // The tiles begin .. end - 1 of a layer (run_tiles' order) with AVX-512 VPOPCNTDQ: 8 output channels per

@@ -6,7 +6,8 @@
 //     packed_conv, packed_conv_bits, max_pool_bits, max_pool_signs, channel_mean, int8_gemm, int8_conv) called with
 //     args, every argument but the inputs converted once, here; each input (position, slot, view) is the value of
 //     the slot seen as view gives it (AS_IS; NHWC: (N, H, W, C) contiguous from torch's (N, C, H, W); NCHW: the
-//     reverse, channels-last; CHANNELS_LAST: the same shape, channels-last; ROWS: (N, 1, 1, K) from (N, K)),
+//     reverse, channels-last; CHANNELS_LAST: the same shape, channels-last; ROWS: (N, 1, 1, K) from (N, K);
+//     NHWC_VIEW: as NHWC, but a view, no copy: any strides),
 //     at an argument that takes a tensor (its placeholder in args: None); each output (index, slot, shape) the
 //     kernel's result index into the slot, viewed as shape when one is given (-1: the batch size). After the
 //     step the slots of frees are emptied (their last reader has run), so that their memory goes back to the
@@ -19,7 +20,7 @@
 
 namespace plan {
 
-enum View : int64_t { AS_IS = 0, NHWC = 1, NCHW = 2, CHANNELS_LAST = 3, ROWS = 4 };
+enum View : int64_t { AS_IS = 0, NHWC = 1, NCHW = 2, CHANNELS_LAST = 3, ROWS = 4, NHWC_VIEW = 5 };
 
 inline torch::Tensor seen_as(const torch::Tensor& t, int64_t view) {
   switch (view) {
@@ -27,6 +28,7 @@ inline torch::Tensor seen_as(const torch::Tensor& t, int64_t view) {
     case NCHW: return t.permute({0, 3, 1, 2}).contiguous(at::MemoryFormat::ChannelsLast);
     case CHANNELS_LAST: return t.contiguous(at::MemoryFormat::ChannelsLast);
     case ROWS: return t.reshape({t.size(0), 1, 1, -1}).contiguous();
+    case NHWC_VIEW: return t.permute({0, 2, 3, 1});
     default: return t;
   }
 }
@@ -64,7 +66,7 @@ StepFn make_step(R (*f)(A...), const py::tuple& args, const std::vector<Input>& 
   for (const Input& in : inputs) {
     TORCH_CHECK(in.position >= 0 && in.position < static_cast<int64_t>(sizeof...(A)) && tensor_at[in.position],
                 "Plan.add: input at argument ", in.position, ", which takes no tensor");
-    TORCH_CHECK(in.view >= AS_IS && in.view <= ROWS, "Plan.add: unknown view ", in.view);
+    TORCH_CHECK(in.view >= AS_IS && in.view <= NHWC_VIEW, "Plan.add: unknown view ", in.view);
     is_input[in.position] = true;
   }
   std::tuple<std::decay_t<A>...> fixed{
@@ -154,7 +156,7 @@ inline void bind_plan(py::module& m) {
       .def("run", &Plan::run, py::arg("x"));
   m.attr("plan_views") = py::dict(py::arg("as_is") = int64_t{AS_IS}, py::arg("nhwc") = int64_t{NHWC},
                                   py::arg("nchw") = int64_t{NCHW}, py::arg("channels_last") = int64_t{CHANNELS_LAST},
-                                  py::arg("rows") = int64_t{ROWS});
+                                  py::arg("rows") = int64_t{ROWS}, py::arg("nhwc_view") = int64_t{NHWC_VIEW});
 }
 
 }  // namespace plan
