@@ -181,15 +181,6 @@ def _non_finite(err):
     return ValueError(f"{err}; {_NON_FINITE}")
 
 
-@contextlib.contextmanager
-def _finite_inputs():
-    """``_non_finite``'s error for the int8 stem's ``ValueError`` in the block."""
-    try:
-        yield
-    except ValueError as err:
-        raise _non_finite(err) from None
-
-
 def _check_finite(x):
     """``ValueError`` when ``x`` holds a NaN or an infinity: the packed network and its emulation refuse them alike
     (a sign bit has no NaN, and a NaN or an infinity reaches the logits by paths the two do not share)."""
@@ -467,8 +458,10 @@ class _Int8Conv:
         """``(y, bits)``: the float output, channels innermost ``(N, H, W, o)``, and the consumer's packed input
         (undefined without ``emit``). A NaN or an infinity in ``x`` is refused (``_check_finite``'s error), counted
         by the pass that quantizes ``x``."""
-        with _finite_inputs():
+        try:
             return self.kernel.int8_conv(x.permute(0, 2, 3, 1), *self.arguments())
+        except ValueError as err:
+            raise _non_finite(err) from None
 
 
 class _Mean:

@@ -311,14 +311,14 @@ struct ConvShape {
 constexpr int64_t CP = 4;  // pixels per VNNI tile
 
 // The image's codes with its padding (Hp rows of Wp pixels of C codes, zero_point outside x), and 4 spare codes,
-// from x (N, H, W, C) with strides st (elements): rows of whole pixels (channels innermost) through the quantizer of
-// consecutive inputs, 3 channels in planes (pixels innermost: torch's (N, C, H, W)) through quantize_planes3,
-// other strides one input at a time; returns how many values of x are NaN or infinite.
+// from x (N, H, W, C) with strides st (elements): with AVX-512, rows of whole pixels (channels innermost) through
+// quantize_avx512 and 3 channels in planes (pixels innermost: torch's (N, C, H, W)) through quantize_planes3; the
+// rest one input at a time; returns how many values of x are NaN or infinite.
 int64_t quantize_image(const ConvShape& s, const float* x, const int64_t* st, float inv, uint8_t* codes,
                        bool simd) {
   const int64_t row = s.Wp * s.C;
   const float zp = static_cast<float>(s.zp);
-  const bool whole = st[3] == 1 && st[2] == s.C, planes = s.C == 3 && st[2] == 1;
+  [[maybe_unused]] const bool whole = st[3] == 1 && st[2] == s.C, planes = s.C == 3 && st[2] == 1;
   std::atomic<int64_t> bad{0};
   at::parallel_for(0, s.N * s.Hp, 1, [&](int64_t begin, int64_t end) {
     int64_t count = 0;
@@ -332,17 +332,11 @@ int64_t quantize_image(const ConvShape& s, const float* x, const int64_t* st, fl
       std::memset(dst, s.zp, s.pw * s.C);
       const float* src = x + n * st[0] + iy * st[1];
       uint8_t* out = dst + s.pw * s.C;
-      int64_t done = 0;
-      if (whole) {
+      int64_t done = 0;  // pixels quantized by a vector path; the rest one input at a time
 #if XNORPP_AVX512
-        if (simd) count += quantize_avx512(src, s.W * s.C, inv, zp, out);
-        else
-#endif
-          count += quantize_generic(src, s.W * s.C, inv, zp, out);
-        done = s.W;
-      }
-#if XNORPP_AVX512
-      if (simd && planes && !whole)
+      if (simd && whole)
+        count += quantize_avx512(src, s.W * s.C, inv, zp, out), done = s.W;
+      else if (simd && planes)
         done = quantize_planes3_avx512(src, st[3], s.W, row - s.pw * s.C, inv, zp, out, count);
 #endif
       for (int64_t px = done; px < s.W; ++px)
